@@ -1,0 +1,67 @@
+/** Exit codes every ddr command uses: scripts rely on them. */
+export const ExitCode = {
+  ok: 0,
+  unexpected: 1,
+  usage: 2,
+  peer: 3,
+  partial: 4,
+} as const
+export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode]
+
+/** Stable error codes: they appear in --json output and logs, so never rename one. */
+export type DdrErrorCode =
+  | 'ASSOCIATION_ABORTED'
+  | 'ASSOCIATION_REJECTED'
+  | 'BACKEND_REFUSED'
+  | 'BACKEND_UNREACHABLE'
+  | 'CONFIG_INVALID'
+  | 'CONFIG_NOT_FOUND'
+  | 'DEPENDENCY_MISSING'
+  | 'INVALID_DICOM'
+  | 'NOT_IMPLEMENTED'
+  | 'PROTOCOL_ERROR'
+  | 'STACK_FAILED'
+  | 'TIMEOUT'
+  | 'USAGE'
+
+const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
+  ASSOCIATION_ABORTED: ExitCode.peer,
+  ASSOCIATION_REJECTED: ExitCode.peer,
+  BACKEND_REFUSED: ExitCode.peer,
+  BACKEND_UNREACHABLE: ExitCode.peer,
+  CONFIG_INVALID: ExitCode.usage,
+  CONFIG_NOT_FOUND: ExitCode.usage,
+  DEPENDENCY_MISSING: ExitCode.usage,
+  INVALID_DICOM: ExitCode.usage,
+  NOT_IMPLEMENTED: ExitCode.usage,
+  PROTOCOL_ERROR: ExitCode.peer,
+  STACK_FAILED: ExitCode.unexpected,
+  TIMEOUT: ExitCode.peer,
+  USAGE: ExitCode.usage,
+}
+
+export interface DdrErrorOptions {
+  exit?: ExitCodeValue
+  hint?: string
+  cause?: unknown
+}
+
+/** The one error type ddr throws on purpose: a stable code, a message naming the thing, and a hint. */
+export class DdrError extends Error {
+  override readonly name = 'DdrError'
+  readonly code: DdrErrorCode
+  readonly exit: ExitCodeValue
+  readonly hint?: string
+
+  constructor(code: DdrErrorCode, message: string, options: DdrErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : {cause: options.cause})
+    this.code = code
+    this.exit = options.exit ?? defaultExit[code]
+    this.hint = options.hint
+  }
+}
+
+/** Whether an error is a DdrError with the given code. */
+export function isDdrError(error: unknown, code?: DdrErrorCode): error is DdrError {
+  return error instanceof DdrError && (code === undefined || error.code === code)
+}
