@@ -1,10 +1,52 @@
+import {Flags} from '@oclif/core'
+
 import {BaseCommand} from '../lib/base-command.js'
-import {DdrError} from '../lib/errors.js'
+import {Logger} from '../lib/output/logger.js'
+import {startRouterService} from '../lib/routing/service.js'
 
 export default class Listen extends BaseCommand<typeof Listen> {
   static override description = 'run the router: receive C-STORE and forward each study to the best Orthanc backend'
+  static override examples = [
+    '<%= config.bin %> listen',
+    '<%= config.bin %> listen --port 11113 --ae-title DYNAMIC_DICOM_MW --policy round-robin',
+    'DDR_CONFIG=/etc/ddr/ddr.config.json <%= config.bin %> listen --log-format json',
+    '<%= config.bin %> listen --debug   # log loads, health and scores behind every decision',
+  ]
+
+  static override flags = {
+    port: Flags.integer({char: 'p', description: 'DICOM port to listen on [default: listen.port, 11113]', min: 0, max: 65535}),
+    host: Flags.string({description: 'address to bind [default: listen.host, 0.0.0.0]'}),
+    'ae-title': Flags.string({char: 'a', description: 'our AE title [default: listen.aeTitle, DYNAMIC_DICOM_MW]'}),
+    'status-port': Flags.integer({description: 'HTTP port for /status and /metrics [default: status.port, 11180]', min: 0, max: 65535}),
+    policy: Flags.string({description: 'how new studies are placed [default: routing.policy]', options: ['least-loaded', 'round-robin', 'weighted']}),
+    affinity: Flags.boolean({description: 'keep every instance of a study on one backend [default: routing.affinity, on]', allowNo: true}),
+    'log-format': Flags.string({description: 'log line format', options: ['text', 'json'], default: 'text'}),
+  }
 
   async run(): Promise<void> {
-    throw new DdrError('NOT_IMPLEMENTED', '"ddr listen" is not built yet (issue #3)', {hint: 'see README.md for what works today'})
+    const {flags} = this
+    const config = structuredClone(this.ddrConfig)
+    if (flags.port !== undefined) config.listen.port = flags.port
+    if (flags.host !== undefined) config.listen.host = flags.host
+    if (flags['ae-title'] !== undefined) config.listen.aeTitle = flags['ae-title']
+    if (flags['status-port'] !== undefined) config.status.port = flags['status-port']
+    if (flags.policy !== undefined) config.routing.policy = flags.policy as typeof config.routing.policy
+    if (flags.affinity !== undefined) config.routing.affinity = flags.affinity
+
+    const logger = new Logger({debug: flags.debug, format: flags['log-format'] as 'text' | 'json'})
+    const service = await startRouterService(config, {logger, version: this.config.version})
+    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `http://${config.status.host}:${service.statusPort}/status`, policy: config.routing.policy, affinity: config.routing.affinity, config: config.source})
+
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info('stopping', {signal}, 'no new associations; finishing in-flight instances')
+        resolve()
+      }
+
+      process.once('SIGINT', () => stop('SIGINT'))
+      process.once('SIGTERM', () => stop('SIGTERM'))
+    })
+    await service.stop()
+    logger.info('stopped', {routed: service.router.counters.routed, failed: service.router.counters.failed})
   }
 }

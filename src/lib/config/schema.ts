@@ -9,8 +9,12 @@ export interface BackendConfig {
   host: string
   port: number
   aeTitle: string
-  /** Base URL of the Orthanc REST API (statistics, health, upload with transport "rest"). */
-  url: string
+  /**
+   * Base URL of the Orthanc REST API (health, statistics, uploads with transport "rest").
+   * Leave it out for a DICOM SCP that is not Orthanc: health and load then come from C-ECHO and
+   * the router's own counters.
+   */
+  url?: string
   username?: string
   password?: string
   /** Relative capacity for the weighted policy and study affinity hashing. */

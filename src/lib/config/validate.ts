@@ -194,13 +194,13 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
     seen.add(name.toLowerCase())
     if (raw.port === undefined) c.problems.push(`${path}.port: is required`)
     if (raw.aeTitle === undefined) c.problems.push(`${path}.aeTitle: is required`)
-    if (raw.url === undefined) c.problems.push(`${path}.url: is required`)
+    if (raw.url === undefined && raw.transport === 'rest') c.problems.push(`${path}.url: is required with transport "rest"`)
     return {
       name,
       host: c.string(raw, 'host', path, '127.0.0.1'),
       port: c.integer(raw, 'port', path, 0, 1, 65535),
       aeTitle: c.string(raw, 'aeTitle', path, '', AE_TITLE, 'an AE title of 1 to 16 printable characters'),
-      url: c.url(raw, 'url', path, 'http://127.0.0.1'),
+      url: raw.url === undefined ? undefined : c.url(raw, 'url', path, 'http://127.0.0.1'),
       username: c.optionalString(raw, 'username', path),
       password: c.optionalString(raw, 'password', path),
       weight: c.number(raw, 'weight', path, 1, 0),

@@ -1,0 +1,69 @@
+import type {BackendConfig} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
+import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
+import type {ReceivedInstance} from '../routing/instance.js'
+import {AssociationPool} from './association-pool.js'
+import type {Backend} from './backend.js'
+
+export interface DimseBackendOptions {
+  callingAeTitle: string
+  maxAssociations?: number
+  requestTimeoutMs?: number
+}
+
+const VERIFICATION_CONTEXT = {abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntax: IMPLICIT_VR_LITTLE_ENDIAN}
+
+/** Forwards instances over DIMSE C-STORE on reused associations, bytes unchanged. */
+export class DimseBackend implements Backend {
+  private readonly pool: AssociationPool
+
+  constructor(readonly config: BackendConfig, private readonly options: DimseBackendOptions) {
+    this.pool = new AssociationPool({
+      host: config.host,
+      port: config.port,
+      calledAeTitle: config.aeTitle,
+      callingAeTitle: options.callingAeTitle,
+      maxAssociations: options.maxAssociations ?? 4,
+      idleMs: 15_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
+      connectTimeoutMs: 5000,
+    })
+  }
+
+  store(instance: ReceivedInstance): Promise<DimseResponse> {
+    const context = {abstractSyntax: instance.sopClassUid, transferSyntax: instance.transferSyntaxUid}
+    return this.pool.with(context, (association) =>
+      association.store({
+        sopClassUid: instance.sopClassUid,
+        sopInstanceUid: instance.sopInstanceUid,
+        transferSyntaxUid: instance.transferSyntaxUid,
+        dataset: instance.dataset,
+      }),
+    )
+  }
+
+  /** C-ECHO on a pooled association (a new one only when none is idle), so it also works with SCPs that serve one association at a time. */
+  async echo(timeoutMs: number): Promise<number> {
+    const started = performance.now()
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new DdrError('TIMEOUT', `no C-ECHO answer from ${this.config.aeTitle}@${this.config.host}:${this.config.port} within ${timeoutMs} ms`)), timeoutMs)
+    })
+    try {
+      const response = await Promise.race([this.pool.with(VERIFICATION_CONTEXT, (association) => association.echo()), timeout])
+      if (response.status !== 0) throw new DdrError('BACKEND_REFUSED', `C-ECHO answered status 0x${response.status.toString(16)}`)
+      return performance.now() - started
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  get openAssociations(): number {
+    return this.pool.size
+  }
+
+  close(): Promise<void> {
+    return this.pool.close()
+  }
+}

@@ -1,0 +1,65 @@
+import {createReadStream} from 'node:fs'
+import {Readable} from 'node:stream'
+
+import got, {HTTPError, RequestError} from 'got'
+
+import type {BackendConfig} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import type {DimseResponse} from '../dimse/scu.js'
+import {Status} from '../dimse/status.js'
+import type {ReceivedInstance} from '../routing/instance.js'
+import type {Backend} from './backend.js'
+
+/** Part 10 bytes of an instance, streamed: meta header, then the dataset exactly as received. */
+export function part10Stream(instance: ReceivedInstance): Readable {
+  if (instance.path !== undefined) return createReadStream(instance.path)
+  const source = instance.dataset
+  if ('buffer' in source) return Readable.from([instance.metaHeader, source.buffer])
+  return Readable.from(
+    (async function* () {
+      yield instance.metaHeader
+      yield* createReadStream(source.path, {start: source.offset, end: source.offset + source.length - 1})
+    })(),
+  )
+}
+
+/** Forwards instances with Orthanc's REST API (POST /instances), for backends configured with transport "rest". */
+export class OrthancRestBackend implements Backend {
+  private readonly client
+
+  constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
+    if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has transport "rest" but no url`)
+    this.client = got.extend({
+      prefixUrl: config.url,
+      username: config.username,
+      password: config.password,
+      timeout: {request: timeoutMs},
+      retry: {limit: 0},
+    })
+  }
+
+  async store(instance: ReceivedInstance): Promise<DimseResponse> {
+    try {
+      const answer = await this.client
+        .post('instances', {body: part10Stream(instance), headers: {'content-type': 'application/dicom', 'content-length': String(instance.metaHeader.length + instance.datasetLength)}})
+        .json<{Status?: string}>()
+      if (answer.Status === 'Success' || answer.Status === 'AlreadyStored') return {status: Status.success}
+      return {status: Status.processingFailure, errorComment: `Orthanc answered ${answer.Status ?? 'no status'}`}
+    } catch (error) {
+      if (error instanceof HTTPError && error.response.statusCode >= 400 && error.response.statusCode < 500 && error.response.statusCode !== 401 && error.response.statusCode !== 403) {
+        return {status: Status.cannotUnderstand, errorComment: `Orthanc refused: HTTP ${error.response.statusCode}`}
+      }
+
+      const reason = error instanceof HTTPError ? `HTTP ${error.response.statusCode}` : (error as RequestError).code ?? (error as Error).message
+      throw new DdrError('BACKEND_UNREACHABLE', `POST ${this.config.url}/instances failed: ${reason}`, {cause: error})
+    }
+  }
+
+  async echo(timeoutMs: number): Promise<number> {
+    const started = performance.now()
+    await this.client.get('system', {timeout: {request: timeoutMs}}).json()
+    return performance.now() - started
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,421 @@
+import {EventEmitter} from 'node:events'
+import net from 'node:net'
+
+import {CommandField, CommandTag, type CommandSet, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
+import {
+  APPLICATION_CONTEXT,
+  AbortReason,
+  AbortSource,
+  type AssociateRequest,
+  ContextResult,
+  PduError,
+  PduReader,
+  PduType,
+  type PresentationContextResult,
+  RejectReason,
+  RejectResult,
+  RejectSource,
+  VERIFICATION_SOP_CLASS,
+  decodeAssociateRq,
+  decodePData,
+  encodeAbort,
+  encodeAssociateAc,
+  encodeAssociateRj,
+  encodeReleaseRp,
+} from './pdu.js'
+import {Status} from './status.js'
+import {writePdvs} from './wire.js'
+
+const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.'
+
+export interface AssociationInfo {
+  id: number
+  callingAeTitle: string
+  calledAeTitle: string
+  remoteAddress: string
+  remotePort: number
+}
+
+export interface StoreRequest {
+  association: AssociationInfo
+  messageId: number
+  sopClassUid: string
+  sopInstanceUid: string
+  transferSyntaxUid: string
+  priority: number
+}
+
+export interface StoreOutcome {
+  status: number
+  errorComment?: string
+}
+
+/** Receives one instance's dataset bytes exactly as they arrive, then says how storing went. */
+export interface StoreSink {
+  /** Returns false when the caller should wait for waitDrain() before writing more. */
+  write(chunk: Buffer): boolean
+  waitDrain(): Promise<void>
+  /** All bytes are in: store or deliver, then resolve with the status for the sender. Must not reject. */
+  finish(): Promise<StoreOutcome>
+  /** The association died before the dataset was complete: drop what was written. */
+  abort(reason: string): void
+}
+
+export type AssociationDecision = {accept: true} | {accept: false; result: number; source: number; reason: number; why: string}
+
+export interface ScpOptions {
+  aeTitle: string
+  /** Largest PDU we accept (announced to the peer). */
+  maxPduLength?: number
+  /** Transfer syntaxes we accept, in no particular order; the sender's preference order is kept. */
+  transferSyntaxes: string[]
+  maxAssociations?: number
+  /** No A-ASSOCIATE-RQ within this time after connecting: the connection is closed (ARTIM). */
+  artimTimeoutMs?: number
+  /** No PDU for this long while we are not working on a request: the association is aborted. */
+  idleTimeoutMs?: number
+  /** Extra checks on who may associate (calling AE allow-lists and the like). */
+  checkAssociation?: (request: AssociateRequest, remoteAddress: string) => AssociationDecision
+  /** Called for every C-STORE-RQ; the returned sink gets the dataset bytes. */
+  beginStore: (request: StoreRequest) => StoreSink
+}
+
+export interface AssociationSummary extends AssociationInfo {
+  stored: number
+  failed: number
+  bytes: number
+  durationMs: number
+  /** How it ended: released, aborted by the peer, aborted by us (with why), or the connection closed. */
+  ending: string
+}
+
+/**
+ * A DICOM C-STORE/C-ECHO service class provider (PS3.8 upper layer, PS3.7 DIMSE) that streams every
+ * dataset byte-for-byte into a sink. Events: 'association' (AssociationInfo), 'associationEnd'
+ * (AssociationSummary), 'rejected' ({remoteAddress, callingAeTitle, why}), 'protocolError' ({info, message}).
+ */
+export class DimseServer extends EventEmitter {
+  private readonly server: net.Server
+  private readonly sockets = new Set<net.Socket>()
+  private readonly handlers = new Set<ScpAssociation>()
+  private nextId = 1
+
+  constructor(readonly options: ScpOptions) {
+    super()
+    this.server = net.createServer((socket) => this.onConnection(socket))
+  }
+
+  get activeAssociations(): number {
+    return this.handlers.size
+  }
+
+  listen(port: number, host = '0.0.0.0'): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve((this.server.address() as net.AddressInfo).port)
+      })
+    })
+  }
+
+  /** Stops accepting connections; waits for open associations to end, aborting them after graceMs. */
+  async close(graceMs = 30_000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const deadline = Date.now() + graceMs
+    while (this.handlers.size > 0 && Date.now() < deadline) {
+      for (const handler of this.handlers) handler.closeWhenIdle()
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+
+    for (const socket of this.sockets) socket.destroy()
+    await closed
+  }
+
+  private onConnection(socket: net.Socket): void {
+    socket.setNoDelay(true)
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
+    const handler = new ScpAssociation(this, socket, this.nextId++)
+    this.handlers.add(handler)
+    socket.once('close', () => this.handlers.delete(handler))
+  }
+
+  /** @internal */
+  canAcceptAnother(): boolean {
+    return this.handlers.size <= (this.options.maxAssociations ?? 64)
+  }
+}
+
+interface ActiveStore {
+  request: StoreRequest
+  contextId: number
+  sink: StoreSink
+  bytes: number
+}
+
+class ScpAssociation {
+  private readonly reader: PduReader
+  private readonly startedAt = Date.now()
+  private state: 'awaitRequest' | 'established' | 'closing' | 'closed' = 'awaitRequest'
+  private info: AssociationInfo
+  private peerMaxPduLength = 0
+  private readonly contexts = new Map<number, PresentationContextResult & {abstractSyntax: string}>()
+  private commandParts: Buffer[] = []
+  private command?: {set: CommandSet; contextId: number}
+  private store?: ActiveStore
+  private discardDataset = false
+  private queue: Promise<void> = Promise.resolve()
+  private busy = false
+  private releaseRequested = false
+  private stats = {stored: 0, failed: 0, bytes: 0}
+  private ending = 'connection closed'
+  private readonly artim: NodeJS.Timeout
+
+  constructor(private readonly server: DimseServer, private readonly socket: net.Socket, id: number) {
+    const options = server.options
+    this.reader = new PduReader(options.maxPduLength ?? 262_144)
+    this.info = {id, callingAeTitle: '', calledAeTitle: '', remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0}
+    this.artim = setTimeout(() => this.abort('no A-ASSOCIATE-RQ within the ARTIM timeout', AbortReason.notSpecified), options.artimTimeoutMs ?? 30_000)
+    socket.setTimeout(options.idleTimeoutMs ?? 300_000, () => {
+      if (!this.busy) this.abort('idle timeout', AbortReason.notSpecified)
+    })
+    socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    socket.on('error', () => {}) // 'close' follows and does the cleanup
+    socket.once('close', () => this.onClose())
+  }
+
+  closeWhenIdle(): void {
+    if (this.state === 'awaitRequest' || (!this.busy && this.store === undefined && this.state === 'established')) {
+      this.abort('router shutting down', AbortReason.notSpecified)
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return
+    this.reader.push(chunk)
+    try {
+      for (let pdu = this.reader.next(); pdu !== undefined; pdu = this.reader.next()) {
+        this.onPdu(pdu.type, pdu.body)
+        if ((this.state as string) === 'closed') return
+      }
+    } catch (error) {
+      const reason = error instanceof PduError ? error.abortReason : AbortReason.notSpecified
+      this.abort(`protocol error: ${(error as Error).message}`, reason)
+    }
+  }
+
+  private onPdu(type: number, body: Buffer): void {
+    if (type === PduType.abort) {
+      this.ending = 'aborted by peer'
+      this.store?.sink.abort('peer sent A-ABORT')
+      this.store = undefined
+      this.close()
+      return
+    }
+
+    if (this.state === 'awaitRequest') {
+      if (type !== PduType.associateRq) throw new PduError(`expected A-ASSOCIATE-RQ, got PDU type 0x${type.toString(16)}`, AbortReason.unexpectedPdu)
+      clearTimeout(this.artim)
+      this.onAssociateRequest(decodeAssociateRq(body))
+      return
+    }
+
+    if (type === PduType.pData) {
+      for (const pdv of decodePData(body)) this.onPdv(pdv.contextId, pdv.isCommand, pdv.isLast, pdv.data)
+      return
+    }
+
+    if (type === PduType.releaseRq) {
+      this.releaseRequested = true
+      this.enqueue(async () => {
+        this.ending = 'released'
+        this.socket.end(encodeReleaseRp())
+        this.state = 'closing'
+      })
+      return
+    }
+
+    throw new PduError(`unexpected PDU type 0x${type.toString(16)} on an established association`, AbortReason.unexpectedPdu)
+  }
+
+  private onAssociateRequest(request: AssociateRequest): void {
+    const options = this.server.options
+    this.info = {...this.info, callingAeTitle: request.callingAeTitle, calledAeTitle: request.calledAeTitle}
+    this.peerMaxPduLength = request.userInformation.maxPduLength
+    const reject = (result: number, source: number, reason: number, why: string) => {
+      this.server.emit('rejected', {remoteAddress: this.info.remoteAddress, callingAeTitle: request.callingAeTitle, why})
+      this.ending = `rejected: ${why}`
+      this.state = 'closing'
+      this.socket.end(encodeAssociateRj({result, source, reason}))
+    }
+
+    if (request.applicationContext !== APPLICATION_CONTEXT) {
+      reject(RejectResult.permanent, RejectSource.serviceUser, RejectReason.applicationContextNotSupported, `application context ${request.applicationContext}`)
+      return
+    }
+
+    if (!this.server.canAcceptAnother()) {
+      reject(RejectResult.transient, RejectSource.serviceProviderPresentation, RejectReason.localLimitExceeded, 'too many associations')
+      return
+    }
+
+    const decision = options.checkAssociation?.(request, this.info.remoteAddress) ?? {accept: true}
+    if (!decision.accept) {
+      reject(decision.result, decision.source, decision.reason, decision.why)
+      return
+    }
+
+    const accepted = new Set(options.transferSyntaxes)
+    const results = request.presentationContexts.map((proposal) => {
+      const abstractOk = proposal.abstractSyntax === VERIFICATION_SOP_CLASS || proposal.abstractSyntax.startsWith(STORAGE_PREFIX)
+      const transferSyntax = proposal.transferSyntaxes.find((ts) => accepted.has(ts))
+      let result: number = ContextResult.acceptance
+      if (!abstractOk) result = ContextResult.abstractSyntaxNotSupported
+      else if (transferSyntax === undefined) result = ContextResult.transferSyntaxesNotSupported
+      const context = {id: proposal.id, result, transferSyntax: transferSyntax ?? proposal.transferSyntaxes[0] ?? '1.2.840.10008.1.2', abstractSyntax: proposal.abstractSyntax}
+      if (result === ContextResult.acceptance) this.contexts.set(proposal.id, context)
+      return context
+    })
+    this.socket.write(
+      encodeAssociateAc({
+        calledAeTitle: request.calledAeTitle,
+        callingAeTitle: request.callingAeTitle,
+        applicationContext: APPLICATION_CONTEXT,
+        presentationContexts: results,
+        userInformation: {maxPduLength: options.maxPduLength ?? 262_144},
+      }),
+    )
+    this.state = 'established'
+    this.server.emit('association', this.info)
+  }
+
+  private onPdv(contextId: number, isCommand: boolean, isLast: boolean, data: Buffer): void {
+    if (isCommand) {
+      if (this.store !== undefined) throw new PduError('command fragment received while a dataset was still arriving', AbortReason.unexpectedPdu)
+      this.commandParts.push(data)
+      if (!isLast) return
+      const set = decodeCommand(this.commandParts.length === 1 ? this.commandParts[0] : Buffer.concat(this.commandParts))
+      this.commandParts = []
+      this.onCommand(set, contextId)
+      return
+    }
+
+    if (this.store !== undefined) {
+      const store = this.store
+      if (contextId !== store.contextId) throw new PduError(`dataset fragment on presentation context ${contextId}, command was on ${store.contextId}`)
+      store.bytes += data.length
+      if (!store.sink.write(data)) {
+        this.socket.pause()
+        void store.sink.waitDrain().then(() => this.socket.resume())
+      }
+
+      if (isLast) {
+        this.store = undefined
+        this.enqueue(() => this.finishStore(store))
+      }
+
+      return
+    }
+
+    if (this.discardDataset) {
+      if (isLast) this.discardDataset = false
+      return
+    }
+
+    throw new PduError('dataset fragment without a command', AbortReason.unexpectedPdu)
+  }
+
+  private onCommand(set: CommandSet, contextId: number): void {
+    const field = commandNumber(set, CommandTag.commandField)
+    const messageId = commandNumber(set, CommandTag.messageId) ?? 0
+    const hasDataset = commandNumber(set, CommandTag.commandDataSetType) !== NO_DATASET
+    const context = this.contexts.get(contextId)
+    if (context === undefined) throw new PduError(`command on presentation context ${contextId}, which was not accepted`)
+
+    if (field === CommandField.cEchoRq) {
+      this.enqueue(async () => this.respond(contextId, CommandField.cEchoRsp, messageId, commandString(set, CommandTag.affectedSopClassUid) ?? VERIFICATION_SOP_CLASS, undefined, {status: Status.success}))
+      return
+    }
+
+    if (field === CommandField.cStoreRq && hasDataset) {
+      const request: StoreRequest = {
+        association: this.info,
+        messageId,
+        sopClassUid: commandString(set, CommandTag.affectedSopClassUid) ?? context.abstractSyntax,
+        sopInstanceUid: commandString(set, CommandTag.affectedSopInstanceUid) ?? '',
+        transferSyntaxUid: context.transferSyntax,
+        priority: commandNumber(set, CommandTag.priority) ?? 0,
+      }
+      this.busy = true
+      this.store = {request, contextId, sink: this.server.options.beginStore(request), bytes: 0}
+      return
+    }
+
+    if (field === CommandField.cCancelRq) return
+    // Query/retrieve and N-services are not ours: answer "unrecognized operation" and drop any dataset.
+    if (hasDataset) this.discardDataset = true
+    const sopClass = commandString(set, CommandTag.affectedSopClassUid) ?? context.abstractSyntax
+    this.enqueue(async () => this.respond(contextId, ((field ?? 0) | 0x8000) & 0xffff, messageId, sopClass, undefined, {status: Status.unrecognizedOperation}))
+  }
+
+  private async finishStore(store: ActiveStore): Promise<void> {
+    const outcome = await store.sink.finish()
+    const ok = outcome.status === 0 || (outcome.status & 0xf000) === 0xb000
+    if (ok) this.stats.stored++
+    else this.stats.failed++
+    this.stats.bytes += store.bytes
+    this.respond(store.contextId, CommandField.cStoreRsp, store.request.messageId, store.request.sopClassUid, store.request.sopInstanceUid, outcome)
+    this.busy = false
+  }
+
+  private respond(contextId: number, field: number, messageId: number, sopClassUid: string, sopInstanceUid: string | undefined, outcome: StoreOutcome): void {
+    if (this.state !== 'established') return
+    const fields: Array<[number, number | string]> = [
+      [CommandTag.affectedSopClassUid, sopClassUid],
+      [CommandTag.commandField, field],
+      [CommandTag.messageIdBeingRespondedTo, messageId],
+      [CommandTag.commandDataSetType, NO_DATASET],
+      [CommandTag.status, outcome.status],
+    ]
+    if (sopInstanceUid) fields.push([CommandTag.affectedSopInstanceUid, sopInstanceUid])
+    if (outcome.errorComment && outcome.status !== 0) fields.push([CommandTag.errorComment, outcome.errorComment.slice(0, 64)])
+    writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
+  }
+
+  private enqueue(task: () => Promise<void>): void {
+    this.queue = this.queue.then(task).catch((error: Error) => this.abort(`internal error: ${error.message}`, AbortReason.notSpecified))
+  }
+
+  private abort(why: string, reason: number): void {
+    if (this.state === 'closed') return
+    this.ending = `aborted: ${why}`
+    this.server.emit('protocolError', {info: this.info, message: why})
+    this.store?.sink.abort(why)
+    this.store = undefined
+    if (!this.socket.destroyed) this.socket.end(encodeAbort(AbortSource.serviceProvider, reason))
+    setTimeout(() => this.socket.destroy(), 1000).unref()
+    this.close()
+  }
+
+  private close(): void {
+    if (this.state === 'closed') return
+    this.state = 'closed'
+    clearTimeout(this.artim)
+    if (!this.releaseRequested) this.socket.end()
+  }
+
+  private onClose(): void {
+    clearTimeout(this.artim)
+    if (this.store !== undefined) {
+      this.store.sink.abort('connection closed mid-dataset')
+      this.store = undefined
+    }
+
+    const wasAssociated = this.info.callingAeTitle !== ''
+    this.state = 'closed'
+    if (wasAssociated) {
+      this.server.emit('associationEnd', {...this.info, ...this.stats, durationMs: Date.now() - this.startedAt, ending: this.ending} satisfies AssociationSummary)
+    }
+  }
+}

@@ -1,0 +1,402 @@
+import {EventEmitter} from 'node:events'
+import {open} from 'node:fs/promises'
+import net from 'node:net'
+
+import {DdrError} from '../errors.js'
+import {CommandField, CommandTag, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
+import {
+  APPLICATION_CONTEXT,
+  AbortReason,
+  AbortSource,
+  ContextResult,
+  PduError,
+  PduReader,
+  PduType,
+  type PresentationContextProposal,
+  VERIFICATION_SOP_CLASS,
+  decodeAbort,
+  decodeAssociateAc,
+  decodeAssociateRj,
+  decodePData,
+  encodeAbort,
+  encodeAssociateRq,
+  encodeReleaseRq,
+} from './pdu.js'
+import {maxFragment, writePdvs} from './wire.js'
+
+export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
+
+export interface ContextRequest {
+  abstractSyntax: string
+  transferSyntax: string
+}
+
+export interface ConnectOptions {
+  host: string
+  port: number
+  callingAeTitle: string
+  calledAeTitle: string
+  /** One presentation context per (SOP class, transfer syntax): we send bytes as they are, never transcoded. */
+  contexts: ContextRequest[]
+  maxPduLength?: number
+  connectTimeoutMs?: number
+  /** No progress (bytes sent or a PDU received) for this long while a request is open: the association is aborted. */
+  requestTimeoutMs?: number
+}
+
+/** Dataset bytes to send: in memory, or a slice of a file (streamed, never loaded whole). */
+export type DatasetSource = {buffer: Buffer} | {path: string; offset: number; length: number}
+
+export interface StoreInstance {
+  sopClassUid: string
+  sopInstanceUid: string
+  transferSyntaxUid: string
+  dataset: DatasetSource
+  priority?: number
+  moveOriginatorAeTitle?: string
+  moveOriginatorMessageId?: number
+}
+
+export interface DimseResponse {
+  status: number
+  errorComment?: string
+}
+
+const READ_CHUNK = 256 * 1024
+const PAD = Buffer.from([0])
+
+function key(abstractSyntax: string, transferSyntax: string): string {
+  return `${abstractSyntax}|${transferSyntax}`
+}
+
+/**
+ * An association we requested (SCU side). One request at a time, as PS3.7 allows without
+ * asynchronous operations; reuse it for many instances. Emits 'close' once, when it ends for any reason.
+ */
+export class ScuAssociation extends EventEmitter {
+  private readonly reader: PduReader
+  private readonly accepted = new Map<string, number>()
+  private peerMaxPduLength = 0
+  private messageId = 0
+  private pending?: {messageId: number; resolve: (r: DimseResponse) => void; reject: (e: Error) => void}
+  private commandParts: Buffer[] = []
+  private releasing?: {resolve: () => void}
+  private lastActivity = Date.now()
+  private timer?: NodeJS.Timeout
+  private closedError?: Error
+  private busy = false
+
+  private constructor(private readonly socket: net.Socket, private readonly options: ConnectOptions) {
+    super()
+    this.reader = new PduReader(Math.max(options.maxPduLength ?? 262_144, 1 << 20))
+  }
+
+  /** Opens an association; rejects with a DdrError naming the peer on refusal, timeout or network error. */
+  static connect(options: ConnectOptions): Promise<ScuAssociation> {
+    const peer = `${options.calledAeTitle}@${options.host}:${options.port}`
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({host: options.host, port: options.port})
+      socket.setNoDelay(true)
+      const association = new ScuAssociation(socket, options)
+      const timer = setTimeout(() => {
+        socket.destroy()
+        reject(new DdrError('TIMEOUT', `no association with ${peer} within ${options.connectTimeoutMs ?? 10_000} ms`))
+      }, options.connectTimeoutMs ?? 10_000)
+      const fail = (error: Error) => {
+        clearTimeout(timer)
+        socket.destroy()
+        reject(error instanceof DdrError ? error : new DdrError('BACKEND_UNREACHABLE', `cannot connect to ${peer}: ${error.message}`, {cause: error}))
+      }
+
+      socket.once('error', fail)
+      socket.once('connect', () => {
+        const contexts: PresentationContextProposal[] = [{id: 1, abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntaxes: [IMPLICIT_VR_LITTLE_ENDIAN]}]
+        const seen = new Set([key(VERIFICATION_SOP_CLASS, IMPLICIT_VR_LITTLE_ENDIAN)])
+        for (const context of options.contexts) {
+          const k = key(context.abstractSyntax, context.transferSyntax)
+          if (seen.has(k) || contexts.length >= 128) continue
+          seen.add(k)
+          contexts.push({id: contexts.length * 2 + 1, abstractSyntax: context.abstractSyntax, transferSyntaxes: [context.transferSyntax]})
+        }
+
+        socket.write(
+          encodeAssociateRq({
+            calledAeTitle: options.calledAeTitle,
+            callingAeTitle: options.callingAeTitle,
+            applicationContext: APPLICATION_CONTEXT,
+            presentationContexts: contexts,
+            userInformation: {maxPduLength: options.maxPduLength ?? 262_144},
+          }),
+        )
+        const onData = (chunk: Buffer) => {
+          association.reader.push(chunk)
+          let pdu
+          try {
+            pdu = association.reader.next()
+          } catch (error) {
+            fail(error as Error)
+            return
+          }
+
+          if (pdu === undefined) return
+          socket.off('data', onData)
+          socket.off('error', fail)
+          clearTimeout(timer)
+          if (pdu.type === PduType.associateAc) {
+            const ac = decodeAssociateAc(pdu.body)
+            association.peerMaxPduLength = ac.userInformation.maxPduLength
+            for (const result of ac.presentationContexts) {
+              const proposal = contexts.find((c) => c.id === result.id)
+              if (proposal && result.result === ContextResult.acceptance) association.accepted.set(key(proposal.abstractSyntax, proposal.transferSyntaxes[0]), result.id)
+            }
+
+            association.start()
+            resolve(association)
+          } else if (pdu.type === PduType.associateRj) {
+            const rj = decodeAssociateRj(pdu.body)
+            socket.destroy()
+            reject(
+              new DdrError('ASSOCIATION_REJECTED', `${peer} rejected the association (result ${rj.result}, source ${rj.source}, reason ${rj.reason})`, {
+                hint: rj.reason === 3 || rj.reason === 7 ? 'check the AE titles configured on both sides' : undefined,
+              }),
+            )
+          } else {
+            socket.destroy()
+            reject(new DdrError('PROTOCOL_ERROR', `${peer} answered the association request with PDU type 0x${pdu.type.toString(16)}`))
+          }
+        }
+
+        socket.on('data', onData)
+      })
+    })
+  }
+
+  get peer(): string {
+    return `${this.options.calledAeTitle}@${this.options.host}:${this.options.port}`
+  }
+
+  get isOpen(): boolean {
+    return this.closedError === undefined && this.releasing === undefined
+  }
+
+  get isIdle(): boolean {
+    return this.isOpen && !this.busy
+  }
+
+  /** Whether the peer accepted this SOP class in exactly this transfer syntax. */
+  supports(abstractSyntax: string, transferSyntax: string): boolean {
+    return this.accepted.has(key(abstractSyntax, transferSyntax))
+  }
+
+  acceptedContexts(): ContextRequest[] {
+    return [...this.accepted.keys()].map((k) => {
+      const [abstractSyntax, transferSyntax] = k.split('|')
+      return {abstractSyntax, transferSyntax}
+    })
+  }
+
+  async echo(): Promise<DimseResponse> {
+    return this.request(VERIFICATION_SOP_CLASS, IMPLICIT_VR_LITTLE_ENDIAN, (contextId, messageId) => {
+      const command = encodeCommand([
+        [CommandTag.affectedSopClassUid, VERIFICATION_SOP_CLASS],
+        [CommandTag.commandField, CommandField.cEchoRq],
+        [CommandTag.messageId, messageId],
+        [CommandTag.commandDataSetType, NO_DATASET],
+      ])
+      writePdvs(this.socket, contextId, true, command, this.peerMaxPduLength)
+      return Promise.resolve()
+    })
+  }
+
+  /** Sends one instance's dataset bytes unchanged and resolves with the peer's status (any status, success or not). */
+  async store(instance: StoreInstance): Promise<DimseResponse> {
+    return this.request(instance.sopClassUid, instance.transferSyntaxUid, async (contextId, messageId) => {
+      const fields: Array<[number, number | string]> = [
+        [CommandTag.affectedSopClassUid, instance.sopClassUid],
+        [CommandTag.commandField, CommandField.cStoreRq],
+        [CommandTag.messageId, messageId],
+        [CommandTag.priority, instance.priority ?? 0],
+        [CommandTag.commandDataSetType, 0x0000],
+        [CommandTag.affectedSopInstanceUid, instance.sopInstanceUid],
+      ]
+      if (instance.moveOriginatorAeTitle) fields.push([CommandTag.moveOriginatorAeTitle, instance.moveOriginatorAeTitle])
+      if (instance.moveOriginatorMessageId !== undefined) fields.push([CommandTag.moveOriginatorMessageId, instance.moveOriginatorMessageId])
+      writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
+      await this.sendDataset(contextId, instance.dataset)
+    })
+  }
+
+  /** Releases the association politely (A-RELEASE-RQ/RP); falls back to closing the socket. */
+  async release(timeoutMs = 5000): Promise<void> {
+    if (this.closedError !== undefined || this.releasing !== undefined) return
+    await new Promise<void>((resolve) => {
+      this.releasing = {resolve}
+      this.socket.write(encodeReleaseRq())
+      setTimeout(() => resolve(), timeoutMs).unref()
+    })
+    this.shutdown(new DdrError('ASSOCIATION_ABORTED', `association with ${this.peer} was released`))
+  }
+
+  abort(): void {
+    if (this.closedError !== undefined) return
+    this.socket.end(encodeAbort(AbortSource.serviceUser, AbortReason.notSpecified))
+    this.shutdown(new DdrError('ASSOCIATION_ABORTED', `association with ${this.peer} was aborted by us`))
+  }
+
+  private start(): void {
+    this.socket.on('data', (chunk: Buffer) => this.onData(chunk))
+    this.socket.on('error', (error) => this.shutdown(new DdrError('BACKEND_UNREACHABLE', `connection to ${this.peer} failed: ${error.message}`, {cause: error})))
+    this.socket.on('close', () => this.shutdown(new DdrError('BACKEND_UNREACHABLE', `connection to ${this.peer} closed`)))
+  }
+
+  private async request(abstractSyntax: string, transferSyntax: string, send: (contextId: number, messageId: number) => Promise<void>): Promise<DimseResponse> {
+    if (this.closedError !== undefined) throw this.closedError
+    if (this.busy) throw new Error(`association with ${this.peer} is busy: one request at a time`)
+    const contextId = this.accepted.get(key(abstractSyntax, transferSyntax))
+    if (contextId === undefined) {
+      throw new DdrError('BACKEND_REFUSED', `${this.peer} did not accept ${abstractSyntax} in transfer syntax ${transferSyntax}`)
+    }
+
+    this.busy = true
+    this.messageId = (this.messageId % 0xffff) + 1
+    const messageId = this.messageId
+    const response = new Promise<DimseResponse>((resolve, reject) => {
+      this.pending = {messageId, resolve, reject}
+    })
+    this.lastActivity = Date.now()
+    this.armTimer()
+    try {
+      await send(contextId, messageId)
+      return await response
+    } finally {
+      this.busy = false
+      this.pending = undefined
+      clearInterval(this.timer)
+    }
+  }
+
+  private armTimer(): void {
+    const timeoutMs = this.options.requestTimeoutMs ?? 60_000
+    clearInterval(this.timer)
+    this.timer = setInterval(() => {
+      if (Date.now() - this.lastActivity > timeoutMs) {
+        this.abort()
+        this.closedError = new DdrError('TIMEOUT', `${this.peer} made no progress for ${timeoutMs} ms`)
+        this.pending?.reject(this.closedError)
+      }
+    }, Math.min(1000, timeoutMs))
+    this.timer.unref()
+  }
+
+  private async sendDataset(contextId: number, source: DatasetSource): Promise<void> {
+    // PDV fragments must have even lengths (PS3.8 E.1); an odd dataset can only be a deflated
+    // stream without its trailing pad byte (PS3.5 A.5), which we add as the standard asks.
+    if ('buffer' in source) {
+      const bytes = source.buffer.length % 2 === 0 ? source.buffer : Buffer.concat([source.buffer, PAD])
+      if (!writePdvs(this.socket, contextId, false, bytes, this.peerMaxPduLength)) await this.drain()
+      return
+    }
+
+    const fragment = maxFragment(this.peerMaxPduLength)
+    const chunkSize = Math.max(fragment, Math.floor(READ_CHUNK / fragment) * fragment)
+    const file = await open(source.path, 'r')
+    try {
+      let sent = 0
+      if (source.length === 0) writePdvs(this.socket, contextId, false, Buffer.alloc(0), this.peerMaxPduLength)
+      while (sent < source.length) {
+        if (this.closedError !== undefined) throw this.closedError
+        const length = Math.min(chunkSize, source.length - sent)
+        const last = sent + length === source.length
+        const pad = last && source.length % 2 === 1 ? 1 : 0
+        const buffer = Buffer.alloc(length + pad)
+        const {bytesRead} = await file.read(buffer, 0, length, source.offset + sent)
+        if (bytesRead !== length) throw new DdrError('INVALID_DICOM', `${source.path} is shorter than expected (read ${sent + bytesRead} of ${source.length} dataset bytes)`)
+        sent += length
+        this.lastActivity = Date.now()
+        if (!writePdvs(this.socket, contextId, false, buffer, this.peerMaxPduLength, last)) await this.drain()
+      }
+    } finally {
+      await file.close()
+    }
+  }
+
+  private drain(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.socket.off('drain', done)
+        this.socket.off('close', done)
+        this.lastActivity = Date.now()
+        resolve()
+      }
+
+      this.socket.once('drain', done)
+      this.socket.once('close', done)
+    })
+  }
+
+  private onData(chunk: Buffer): void {
+    this.lastActivity = Date.now()
+    this.reader.push(chunk)
+    try {
+      for (let pdu = this.reader.next(); pdu !== undefined; pdu = this.reader.next()) this.onPdu(pdu.type, pdu.body)
+    } catch (error) {
+      this.socket.end(encodeAbort(AbortSource.serviceUser, error instanceof PduError ? error.abortReason : AbortReason.notSpecified))
+      this.shutdown(new DdrError('PROTOCOL_ERROR', `${this.peer} sent a malformed PDU: ${(error as Error).message}`))
+    }
+  }
+
+  private onPdu(type: number, body: Buffer): void {
+    switch (type) {
+      case PduType.pData: {
+        for (const pdv of decodePData(body)) {
+          if (!pdv.isCommand) continue // we never ask for datasets back
+          this.commandParts.push(pdv.data)
+          if (!pdv.isLast) continue
+          const command = decodeCommand(Buffer.concat(this.commandParts))
+          this.commandParts = []
+          const respondedTo = commandNumber(command, CommandTag.messageIdBeingRespondedTo)
+          if (this.pending !== undefined && respondedTo === this.pending.messageId) {
+            this.pending.resolve({status: commandNumber(command, CommandTag.status) ?? 0xffff, errorComment: commandString(command, CommandTag.errorComment)})
+          }
+        }
+
+        break
+      }
+
+      case PduType.releaseRp: {
+        this.releasing?.resolve()
+        this.socket.end()
+        break
+      }
+
+      case PduType.releaseRq: {
+        // The peer wants to end it: we have nothing open (or it is breaking the protocol); answer and close.
+        this.socket.end(Buffer.concat([Buffer.from([PduType.releaseRp, 0, 0, 0, 0, 4]), Buffer.alloc(4)]))
+        this.shutdown(new DdrError('ASSOCIATION_ABORTED', `${this.peer} released the association`))
+        break
+      }
+
+      case PduType.abort: {
+        const {source, reason} = decodeAbort(body)
+        this.socket.destroy()
+        this.shutdown(new DdrError('ASSOCIATION_ABORTED', `${this.peer} aborted the association (source ${source}, reason ${reason})`))
+        break
+      }
+
+      default: {
+        throw new PduError(`unexpected PDU type 0x${type.toString(16)}`, AbortReason.unexpectedPdu)
+      }
+    }
+  }
+
+  private shutdown(error: Error): void {
+    if (this.closedError !== undefined) return
+    this.closedError = error
+    clearInterval(this.timer)
+    this.pending?.reject(error)
+    this.pending = undefined
+    this.releasing?.resolve()
+    if (!this.socket.destroyed) this.socket.destroy()
+    this.emit('close', error)
+  }
+}

@@ -1,0 +1,33 @@
+import type {Socket} from 'node:net'
+
+import {pDataHeader} from './pdu.js'
+
+/** Largest PDV payload that fits a peer's maximum PDU length (0 means unlimited). */
+export function maxFragment(peerMaxPduLength: number): number {
+  const limit = peerMaxPduLength === 0 ? 1 << 20 : Math.min(peerMaxPduLength, 1 << 20)
+  return Math.max(limit - 6, 256)
+}
+
+/**
+ * Writes a whole message part (command or dataset bytes held in memory) as P-DATA-TF PDUs with one
+ * PDV each, fragmented to the peer's maximum PDU length; `last` marks whether this ends the part.
+ * Returns false when the socket asked us to wait for 'drain'.
+ */
+export function writePdvs(socket: Socket, contextId: number, isCommand: boolean, data: Buffer, peerMaxPduLength: number, last = true): boolean {
+  const fragment = maxFragment(peerMaxPduLength)
+  let ok = true
+  socket.cork()
+  if (data.length === 0) {
+    ok = socket.write(pDataHeader(contextId, isCommand, last, 0))
+  }
+
+  for (let offset = 0; offset < data.length; offset += fragment) {
+    const end = Math.min(offset + fragment, data.length)
+    const isLast = last && end === data.length
+    socket.write(pDataHeader(contextId, isCommand, isLast, end - offset))
+    ok = socket.write(data.subarray(offset, end))
+  }
+
+  process.nextTick(() => socket.uncork())
+  return ok
+}

@@ -1,0 +1,251 @@
+import {Agent as HttpAgent} from 'node:http'
+import {Agent as HttpsAgent} from 'node:https'
+
+import got, {type Got, HTTPError, type Method, RequestError} from 'got'
+
+import {DdrError} from '../errors.js'
+
+export interface OrthancClientOptions {
+  /** Base URL of the Orthanc REST API, e.g. http://127.0.0.1:8042 (a trailing slash is ignored). */
+  url: string
+  username?: string
+  password?: string
+  /** Per-request timeout (default 30 s). */
+  timeoutMs?: number
+}
+
+/** GET /system, the fields ddr reads. */
+export interface OrthancSystem {
+  Name: string
+  Version: string
+  ApiVersion: number
+  DicomAet: string
+  DicomPort: number
+  HttpPort: number
+  [key: string]: unknown
+}
+
+/** GET /statistics. Orthanc sends the byte sizes as strings (they may exceed 2^53). */
+export interface OrthancStatistics {
+  CountPatients: number
+  CountStudies: number
+  CountSeries: number
+  CountInstances: number
+  TotalDiskSize: string
+  TotalDiskSizeMB: number
+  TotalUncompressedSize: string
+  TotalUncompressedSizeMB: number
+  [key: string]: unknown
+}
+
+/** What POST /instances answered. `status` is "Success" or "AlreadyStored" (Orthanc keeps the first copy). */
+export interface UploadResult {
+  id: string
+  status: string
+  parentPatient?: string
+  parentStudy?: string
+  parentSeries?: string
+}
+
+/** GET /studies/{id}. */
+export interface OrthancStudy {
+  ID: string
+  ParentPatient: string
+  Series: string[]
+  MainDicomTags: Record<string, string>
+  PatientMainDicomTags?: Record<string, string>
+  [key: string]: unknown
+}
+
+export interface PageOptions {
+  /** Index of the first item (Orthanc's `since`). */
+  since?: number
+  limit?: number
+}
+
+/** Query for POST /tools/find: DICOM keyword → value, wildcards and ranges as Orthanc accepts them. */
+export type FindQuery = Record<string, string>
+
+/** Removes user:password@ from a URL so it can be named in messages. */
+function displayUrl(url: string): string {
+  try {
+    const parsed = new URL(url)
+    parsed.username = ''
+    parsed.password = ''
+    return parsed.toString().replace(/\/+$/, '')
+  } catch {
+    return url
+  }
+}
+
+/**
+ * A small client for the Orthanc REST API. Every failure becomes a DdrError:
+ * BACKEND_UNREACHABLE (no connection, timeout) or BACKEND_REFUSED (Orthanc answered with an error status),
+ * with a message naming the URL and the request. Connections are kept alive; call close() when done.
+ */
+export class OrthancClient {
+  readonly url: string
+  private readonly http: Got
+  private readonly httpAgent = new HttpAgent({keepAlive: true, maxSockets: 16})
+  private readonly httpsAgent = new HttpsAgent({keepAlive: true, maxSockets: 16})
+
+  constructor(options: OrthancClientOptions) {
+    this.url = displayUrl(options.url)
+    const parsed = new URL(options.url)
+    // Credentials embedded in the URL are moved to the options so they never reach a message.
+    const username = options.username ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined)
+    const password = options.password ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined)
+    this.http = got.extend({
+      prefixUrl: this.url,
+      ...(username === undefined ? {} : {username}),
+      ...(password === undefined ? {} : {password}),
+      timeout: {request: options.timeoutMs ?? 30_000},
+      retry: {limit: 0},
+      agent: {http: this.httpAgent, https: this.httpsAgent},
+    })
+  }
+
+  /** GET /system: name, version, AE title and ports. */
+  system(): Promise<OrthancSystem> {
+    return this.json<OrthancSystem>('GET', 'system')
+  }
+
+  /** GET /statistics: instance/study counts and disk usage. */
+  statistics(): Promise<OrthancStatistics> {
+    return this.json<OrthancStatistics>('GET', 'statistics')
+  }
+
+  /** The Orthanc id of the instance with this SOPInstanceUID, or undefined when Orthanc does not have it. */
+  async lookupInstance(sopInstanceUid: string): Promise<string | undefined> {
+    const matches = await this.json<Array<{ID: string; Type: string}>>('POST', 'tools/lookup', {body: sopInstanceUid, headers: {'content-type': 'text/plain'}})
+    return matches.find((match) => match.Type === 'Instance')?.ID
+  }
+
+  /** The stored Part 10 file of an instance, byte for byte. */
+  async instanceFile(id: string): Promise<Buffer> {
+    return this.request('GET', `instances/${encodeURIComponent(id)}/file`)
+  }
+
+  /** POST /instances with a Part 10 file. */
+  async uploadInstance(bytes: Buffer): Promise<UploadResult> {
+    const answer = await this.json<{ID: string; Status: string; ParentPatient?: string; ParentStudy?: string; ParentSeries?: string}>('POST', 'instances', {
+      body: bytes,
+      headers: {'content-type': 'application/dicom'},
+    })
+    return {id: answer.ID, status: answer.Status, parentPatient: answer.ParentPatient, parentStudy: answer.ParentStudy, parentSeries: answer.ParentSeries}
+  }
+
+  /** Orthanc ids of the stored instances (all of them, or one page). */
+  listInstances(page: PageOptions = {}): Promise<string[]> {
+    return this.json<string[]>('GET', `instances${pageQuery(page)}`)
+  }
+
+  /** Orthanc ids of the stored studies. */
+  studies(page: PageOptions = {}): Promise<string[]> {
+    return this.json<string[]>('GET', `studies${pageQuery(page)}`)
+  }
+
+  /** Orthanc ids of the stored patients. */
+  patients(page: PageOptions = {}): Promise<string[]> {
+    return this.json<string[]>('GET', `patients${pageQuery(page)}`)
+  }
+
+  /** GET /studies/{id}: main tags, series. */
+  study(id: string): Promise<OrthancStudy> {
+    return this.json<OrthancStudy>('GET', `studies/${encodeURIComponent(id)}`)
+  }
+
+  /** Orthanc ids of the studies matching a query, e.g. {StudyInstanceUID: '1.2.3'} or {PatientID: 'P*'}. */
+  findStudies(query: FindQuery, options: {limit?: number} = {}): Promise<string[]> {
+    const body: Record<string, unknown> = {Level: 'Study', Query: query}
+    if (options.limit !== undefined) body.Limit = options.limit
+    return this.json<string[]>('POST', 'tools/find', {json: body})
+  }
+
+  /** Deletes a patient with all its studies. */
+  async deletePatient(id: string): Promise<void> {
+    await this.request('DELETE', `patients/${encodeURIComponent(id)}`)
+  }
+
+  /** Deletes a study with all its series and instances. */
+  async deleteStudy(id: string): Promise<void> {
+    await this.request('DELETE', `studies/${encodeURIComponent(id)}`)
+  }
+
+  /** Deletes one instance. */
+  async deleteInstance(id: string): Promise<void> {
+    await this.request('DELETE', `instances/${encodeURIComponent(id)}`)
+  }
+
+  /** Closes the kept-alive connections. */
+  close(): void {
+    this.httpAgent.destroy()
+    this.httpsAgent.destroy()
+  }
+
+  private async json<T>(method: Method, path: string, options: {body?: string | Buffer; json?: unknown; headers?: Record<string, string>} = {}): Promise<T> {
+    const body = await this.request(method, path, options)
+    try {
+      return JSON.parse(body.toString('utf8')) as T
+    } catch (error) {
+      throw new DdrError('BACKEND_REFUSED', `${method} ${this.url}/${path}: the answer is not JSON (is this an Orthanc?)`, {cause: error})
+    }
+  }
+
+  private async request(
+    method: Method,
+    path: string,
+    options: {body?: string | Buffer; json?: unknown; headers?: Record<string, string>} = {},
+  ): Promise<Buffer> {
+    const where = `${method} ${this.url}/${path}`
+    try {
+      const response = await this.http(path, {
+        method,
+        body: options.body,
+        json: options.json,
+        headers: options.headers,
+        responseType: 'buffer',
+      })
+      return response.body
+    } catch (error) {
+      if (error instanceof HTTPError) {
+        const status = error.response.statusCode
+        const detail = orthancErrorDetail(error.response.body)
+        const hint =
+          status === 401 || status === 403
+            ? 'check the backend username and password (DDR_BACKEND_<NAME>_USERNAME / DDR_BACKEND_<NAME>_PASSWORD)'
+            : status === 404
+              ? 'the resource does not exist on this Orthanc'
+              : undefined
+        throw new DdrError('BACKEND_REFUSED', `${where} failed: HTTP ${status}${detail ? ` (${detail})` : ''}`, {cause: error, hint})
+      }
+
+      const reason = error instanceof RequestError ? (error.code ?? error.message) : (error as Error).message
+      throw new DdrError('BACKEND_UNREACHABLE', `${where} failed: ${reason}`, {
+        cause: error,
+        hint: 'is Orthanc running at that address? ("ddr stack status" shows the local stack)',
+      })
+    }
+  }
+}
+
+const MAX_PAGE = 2_147_483_647
+
+function pageQuery(page: PageOptions): string {
+  if (page.since === undefined && page.limit === undefined) return ''
+  // Orthanc wants both or neither.
+  return `?since=${page.since ?? 0}&limit=${page.limit ?? MAX_PAGE}`
+}
+
+/** Orthanc explains errors in a JSON body ({Message, Details}); keep it short. */
+function orthancErrorDetail(body: unknown): string | undefined {
+  const text = Buffer.isBuffer(body) ? body.toString('utf8') : typeof body === 'string' ? body : undefined
+  if (!text) return undefined
+  try {
+    const parsed = JSON.parse(text) as {Message?: string; Details?: string}
+    const parts = [parsed.Message, parsed.Details].filter((part) => typeof part === 'string' && part !== '')
+    return parts.length > 0 ? parts.join(': ').slice(0, 200) : undefined
+  } catch {
+    return text.slice(0, 200)
+  }
+}

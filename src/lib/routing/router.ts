@@ -1,0 +1,117 @@
+import type {DdrConfig} from '../config/schema.js'
+import {isDdrError} from '../errors.js'
+import type {StoreOutcome} from '../dimse/scp.js'
+import {Status, formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
+import type {Logger} from '../output/logger.js'
+import {AffinityMap} from './affinity.js'
+import type {BackendState} from './backend-state.js'
+import type {ReceivedInstance} from './instance.js'
+import {PolicyChooser} from './policy.js'
+
+export interface RouterOptions {
+  policy: DdrConfig['routing']['policy']
+  affinity: boolean
+  /** File that remembers study → backend across restarts (undefined: memory only). */
+  affinityFile?: string
+  failThreshold: number
+  logger: Logger
+}
+
+export interface Placement {
+  order: BackendState[]
+  why: string
+}
+
+/** Chooses backends for each instance and delivers it, failing over until one has stored it. */
+export class Router {
+  readonly affinity: AffinityMap | undefined
+  private readonly chooser: PolicyChooser
+  counters = {received: 0, routed: 0, failed: 0, failovers: 0, bytes: 0}
+
+  constructor(readonly backends: BackendState[], private readonly options: RouterOptions) {
+    this.chooser = new PolicyChooser(options.policy)
+    this.affinity = options.affinity ? new AffinityMap(options.affinityFile) : undefined
+  }
+
+  /** Where an instance goes, and in which order the others are tried. Pure decision: sends nothing. */
+  place(instance: Pick<ReceivedInstance, 'studyInstanceUid' | 'sopInstanceUid'>): Placement {
+    const healthy = this.backends.filter((b) => b.healthy)
+    const study = instance.studyInstanceUid
+    if (this.affinity !== undefined && study) {
+      const remembered = this.affinity.get(study)
+      const home = healthy.find((b) => b.name === remembered)
+      if (home !== undefined) {
+        const {order} = this.chooser.order(study, healthy.filter((b) => b !== home))
+        return {order: [home, ...order], why: 'study affinity'}
+      }
+
+      const placed = this.chooser.order(study, healthy)
+      const why = remembered === undefined ? `new study, ${placed.why}` : `study's backend ${remembered} is down, ${placed.why}`
+      return {order: placed.order, why}
+    }
+
+    return this.chooser.order(instance.sopInstanceUid, healthy)
+  }
+
+  /** Delivers one instance; resolves with the status the sender should get. Never rejects. */
+  async deliver(instance: ReceivedInstance): Promise<StoreOutcome> {
+    this.counters.received++
+    const placement = this.place(instance)
+    const log = this.options.logger
+    if (log.debugEnabled) {
+      log.debug('decision', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, why: placement.why, candidates: placement.order.map((b) => `${b.name}:${b.loadScore.toFixed(2)}`).join(',') || 'none', loads: this.backends.map((b) => `${b.name}(${b.health},inflight=${b.inFlight},lat=${b.latencyMs.toFixed(1)}ms,stored=${b.storedInstances ?? '?'})`).join(' ')})
+    }
+
+    const problems: string[] = []
+    for (const [attempt, backend] of placement.order.entries()) {
+      if (!backend.healthy && attempt > 0) continue
+      const started = performance.now()
+      backend.inFlight++
+      try {
+        const response = await backend.backend.store(instance)
+        const ms = performance.now() - started
+        backend.recordLatency(ms)
+        backend.markSuccess(1)
+        backend.lastStoredAt = Date.now()
+        if (isStored(response.status)) {
+          backend.routed++
+          backend.bytes += instance.datasetLength
+          this.counters.routed++
+          this.counters.bytes += instance.datasetLength
+          if (attempt > 0) this.counters.failovers++
+          if (instance.studyInstanceUid && this.affinity !== undefined) this.affinity.set(instance.studyInstanceUid, backend.name)
+          log.info('routed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, why: attempt > 0 ? `failover after: ${problems.join('; ')}` : placement.why, status: response.status === 0 ? undefined : formatStatus(response.status), ms: Math.round(ms * 10) / 10, bytes: instance.datasetLength})
+          return response
+        }
+
+        backend.failed++
+        const verdict = `${backend.name} answered ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}`
+        if (!isTransientRefusal(response.status)) {
+          // The backend understood and refused this instance: another backend would refuse it too.
+          this.counters.failed++
+          log.warn('refused', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, status: formatStatus(response.status)}, verdict)
+          return {status: response.status, errorComment: response.errorComment ?? verdict}
+        }
+
+        problems.push(verdict)
+      } catch (error) {
+        backend.failed++
+        const message = isDdrError(error) ? error.message : (error as Error).message
+        problems.push(`${backend.name}: ${message}`)
+        if (!isDdrError(error, 'BACKEND_REFUSED')) {
+          const wentDown = backend.markFailure(message, this.options.failThreshold)
+          if (wentDown) log.warn('backend-down', {backend: backend.name}, message)
+        }
+
+        log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name, attempt: attempt + 1}, message)
+      } finally {
+        backend.inFlight--
+      }
+    }
+
+    this.counters.failed++
+    const reason = placement.order.length === 0 ? 'no healthy backend' : problems.join('; ')
+    log.error('failed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(Status.outOfResources)}, `not stored anywhere: ${reason}`)
+    return {status: Status.outOfResources, errorComment: `not stored: ${reason}`.slice(0, 64)}
+  }
+}

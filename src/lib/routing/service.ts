@@ -1,0 +1,151 @@
+import path from 'node:path'
+
+import {DimseBackend} from '../backends/dimse-backend.js'
+import {OrthancRestBackend} from '../backends/rest-backend.js'
+import type {Backend} from '../backends/backend.js'
+import type {DdrConfig} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import {DimseServer} from '../dimse/scp.js'
+import {transferSyntaxes} from '../dicom/uids.js'
+import type {Logger} from '../output/logger.js'
+import {InstanceSink, ensureDir} from '../spool/instance-sink.js'
+import {StatusServer, type RouterStatus} from '../status/server.js'
+import {BackendState} from './backend-state.js'
+import {HealthMonitor} from './health.js'
+import {Router} from './router.js'
+
+export interface RouterServiceOptions {
+  logger: Logger
+  /** Instances up to this size are held in memory while being forwarded; larger ones go to disk. */
+  memoryLimitBytes?: number
+  /** Skip the status HTTP server (tests that do not need it). */
+  statusServer?: boolean
+  version?: string
+}
+
+export interface RouterService {
+  port: number
+  statusPort?: number
+  router: Router
+  backends: BackendState[]
+  status(): RouterStatus
+  /** Stops accepting, lets in-flight instances finish, closes associations. */
+  stop(graceMs?: number): Promise<void>
+}
+
+/**
+ * Transfer syntaxes the listener accepts: those an Orthanc 1.10 backend (dcmtk 3.6.7) can store.
+ * Newer ones (JPEG XL, HTJ2K, SMPTE 2110, encapsulated uncompressed) would be accepted from the
+ * sender and then refused by the backend, so the sender is told "not supported" at association time.
+ */
+export const LISTENER_TRANSFER_SYNTAXES = [...transferSyntaxes.keys()].filter(
+  (uid) => !/^1\.2\.840\.10008\.1\.2\.(1\.98|4\.11\d|4\.20\d|7\.)/.test(uid),
+)
+
+function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: string): Backend {
+  return config.transport === 'rest' ? new OrthancRestBackend(config) : new DimseBackend(config, {callingAeTitle})
+}
+
+/** Starts the router: backends and their health checks, the DICOM listener, the status server. */
+export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
+  const {logger} = options
+  const startedAt = new Date()
+  const spoolDir = path.resolve(config.spool.dir)
+  const incomingDir = path.join(spoolDir, 'incoming')
+  await ensureDir(incomingDir)
+
+  const backends = config.backends.map((b) => new BackendState(makeBackend(b, config.listen.aeTitle)))
+  const router = new Router(backends, {
+    policy: config.routing.policy,
+    affinity: config.routing.affinity,
+    affinityFile: path.join(spoolDir, 'affinity.jsonl'),
+    failThreshold: config.health.failThreshold,
+    logger,
+  })
+  const health = new HealthMonitor(backends, config.health, logger)
+  await health.start()
+  for (const b of backends) {
+    logger.info('backend', {backend: b.name, address: `${b.backend.config.aeTitle}@${b.backend.config.host}:${b.backend.config.port}`, url: b.backend.config.url, transport: b.backend.config.transport, weight: b.weight, health: b.health}, b.healthy ? undefined : b.healthReason)
+  }
+
+  let queueDepth = 0
+  const server = new DimseServer({
+    aeTitle: config.listen.aeTitle,
+    transferSyntaxes: LISTENER_TRANSFER_SYNTAXES,
+    maxAssociations: config.listen.maxAssociations,
+    beginStore: (request) =>
+      new InstanceSink(request, {
+        dir: incomingDir,
+        memoryLimitBytes: options.memoryLimitBytes ?? 1024 * 1024,
+        durable: false,
+        deliver: async (instance) => {
+          queueDepth++
+          try {
+            return await router.deliver(instance)
+          } finally {
+            queueDepth--
+          }
+        },
+        onReceiveError: (req, error) => logger.error('receive-failed', {sop: req.sopInstanceUid, from: req.association.callingAeTitle}, error.message),
+        onHeaderError: (req, error) => logger.warn('header-unreadable', {sop: req.sopInstanceUid, from: req.association.callingAeTitle}, `${error.message}; routing without study affinity`),
+      }),
+  })
+  server.on('association', (a) => logger.info('association', {id: a.id, from: a.callingAeTitle, to: a.calledAeTitle, peer: `${a.remoteAddress}:${a.remotePort}`}))
+  server.on('associationEnd', (a) => logger.info('association-end', {id: a.id, from: a.callingAeTitle, stored: a.stored, failed: a.failed, bytes: a.bytes, ms: a.durationMs}, a.ending))
+  server.on('rejected', (r) => logger.warn('association-rejected', {from: r.callingAeTitle, peer: r.remoteAddress}, r.why))
+  server.on('protocolError', (e) => logger.warn('association-aborted', {id: e.info.id, from: e.info.callingAeTitle, peer: e.info.remoteAddress}, e.message))
+
+  let port: number
+  try {
+    port = await server.listen(config.listen.port, config.listen.host)
+  } catch (error) {
+    await health.stop()
+    throw new DdrError('USAGE', `cannot listen on ${config.listen.host}:${config.listen.port}: ${(error as Error).message}`, {
+      hint: 'another router (or program) may hold the port: choose another with listen.port or DDR_LISTEN_PORT',
+      cause: error,
+    })
+  }
+
+  const status = (): RouterStatus => ({
+    version: options.version ?? 'dev',
+    startedAt: startedAt.toISOString(),
+    uptimeSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
+    listen: {host: config.listen.host, port, aeTitle: config.listen.aeTitle},
+    policy: config.routing.policy,
+    affinity: config.routing.affinity,
+    associations: server.activeAssociations,
+    counters: {...router.counters},
+    queueDepth,
+    studiesRemembered: router.affinity?.size ?? 0,
+    backends: backends.map((b) => b.snapshot()),
+  })
+
+  let statusServer: StatusServer | undefined
+  let statusPort: number | undefined
+  if (options.statusServer !== false) {
+    statusServer = new StatusServer(status)
+    try {
+      statusPort = await statusServer.listen(config.status.port, config.status.host)
+    } catch (error) {
+      await server.close(0)
+      await health.stop()
+      throw new DdrError('USAGE', `cannot serve status on ${config.status.host}:${config.status.port}: ${(error as Error).message}`, {
+        hint: 'choose another port with status.port or DDR_STATUS_PORT',
+      })
+    }
+  }
+
+  return {
+    port,
+    statusPort,
+    router,
+    backends,
+    status,
+    async stop(graceMs = 30_000) {
+      await server.close(graceMs)
+      await health.stop()
+      await statusServer?.close()
+      await Promise.all(backends.map((b) => b.backend.close()))
+    },
+  }
+}

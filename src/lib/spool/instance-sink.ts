@@ -1,0 +1,186 @@
+import {randomBytes} from 'node:crypto'
+import {createWriteStream, type WriteStream} from 'node:fs'
+import {mkdir, open, rename, rm} from 'node:fs/promises'
+import path from 'node:path'
+
+import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
+import {buildMetaHeader} from '../dicom/part10.js'
+import {Tag} from '../dicom/tags.js'
+import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
+import {Status} from '../dimse/status.js'
+import type {ReceivedInstance} from '../routing/instance.js'
+
+/** The header elements routing reads from each dataset (the rest is never parsed). */
+export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
+
+/** Bytes of the dataset kept in memory for header parsing, and below which an instance stays in memory. */
+const HEADER_PREFIX_BYTES = 64 * 1024
+
+export interface SinkOptions {
+  /** Folder for instances that are too large for memory (or all of them, with `durable`). */
+  dir: string
+  /** Instances up to this size stay in memory (pass-through mode); larger ones stream to a file. */
+  memoryLimitBytes: number
+  /** Write every instance to disk and fsync it (and its folder) before `deliver` is called. */
+  durable: boolean
+  /** Called once the whole dataset is in; its outcome is what the sender gets. Must not reject. */
+  deliver: (instance: ReceivedInstance) => Promise<StoreOutcome>
+  /** Called when an instance could not even be received (disk full): logged by the caller. */
+  onReceiveError?: (request: StoreRequest, error: Error) => void
+  /** Called when the routing header elements could not be read (malformed dataset). */
+  onHeaderError?: (request: StoreRequest, error: Error) => void
+}
+
+let counter = 0
+
+/** A unique, sortable id: time, process-local counter, randomness (several routers may share a disk). */
+export function newInstanceId(): string {
+  counter = (counter + 1) % 1_000_000
+  return `${Date.now().toString(36)}-${counter.toString(36).padStart(4, '0')}-${randomBytes(4).toString('hex')}`
+}
+
+/**
+ * Receives one instance's dataset bytes: in memory while small, streamed to `<dir>/<id>.dcm.part`
+ * (behind a Part 10 meta header) once large, so memory does not grow with instance size.
+ */
+export class InstanceSink implements StoreSink {
+  private readonly id = newInstanceId()
+  private readonly chunks: Buffer[] = []
+  private size = 0
+  private file?: WriteStream
+  private fileError?: Error
+  private readonly metaHeader: Buffer
+  private readonly partPath: string
+  private aborted = false
+
+  constructor(private readonly request: StoreRequest, private readonly options: SinkOptions) {
+    this.metaHeader = buildMetaHeader({
+      sopClassUid: request.sopClassUid,
+      sopInstanceUid: request.sopInstanceUid,
+      transferSyntaxUid: request.transferSyntaxUid,
+      sourceAeTitle: request.association.callingAeTitle,
+    })
+    this.partPath = path.join(options.dir, `${this.id}.dcm.part`)
+    if (options.durable) this.openFile()
+  }
+
+  write(chunk: Buffer): boolean {
+    this.size += chunk.length
+    if (this.file === undefined) {
+      this.chunks.push(chunk)
+      if (this.size <= this.options.memoryLimitBytes) return true
+      this.openFile()
+      return true
+    }
+
+    if (this.size - chunk.length < HEADER_PREFIX_BYTES) this.chunks.push(chunk)
+    return this.file.write(chunk)
+  }
+
+  waitDrain(): Promise<void> {
+    const file = this.file
+    if (file === undefined || !file.writableNeedDrain) return Promise.resolve()
+    return new Promise((resolve) => {
+      file.once('drain', resolve)
+      file.once('close', resolve)
+    })
+  }
+
+  abort(_reason: string): void {
+    this.aborted = true
+    if (this.file !== undefined) {
+      this.file.destroy()
+      void rm(this.partPath, {force: true})
+    }
+  }
+
+  async finish(): Promise<StoreOutcome> {
+    let instance: ReceivedInstance
+    try {
+      instance = await this.complete()
+    } catch (error) {
+      this.options.onReceiveError?.(this.request, error as Error)
+      if (this.file !== undefined) await rm(this.partPath, {force: true})
+      return {status: Status.outOfResources, errorComment: `router could not keep the instance: ${(error as Error).message}`.slice(0, 64)}
+    }
+
+    const outcome = await this.options.deliver(instance)
+    if (!this.options.durable && instance.path !== undefined) await rm(instance.path, {force: true})
+    return outcome
+  }
+
+  private openFile(): void {
+    this.file = createWriteStream(this.partPath, {flags: 'wx'})
+    this.file.on('error', (error) => {
+      this.fileError = error
+    })
+    this.file.write(this.metaHeader)
+    for (const chunk of this.chunks) this.file.write(chunk)
+    if (this.size > HEADER_PREFIX_BYTES) {
+      // keep only the prefix needed for header parsing
+      const prefix = Buffer.concat(this.chunks).subarray(0, HEADER_PREFIX_BYTES)
+      this.chunks.length = 0
+      this.chunks.push(prefix)
+    }
+  }
+
+  private async complete(): Promise<ReceivedInstance> {
+    if (this.aborted) throw new Error('association ended before the dataset was complete')
+    let filePath: string | undefined
+    if (this.file !== undefined) {
+      const file = this.file
+      await new Promise<void>((resolve, reject) => {
+        file.end(() => (this.fileError ? reject(this.fileError) : resolve()))
+      })
+      if (this.fileError) throw this.fileError
+      filePath = path.join(this.options.dir, `${this.id}.dcm`)
+      if (this.options.durable) await fsyncPath(this.partPath)
+      await rename(this.partPath, filePath)
+      if (this.options.durable) await fsyncPath(this.options.dir)
+    }
+
+    const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
+    const inMemory = filePath === undefined
+    let values = new Map<number, string>()
+    try {
+      const read = readTopLevelElements(prefix, this.request.transferSyntaxUid, ROUTING_TAGS, {endOfData: inMemory})
+      values = read.values
+      if (!read.complete && filePath !== undefined) values = (await readDatasetFromFile(filePath, ROUTING_TAGS)).values
+    } catch (error) {
+      // Routing goes on without the header values (no study affinity); the backend judges the dataset.
+      this.options.onHeaderError?.(this.request, error as Error)
+    }
+
+    return {
+      id: this.id,
+      sopClassUid: this.request.sopClassUid,
+      sopInstanceUid: this.request.sopInstanceUid,
+      transferSyntaxUid: this.request.transferSyntaxUid,
+      studyInstanceUid: values.get(Tag.StudyInstanceUID),
+      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
+      patientId: values.get(Tag.PatientID),
+      modality: values.get(Tag.Modality),
+      callingAeTitle: this.request.association.callingAeTitle,
+      calledAeTitle: this.request.association.calledAeTitle,
+      metaHeader: this.metaHeader,
+      dataset: inMemory ? {buffer: prefix} : {path: filePath!, offset: this.metaHeader.length, length: this.size},
+      path: filePath,
+      datasetLength: this.size,
+      receivedAt: Date.now(),
+    }
+  }
+}
+
+/** fsync a file or a folder (so a rename inside it survives a crash). */
+export async function fsyncPath(target: string): Promise<void> {
+  const handle = await open(target, 'r')
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+export async function ensureDir(dir: string): Promise<void> {
+  await mkdir(dir, {recursive: true})
+}

@@ -1,0 +1,287 @@
+import {existsSync} from 'node:fs'
+import path from 'node:path'
+
+import {Chalk} from 'chalk'
+
+import type {BackendConfig, DdrConfig} from '../config/schema.js'
+import {isDdrError} from '../errors.js'
+import {OrthancClient} from '../orthanc/client.js'
+import {DICOMWEB_PLUGIN, ensureOrthancInstalled, orthancStatus, startOrthanc, stopOrthanc} from './orthanc-process.js'
+
+/**
+ * What happened to one backend's Orthanc:
+ * up → started | already-running | restarted (config changed) | failed | skipped (not a local backend);
+ * down → stopped | not-running | skipped | failed;
+ * status → running | not-running | unhealthy (alive, HTTP silent) | external (an Orthanc ddr did not start answers there) | skipped.
+ */
+export type StackBackendState =
+  | 'already-running'
+  | 'external'
+  | 'failed'
+  | 'not-running'
+  | 'restarted'
+  | 'running'
+  | 'skipped'
+  | 'started'
+  | 'stopped'
+  | 'unhealthy'
+
+export interface StackBackendResult {
+  name: string
+  state: StackBackendState
+  aeTitle: string
+  dicomPort: number
+  /** Absent for a backend without a url (a DICOM SCP that is not Orthanc). */
+  httpPort?: number
+  url?: string
+  /** Folder holding this Orthanc's config, pid file, log and storage. */
+  dir: string
+  pid?: number
+  version?: string
+  /** Why it failed or was skipped. */
+  message?: string
+}
+
+export interface StackResult {
+  action: 'down' | 'status' | 'up'
+  /** The stack folder (absolute). */
+  dir: string
+  /** False when an Orthanc failed to start (up) or to stop (down). */
+  ok: boolean
+  backends: StackBackendResult[]
+}
+export type StackUpResult = StackResult & {action: 'up'}
+export type StackDownResult = StackResult & {action: 'down'}
+export type StackStatusResult = StackResult & {action: 'status'}
+
+export interface StackUpOptions {
+  /** Install the Debian packages when Orthanc is missing and we are root (default true). */
+  install?: boolean
+  /** Per-Orthanc startup timeout (default 20 s). */
+  startTimeoutMs?: number
+  /** Called as each backend is handled, for progress output. */
+  onBackend?: (result: StackBackendResult) => void
+}
+
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]', '0.0.0.0'])
+
+/** The stack folder: config.stack.dir resolved against the working directory. */
+export function stackDir(config: DdrConfig): string {
+  return path.resolve(config.stack.dir)
+}
+
+/** Where one backend's Orthanc lives. */
+export function backendDir(config: DdrConfig, backend: BackendConfig): string {
+  return path.join(stackDir(config), backend.name)
+}
+
+/** The HTTP port of a backend, from its URL (80/443 when the URL has none); undefined without a URL. */
+export function backendHttpPort(backend: BackendConfig): number | undefined {
+  if (backend.url === undefined) return undefined
+  const url = new URL(backend.url)
+  if (url.port !== '') return Number(url.port)
+  return url.protocol === 'https:' ? 443 : 80
+}
+
+function describe(config: DdrConfig, backend: BackendConfig, state: StackBackendState): StackBackendResult {
+  return {
+    name: backend.name,
+    state,
+    aeTitle: backend.aeTitle,
+    dicomPort: backend.port,
+    httpPort: backendHttpPort(backend),
+    url: backend.url,
+    dir: backendDir(config, backend),
+  }
+}
+
+/** What ddr needs to run a backend's Orthanc here: its URL host and HTTP port, or why it cannot. */
+type LocalTarget = {host: string; httpPort: number; skip?: undefined} | {skip: string}
+
+function localTarget(backend: BackendConfig): LocalTarget {
+  if (backend.url === undefined) return {skip: 'no url: not an Orthanc (ddr stack only starts Orthanc backends)'}
+  const url = new URL(backend.url)
+  if (url.protocol !== 'http:') return {skip: `${backend.url} is not plain http: ddr stack only starts local HTTP Orthancs`}
+  if (!LOCAL_HOSTS.has(url.hostname)) return {skip: `${backend.url} is not on this machine`}
+  if (!LOCAL_HOSTS.has(backend.host)) return {skip: `DICOM host ${backend.host} is not this machine`}
+  if (url.pathname !== '/' && url.pathname !== '') return {skip: `${backend.url} has a path: a local Orthanc serves at the root`}
+  const host = url.hostname === '0.0.0.0' ? '127.0.0.1' : url.hostname.replace(/^\[|\]$/g, '')
+  return {host, httpPort: backendHttpPort(backend) ?? 80}
+}
+
+/**
+ * Starts one Orthanc per configured local backend, data under <stack.dir>/<backend name>/.
+ * Idempotent: running ones are left alone ("already-running"); one whose ports or AE title changed is restarted.
+ * A failure to start one backend is recorded in its result and the others still start.
+ */
+export async function stackUp(config: DdrConfig, options: StackUpOptions = {}): Promise<StackUpResult> {
+  let binary: string | undefined
+  const results: StackBackendResult[] = []
+  for (const backend of config.backends) {
+    const result = describe(config, backend, 'started')
+    const target = localTarget(backend)
+    if (target.skip !== undefined) {
+      result.state = 'skipped'
+      result.message = target.skip
+    } else {
+      const status = await orthancStatus(result.dir, {host: target.host})
+      const same = status.dicomPort === result.dicomPort && status.httpPort === target.httpPort && status.aeTitle === result.aeTitle && status.name === backend.name
+      if (status.running && same) {
+        result.state = 'already-running'
+        result.pid = status.pid
+        result.version = status.version
+      } else {
+        if (status.processAlive) {
+          await stopOrthanc(result.dir)
+          result.state = 'restarted'
+        }
+
+        binary ??= await ensureOrthancInstalled({install: options.install})
+        try {
+          const info = await startOrthanc({
+            name: backend.name,
+            aeTitle: backend.aeTitle,
+            dicomPort: result.dicomPort,
+            httpPort: target.httpPort,
+            dir: result.dir,
+            host: target.host,
+            // Checked after a possible install; DICOMweb is optional.
+            plugins: existsSync(DICOMWEB_PLUGIN) ? [DICOMWEB_PLUGIN] : [],
+            binary,
+            startTimeoutMs: options.startTimeoutMs,
+          })
+          result.pid = info.pid
+          result.version = info.version
+        } catch (error) {
+          if (!isDdrError(error)) throw error
+          result.state = 'failed'
+          result.message = error.message
+        }
+      }
+    }
+
+    options.onBackend?.(result)
+    results.push(result)
+  }
+
+  return {action: 'up', dir: stackDir(config), ok: results.every((r) => r.state !== 'failed'), backends: results}
+}
+
+/** Stops every Orthanc of the stack that ddr started; data stays on disk. */
+export async function stackDown(config: DdrConfig, options: {timeoutMs?: number; onBackend?: (result: StackBackendResult) => void} = {}): Promise<StackDownResult> {
+  // In parallel: each Orthanc needs 2 to 3 s to shut down cleanly.
+  const results = await Promise.all(
+    config.backends.map(async (backend) => {
+      const result = describe(config, backend, 'not-running')
+      const target = localTarget(backend)
+      if (target.skip !== undefined) {
+        result.state = 'skipped'
+        result.message = target.skip
+        options.onBackend?.(result)
+        return result
+      }
+
+      try {
+        const stopped = await stopOrthanc(result.dir, {timeoutMs: options.timeoutMs})
+        if (stopped.stopped) {
+          result.state = 'stopped'
+          result.pid = stopped.pid
+          if (stopped.killed) result.message = 'did not stop on SIGTERM: killed'
+        }
+      } catch (error) {
+        if (!isDdrError(error)) throw error
+        result.state = 'failed'
+        result.message = error.message
+      }
+
+      options.onBackend?.(result)
+      return result
+    }),
+  )
+
+  return {action: 'down', dir: stackDir(config), ok: results.every((r) => r.state !== 'failed'), backends: results}
+}
+
+/** Which Orthancs of the stack run and answer; also notices an Orthanc that ddr did not start at a backend's URL. */
+export async function stackStatus(config: DdrConfig): Promise<StackStatusResult> {
+  const results = await Promise.all(
+    config.backends.map(async (backend) => {
+      const result = describe(config, backend, 'not-running')
+      const target = localTarget(backend)
+      if (target.skip !== undefined) {
+        const version = await probe(backend)
+        result.state = version === undefined ? 'skipped' : 'external'
+        result.version = version
+        result.message = version === undefined ? target.skip : `${target.skip}; an Orthanc answers there`
+        return result
+      }
+
+      const status = await orthancStatus(result.dir, {host: target.host})
+      result.pid = status.pid
+      result.version = status.version
+      if (status.running) {
+        result.state = 'running'
+      } else if (status.processAlive) {
+        result.state = 'unhealthy'
+        result.message = `pid ${status.pid} is alive but GET /system does not answer`
+      } else {
+        const version = await probe(backend)
+        if (version !== undefined) {
+          result.state = 'external'
+          result.version = version
+          result.message = `an Orthanc that ddr did not start answers at ${backend.url}`
+        }
+      }
+
+      return result
+    }),
+  )
+  return {action: 'status', dir: stackDir(config), ok: true, backends: results}
+}
+
+async function probe(backend: BackendConfig): Promise<string | undefined> {
+  if (backend.url === undefined) return undefined
+  const client = new OrthancClient({url: backend.url, username: backend.username, password: backend.password, timeoutMs: 1500})
+  try {
+    return (await client.system()).Version
+  } catch {
+    return undefined
+  } finally {
+    client.close()
+  }
+}
+
+/** The result as aligned plain-text columns (one line per backend), coloured when `color` is true. */
+export function formatStackTable(result: StackResult, options: {color?: boolean} = {}): string {
+  const paint = new Chalk({level: options.color ? 1 : 0})
+  const colour: Record<StackBackendState, (text: string) => string> = {
+    'already-running': paint.green,
+    external: paint.yellow,
+    failed: paint.red,
+    'not-running': paint.dim,
+    restarted: paint.green,
+    running: paint.green,
+    skipped: paint.yellow,
+    started: paint.green,
+    stopped: paint.dim,
+    unhealthy: paint.red,
+  }
+  const header = ['BACKEND', 'STATE', 'AE TITLE', 'DICOM', 'HTTP URL', 'PID', 'VERSION']
+  const rows = result.backends.map((b) => [b.name, b.state, b.aeTitle, String(b.dicomPort), b.url ?? '-', b.pid === undefined ? '-' : String(b.pid), b.version ?? '-'])
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)))
+  const line = (cells: string[], state?: StackBackendState) =>
+    cells
+      .map((cell, column) => {
+        const padded = cell.padEnd(widths[column])
+        return column === 1 && state !== undefined ? colour[state](padded) : padded
+      })
+      .join('  ')
+      .trimEnd()
+  const lines = [paint.bold(line(header)), ...rows.map((row, index) => line(row, result.backends[index].state))]
+  for (const backend of result.backends) {
+    if (backend.message !== undefined) lines.push(`${colour[backend.state](`${backend.name}:`)} ${backend.message}`)
+  }
+
+  lines.push(paint.dim(`stack folder: ${result.dir}`))
+  return lines.join('\n')
+}

@@ -1,0 +1,84 @@
+import http from 'node:http'
+import type {AddressInfo} from 'node:net'
+
+import type {BackendSnapshot} from '../routing/backend-state.js'
+
+export interface RouterStatus {
+  version: string
+  startedAt: string
+  uptimeSeconds: number
+  listen: {host: string; port: number; aeTitle: string}
+  policy: string
+  affinity: boolean
+  associations: number
+  counters: {received: number; routed: number; failed: number; failovers: number; bytes: number}
+  queueDepth: number
+  studiesRemembered: number
+  backends: BackendSnapshot[]
+}
+
+/** Serves GET /status (JSON) and GET /metrics (Prometheus text) from a snapshot function. */
+export class StatusServer {
+  private readonly server: http.Server
+
+  constructor(private readonly snapshot: () => RouterStatus) {
+    this.server = http.createServer((request, response) => {
+      const url = (request.url ?? '/').split('?')[0]
+      if (request.method !== 'GET') {
+        response.writeHead(405).end()
+      } else if (url === '/status' || url === '/') {
+        response.writeHead(200, {'content-type': 'application/json'}).end(`${JSON.stringify(this.snapshot(), null, 2)}\n`)
+      } else if (url === '/metrics') {
+        response.writeHead(200, {'content-type': 'text/plain; version=0.0.4'}).end(prometheus(this.snapshot()))
+      } else if (url === '/healthz') {
+        response.writeHead(200, {'content-type': 'text/plain'}).end('ok\n')
+      } else {
+        response.writeHead(404, {'content-type': 'text/plain'}).end('not found: try /status or /metrics\n')
+      }
+    })
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve((this.server.address() as AddressInfo).port)
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections()
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+}
+
+/** Prometheus text exposition of the router status. */
+export function prometheus(status: RouterStatus): string {
+  const lines: string[] = []
+  const metric = (name: string, type: string, help: string, samples: Array<[Record<string, string>, number | undefined]>) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+    for (const [labels, value] of samples) {
+      if (value === undefined) continue
+      const text = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',')
+      lines.push(`${name}${text ? `{${text}}` : ''} ${value}`)
+    }
+  }
+
+  metric('ddr_instances_received_total', 'counter', 'Instances received from senders.', [[{}, status.counters.received]])
+  metric('ddr_instances_routed_total', 'counter', 'Instances stored by a backend.', [[{}, status.counters.routed]])
+  metric('ddr_instances_failed_total', 'counter', 'Instances no backend stored.', [[{}, status.counters.failed]])
+  metric('ddr_failovers_total', 'counter', 'Instances stored by another backend than the first choice.', [[{}, status.counters.failovers]])
+  metric('ddr_bytes_routed_total', 'counter', 'Dataset bytes stored by backends.', [[{}, status.counters.bytes]])
+  metric('ddr_associations', 'gauge', 'Open inbound associations.', [[{}, status.associations]])
+  metric('ddr_queue_depth', 'gauge', 'Instances received and not yet stored by a backend.', [[{}, status.queueDepth]])
+  const per = (pick: (b: BackendSnapshot) => number | undefined) => status.backends.map((b): [Record<string, string>, number | undefined] => [{backend: b.name}, pick(b)])
+  metric('ddr_backend_up', 'gauge', 'Backend health (1 up, 0 down).', per((b) => (b.healthy ? 1 : 0)))
+  metric('ddr_backend_in_flight', 'gauge', 'Instances being sent to the backend.', per((b) => b.inFlight))
+  metric('ddr_backend_latency_ms', 'gauge', 'Recent store latency (EWMA).', per((b) => b.latencyMs))
+  metric('ddr_backend_routed_total', 'counter', 'Instances the backend stored.', per((b) => b.routed))
+  metric('ddr_backend_failed_total', 'counter', 'Failed deliveries to the backend.', per((b) => b.failed))
+  metric('ddr_backend_stored_instances', 'gauge', 'Instances the backend holds (Orthanc /statistics).', per((b) => b.storedInstances))
+  return `${lines.join('\n')}\n`
+}

@@ -1,0 +1,48 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+
+import type {DdrConfig} from '../../src/lib/config/schema.js'
+import {validateConfig} from '../../src/lib/config/validate.js'
+import {Logger} from '../../src/lib/output/logger.js'
+import {type RouterService, startRouterService} from '../../src/lib/routing/service.js'
+import type {TestOrthanc} from './orthanc.js'
+
+export interface TestRouter {
+  service: RouterService
+  config: DdrConfig
+  port: number
+  aeTitle: string
+  /** Every log line the router wrote. */
+  logs: string[]
+  stop(): Promise<void>
+}
+
+/** A router (in this process) on a free port in front of the given Orthanc servers. */
+export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; transport?: 'dimse' | 'rest'} = {}): Promise<TestRouter> {
+  const spoolDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-'))
+  const config = validateConfig(
+    {
+      listen: {host: '127.0.0.1', port: 0, aeTitle: 'DDR_TEST'},
+      status: {host: '127.0.0.1', port: 0},
+      spool: {dir: spoolDir},
+      routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
+      health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 1, recoverThreshold: 1, ...overrides.health},
+      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: overrides.transport ?? 'dimse'})),
+    },
+    'test',
+  )
+  const logs: string[] = []
+  const service = await startRouterService(config, {logger: new Logger({debug: true, write: (line) => logs.push(line)})})
+  return {
+    service,
+    config,
+    port: service.port,
+    aeTitle: config.listen.aeTitle,
+    logs,
+    async stop() {
+      await service.stop(5000)
+      await rm(spoolDir, {recursive: true, force: true})
+    },
+  }
+}

@@ -1,0 +1,248 @@
+import {readFileSync, readdirSync} from 'node:fs'
+import {mkdir, mkdtemp, rm} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+
+import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
+import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
+import {type Storescp, dcmsend, echoscu, startStorescp, storescu} from '../../helpers/dcmtk.js'
+import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
+import {type TestRouter, startTestRouter} from '../../helpers/router.js'
+
+interface ManifestEntry {
+  path: string
+  sopInstanceUid: string
+  studyInstanceUid: string
+  transferSyntaxUid: string
+  broken?: string
+}
+
+const fixturesDir = path.resolve('fixtures')
+const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
+const goodFixtures = manifest.files.filter((f) => !f.broken)
+
+/** The dataset part of a Part 10 file (what the sender sent; the meta header is each receiver's own). */
+function datasetOf(file: Buffer): Buffer {
+  return file.subarray(readMetaHeader(file).datasetOffset)
+}
+
+/** Which of the backends hold this SOP instance, with the stored file. */
+async function whereIs(backends: TestOrthanc[], sopInstanceUid: string): Promise<Array<{backend: string; file: Buffer}>> {
+  const found = []
+  for (const backend of backends) {
+    const id = await backend.client.lookupInstance(sopInstanceUid)
+    if (id !== undefined) found.push({backend: backend.name, file: await backend.client.instanceFile(id)})
+  }
+
+  return found
+}
+
+describe('ddr listen in front of two real Orthanc servers', () => {
+  let orthancs: TestOrthanc[] = []
+  let reference: TestOrthanc
+  let router: TestRouter
+  let workDir: string
+
+  beforeAll(async () => {
+    orthancs = await Promise.all([startTestOrthanc({name: 'alpha', aeTitle: 'ALPHA'}), startTestOrthanc({name: 'beta', aeTitle: 'BETA'})])
+    reference = await startTestOrthanc({name: 'reference', aeTitle: 'REFERENCE'})
+    router = await startTestRouter(orthancs)
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-listen-'))
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await Promise.all([...orthancs, reference].filter(Boolean).map((o) => o.stop()))
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('answers C-ECHO', async () => {
+    const result = await echoscu(['-aec', router.aeTitle, '127.0.0.1', String(router.port)])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+  })
+
+  it('stores every fixture exactly once, with the same dataset bytes as a direct send', async () => {
+    const files = goodFixtures.map((f) => path.join(fixturesDir, f.path))
+    const viaRouter = await dcmsend(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...files], {timeoutMs: 120_000})
+    expect(viaRouter.code).toBe(0)
+    const direct = await dcmsend(['-aec', reference.aeTitle, '127.0.0.1', String(reference.dicomPort), ...files], {timeoutMs: 120_000})
+    expect(direct.code).toBe(0)
+
+    for (const fixture of goodFixtures) {
+      const copies = await whereIs(orthancs, fixture.sopInstanceUid)
+      expect({fixture: fixture.path, copies: copies.length}).toEqual({fixture: fixture.path, copies: 1})
+      const [referenceCopy] = await whereIs([reference], fixture.sopInstanceUid)
+      // Where dcmsend and Orthanc negotiated the same transfer syntax directly (ddr may be offered a
+      // different first choice), Orthanc stored the very same dataset bytes both ways.
+      const routed = {syntax: readMetaHeader(copies[0].file).transferSyntaxUid, dataset: datasetOf(copies[0].file)}
+      const direct = {syntax: readMetaHeader(referenceCopy.file).transferSyntaxUid, dataset: datasetOf(referenceCopy.file)}
+      if (direct.syntax === routed.syntax) expect({fixture: fixture.path, identical: routed.dataset.equals(direct.dataset)}).toEqual({fixture: fixture.path, identical: true})
+    }
+  })
+
+  it('keeps each study on one backend and spreads the studies over both', async () => {
+    const instances = await writeSyntheticStudies(path.join(workDir, 'spread'), {studies: 12, instancesPerStudy: 4, pixelBytes: 8192})
+    const result = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...instances.map((i) => i.path)], {timeoutMs: 120_000})
+    expect(result.code).toBe(0)
+
+    const studyHomes = new Map<string, Set<string>>()
+    for (const instance of instances) {
+      const copies = await whereIs(orthancs, instance.sopInstanceUid)
+      expect(copies).toHaveLength(1)
+      const homes = studyHomes.get(instance.studyInstanceUid) ?? new Set()
+      homes.add(copies[0].backend)
+      studyHomes.set(instance.studyInstanceUid, homes)
+    }
+
+    for (const homes of studyHomes.values()) expect(homes.size).toBe(1)
+    const used = new Set([...studyHomes.values()].flatMap((homes) => [...homes]))
+    expect(used).toEqual(new Set(['alpha', 'beta']))
+    expect(router.logs.some((line) => line.includes(' routed ') && line.includes('backend=alpha'))).toBe(true)
+    expect(router.logs.some((line) => line.includes(' association ') && line.includes('from=STORESCU'))).toBe(true)
+  })
+
+  it('serves /status and /metrics with the counters', async () => {
+    const status = (await (await fetch(`http://127.0.0.1:${router.service.statusPort}/status`)).json()) as {counters: {routed: number; failed: number}; backends: Array<{name: string; healthy: boolean; routed: number}>}
+    expect(status.counters.failed).toBe(0)
+    expect(status.counters.routed).toBe(status.backends.reduce((sum, b) => sum + b.routed, 0))
+    expect(status.backends.map((b) => [b.name, b.healthy])).toEqual([
+      ['alpha', true],
+      ['beta', true],
+    ])
+    const metrics = await (await fetch(`http://127.0.0.1:${router.service.statusPort}/metrics`)).text()
+    expect(metrics).toContain(`ddr_instances_routed_total ${status.counters.routed}`)
+    expect(metrics).toContain('ddr_backend_up{backend="alpha"} 1')
+  })
+})
+
+describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving mode)', () => {
+  let behindRouter: Storescp
+  let direct: Storescp
+  let router: TestRouter
+  let workDir: string
+
+  beforeAll(async () => {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-storescp-'))
+    await Promise.all(['behind', 'direct'].map((name) => mkdir(path.join(workDir, name))))
+    behindRouter = await startStorescp({dir: path.join(workDir, 'behind'), aeTitle: 'PLAINSCP', extraArgs: ['+B', '-uf']})
+    direct = await startStorescp({dir: path.join(workDir, 'direct'), aeTitle: 'PLAINSCP', extraArgs: ['+B', '-uf']})
+    router = await startTestRouter([{name: 'plain', aeTitle: 'PLAINSCP', dicomPort: behindRouter.port}])
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await behindRouter?.stop()
+    await direct?.stop()
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  /** Files storescp wrote, by SOP instance UID. */
+  function receivedIn(dir: string): Map<string, Buffer> {
+    const files = new Map<string, Buffer>()
+    for (const name of readdirSync(dir)) {
+      const file = readFileSync(path.join(dir, name))
+      files.set(readMetaHeader(file).mediaStorageSopInstanceUid ?? name, file)
+    }
+
+    return files
+  }
+
+  it('forwards the bytes a dcmtk sender put on the wire, unchanged, in every transfer syntax', async () => {
+    const files = goodFixtures.map((f) => path.join(fixturesDir, f.path))
+    const viaRouter = await dcmsend(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...files], {timeoutMs: 120_000})
+    expect(viaRouter.code).toBe(0)
+    const straight = await dcmsend(['-aec', direct.aeTitle, '127.0.0.1', String(direct.port), ...files], {timeoutMs: 120_000})
+    expect(straight.code).toBe(0)
+    if (process.env.DDR_TEST_DEBUG) console.log(router.logs.join('\n'), behindRouter.output())
+    const behind = receivedIn(path.join(workDir, 'behind'))
+    const reference = receivedIn(path.join(workDir, 'direct'))
+    for (const fixture of goodFixtures) {
+      const copy = behind.get(fixture.sopInstanceUid)
+      const expected = reference.get(fixture.sopInstanceUid)!
+      expect({fixture: fixture.path, received: copy !== undefined}).toEqual({fixture: fixture.path, received: true})
+      expect({fixture: fixture.path, syntax: readMetaHeader(copy!).transferSyntaxUid, identical: datasetOf(copy!).equals(datasetOf(expected))}).toEqual({
+        fixture: fixture.path,
+        syntax: readMetaHeader(expected).transferSyntaxUid,
+        identical: true,
+      })
+    }
+  })
+
+  it("delivers a file's own dataset bytes when the sender sends them raw (private tags, deflate, big endian included)", async () => {
+    const sender = await ScuAssociation.connect({
+      host: '127.0.0.1',
+      port: router.port,
+      callingAeTitle: 'RAWSENDER',
+      calledAeTitle: router.aeTitle,
+      contexts: goodFixtures.map((f) => ({abstractSyntax: readMetaHeader(readFileSync(path.join(fixturesDir, f.path))).mediaStorageSopClassUid!, transferSyntax: f.transferSyntaxUid})),
+    })
+    try {
+      for (const fixture of goodFixtures) {
+        const file = readFileSync(path.join(fixturesDir, fixture.path))
+        const meta = readMetaHeader(file)
+        const response = await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixture.sopInstanceUid, transferSyntaxUid: fixture.transferSyntaxUid, dataset: {buffer: datasetOf(file)}})
+        if (response.status !== 0 && process.env.DDR_TEST_DEBUG) console.log(router.logs.join('\n'), behindRouter.output())
+        expect({fixture: fixture.path, status: response.status}).toEqual({fixture: fixture.path, status: 0})
+      }
+    } finally {
+      await sender.release()
+    }
+
+    const behind = receivedIn(path.join(workDir, 'behind'))
+    for (const fixture of goodFixtures) {
+      const original = datasetOf(readFileSync(path.join(fixturesDir, fixture.path)))
+      // a deflated stream of odd length goes out with the pad byte PS3.5 A.5 asks for
+      const sent = original.length % 2 === 0 ? original : Buffer.concat([original, Buffer.from([0])])
+      const copy = behind.get(fixture.sopInstanceUid)!
+      expect({fixture: fixture.path, syntax: readMetaHeader(copy).transferSyntaxUid, identical: datasetOf(copy).equals(sent)}).toEqual({
+        fixture: fixture.path,
+        syntax: fixture.transferSyntaxUid,
+        identical: true,
+      })
+    }
+  })
+})
+
+describe('ddr listen when a backend dies mid-stream', () => {
+  let orthancs: TestOrthanc[] = []
+  let router: TestRouter
+  let workDir: string
+  let instances: SyntheticInstance[]
+
+  beforeAll(async () => {
+    orthancs = await Promise.all([startTestOrthanc({name: 'left', aeTitle: 'LEFT'}), startTestOrthanc({name: 'right', aeTitle: 'RIGHT'})])
+    router = await startTestRouter(orthancs)
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-failover-'))
+    instances = await writeSyntheticStudies(workDir, {studies: 10, instancesPerStudy: 20, pixelBytes: 16_384})
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await Promise.all(orthancs.map((o) => o.stop()))
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('the sender sees no failure and the survivor receives the rest', async () => {
+    const sending = storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...instances.map((i) => i.path)], {timeoutMs: 120_000})
+    const [victim, survivor] = orthancs
+    const victimState = router.service.backends.find((b) => b.name === victim.name)!
+    const deadline = Date.now() + 60_000
+    while (victimState.routed < 10 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+    process.kill(victim.pid, 'SIGKILL')
+    const routedToVictim = victimState.routed
+
+    const result = await sending
+    expect(result.stderr).not.toMatch(/[EF]: /)
+    expect(result.code).toBe(0)
+    expect(router.service.router.counters.failed).toBe(0)
+    expect(router.service.router.counters.failovers).toBeGreaterThanOrEqual(1)
+
+    // Every instance was stored once: by the victim before it died, or by the survivor.
+    expect(router.service.router.counters.routed).toBe(instances.length)
+    expect(routedToVictim).toBeGreaterThanOrEqual(10)
+    expect((await survivor.client.statistics()).CountInstances).toBe(instances.length - victimState.routed)
+    expect(victimState.healthy).toBe(false)
+  })
+})

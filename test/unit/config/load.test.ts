@@ -1,0 +1,209 @@
+import {mkdirSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+import {CONFIG_FILE_NAME, envName, findConfigFile, loadConfig, selectBackends} from '../../../src/lib/config/load.js'
+import {DdrError, ExitCode} from '../../../src/lib/errors.js'
+
+let root: string
+let cwd: string
+
+const backend = (name: string, port: number, extra: Record<string, unknown> = {}) => ({name, port, aeTitle: name.toUpperCase().slice(0, 16), url: `http://127.0.0.1:${port + 1000}`, ...extra})
+
+function writeConfig(file: string, value: unknown): string {
+  mkdirSync(path.dirname(file), {recursive: true})
+  writeFileSync(file, typeof value === 'string' ? value : JSON.stringify(value))
+  return file
+}
+
+function configError(run: () => unknown): DdrError {
+  try {
+    run()
+  } catch (error) {
+    expect(error).toBeInstanceOf(DdrError)
+    return error as DdrError
+  }
+
+  throw new Error('expected a DdrError')
+}
+
+beforeEach(() => {
+  root = mkdtempSync(path.join(os.tmpdir(), 'ddr-config-'))
+  cwd = path.join(root, 'cwd')
+  mkdirSync(cwd)
+})
+
+afterEach(() => rmSync(root, {recursive: true, force: true}))
+
+describe('config discovery order', () => {
+  it('uses the built-in two-Orthanc defaults when nothing is given', () => {
+    const config = loadConfig({cwd, env: {}})
+    expect(config.source).toBe('defaults')
+    expect(config.backends.map((b) => b.name)).toEqual(['orthanc1', 'orthanc2'])
+    expect(config.listen).toMatchObject({port: 11113, aeTitle: 'DYNAMIC_DICOM_MW'})
+    expect(findConfigFile({cwd, env: {}})).toBeUndefined()
+  })
+
+  it('finds ./ddr.config.json in the working directory', () => {
+    const local = writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [backend('local', 5000)]})
+    const config = loadConfig({cwd, env: {}})
+    expect(config.source).toBe(local)
+    expect(config.backends.map((b) => b.name)).toEqual(['local'])
+  })
+
+  it('prefers DDR_CONFIG over ./ddr.config.json', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [backend('local', 5000)]})
+    const fromEnv = writeConfig(path.join(root, 'env', 'env.json'), {backends: [backend('from-env', 5100)]})
+    const config = loadConfig({cwd, env: {DDR_CONFIG: fromEnv}})
+    expect(config.source).toBe(fromEnv)
+    expect(config.backends[0].name).toBe('from-env')
+  })
+
+  it('prefers --config over DDR_CONFIG, and resolves it against the working directory', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [backend('local', 5000)]})
+    const fromEnv = writeConfig(path.join(root, 'env.json'), {backends: [backend('from-env', 5100)]})
+    const explicit = writeConfig(path.join(cwd, 'conf', 'explicit.json'), {backends: [backend('explicit', 5200)]})
+    const config = loadConfig({cwd, env: {DDR_CONFIG: fromEnv}, configPath: 'conf/explicit.json'})
+    expect(config.source).toBe(explicit)
+    expect(config.backends[0].name).toBe('explicit')
+  })
+
+  it('ignores an empty DDR_CONFIG', () => {
+    const local = writeConfig(path.join(cwd, CONFIG_FILE_NAME), {})
+    expect(loadConfig({cwd, env: {DDR_CONFIG: ''}}).source).toBe(local)
+  })
+
+  it('reports a missing --config or DDR_CONFIG file by name and origin (exit 2)', () => {
+    const missingFlag = configError(() => loadConfig({cwd, env: {}, configPath: 'nope.json'}))
+    expect(missingFlag.code).toBe('CONFIG_NOT_FOUND')
+    expect(missingFlag.exit).toBe(ExitCode.usage)
+    expect(missingFlag.message).toContain(path.join(cwd, 'nope.json'))
+    expect(missingFlag.message).toContain('--config')
+
+    const missingEnv = configError(() => loadConfig({cwd, env: {DDR_CONFIG: path.join(root, 'gone.json')}}))
+    expect(missingEnv.code).toBe('CONFIG_NOT_FOUND')
+    expect(missingEnv.message).toContain('DDR_CONFIG')
+  })
+
+  it('does not fall back to ./ddr.config.json when --config names a missing file', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {})
+    expect(configError(() => loadConfig({cwd, env: {}, configPath: 'other.json'})).code).toBe('CONFIG_NOT_FOUND')
+  })
+})
+
+describe('environment overrides', () => {
+  it('overrides listen, status, spool and stack settings from DDR_* variables', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {listen: {port: 104}, stack: {dir: '/from/file'}})
+    const config = loadConfig({
+      cwd,
+      env: {DDR_LISTEN_PORT: '11999', DDR_LISTEN_AE_TITLE: 'ENV_AE', DDR_STATUS_PORT: '11998', DDR_SPOOL_DIR: '/tmp/spool-env', DDR_STACK_DIR: '/tmp/stack-env'},
+    })
+    expect(config.listen.port).toBe(11999)
+    expect(config.listen.aeTitle).toBe('ENV_AE')
+    expect(config.status.port).toBe(11998)
+    expect(config.spool.dir).toBe('/tmp/spool-env')
+    expect(config.stack.dir).toBe('/tmp/stack-env')
+  })
+
+  it('applies overrides to the defaults too', () => {
+    expect(loadConfig({cwd, env: {DDR_LISTEN_PORT: '4000'}}).listen.port).toBe(4000)
+  })
+
+  it('reads backend credentials from DDR_BACKEND_<NAME>_USERNAME / _PASSWORD, name upper-cased with "_" for other characters', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [backend('orthanc-2', 5000, {username: 'file-user', password: 'file-secret'}), backend('other.one', 5100)]})
+    const config = loadConfig({cwd, env: {DDR_BACKEND_ORTHANC_2_PASSWORD: 'env-secret', DDR_BACKEND_OTHER_ONE_USERNAME: 'alice', DDR_BACKEND_OTHER_ONE_PASSWORD: 'pw'}})
+    expect(config.backends[0]).toMatchObject({username: 'file-user', password: 'env-secret'})
+    expect(config.backends[1]).toMatchObject({username: 'alice', password: 'pw'})
+    expect(envName('orthanc-2')).toBe('ORTHANC_2')
+    expect(envName('a.b c')).toBe('A_B_C')
+  })
+
+  it('leaves credentials alone when no variable is set', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [backend('b1', 5000)]})
+    const config = loadConfig({cwd, env: {}})
+    expect(config.backends[0].username).toBeUndefined()
+    expect(config.backends[0].password).toBeUndefined()
+  })
+
+  it('names the field when an override is not a valid value', () => {
+    const error = configError(() => loadConfig({cwd, env: {DDR_LISTEN_PORT: 'eleven'}}))
+    expect(error.code).toBe('CONFIG_INVALID')
+    expect(error.message).toContain('listen.port')
+    expect(error.message).toContain('"eleven"')
+  })
+})
+
+describe('validation messages', () => {
+  const invalid = (value: unknown) => {
+    const file = writeConfig(path.join(cwd, CONFIG_FILE_NAME), value)
+    const error = configError(() => loadConfig({cwd, env: {}}))
+    expect(error.code).toBe('CONFIG_INVALID')
+    expect(error.exit).toBe(ExitCode.usage)
+    expect(error.message).toContain(file)
+    return error.message
+  }
+
+  it('names backends[1].port when the second backend has a bad port', () => {
+    const message = invalid({backends: [backend('a', 5000), backend('b', 70000)]})
+    expect(message).toMatch(/backends\[1\]\.port: must be an integer from 1 to 65535 \(got 70000\)/)
+    expect(message).not.toContain('backends[0]')
+  })
+
+  it('lists every problem at once, each with its field', () => {
+    const message = invalid({
+      listen: {port: -1, aeTitle: 'THIS_AE_TITLE_IS_TOO_LONG'},
+      routing: {policy: 'random'},
+      backends: [{name: 'a', port: 5000, url: 'ftp://x'}, backend('a', 5001), {...backend('c', 5002), colour: 'blue'}],
+    })
+    expect(message).toContain('listen.port')
+    expect(message).toContain('listen.aeTitle')
+    expect(message).toContain('routing.policy: must be one of least-loaded, round-robin, weighted')
+    expect(message).toContain('backends[0].aeTitle: is required')
+    expect(message).toContain('backends[0].url: must be an http(s) URL')
+    expect(message).toContain('backends[1].name: duplicate backend name "a"')
+    expect(message).toContain('backends[2].colour: unknown field')
+  })
+
+  it('rejects an empty backends list and unknown top-level fields', () => {
+    const message = invalid({backends: [], listne: {}})
+    expect(message).toContain('backends: must be a non-empty array')
+    expect(message).toContain('listne: unknown field')
+  })
+
+  it('reports JSON syntax errors with the file name', () => {
+    const message = invalid('{"listen": {"port": 1,}}')
+    expect(message).toContain('is not valid JSON')
+  })
+
+  it('rejects a folder given as the config file', () => {
+    const error = configError(() => loadConfig({cwd, env: {}, configPath: root}))
+    expect(error.code).toBe('CONFIG_INVALID')
+    expect(error.message).toContain('is a folder')
+  })
+
+  it('fills defaults for optional backend fields and strips a trailing slash from the URL', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [{name: 'x', port: 4242, aeTitle: 'X', url: 'http://127.0.0.1:8042/'}]})
+    expect(loadConfig({cwd, env: {}}).backends[0]).toEqual({
+      name: 'x',
+      host: '127.0.0.1',
+      port: 4242,
+      aeTitle: 'X',
+      url: 'http://127.0.0.1:8042',
+      username: undefined,
+      password: undefined,
+      weight: 1,
+      transport: 'dimse',
+    })
+  })
+})
+
+describe('selectBackends', () => {
+  it('selects by name case-insensitively and names the known backends on a miss', () => {
+    const config = loadConfig({cwd, env: {}})
+    expect(selectBackends(config, ['ORTHANC2']).map((b) => b.name)).toEqual(['orthanc2'])
+    expect(selectBackends(config).length).toBe(2)
+    const error = configError(() => selectBackends(config, ['orthanc9']))
+    expect(error.code).toBe('USAGE')
+    expect(error.message).toContain('orthanc1, orthanc2')
+  })
+})

@@ -1,0 +1,116 @@
+import {CommandField, CommandTag, decodeCommand, encodeCommand} from '../../../src/lib/dimse/command.js'
+import {
+  APPLICATION_CONTEXT,
+  PduError,
+  PduReader,
+  PduType,
+  decodeAssociateAc,
+  decodeAssociateRq,
+  decodePData,
+  encodeAbort,
+  encodeAssociateAc,
+  encodeAssociateRq,
+  pDataHeader,
+} from '../../../src/lib/dimse/pdu.js'
+import {isStored, isTransientRefusal, statusKind} from '../../../src/lib/dimse/status.js'
+
+const request = {
+  calledAeTitle: 'DYNAMIC_DICOM_MW',
+  callingAeTitle: 'STORESCU',
+  applicationContext: APPLICATION_CONTEXT,
+  presentationContexts: [
+    {id: 1, abstractSyntax: '1.2.840.10008.5.1.4.1.1.2', transferSyntaxes: ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2']},
+    {id: 3, abstractSyntax: '1.2.840.10008.1.1', transferSyntaxes: ['1.2.840.10008.1.2']},
+  ],
+  userInformation: {maxPduLength: 16384, implementationClassUid: '1.2.3', implementationVersionName: 'TEST'},
+}
+
+function readAll(bytes: Buffer, chunkSize: number, max = 1 << 20) {
+  const reader = new PduReader(max)
+  const pdus = []
+  for (let i = 0; i < bytes.length; i += chunkSize) {
+    reader.push(bytes.subarray(i, i + chunkSize))
+    for (let pdu = reader.next(); pdu; pdu = reader.next()) pdus.push(pdu)
+  }
+
+  return pdus
+}
+
+describe('PDU codec', () => {
+  it('round-trips an A-ASSOCIATE-RQ, even when it arrives one byte at a time', () => {
+    const [pdu] = readAll(encodeAssociateRq(request), 1)
+    expect(pdu.type).toBe(PduType.associateRq)
+    expect(decodeAssociateRq(pdu.body)).toEqual(request)
+  })
+
+  it('round-trips an A-ASSOCIATE-AC with per-context results', () => {
+    const accept = {
+      calledAeTitle: 'A',
+      callingAeTitle: 'B',
+      applicationContext: APPLICATION_CONTEXT,
+      presentationContexts: [
+        {id: 1, result: 0, transferSyntax: '1.2.840.10008.1.2.1'},
+        {id: 3, result: 3, transferSyntax: '1.2.840.10008.1.2'},
+      ],
+      userInformation: {maxPduLength: 262144, implementationClassUid: '1.2.3.4', implementationVersionName: 'X'},
+    }
+    const [pdu] = readAll(encodeAssociateAc(accept), 7)
+    expect(decodeAssociateAc(pdu.body)).toEqual(accept)
+  })
+
+  it('splits several PDUs that share one chunk, and PDVs inside a P-DATA-TF', () => {
+    const payload = Buffer.from('dataset bytes!')
+    const pData = Buffer.concat([pDataHeader(5, false, true, payload.length), payload])
+    const pdus = readAll(Buffer.concat([pData, encodeAbort(0, 0)]), 4096)
+    expect(pdus.map((p) => p.type)).toEqual([PduType.pData, PduType.abort])
+    expect(decodePData(pdus[0].body)).toEqual([{contextId: 5, isCommand: false, isLast: true, data: payload}])
+  })
+
+  it('refuses a PDU longer than the limit instead of buffering it', () => {
+    const header = Buffer.from([PduType.pData, 0, 0x7f, 0xff, 0xff, 0xff])
+    const reader = new PduReader(16384)
+    reader.push(header)
+    expect(() => reader.next()).toThrow(PduError)
+  })
+
+  it('refuses an unknown PDU type', () => {
+    const reader = new PduReader(16384)
+    reader.push(Buffer.from([0x09, 0, 0, 0, 0, 0]))
+    expect(() => reader.next()).toThrow(/unknown PDU type/)
+  })
+
+  it('refuses a PDV whose length runs past its PDU', () => {
+    const body = Buffer.alloc(10)
+    body.writeUInt32BE(100, 0)
+    expect(() => decodePData(body)).toThrow(PduError)
+  })
+})
+
+describe('DIMSE command sets', () => {
+  it('round-trips a C-STORE-RQ with an even-padded odd-length UID', () => {
+    const encoded = encodeCommand([
+      [CommandTag.commandField, CommandField.cStoreRq],
+      [CommandTag.affectedSopClassUid, '1.2.840.10008.5.1.4.1.1.2'],
+      [CommandTag.messageId, 7],
+      [CommandTag.affectedSopInstanceUid, '2.25.123'],
+    ])
+    expect(encoded.length % 2).toBe(0)
+    const decoded = decodeCommand(encoded)
+    expect(decoded.get(CommandTag.groupLength)).toBe(encoded.length - 12)
+    expect(decoded.get(CommandTag.affectedSopClassUid)).toBe('1.2.840.10008.5.1.4.1.1.2')
+    expect(decoded.get(CommandTag.affectedSopInstanceUid)).toBe('2.25.123')
+    expect(decoded.get(CommandTag.messageId)).toBe(7)
+  })
+})
+
+describe('status codes', () => {
+  it('reads success and warnings as stored, A7xx as transient, Cxxx as an error', () => {
+    expect(isStored(0)).toBe(true)
+    expect(isStored(0xb000)).toBe(true)
+    expect(isStored(0xa700)).toBe(false)
+    expect(isTransientRefusal(0xa700)).toBe(true)
+    expect(isTransientRefusal(0xa900)).toBe(false)
+    expect(statusKind(0xc000)).toBe('error')
+    expect(statusKind(0x0110)).toBe('failure')
+  })
+})
