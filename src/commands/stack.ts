@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../lib/base-command.js'
 import {ExitCode} from '../lib/errors.js'
+import {colorEnabled} from '../lib/output/table.js'
 import {type StackResult, formatStackTable, stackDown, stackStatus, stackUp} from '../lib/stack/stack.js'
 
 export type {StackResult} from '../lib/stack/stack.js'
@@ -42,7 +43,7 @@ Exit code 3 when an Orthanc fails to start or stop.`
 
     if (!result.ok) process.exitCode = ExitCode.peer
     if (!this.jsonEnabled()) {
-      this.log(formatStackTable(result, {color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR}))
+      this.log(formatStackTable(result, {color: colorEnabled()}))
       if (args.action === 'up' && result.ok) this.note(`stop it with: ${this.config.bin} stack down`)
     }
 

@@ -1,7 +1,7 @@
 import {existsSync} from 'node:fs'
 import path from 'node:path'
 
-import {Chalk} from 'chalk'
+import {formatTable, painter} from '../output/table.js'
 
 import type {BackendConfig, DdrConfig} from '../config/schema.js'
 import {isDdrError} from '../errors.js'
@@ -253,7 +253,7 @@ async function probe(backend: BackendConfig): Promise<string | undefined> {
 
 /** The result as aligned plain-text columns (one line per backend), coloured when `color` is true. */
 export function formatStackTable(result: StackResult, options: {color?: boolean} = {}): string {
-  const paint = new Chalk({level: options.color ? 1 : 0})
+  const paint = painter(options.color ?? false)
   const colour: Record<StackBackendState, (text: string) => string> = {
     'already-running': paint.green,
     external: paint.yellow,
@@ -266,18 +266,21 @@ export function formatStackTable(result: StackResult, options: {color?: boolean}
     stopped: paint.dim,
     unhealthy: paint.red,
   }
-  const header = ['BACKEND', 'STATE', 'AE TITLE', 'DICOM', 'HTTP URL', 'PID', 'VERSION']
-  const rows = result.backends.map((b) => [b.name, b.state, b.aeTitle, String(b.dicomPort), b.url ?? '-', b.pid === undefined ? '-' : String(b.pid), b.version ?? '-'])
-  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column].length)))
-  const line = (cells: string[], state?: StackBackendState) =>
-    cells
-      .map((cell, column) => {
-        const padded = cell.padEnd(widths[column])
-        return column === 1 && state !== undefined ? colour[state](padded) : padded
-      })
-      .join('  ')
-      .trimEnd()
-  const lines = [paint.bold(line(header)), ...rows.map((row, index) => line(row, result.backends[index].state))]
+  const lines = [
+    formatTable(
+      result.backends,
+      [
+        {header: 'BACKEND', value: (b) => b.name},
+        {header: 'STATE', value: (b) => b.state, paint: (b, text) => colour[b.state](text)},
+        {header: 'AE TITLE', value: (b) => b.aeTitle},
+        {header: 'DICOM', value: (b) => String(b.dicomPort)},
+        {header: 'HTTP URL', value: (b) => b.url ?? '-'},
+        {header: 'PID', value: (b) => (b.pid === undefined ? '-' : String(b.pid))},
+        {header: 'VERSION', value: (b) => b.version ?? '-'},
+      ],
+      options,
+    ),
+  ]
   for (const backend of result.backends) {
     if (backend.message !== undefined) lines.push(`${colour[backend.state](`${backend.name}:`)} ${backend.message}`)
   }
