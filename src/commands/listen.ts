@@ -1,3 +1,5 @@
+import path from 'node:path'
+
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../lib/base-command.js'
@@ -11,6 +13,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     '<%= config.bin %> listen --port 11113 --ae-title DYNAMIC_DICOM_MW --policy round-robin',
     'DDR_CONFIG=/etc/ddr/ddr.config.json <%= config.bin %> listen --log-format json',
     '<%= config.bin %> listen --debug   # log loads, health and scores behind every decision',
+    '<%= config.bin %> listen --no-spool   # pass-through: the sender waits until a backend stored the instance',
   ]
 
   static override flags = {
@@ -20,6 +23,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     'status-port': Flags.integer({description: 'HTTP port for /status and /metrics [default: status.port, 11180]', min: 0, max: 65535}),
     policy: Flags.string({description: 'how new studies are placed [default: routing.policy]', options: ['least-loaded', 'round-robin', 'weighted']}),
     affinity: Flags.boolean({description: 'keep every instance of a study on one backend [default: routing.affinity, on]', allowNo: true}),
+    spool: Flags.boolean({description: 'store-and-forward: answer Success once the instance is fsynced to the spool [default: spool.enabled, on]; --no-spool answers once a backend stored it', allowNo: true}),
     'log-format': Flags.string({description: 'log line format', options: ['text', 'json'], default: 'text'}),
   }
 
@@ -32,10 +36,11 @@ export default class Listen extends BaseCommand<typeof Listen> {
     if (flags['status-port'] !== undefined) config.status.port = flags['status-port']
     if (flags.policy !== undefined) config.routing.policy = flags.policy as typeof config.routing.policy
     if (flags.affinity !== undefined) config.routing.affinity = flags.affinity
+    if (flags.spool !== undefined) config.spool.enabled = flags.spool
 
     const logger = new Logger({debug: flags.debug, format: flags['log-format'] as 'text' | 'json'})
     const service = await startRouterService(config, {logger, version: this.config.version})
-    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `http://${config.status.host}:${service.statusPort}/status`, policy: config.routing.policy, affinity: config.routing.affinity, config: config.source})
+    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `http://${config.status.host}:${service.statusPort}/status`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
 
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {

@@ -15,20 +15,22 @@ export interface TestRouter {
   aeTitle: string
   /** Every log line the router wrote. */
   logs: string[]
+  /** Resolves once the spool is empty (at once in pass-through mode). */
+  drained(): Promise<void>
   stop(): Promise<void>
 }
 
 /** A router (in this process) on a free port in front of the given Orthanc servers. */
-export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; transport?: 'dimse' | 'rest'} = {}): Promise<TestRouter> {
-  const spoolDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-'))
+export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
+  const spoolDir = overrides.spoolDir ?? (await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-')))
   const config = validateConfig(
     {
       listen: {host: '127.0.0.1', port: 0, aeTitle: 'DDR_TEST'},
       status: {host: '127.0.0.1', port: 0},
-      spool: {dir: spoolDir},
+      spool: {dir: spoolDir, retryBaseMs: 100, retryMaxMs: 1000, ...overrides.spool},
       routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
       health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 1, recoverThreshold: 1, ...overrides.health},
-      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: overrides.transport ?? 'dimse'})),
+      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: overrides.transport ?? 'dimse', maxAssociations: b.maxAssociations})),
     },
     'test',
   )
@@ -40,9 +42,10 @@ export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' |
     port: service.port,
     aeTitle: config.listen.aeTitle,
     logs,
+    drained: () => service.forwarder?.idle() ?? Promise.resolve(),
     async stop() {
       await service.stop(5000)
-      await rm(spoolDir, {recursive: true, force: true})
+      if (overrides.spoolDir === undefined) await rm(spoolDir, {recursive: true, force: true})
     },
   }
 }

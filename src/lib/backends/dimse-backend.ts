@@ -8,7 +8,6 @@ import type {Backend} from './backend.js'
 
 export interface DimseBackendOptions {
   callingAeTitle: string
-  maxAssociations?: number
   requestTimeoutMs?: number
 }
 
@@ -24,7 +23,7 @@ export class DimseBackend implements Backend {
       port: config.port,
       calledAeTitle: config.aeTitle,
       callingAeTitle: options.callingAeTitle,
-      maxAssociations: options.maxAssociations ?? 4,
+      maxAssociations: config.maxAssociations,
       idleMs: 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
       connectTimeoutMs: 5000,

@@ -21,6 +21,8 @@ export interface BackendConfig {
   weight: number
   /** "dimse" forwards over C-STORE (default); "rest" posts to /instances. */
   transport: BackendTransport
+  /** Associations (or HTTP requests) at once towards this backend; 1 for SCPs that serve one at a time. */
+  maxAssociations: number
 }
 
 export interface DdrConfig {
@@ -28,7 +30,19 @@ export interface DdrConfig {
   source: string
   listen: {host: string; port: number; aeTitle: string; maxAssociations: number}
   status: {host: string; port: number}
-  spool: {dir: string}
+  spool: {
+    dir: string
+    /** Store-and-forward (default): Success once the instance is fsynced to the spool. Off: pass-through. */
+    enabled: boolean
+    /** Refuse new instances (A700) once the queue holds this many bytes. */
+    maxBytes: number
+    /** Refuse new instances (A700) when the spool's file system has less free space than this. */
+    minFreePercent: number
+    /** Out-of-resources answers (A7xx) tolerated per instance before it goes to dead-letter. */
+    maxAttempts: number
+    retryBaseMs: number
+    retryMaxMs: number
+  }
   routing: {policy: RoutingPolicy; affinity: boolean}
   health: {intervalMs: number; timeoutMs: number; failThreshold: number; recoverThreshold: number}
   stack: {dir: string}
@@ -43,13 +57,13 @@ export function defaultConfigObject(): Omit<DdrConfig, 'source'> {
   return {
     listen: {host: '0.0.0.0', port: DEFAULT_ROUTER_PORT, aeTitle: DEFAULT_ROUTER_AE_TITLE, maxAssociations: 64},
     status: {host: '127.0.0.1', port: 11180},
-    spool: {dir: '.ddr/spool'},
+    spool: {dir: '.ddr/spool', enabled: true, maxBytes: 20 * 1024 ** 3, minFreePercent: 5, maxAttempts: 8, retryBaseMs: 1000, retryMaxMs: 60_000},
     routing: {policy: 'least-loaded', affinity: true},
     health: {intervalMs: 5000, timeoutMs: 3000, failThreshold: 2, recoverThreshold: 2},
     stack: {dir: '.ddr/stack'},
     backends: [
-      {name: 'orthanc1', host: '127.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://127.0.0.1:8042', weight: 1, transport: 'dimse'},
-      {name: 'orthanc2', host: '127.0.0.1', port: 4252, aeTitle: 'ORTHANC2', url: 'http://127.0.0.1:8052', weight: 1, transport: 'dimse'},
+      {name: 'orthanc1', host: '127.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://127.0.0.1:8042', weight: 1, transport: 'dimse', maxAssociations: 4},
+      {name: 'orthanc2', host: '127.0.0.1', port: 4252, aeTitle: 'ORTHANC2', url: 'http://127.0.0.1:8052', weight: 1, transport: 'dimse', maxAssociations: 4},
     ],
   }
 }

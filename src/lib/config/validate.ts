@@ -138,7 +138,7 @@ export function validateConfig(raw: unknown, source: string): DdrConfig {
   const statusRaw = c.object(root.status, 'status')
   c.unknownKeys(statusRaw, 'status', ['host', 'port'])
   const spoolRaw = c.object(root.spool, 'spool')
-  c.unknownKeys(spoolRaw, 'spool', ['dir'])
+  c.unknownKeys(spoolRaw, 'spool', ['dir', 'enabled', 'maxBytes', 'minFreePercent', 'maxAttempts', 'retryBaseMs', 'retryMaxMs'])
   const routingRaw = c.object(root.routing, 'routing')
   c.unknownKeys(routingRaw, 'routing', ['policy', 'affinity'])
   const healthRaw = c.object(root.health, 'health')
@@ -158,7 +158,15 @@ export function validateConfig(raw: unknown, source: string): DdrConfig {
       host: c.string(statusRaw, 'host', 'status', defaults.status.host),
       port: c.integer(statusRaw, 'port', 'status', defaults.status.port, 0, 65535),
     },
-    spool: {dir: c.string(spoolRaw, 'dir', 'spool', defaults.spool.dir)},
+    spool: {
+      dir: c.string(spoolRaw, 'dir', 'spool', defaults.spool.dir),
+      enabled: c.boolean(spoolRaw, 'enabled', 'spool', defaults.spool.enabled),
+      maxBytes: c.integer(spoolRaw, 'maxBytes', 'spool', defaults.spool.maxBytes, 1024 * 1024, Number.MAX_SAFE_INTEGER),
+      minFreePercent: c.number(spoolRaw, 'minFreePercent', 'spool', defaults.spool.minFreePercent, 0),
+      maxAttempts: c.integer(spoolRaw, 'maxAttempts', 'spool', defaults.spool.maxAttempts, 1, 1000),
+      retryBaseMs: c.integer(spoolRaw, 'retryBaseMs', 'spool', defaults.spool.retryBaseMs, 10, 3_600_000),
+      retryMaxMs: c.integer(spoolRaw, 'retryMaxMs', 'spool', defaults.spool.retryMaxMs, 10, 86_400_000),
+    },
     routing: {
       policy: c.oneOf(routingRaw, 'policy', 'routing', defaults.routing.policy, POLICIES),
       affinity: c.boolean(routingRaw, 'affinity', 'routing', defaults.routing.affinity),
@@ -187,7 +195,7 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
   return value.map((item, index) => {
     const path = `backends[${index}]`
     const raw = c.object(item, path)
-    c.unknownKeys(raw, path, ['name', 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'weight', 'transport'])
+    c.unknownKeys(raw, path, ['name', 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'weight', 'transport', 'maxAssociations'])
     const name = c.string(raw, 'name', path, '', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a name of letters, digits, "_", "." or "-"')
     if (raw.name === undefined) c.problems.push(`${path}.name: is required`)
     if (name !== '' && seen.has(name.toLowerCase())) c.problems.push(`${path}.name: duplicate backend name "${name}"`)
@@ -205,6 +213,7 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
       password: c.optionalString(raw, 'password', path),
       weight: c.number(raw, 'weight', path, 1, 0),
       transport: c.oneOf(raw, 'transport', path, 'dimse', TRANSPORTS),
+      maxAssociations: c.integer(raw, 'maxAssociations', path, 4, 1, 64),
     }
   })
 }

@@ -1,6 +1,7 @@
 import type {DdrConfig} from '../config/schema.js'
 import {isDdrError} from '../errors.js'
 import type {StoreOutcome} from '../dimse/scp.js'
+import type {DimseResponse} from '../dimse/scu.js'
 import {Status, formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {AffinityMap} from './affinity.js'
@@ -53,65 +54,97 @@ export class Router {
     return this.chooser.order(instance.sopInstanceUid, healthy)
   }
 
-  /** Delivers one instance; resolves with the status the sender should get. Never rejects. */
+  /** Logs the inputs of a placement decision (debug mode only). */
+  explain(instance: ReceivedInstance, placement: Placement): void {
+    const log = this.options.logger
+    if (!log.debugEnabled) return
+    log.debug('decision', {
+      sop: instance.sopInstanceUid,
+      study: instance.studyInstanceUid,
+      why: placement.why,
+      candidates: placement.order.map((b) => `${b.name}:${b.loadScore.toFixed(2)}`).join(',') || 'none',
+      loads: this.backends.map((b) => `${b.name}(${b.health},inflight=${b.inFlight},lat=${b.latencyMs.toFixed(1)}ms,stored=${b.storedInstances ?? '?'})`).join(' '),
+    })
+  }
+
+  /**
+   * One delivery attempt to one backend, classified: stored (success or warning), refused (the
+   * backend understood and said no: Cxxx, A9xx, other failures), busy (A7xx out of resources:
+   * may work later or elsewhere), unreachable (network, association, timeout). Updates the
+   * backend's load, health and counters and the study's remembered home. Never rejects.
+   */
+  async attempt(instance: ReceivedInstance, backend: BackendState, why: string): Promise<AttemptResult> {
+    const log = this.options.logger
+    const started = performance.now()
+    backend.inFlight++
+    try {
+      const response = await backend.backend.store(instance)
+      const ms = performance.now() - started
+      backend.recordLatency(ms)
+      backend.markSuccess(1)
+      backend.lastStoredAt = Date.now()
+      if (isStored(response.status)) {
+        backend.routed++
+        backend.bytes += instance.datasetLength
+        this.counters.routed++
+        this.counters.bytes += instance.datasetLength
+        if (instance.studyInstanceUid && this.affinity !== undefined) this.affinity.set(instance.studyInstanceUid, backend.name)
+        log.info('routed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, why, status: response.status === 0 ? undefined : formatStatus(response.status), ms: Math.round(ms * 10) / 10, bytes: instance.datasetLength})
+        return {kind: 'stored', response}
+      }
+
+      backend.failed++
+      const reason = `${backend.name} answered ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}`
+      if (isTransientRefusal(response.status)) return {kind: 'busy', response, reason}
+      log.warn('refused', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, status: formatStatus(response.status)}, reason)
+      return {kind: 'refused', response, reason}
+    } catch (error) {
+      backend.failed++
+      const message = `${backend.name}: ${(error as Error).message}`
+      if (isDdrError(error, 'BACKEND_REFUSED')) return {kind: 'refused', response: {status: Status.sopClassNotSupported, errorComment: (error as Error).message}, reason: message}
+      if (backend.markFailure(message, this.options.failThreshold)) log.warn('backend-down', {backend: backend.name}, message)
+      log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name}, message)
+      return {kind: 'unreachable', reason: message}
+    } finally {
+      backend.inFlight--
+    }
+  }
+
+  /**
+   * Pass-through delivery: tries the placement order at once until a backend stores the instance;
+   * resolves with the status the sender should get. Never rejects.
+   */
   async deliver(instance: ReceivedInstance): Promise<StoreOutcome> {
     this.counters.received++
     const placement = this.place(instance)
-    const log = this.options.logger
-    if (log.debugEnabled) {
-      log.debug('decision', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, why: placement.why, candidates: placement.order.map((b) => `${b.name}:${b.loadScore.toFixed(2)}`).join(',') || 'none', loads: this.backends.map((b) => `${b.name}(${b.health},inflight=${b.inFlight},lat=${b.latencyMs.toFixed(1)}ms,stored=${b.storedInstances ?? '?'})`).join(' ')})
-    }
-
+    this.explain(instance, placement)
     const problems: string[] = []
-    for (const [attempt, backend] of placement.order.entries()) {
-      if (!backend.healthy && attempt > 0) continue
-      const started = performance.now()
-      backend.inFlight++
-      try {
-        const response = await backend.backend.store(instance)
-        const ms = performance.now() - started
-        backend.recordLatency(ms)
-        backend.markSuccess(1)
-        backend.lastStoredAt = Date.now()
-        if (isStored(response.status)) {
-          backend.routed++
-          backend.bytes += instance.datasetLength
-          this.counters.routed++
-          this.counters.bytes += instance.datasetLength
-          if (attempt > 0) this.counters.failovers++
-          if (instance.studyInstanceUid && this.affinity !== undefined) this.affinity.set(instance.studyInstanceUid, backend.name)
-          log.info('routed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, why: attempt > 0 ? `failover after: ${problems.join('; ')}` : placement.why, status: response.status === 0 ? undefined : formatStatus(response.status), ms: Math.round(ms * 10) / 10, bytes: instance.datasetLength})
-          return response
-        }
-
-        backend.failed++
-        const verdict = `${backend.name} answered ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}`
-        if (!isTransientRefusal(response.status)) {
-          // The backend understood and refused this instance: another backend would refuse it too.
-          this.counters.failed++
-          log.warn('refused', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, status: formatStatus(response.status)}, verdict)
-          return {status: response.status, errorComment: response.errorComment ?? verdict}
-        }
-
-        problems.push(verdict)
-      } catch (error) {
-        backend.failed++
-        const message = isDdrError(error) ? error.message : (error as Error).message
-        problems.push(`${backend.name}: ${message}`)
-        if (!isDdrError(error, 'BACKEND_REFUSED')) {
-          const wentDown = backend.markFailure(message, this.options.failThreshold)
-          if (wentDown) log.warn('backend-down', {backend: backend.name}, message)
-        }
-
-        log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name, attempt: attempt + 1}, message)
-      } finally {
-        backend.inFlight--
+    for (const [index, backend] of placement.order.entries()) {
+      if (!backend.healthy && index > 0) continue
+      const result = await this.attempt(instance, backend, index > 0 ? `failover after: ${problems.join('; ')}` : placement.why)
+      if (result.kind === 'stored') {
+        if (index > 0) this.counters.failovers++
+        return result.response
       }
+
+      if (result.kind === 'refused') {
+        // The backend understood and refused this instance: another backend would refuse it too.
+        this.counters.failed++
+        return {status: result.response.status, errorComment: result.response.errorComment ?? result.reason}
+      }
+
+      problems.push(result.reason)
     }
 
     this.counters.failed++
     const reason = placement.order.length === 0 ? 'no healthy backend' : problems.join('; ')
-    log.error('failed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(Status.outOfResources)}, `not stored anywhere: ${reason}`)
+    this.options.logger.error('failed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(Status.outOfResources)}, `not stored anywhere: ${reason}`)
     return {status: Status.outOfResources, errorComment: `not stored: ${reason}`.slice(0, 64)}
   }
 }
+
+export type AttemptResult =
+  | {kind: 'stored'; response: DimseResponse}
+  | {kind: 'refused'; response: DimseResponse; reason: string}
+  | {kind: 'busy'; response: DimseResponse; reason: string}
+  | {kind: 'unreachable'; reason: string}

@@ -1,3 +1,4 @@
+import {rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import {DimseBackend} from '../backends/dimse-backend.js'
@@ -5,10 +6,13 @@ import {OrthancRestBackend} from '../backends/rest-backend.js'
 import type {Backend} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
-import {DimseServer} from '../dimse/scp.js'
+import {DimseServer, type StoreRequest, type StoreSink} from '../dimse/scp.js'
+import {Status} from '../dimse/status.js'
 import {transferSyntaxes} from '../dicom/uids.js'
 import type {Logger} from '../output/logger.js'
-import {InstanceSink, ensureDir} from '../spool/instance-sink.js'
+import {Forwarder} from '../spool/forwarder.js'
+import {DiscardSink, InstanceSink, ensureDir} from '../spool/instance-sink.js'
+import {Spool} from '../spool/spool.js'
 import {StatusServer, type RouterStatus} from '../status/server.js'
 import {BackendState} from './backend-state.js'
 import {HealthMonitor} from './health.js'
@@ -28,6 +32,8 @@ export interface RouterService {
   statusPort?: number
   router: Router
   backends: BackendState[]
+  /** The spool's drain, when store-and-forward is on. */
+  forwarder?: Forwarder
   status(): RouterStatus
   /** Stops accepting, lets in-flight instances finish, closes associations. */
   stop(graceMs?: number): Promise<void>
@@ -51,7 +57,9 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   const {logger} = options
   const startedAt = new Date()
   const spoolDir = path.resolve(config.spool.dir)
+  // Pass-through instances too large for memory wait here; none survives a restart (never acknowledged).
   const incomingDir = path.join(spoolDir, 'incoming')
+  await rm(incomingDir, {recursive: true, force: true})
   await ensureDir(incomingDir)
 
   const backends = config.backends.map((b) => new BackendState(makeBackend(b, config.listen.aeTitle)))
@@ -68,27 +76,76 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     logger.info('backend', {backend: b.name, address: `${b.backend.config.aeTitle}@${b.backend.config.host}:${b.backend.config.port}`, url: b.backend.config.url, transport: b.backend.config.transport, weight: b.weight, health: b.health}, b.healthy ? undefined : b.healthReason)
   }
 
-  let queueDepth = 0
-  const server = new DimseServer({
-    aeTitle: config.listen.aeTitle,
-    transferSyntaxes: LISTENER_TRANSFER_SYNTAXES,
-    maxAssociations: config.listen.maxAssociations,
-    beginStore: (request) =>
-      new InstanceSink(request, {
+  let passThroughInFlight = 0
+  let spool: Spool | undefined
+  let forwarder: Forwarder | undefined
+  if (config.spool.enabled) {
+    spool = new Spool(spoolDir, config.spool)
+    const recovered = await spool.open()
+    forwarder = new Forwarder(router, spool, config.spool, logger)
+    for (const instance of recovered.pending) forwarder.enqueue(instance, true)
+    if (recovered.pending.length > 0 || recovered.discardedPartial > 0 || recovered.unreadable.length > 0) {
+      logger.info('spool-recovered', {queued: recovered.pending.length, discardedPartial: recovered.discardedPartial, unreadable: recovered.unreadable.length}, recovered.unreadable.join('; ') || undefined)
+    }
+  }
+
+  let refusing: string | undefined
+  const beginStore = (request: StoreRequest): StoreSink => {
+    const log = {sop: request.sopInstanceUid, from: request.association.callingAeTitle}
+    if (spool === undefined || forwarder === undefined) {
+      return new InstanceSink(request, {
         dir: incomingDir,
         memoryLimitBytes: options.memoryLimitBytes ?? 1024 * 1024,
         durable: false,
         deliver: async (instance) => {
-          queueDepth++
+          passThroughInFlight++
           try {
             return await router.deliver(instance)
           } finally {
-            queueDepth--
+            passThroughInFlight--
           }
         },
-        onReceiveError: (req, error) => logger.error('receive-failed', {sop: req.sopInstanceUid, from: req.association.callingAeTitle}, error.message),
-        onHeaderError: (req, error) => logger.warn('header-unreadable', {sop: req.sopInstanceUid, from: req.association.callingAeTitle}, `${error.message}; routing without study affinity`),
-      }),
+        onReceiveError: (_req, error) => logger.error('receive-failed', log, error.message),
+        onHeaderError: (_req, error) => logger.warn('header-unreadable', log, `${error.message}; routing without study affinity`),
+      })
+    }
+
+    const refusal = spool.refusal()
+    if (refusal !== refusing) {
+      if (refusal === undefined) logger.info('spool-accepting', {}, 'below the high-water mark again: accepting instances')
+      else logger.warn('spool-full', {}, `refusing new instances with A700: ${refusal}`)
+      refusing = refusal
+    }
+
+    if (refusal !== undefined) {
+      logger.warn('refused-incoming', {...log, status: '0xA700'}, refusal)
+      return new DiscardSink({status: Status.outOfResources, errorComment: 'router spool full, try again later'})
+    }
+
+    if (forwarder.has(request.sopInstanceUid)) {
+      logger.info('duplicate', log, 'already queued: acknowledged without queueing it twice')
+      return new DiscardSink({status: Status.success})
+    }
+
+    const queue = forwarder
+    return new InstanceSink(request, {
+      dir: spool.queueDir,
+      memoryLimitBytes: 0,
+      durable: true,
+      deliver: async (instance) => {
+        queue.enqueue(instance)
+        return {status: Status.success}
+      },
+      onReceiveError: (_req, error) => logger.error('receive-failed', log, `${error.message}; answered A700`),
+      onHeaderError: (_req, error) => logger.warn('header-unreadable', log, `${error.message}; routing without study affinity`),
+    })
+  }
+
+  const server = new DimseServer({
+    aeTitle: config.listen.aeTitle,
+    transferSyntaxes: LISTENER_TRANSFER_SYNTAXES,
+    maxAssociations: config.listen.maxAssociations,
+    beginStore,
   })
   server.on('association', (a) => logger.info('association', {id: a.id, from: a.callingAeTitle, to: a.calledAeTitle, peer: `${a.remoteAddress}:${a.remotePort}`}))
   server.on('associationEnd', (a) => logger.info('association-end', {id: a.id, from: a.callingAeTitle, stored: a.stored, failed: a.failed, bytes: a.bytes, ms: a.durationMs}, a.ending))
@@ -115,7 +172,8 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     affinity: config.routing.affinity,
     associations: server.activeAssociations,
     counters: {...router.counters},
-    queueDepth,
+    queueDepth: (forwarder?.depth ?? 0) + passThroughInFlight,
+    spool: spool === undefined || forwarder === undefined ? null : {...spool.stats(), retries: forwarder.counters.retries},
     studiesRemembered: router.affinity?.size ?? 0,
     backends: backends.map((b) => b.snapshot()),
   })
@@ -141,8 +199,10 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     router,
     backends,
     status,
+    forwarder,
     async stop(graceMs = 30_000) {
       await server.close(graceMs)
+      await forwarder?.stop(graceMs)
       await health.stop()
       await statusServer?.close()
       await Promise.all(backends.map((b) => b.backend.close()))

@@ -171,6 +171,23 @@ export class InstanceSink implements StoreSink {
   }
 }
 
+/** Takes a dataset without keeping it, then answers a fixed outcome: refusals and identical re-sends. */
+export class DiscardSink implements StoreSink {
+  constructor(private readonly outcome: StoreOutcome) {}
+
+  write(): boolean {
+    return true
+  }
+
+  async waitDrain(): Promise<void> {}
+
+  async finish(): Promise<StoreOutcome> {
+    return this.outcome
+  }
+
+  abort(): void {}
+}
+
 /** fsync a file or a folder (so a rename inside it survives a crash). */
 export async function fsyncPath(target: string): Promise<void> {
   const handle = await open(target, 'r')

@@ -2,6 +2,7 @@ import http from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import type {BackendSnapshot} from '../routing/backend-state.js'
+import type {SpoolStats} from '../spool/spool.js'
 
 export interface RouterStatus {
   version: string
@@ -13,6 +14,8 @@ export interface RouterStatus {
   associations: number
   counters: {received: number; routed: number; failed: number; failovers: number; bytes: number}
   queueDepth: number
+  /** Store-and-forward queue; null in pass-through mode. */
+  spool: (SpoolStats & {retries: number}) | null
   studiesRemembered: number
   backends: BackendSnapshot[]
 }
@@ -73,6 +76,15 @@ export function prometheus(status: RouterStatus): string {
   metric('ddr_bytes_routed_total', 'counter', 'Dataset bytes stored by backends.', [[{}, status.counters.bytes]])
   metric('ddr_associations', 'gauge', 'Open inbound associations.', [[{}, status.associations]])
   metric('ddr_queue_depth', 'gauge', 'Instances received and not yet stored by a backend.', [[{}, status.queueDepth]])
+  if (status.spool !== null) {
+    metric('ddr_spool_depth', 'gauge', 'Acknowledged instances waiting in the spool.', [[{}, status.spool.depth]])
+    metric('ddr_spool_bytes', 'gauge', 'Bytes waiting in the spool.', [[{}, status.spool.bytes]])
+    metric('ddr_spool_oldest_age_seconds', 'gauge', 'Age of the oldest spooled instance.', [[{}, status.spool.oldestAgeSeconds ?? 0]])
+    metric('ddr_spool_retries_total', 'counter', 'Delivery retries.', [[{}, status.spool.retries]])
+    metric('ddr_dead_letters', 'gauge', 'Instances in the dead-letter folder.', [[{}, status.spool.deadLetters]])
+    metric('ddr_spool_refusing', 'gauge', '1 while new instances are refused (high-water mark).', [[{}, status.spool.refusing === null ? 0 : 1]])
+  }
+
   const per = (pick: (b: BackendSnapshot) => number | undefined) => status.backends.map((b): [Record<string, string>, number | undefined] => [{backend: b.name}, pick(b)])
   metric('ddr_backend_up', 'gauge', 'Backend health (1 up, 0 down).', per((b) => (b.healthy ? 1 : 0)))
   metric('ddr_backend_in_flight', 'gauge', 'Instances being sent to the backend.', per((b) => b.inFlight))

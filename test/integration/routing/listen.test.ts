@@ -67,6 +67,7 @@ describe('ddr listen in front of two real Orthanc servers', () => {
     const files = goodFixtures.map((f) => path.join(fixturesDir, f.path))
     const viaRouter = await dcmsend(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...files], {timeoutMs: 120_000})
     expect(viaRouter.code).toBe(0)
+    await router.drained()
     const direct = await dcmsend(['-aec', reference.aeTitle, '127.0.0.1', String(reference.dicomPort), ...files], {timeoutMs: 120_000})
     expect(direct.code).toBe(0)
 
@@ -86,6 +87,7 @@ describe('ddr listen in front of two real Orthanc servers', () => {
     const instances = await writeSyntheticStudies(path.join(workDir, 'spread'), {studies: 12, instancesPerStudy: 4, pixelBytes: 8192})
     const result = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...instances.map((i) => i.path)], {timeoutMs: 120_000})
     expect(result.code).toBe(0)
+    await router.drained()
 
     const studyHomes = new Map<string, Set<string>>()
     for (const instance of instances) {
@@ -128,7 +130,8 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
     await Promise.all(['behind', 'direct'].map((name) => mkdir(path.join(workDir, name))))
     behindRouter = await startStorescp({dir: path.join(workDir, 'behind'), aeTitle: 'PLAINSCP', extraArgs: ['+B', '-uf']})
     direct = await startStorescp({dir: path.join(workDir, 'direct'), aeTitle: 'PLAINSCP', extraArgs: ['+B', '-uf']})
-    router = await startTestRouter([{name: 'plain', aeTitle: 'PLAINSCP', dicomPort: behindRouter.port}])
+    // storescp without --fork serves one association at a time
+    router = await startTestRouter([{name: 'plain', aeTitle: 'PLAINSCP', dicomPort: behindRouter.port, maxAssociations: 1}])
   })
 
   afterAll(async () => {
@@ -153,6 +156,7 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
     const files = goodFixtures.map((f) => path.join(fixturesDir, f.path))
     const viaRouter = await dcmsend(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...files], {timeoutMs: 120_000})
     expect(viaRouter.code).toBe(0)
+    await router.drained()
     const straight = await dcmsend(['-aec', direct.aeTitle, '127.0.0.1', String(direct.port), ...files], {timeoutMs: 120_000})
     expect(straight.code).toBe(0)
     if (process.env.DDR_TEST_DEBUG) console.log(router.logs.join('\n'), behindRouter.output())
@@ -190,6 +194,8 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
       await sender.release()
     }
 
+    await router.drained()
+
     const behind = receivedIn(path.join(workDir, 'behind'))
     for (const fixture of goodFixtures) {
       const original = datasetOf(readFileSync(path.join(fixturesDir, fixture.path)))
@@ -205,7 +211,10 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
   })
 })
 
-describe('ddr listen when a backend dies mid-stream', () => {
+describe.each([
+  ['store-and-forward', true],
+  ['pass-through', false],
+])('ddr listen (%s) when a backend dies mid-stream', (_mode, spool) => {
   let orthancs: TestOrthanc[] = []
   let router: TestRouter
   let workDir: string
@@ -213,7 +222,7 @@ describe('ddr listen when a backend dies mid-stream', () => {
 
   beforeAll(async () => {
     orthancs = await Promise.all([startTestOrthanc({name: 'left', aeTitle: 'LEFT'}), startTestOrthanc({name: 'right', aeTitle: 'RIGHT'})])
-    router = await startTestRouter(orthancs)
+    router = await startTestRouter(orthancs, {spool: {enabled: spool}})
     workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-failover-'))
     instances = await writeSyntheticStudies(workDir, {studies: 10, instancesPerStudy: 20, pixelBytes: 16_384})
   })
@@ -234,6 +243,7 @@ describe('ddr listen when a backend dies mid-stream', () => {
     const routedToVictim = victimState.routed
 
     const result = await sending
+    await router.drained()
     expect(result.stderr).not.toMatch(/[EF]: /)
     expect(result.code).toBe(0)
     expect(router.service.router.counters.failed).toBe(0)

@@ -193,6 +193,7 @@ describe('validation messages', () => {
       password: undefined,
       weight: 1,
       transport: 'dimse',
+      maxAssociations: 4,
     })
   })
 })

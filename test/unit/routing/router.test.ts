@@ -28,7 +28,7 @@ class ScriptedBackend implements Backend {
 }
 
 function backend(name: string, weight = 1): ScriptedBackend {
-  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), url: 'http://127.0.0.1:1', weight, transport: 'dimse'})
+  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), url: 'http://127.0.0.1:1', weight, transport: 'dimse', maxAssociations: 4})
 }
 
 function instance(study: string, n: number): ReceivedInstance {

@@ -1,0 +1,170 @@
+import type {DdrConfig} from '../config/schema.js'
+import {formatStatus} from '../dimse/status.js'
+import type {Logger} from '../output/logger.js'
+import type {BackendState} from '../routing/backend-state.js'
+import type {ReceivedInstance} from '../routing/instance.js'
+import type {Router} from '../routing/router.js'
+import type {Spool} from './spool.js'
+
+interface Entry {
+  instance: ReceivedInstance
+  /** Out-of-resources answers so far (network failures do not count: they wait for the backend). */
+  busyAnswers: number
+  tries: number
+  notBefore: number
+  /** Backends that answered out-of-resources twice for this entry: tried last. */
+  avoid: Set<string>
+  history: string[]
+}
+
+/** Two out-of-resources answers from one backend move the entry on to the next backend. */
+const BUSY_ANSWERS_BEFORE_FAILOVER = 2
+
+/**
+ * Drains the spool to the backends. Each entry goes where the router places it (study affinity,
+ * health, load); a backend's out-of-resources answer is retried with exponential backoff and
+ * jitter, then elsewhere, and after spool.maxAttempts such answers the entry goes to dead-letter;
+ * a refusal (Cxxx, A9xx) goes to dead-letter at once; an unreachable backend is marked down by
+ * the router and the entry waits, with backoff, for a healthy one (it never dead-letters).
+ */
+export class Forwarder {
+  private readonly waiting: Entry[] = []
+  private readonly active = new Map<string, number>()
+  private readonly bySop = new Map<string, Entry>()
+  private readonly timer: NodeJS.Timeout
+  private inFlight = 0
+  private stopping = false
+  private idleWaiters: Array<() => void> = []
+  counters = {retries: 0, deadLetters: 0}
+
+  constructor(
+    private readonly router: Router,
+    private readonly spool: Spool,
+    private readonly settings: DdrConfig['spool'],
+    private readonly logger: Logger,
+  ) {
+    this.timer = setInterval(() => this.pump(), 200)
+    this.timer.unref()
+  }
+
+  get depth(): number {
+    return this.waiting.length + this.inFlight
+  }
+
+  /** Whether an instance with this SOP Instance UID is already queued (an identical re-send). */
+  has(sopInstanceUid: string): boolean {
+    return this.bySop.has(sopInstanceUid)
+  }
+
+  /** Queues an acknowledged (durably spooled) instance; `recovered` ones were received before a restart. */
+  enqueue(instance: ReceivedInstance, recovered = false): void {
+    if (!recovered) this.router.counters.received++
+    const entry: Entry = {instance, busyAnswers: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
+    this.spool.added(instance)
+    this.bySop.set(instance.sopInstanceUid, entry)
+    this.waiting.push(entry)
+    this.pump()
+  }
+
+  /** Resolves when nothing is queued or in flight (tests, graceful stop). */
+  idle(): Promise<void> {
+    if (this.depth === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /** Stops starting new deliveries and waits (up to graceMs) for those in flight. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true
+    clearInterval(this.timer)
+    const deadline = Date.now() + graceMs
+    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+
+  private pump(): void {
+    if (this.stopping) return
+    const now = Date.now()
+    for (let index = 0; index < this.waiting.length; index++) {
+      const entry = this.waiting[index]
+      if (entry.notBefore > now) continue
+      const target = this.target(entry)
+      if (target === undefined) continue
+      this.waiting.splice(index--, 1)
+      void this.send(entry, target.backend, target.why)
+    }
+  }
+
+  /** The backend for an entry now, or undefined when it must wait (none healthy, or its backend is saturated). */
+  private target(entry: Entry): {backend: BackendState; why: string} | undefined {
+    const placement = this.router.place(entry.instance)
+    if (placement.order.length === 0) return undefined
+    const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
+    const backend = (preferred.length > 0 ? preferred : placement.order)[0]
+    // As many at once as the backend's association pool holds, so no request waits inside the pool.
+    if ((this.active.get(backend.name) ?? 0) >= backend.backend.config.maxAssociations) return undefined
+    if (entry.tries === 0) this.router.explain(entry.instance, placement)
+    return {backend, why: entry.tries === 0 ? placement.why : `retry ${entry.tries} after: ${entry.history.at(-1)}`}
+  }
+
+  private async send(entry: Entry, backend: BackendState, why: string): Promise<void> {
+    this.inFlight++
+    this.active.set(backend.name, (this.active.get(backend.name) ?? 0) + 1)
+    entry.tries++
+    try {
+      const result = await this.router.attempt(entry.instance, backend, why)
+      if (result.kind === 'stored') {
+        if (entry.history.length > 0) this.router.counters.failovers++
+        await this.spool.remove(entry.instance)
+        this.bySop.delete(entry.instance.sopInstanceUid)
+      } else if (result.kind === 'refused') {
+        await this.toDeadLetter(entry, result.reason, result.response.status)
+      } else if (result.kind === 'busy') {
+        entry.busyAnswers++
+        entry.history.push(result.reason)
+        if (entry.history.filter((h) => h.startsWith(`${backend.name} `)).length >= BUSY_ANSWERS_BEFORE_FAILOVER) entry.avoid.add(backend.name)
+        if (entry.busyAnswers >= this.settings.maxAttempts) await this.toDeadLetter(entry, `out of resources ${entry.busyAnswers} times: ${entry.history.slice(-3).join('; ')}`, result.response.status)
+        else this.retryLater(entry)
+      } else {
+        entry.history.push(result.reason)
+        this.retryLater(entry)
+      }
+    } catch (error) {
+      // Spool file operations failed (disk): keep the entry and try again later.
+      entry.history.push(`spool: ${(error as Error).message}`)
+      this.logger.error('spool-error', {sop: entry.instance.sopInstanceUid}, (error as Error).message)
+      this.retryLater(entry)
+    } finally {
+      this.inFlight--
+      this.active.set(backend.name, (this.active.get(backend.name) ?? 1) - 1)
+      if (this.depth === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+      this.pump()
+    }
+  }
+
+  private retryLater(entry: Entry): void {
+    this.counters.retries++
+    const exponential = Math.min(this.settings.retryMaxMs, this.settings.retryBaseMs * 2 ** Math.min(entry.tries - 1, 20))
+    const delay = exponential * (0.5 + Math.random() * 0.5)
+    entry.notBefore = Date.now() + delay
+    this.waiting.push(entry)
+    this.logger.debug('retry-scheduled', {sop: entry.instance.sopInstanceUid, tries: entry.tries, inMs: Math.round(delay)}, entry.history.at(-1))
+  }
+
+  private async toDeadLetter(entry: Entry, reason: string, status: number): Promise<void> {
+    const instance = entry.instance
+    const file = await this.spool.deadLetter(instance, {
+      reason,
+      status: formatStatus(status),
+      sopInstanceUid: instance.sopInstanceUid,
+      sopClassUid: instance.sopClassUid,
+      studyInstanceUid: instance.studyInstanceUid,
+      patientId: instance.patientId,
+      callingAeTitle: instance.callingAeTitle,
+      tries: entry.tries,
+      history: entry.history,
+    })
+    this.bySop.delete(instance.sopInstanceUid)
+    this.counters.deadLetters++
+    this.router.counters.failed++
+    this.logger.error('dead-letter', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(status), file}, reason)
+  }
+}

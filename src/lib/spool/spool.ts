@@ -1,0 +1,180 @@
+import {mkdir, open, readdir, rename, rm, stat, statfs, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+
+import type {DdrConfig} from '../config/schema.js'
+import {readDatasetFromFile} from '../dicom/dataset-reader.js'
+import {Tag} from '../dicom/tags.js'
+import type {ReceivedInstance} from '../routing/instance.js'
+import {ROUTING_TAGS, fsyncPath} from './instance-sink.js'
+
+export interface SpoolStats {
+  depth: number
+  bytes: number
+  oldestAgeSeconds: number | null
+  deadLetters: number
+  refusing: string | null
+}
+
+/**
+ * The durable queue on disk: `queue/<id>.dcm` are acknowledged instances waiting for a backend
+ * (each a Part 10 file: our meta header, then the dataset bytes as received), `queue/*.part` are
+ * instances still arriving (never acknowledged), `dead-letter/` holds refused instances with a
+ * `<id>.reason.json` beside each.
+ */
+export class Spool {
+  readonly queueDir: string
+  readonly deadLetterDir: string
+  private bytes = 0
+  private readonly entries = new Map<string, {bytes: number; receivedAt: number}>()
+  private deadLetters = 0
+  private freePercent = 100
+  private lastDiskCheck = 0
+
+  constructor(readonly dir: string, private readonly settings: DdrConfig['spool']) {
+    this.queueDir = path.join(dir, 'queue')
+    this.deadLetterDir = path.join(dir, 'dead-letter')
+  }
+
+  /**
+   * Creates the folders, drops partial entries (they were never acknowledged) and returns the
+   * acknowledged instances still waiting, oldest first.
+   */
+  async open(): Promise<{pending: ReceivedInstance[]; discardedPartial: number; unreadable: string[]}> {
+    await mkdir(this.queueDir, {recursive: true})
+    await mkdir(this.deadLetterDir, {recursive: true})
+    this.deadLetters = (await readdir(this.deadLetterDir)).filter((name) => name.endsWith('.dcm')).length
+    const names = (await readdir(this.queueDir)).sort()
+    let discardedPartial = 0
+    const pending: ReceivedInstance[] = []
+    const unreadable: string[] = []
+    for (const name of names) {
+      const file = path.join(this.queueDir, name)
+      if (!name.endsWith('.dcm')) {
+        await rm(file, {force: true})
+        discardedPartial++
+        continue
+      }
+
+      try {
+        pending.push(await this.load(file, name.slice(0, -'.dcm'.length)))
+      } catch (error) {
+        // An acknowledged file we cannot read back: keep it for an operator, never delete it.
+        unreadable.push(`${name}: ${(error as Error).message}`)
+        await this.moveToDeadLetter(file, name.slice(0, -4), `unreadable after restart: ${(error as Error).message}`)
+      }
+    }
+
+    await this.checkDisk(true)
+    return {pending, discardedPartial, unreadable}
+  }
+
+  /** Why new instances must be refused right now (queue or disk full), or undefined. */
+  refusal(): string | undefined {
+    void this.checkDisk(false)
+    if (this.bytes >= this.settings.maxBytes) return `spool holds ${this.bytes} bytes (limit spool.maxBytes ${this.settings.maxBytes})`
+    if (this.freePercent < this.settings.minFreePercent) return `spool disk has ${this.freePercent.toFixed(1)}% free (limit spool.minFreePercent ${this.settings.minFreePercent}%)`
+    return undefined
+  }
+
+  /** Counts an acknowledged instance in the queue. */
+  added(instance: ReceivedInstance): void {
+    if (this.entries.has(instance.id)) return
+    const bytes = instance.metaHeader.length + instance.datasetLength
+    this.entries.set(instance.id, {bytes, receivedAt: instance.receivedAt})
+    this.bytes += bytes
+  }
+
+  /** A backend stored it: the entry goes. (A crash before this only means a harmless re-send.) */
+  async remove(instance: ReceivedInstance): Promise<void> {
+    this.forget(instance)
+    if (instance.path) await rm(instance.path, {force: true})
+  }
+
+  /** Moves a refused instance to dead-letter with a reason file; it leaves the queue. */
+  async deadLetter(instance: ReceivedInstance, reason: Record<string, unknown>): Promise<string> {
+    this.forget(instance)
+    return this.moveToDeadLetter(instance.path!, instance.id, reason)
+  }
+
+  stats(): SpoolStats {
+    let oldest: number | undefined
+    for (const entry of this.entries.values()) if (oldest === undefined || entry.receivedAt < oldest) oldest = entry.receivedAt
+    return {
+      depth: this.entries.size,
+      bytes: this.bytes,
+      oldestAgeSeconds: oldest === undefined ? null : Math.round((Date.now() - oldest) / 100) / 10,
+      deadLetters: this.deadLetters,
+      refusing: this.refusal() ?? null,
+    }
+  }
+
+  private forget(instance: ReceivedInstance): void {
+    const entry = this.entries.get(instance.id)
+    if (entry === undefined) return
+    this.entries.delete(instance.id)
+    this.bytes -= entry.bytes
+  }
+
+  private async moveToDeadLetter(file: string, id: string, reason: Record<string, unknown> | string): Promise<string> {
+    const target = path.join(this.deadLetterDir, `${id}.dcm`)
+    const details = typeof reason === 'string' ? {reason} : reason
+    await writeFile(path.join(this.deadLetterDir, `${id}.reason.json`), `${JSON.stringify({id, at: new Date().toISOString(), ...details}, null, 2)}\n`)
+    await rename(file, target)
+    await fsyncPath(this.deadLetterDir)
+    this.deadLetters++
+    return target
+  }
+
+  private async load(file: string, id: string): Promise<ReceivedInstance> {
+    const {meta, values} = await readDatasetFromFile(file, [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID])
+    const size = (await stat(file)).size
+    const receivedAt = idTime(id) ?? Date.now()
+    const instance: ReceivedInstance = {
+      id,
+      sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
+      sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
+      transferSyntaxUid: meta.transferSyntaxUid,
+      studyInstanceUid: values.get(Tag.StudyInstanceUID),
+      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
+      patientId: values.get(Tag.PatientID),
+      modality: values.get(Tag.Modality),
+      callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
+      calledAeTitle: '',
+      metaHeader: await readHead(file, meta.datasetOffset),
+      dataset: {path: file, offset: meta.datasetOffset, length: size - meta.datasetOffset},
+      path: file,
+      datasetLength: size - meta.datasetOffset,
+      receivedAt,
+    }
+    this.added(instance)
+    return instance
+  }
+
+  private async checkDisk(force: boolean): Promise<void> {
+    if (!force && Date.now() - this.lastDiskCheck < 1000) return
+    this.lastDiskCheck = Date.now()
+    try {
+      const fs = await statfs(this.dir)
+      this.freePercent = fs.blocks > 0 ? (fs.bavail / fs.blocks) * 100 : 100
+    } catch {
+      // keep the last reading
+    }
+  }
+}
+
+async function readHead(file: string, length: number): Promise<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    const head = Buffer.alloc(length)
+    await handle.read(head, 0, length, 0)
+    return head
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Instance ids start with the receive time in base 36 (see newInstanceId). */
+function idTime(id: string): number | undefined {
+  const time = Number.parseInt(id.split('-')[0], 36)
+  return Number.isFinite(time) ? time : undefined
+}
