@@ -17,6 +17,10 @@ export interface TestOrthanc {
   client: OrthancClient
   /** Stops the process and removes its temp folder; safe to call twice. */
   stop(): Promise<void>
+  /** Stops the process but keeps its data, ports and folder (a backend outage). */
+  halt(): Promise<void>
+  /** Starts it again after halt(), on the same ports with the same data. */
+  resume(): Promise<void>
 }
 
 export interface TestOrthancOptions {
@@ -55,7 +59,7 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
 
   const client = new OrthancClient({url: info.url})
   let stopped = false
-  return {
+  const handle: TestOrthanc = {
     name,
     aeTitle,
     dicomPort: info.dicomPort,
@@ -64,6 +68,12 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
     dir,
     pid: info.pid,
     client,
+    async halt() {
+      await stopOrthanc(dir)
+    },
+    async resume() {
+      handle.pid = (await startOrthanc(processOptions)).pid
+    },
     async stop() {
       if (stopped) return
       stopped = true
@@ -75,4 +85,5 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
       }
     },
   }
+  return handle
 }
