@@ -34,8 +34,12 @@ export class Router {
     this.affinity = options.affinity ? new AffinityMap(options.affinityFile) : undefined
   }
 
-  /** Where an instance goes, and in which order the others are tried. Pure decision: sends nothing. */
-  place(instance: Pick<ReceivedInstance, 'studyInstanceUid' | 'sopInstanceUid'>): Placement {
+  /**
+   * Where an instance goes, and in which order the others are tried; sends nothing. With `commit`,
+   * a new study's home is remembered at once, so the instances of a study that arrive while its
+   * first one is still in flight follow it instead of being placed again.
+   */
+  place(instance: Pick<ReceivedInstance, 'studyInstanceUid' | 'sopInstanceUid'>, commit = false): Placement {
     const healthy = this.backends.filter((b) => b.healthy)
     const study = instance.studyInstanceUid
     if (this.affinity !== undefined && study) {
@@ -48,6 +52,7 @@ export class Router {
 
       const placed = this.chooser.order(study, healthy)
       const why = remembered === undefined ? `new study, ${placed.why}` : `study's backend ${remembered} is down, ${placed.why}`
+      if (commit && placed.order.length > 0) this.affinity.set(study, placed.order[0].name)
       return {order: placed.order, why}
     }
 
@@ -116,7 +121,7 @@ export class Router {
    */
   async deliver(instance: ReceivedInstance): Promise<StoreOutcome> {
     this.counters.received++
-    const placement = this.place(instance)
+    const placement = this.place(instance, true)
     this.explain(instance, placement)
     const problems: string[] = []
     for (const [index, backend] of placement.order.entries()) {

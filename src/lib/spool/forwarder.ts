@@ -17,6 +17,8 @@ interface Entry {
   history: string[]
 }
 
+/** Queued instances beyond this many are sent from their spool file instead of memory. */
+const IN_MEMORY_QUEUE = 64
 /** Two out-of-resources answers from one backend move the entry on to the next backend. */
 const BUSY_ANSWERS_BEFORE_FAILOVER = 2
 
@@ -59,6 +61,12 @@ export class Forwarder {
   /** Queues an acknowledged (durably spooled) instance; `recovered` ones were received before a restart. */
   enqueue(instance: ReceivedInstance, recovered = false): void {
     if (!recovered) this.router.counters.received++
+    // Small instances are kept in memory for sending while the queue is short; a long queue (a
+    // backend outage) keeps only the files, so memory does not grow with the backlog.
+    if (this.waiting.length >= IN_MEMORY_QUEUE && 'buffer' in instance.dataset && instance.path !== undefined) {
+      instance.dataset = {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
+    }
+
     const entry: Entry = {instance, busyAnswers: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
     this.spool.added(instance)
     this.bySop.set(instance.sopInstanceUid, entry)
@@ -95,7 +103,7 @@ export class Forwarder {
 
   /** The backend for an entry now, or undefined when it must wait (none healthy, or its backend is saturated). */
   private target(entry: Entry): {backend: BackendState; why: string} | undefined {
-    const placement = this.router.place(entry.instance)
+    const placement = this.router.place(entry.instance, true)
     if (placement.order.length === 0) return undefined
     const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
     const backend = (preferred.length > 0 ? preferred : placement.order)[0]

@@ -1,6 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {createWriteStream, type WriteStream} from 'node:fs'
-import {mkdir, open, rename, rm} from 'node:fs/promises'
+import {type FileHandle, mkdir, open, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
@@ -39,15 +38,23 @@ export function newInstanceId(): string {
   return `${Date.now().toString(36)}-${counter.toString(36).padStart(4, '0')}-${randomBytes(4).toString('hex')}`
 }
 
+/** Bytes written to a file but not yet confirmed by the OS before the sender is asked to wait. */
+const WRITE_HIGH_WATER = 1024 * 1024
+
 /**
  * Receives one instance's dataset bytes: in memory while small, streamed to `<dir>/<id>.dcm.part`
- * (behind a Part 10 meta header) once large, so memory does not grow with instance size.
+ * (behind a Part 10 meta header) once large, so memory does not grow with instance size. With
+ * `durable`, the file is written (one writev for a small instance), fdatasync'ed, renamed to
+ * `<id>.dcm` and its folder fsync'ed before `deliver` runs: only then is the instance safe.
  */
 export class InstanceSink implements StoreSink {
   private readonly id = newInstanceId()
-  private readonly chunks: Buffer[] = []
+  private chunks: Buffer[] = []
   private size = 0
-  private file?: WriteStream
+  private handle?: Promise<FileHandle>
+  private writes: Promise<void> = Promise.resolve()
+  private pendingBytes = 0
+  private drainWaiters: Array<() => void> = []
   private fileError?: Error
   private readonly metaHeader: Buffer
   private readonly partPath: string
@@ -61,37 +68,33 @@ export class InstanceSink implements StoreSink {
       sourceAeTitle: request.association.callingAeTitle,
     })
     this.partPath = path.join(options.dir, `${this.id}.dcm.part`)
-    if (options.durable) this.openFile()
   }
 
   write(chunk: Buffer): boolean {
     this.size += chunk.length
-    if (this.file === undefined) {
+    if (this.handle === undefined) {
       this.chunks.push(chunk)
       if (this.size <= this.options.memoryLimitBytes) return true
+      // Too large for memory: from now on the bytes go to the file; keep only the header prefix.
       this.openFile()
-      return true
+      const prefix = Buffer.concat(this.chunks)
+      this.queueWrite([this.metaHeader, prefix])
+      this.chunks = [Buffer.from(prefix.subarray(0, HEADER_PREFIX_BYTES))]
+      return this.pendingBytes < WRITE_HIGH_WATER
     }
 
-    if (this.size - chunk.length < HEADER_PREFIX_BYTES) this.chunks.push(chunk)
-    return this.file.write(chunk)
+    this.queueWrite([chunk])
+    return this.pendingBytes < WRITE_HIGH_WATER
   }
 
   waitDrain(): Promise<void> {
-    const file = this.file
-    if (file === undefined || !file.writableNeedDrain) return Promise.resolve()
-    return new Promise((resolve) => {
-      file.once('drain', resolve)
-      file.once('close', resolve)
-    })
+    if (this.pendingBytes < WRITE_HIGH_WATER) return Promise.resolve()
+    return new Promise((resolve) => this.drainWaiters.push(resolve))
   }
 
   abort(_reason: string): void {
     this.aborted = true
-    if (this.file !== undefined) {
-      this.file.destroy()
-      void rm(this.partPath, {force: true})
-    }
+    if (this.handle !== undefined) void this.closeFile().then(() => rm(this.partPath, {force: true}))
   }
 
   async finish(): Promise<StoreOutcome> {
@@ -100,7 +103,7 @@ export class InstanceSink implements StoreSink {
       instance = await this.complete()
     } catch (error) {
       this.options.onReceiveError?.(this.request, error as Error)
-      if (this.file !== undefined) await rm(this.partPath, {force: true})
+      if (this.handle !== undefined) await this.closeFile().then(() => rm(this.partPath, {force: true}))
       return {status: Status.outOfResources, errorComment: `router could not keep the instance: ${(error as Error).message}`.slice(0, 64)}
     }
 
@@ -110,37 +113,55 @@ export class InstanceSink implements StoreSink {
   }
 
   private openFile(): void {
-    this.file = createWriteStream(this.partPath, {flags: 'wx'})
-    this.file.on('error', (error) => {
-      this.fileError = error
+    this.handle = open(this.partPath, 'wx')
+    this.handle.catch((error: Error) => {
+      this.fileError ??= error
     })
-    this.file.write(this.metaHeader)
-    for (const chunk of this.chunks) this.file.write(chunk)
-    if (this.size > HEADER_PREFIX_BYTES) {
-      // keep only the prefix needed for header parsing
-      const prefix = Buffer.concat(this.chunks).subarray(0, HEADER_PREFIX_BYTES)
-      this.chunks.length = 0
-      this.chunks.push(prefix)
-    }
+  }
+
+  private queueWrite(buffers: Buffer[]): void {
+    const bytes = buffers.reduce((sum, b) => sum + b.length, 0)
+    this.pendingBytes += bytes
+    const handle = this.handle!
+    this.writes = this.writes
+      .then(async () => {
+        if (this.fileError === undefined) await (await handle).writev(buffers)
+      })
+      .catch((error: Error) => {
+        this.fileError ??= error
+      })
+      .finally(() => {
+        this.pendingBytes -= bytes
+        if (this.pendingBytes < WRITE_HIGH_WATER / 2) for (const resolve of this.drainWaiters.splice(0)) resolve()
+      })
+  }
+
+  private async closeFile(): Promise<void> {
+    await this.writes
+    await (await this.handle!.catch(() => undefined))?.close().catch(() => {})
   }
 
   private async complete(): Promise<ReceivedInstance> {
     if (this.aborted) throw new Error('association ended before the dataset was complete')
+    const inMemory = this.handle === undefined
+    const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
     let filePath: string | undefined
-    if (this.file !== undefined) {
-      const file = this.file
-      await new Promise<void>((resolve, reject) => {
-        file.end(() => (this.fileError ? reject(this.fileError) : resolve()))
-      })
-      if (this.fileError) throw this.fileError
-      filePath = path.join(this.options.dir, `${this.id}.dcm`)
-      if (this.options.durable) await fsyncPath(this.partPath)
-      await rename(this.partPath, filePath)
-      if (this.options.durable) await fsyncPath(this.options.dir)
+    if (this.options.durable && inMemory) {
+      this.openFile()
+      this.queueWrite([this.metaHeader, prefix])
     }
 
-    const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
-    const inMemory = filePath === undefined
+    if (this.handle !== undefined) {
+      await this.writes
+      if (this.fileError) throw this.fileError
+      const handle = await this.handle
+      if (this.options.durable) await handle.datasync()
+      await handle.close()
+      filePath = path.join(this.options.dir, `${this.id}.dcm`)
+      await rename(this.partPath, filePath)
+      if (this.options.durable) await syncDir(this.options.dir)
+    }
+
     let values = new Map<number, string>()
     try {
       const read = readTopLevelElements(prefix, this.request.transferSyntaxUid, ROUTING_TAGS, {endOfData: inMemory})
@@ -163,12 +184,43 @@ export class InstanceSink implements StoreSink {
       callingAeTitle: this.request.association.callingAeTitle,
       calledAeTitle: this.request.association.calledAeTitle,
       metaHeader: this.metaHeader,
+      // Small instances are sent from memory even when spooled; the file is the durable copy.
       dataset: inMemory ? {buffer: prefix} : {path: filePath!, offset: this.metaHeader.length, length: this.size},
       path: filePath,
       datasetLength: this.size,
       receivedAt: Date.now(),
     }
   }
+}
+
+const dirSyncs = new Map<string, {running?: Promise<void>; next?: Promise<void>}>()
+
+/**
+ * fsync a folder so the renames in it survive a crash. Concurrent callers share rounds: a caller
+ * that arrives while a sync runs waits for the next one (which starts after its rename).
+ */
+export function syncDir(dir: string): Promise<void> {
+  let state = dirSyncs.get(dir)
+  if (state === undefined) {
+    state = {}
+    dirSyncs.set(dir, state)
+  }
+
+  const current = state
+  if (current.running === undefined) {
+    current.running = fsyncPath(dir).finally(() => {
+      current.running = undefined
+    })
+    return current.running
+  }
+
+  current.next ??= current.running
+    .catch(() => {})
+    .then(() => {
+      current.next = undefined
+      return syncDir(dir)
+    })
+  return current.next
 }
 
 /** Takes a dataset without keeping it, then answers a fixed outcome: refusals and identical re-sends. */

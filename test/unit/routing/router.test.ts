@@ -68,6 +68,15 @@ describe('Router', () => {
     expect(b.stored.length).toBeGreaterThan(0)
   })
 
+  it('keeps a new study together while its first instances are still in flight', async () => {
+    const a = backend('a')
+    const b = backend('b')
+    a.answer = b.answer = () => new Promise((resolve) => setTimeout(() => resolve({status: 0}), 20))
+    const {router} = makeRouter([a, b])
+    await Promise.all(Array.from({length: 8}, (_, n) => router.deliver(instance('2.2.2', n))))
+    expect([a.stored.length, b.stored.length].sort()).toEqual([0, 8])
+  })
+
   it('fails over when the chosen backend cannot be reached, and marks it down after the threshold', async () => {
     const a = backend('a')
     const b = backend('b')
