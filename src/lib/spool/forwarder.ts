@@ -17,6 +17,8 @@ interface Entry {
   history: string[]
 }
 
+/** Queue entries one pump looks at, at most. */
+const MAX_SCAN = 1000
 /** Queued instances beyond this many are sent from their spool file instead of memory. */
 const IN_MEMORY_QUEUE = 64
 /** Two out-of-resources answers from one backend move the entry on to the next backend. */
@@ -30,7 +32,11 @@ const BUSY_ANSWERS_BEFORE_FAILOVER = 2
  * the router and the entry waits, with backoff, for a healthy one (it never dead-letters).
  */
 export class Forwarder {
-  private readonly waiting: Entry[] = []
+  /** Entries to send, oldest first, from `head` on (a queue without O(n) shifts). */
+  private ready: Entry[] = []
+  private head = 0
+  /** Entries waiting for their retry time. */
+  private delayed: Entry[] = []
   private readonly active = new Map<string, number>()
   private readonly bySop = new Map<string, Entry>()
   private readonly timer: NodeJS.Timeout
@@ -50,7 +56,7 @@ export class Forwarder {
   }
 
   get depth(): number {
-    return this.waiting.length + this.inFlight
+    return this.ready.length - this.head + this.delayed.length + this.inFlight
   }
 
   /** Whether an instance with this SOP Instance UID is already queued (an identical re-send). */
@@ -63,14 +69,14 @@ export class Forwarder {
     if (!recovered) this.router.counters.received++
     // Small instances are kept in memory for sending while the queue is short; a long queue (a
     // backend outage) keeps only the files, so memory does not grow with the backlog.
-    if (this.waiting.length >= IN_MEMORY_QUEUE && 'buffer' in instance.dataset && instance.path !== undefined) {
+    if (this.depth >= IN_MEMORY_QUEUE && 'buffer' in instance.dataset && instance.path !== undefined) {
       instance.dataset = {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
     }
 
     const entry: Entry = {instance, busyAnswers: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
     this.spool.added(instance)
     this.bySop.set(instance.sopInstanceUid, entry)
-    this.waiting.push(entry)
+    this.ready.push(entry)
     this.pump()
   }
 
@@ -90,14 +96,42 @@ export class Forwarder {
 
   private pump(): void {
     if (this.stopping) return
+    // Free sending slots on healthy backends: with none (all down or all busy) the scan is skipped,
+    // so a large backlog during an outage costs nothing.
+    let free = 0
+    for (const backend of this.router.backends) {
+      if (backend.healthy) free += Math.max(0, backend.backend.config.maxAssociations - (this.active.get(backend.name) ?? 0))
+    }
+
     const now = Date.now()
-    for (let index = 0; index < this.waiting.length; index++) {
-      const entry = this.waiting[index]
-      if (entry.notBefore > now) continue
+    if (this.delayed.length > 0) {
+      const due = this.delayed.filter((entry) => entry.notBefore <= now)
+      if (due.length > 0) {
+        this.delayed = this.delayed.filter((entry) => entry.notBefore > now)
+        this.ready.push(...due)
+      }
+    }
+
+    // Entries whose backend is saturated are skipped (and keep their place); the scan is bounded
+    // so one pump never walks a whole backlog.
+    const skipped: Entry[] = []
+    for (let scanned = 0; this.head < this.ready.length && free > 0 && scanned < MAX_SCAN; scanned++) {
+      const entry = this.ready[this.head++]
       const target = this.target(entry)
-      if (target === undefined) continue
-      this.waiting.splice(index--, 1)
+      if (target === undefined) {
+        skipped.push(entry)
+        continue
+      }
+
+      free--
       void this.send(entry, target.backend, target.why)
+    }
+
+    this.head -= skipped.length
+    for (const [offset, entry] of skipped.entries()) this.ready[this.head + offset] = entry
+    if (this.head > 1024 && this.head * 2 > this.ready.length) {
+      this.ready = this.ready.slice(this.head)
+      this.head = 0
     }
   }
 
@@ -153,7 +187,7 @@ export class Forwarder {
     const exponential = Math.min(this.settings.retryMaxMs, this.settings.retryBaseMs * 2 ** Math.min(entry.tries - 1, 20))
     const delay = exponential * (0.5 + Math.random() * 0.5)
     entry.notBefore = Date.now() + delay
-    this.waiting.push(entry)
+    this.delayed.push(entry)
     this.logger.debug('retry-scheduled', {sop: entry.instance.sopInstanceUid, tries: entry.tries, inMs: Math.round(delay)}, entry.history.at(-1))
   }
 

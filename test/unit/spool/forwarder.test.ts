@@ -1,0 +1,111 @@
+import {mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
+import type {Backend} from '../../../src/lib/backends/backend.js'
+import {validateConfig} from '../../../src/lib/config/validate.js'
+import type {DimseResponse} from '../../../src/lib/dimse/scu.js'
+import {silentLogger} from '../../../src/lib/output/logger.js'
+import {BackendState} from '../../../src/lib/routing/backend-state.js'
+import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import {Router} from '../../../src/lib/routing/router.js'
+import {Forwarder} from '../../../src/lib/spool/forwarder.js'
+import {Spool} from '../../../src/lib/spool/spool.js'
+
+class ScriptedBackend implements Backend {
+  readonly seen: string[] = []
+  answer: () => Promise<DimseResponse> = async () => ({status: 0})
+
+  constructor(readonly config: Backend['config']) {}
+
+  async store(instance: ReceivedInstance): Promise<DimseResponse> {
+    this.seen.push(instance.sopInstanceUid)
+    return this.answer()
+  }
+
+  async echo(): Promise<number> {
+    return 1
+  }
+
+  async close(): Promise<void> {}
+}
+
+describe('Forwarder', () => {
+  let dir: string
+  let spool: Spool
+  const settings = validateConfig({spool: {dir: '.', maxAttempts: 3, retryBaseMs: 10, retryMaxMs: 20}}, 'test').spool
+
+  beforeEach(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ddr-forwarder-'))
+    spool = new Spool(dir, settings)
+    await spool.open()
+  })
+
+  afterEach(() => rmSync(dir, {recursive: true, force: true}))
+
+  function setup(...names: string[]) {
+    const backends = names.map((name) => new ScriptedBackend({name, host: 'h', port: 1, aeTitle: name.toUpperCase(), weight: 1, transport: 'dimse', maxAssociations: 2}))
+    const states = backends.map((b) => new BackendState(b))
+    const router = new Router(states, {policy: 'least-loaded', affinity: true, failThreshold: 100, logger: silentLogger})
+    return {backends, states, router, forwarder: new Forwarder(router, spool, settings, silentLogger)}
+  }
+
+  function queued(n: number): ReceivedInstance {
+    const file = path.join(spool.queueDir, `id-${n}.dcm`)
+    writeFileSync(file, 'x')
+    return {id: `id-${n}`, sopClassUid: '1.2', sopInstanceUid: `1.2.3.${n}`, transferSyntaxUid: '1.2.840.10008.1.2.1', studyInstanceUid: '9.9', callingAeTitle: 'T', calledAeTitle: 'D', metaHeader: Buffer.alloc(0), dataset: {buffer: Buffer.from('x')}, path: file, datasetLength: 1, receivedAt: Date.now()}
+  }
+
+  it('removes the spool file once a backend stored the instance', async () => {
+    const {forwarder} = setup('a')
+    forwarder.enqueue(queued(1))
+    await forwarder.idle()
+    expect(readdirSync(spool.queueDir)).toEqual([])
+    expect(spool.stats().depth).toBe(0)
+    await forwarder.stop(100)
+  })
+
+  it('sends a refused instance (Cxxx) to dead-letter at once, with a reason file', async () => {
+    const {backends, forwarder} = setup('a')
+    backends[0].answer = async () => ({status: 0xc000, errorComment: 'cannot understand'})
+    forwarder.enqueue(queued(2))
+    await forwarder.idle()
+    expect(backends[0].seen).toHaveLength(1)
+    const reason = JSON.parse(readFileSync(path.join(spool.deadLetterDir, 'id-2.reason.json'), 'utf8'))
+    expect(reason.status).toBe('0xC000')
+    expect(reason.sopInstanceUid).toBe('1.2.3.2')
+    expect(spool.stats().deadLetters).toBe(1)
+    await forwarder.stop(100)
+  })
+
+  it('retries out-of-resources, moves on to the next backend after two, and dead-letters after maxAttempts', async () => {
+    const {backends, forwarder} = setup('a', 'b')
+    for (const b of backends) b.answer = async () => ({status: 0xa700})
+    forwarder.enqueue(queued(3))
+    await forwarder.idle()
+    const tries = backends.map((b) => b.seen.length)
+    expect(tries[0] + tries[1]).toBe(3)
+    expect(Math.min(...tries)).toBeGreaterThanOrEqual(1)
+    expect(readdirSync(spool.deadLetterDir)).toContain('id-3.dcm')
+    expect(forwarder.counters.retries).toBe(2)
+    await forwarder.stop(100)
+  })
+
+  it('keeps waiting (never dead-letters) while the backend is unreachable, and delivers when it answers', async () => {
+    const {backends, forwarder} = setup('a')
+    let reachable = false
+    backends[0].answer = async () => {
+      if (!reachable) throw new Error('connection refused')
+      return {status: 0}
+    }
+
+    forwarder.enqueue(queued(4))
+    await new Promise((resolve) => setTimeout(resolve, 700))
+    expect(backends[0].seen.length).toBeGreaterThanOrEqual(3)
+    expect(readdirSync(spool.deadLetterDir)).toEqual([])
+    reachable = true
+    await forwarder.idle()
+    expect(readdirSync(spool.queueDir)).toEqual([])
+    await forwarder.stop(100)
+  })
+})
