@@ -71,6 +71,7 @@ async function timed(fn) {
 /** storescp on a free port, discarding what it receives (--ignore) or writing it to dir. */
 async function storescp(dir) {
   const port = await freePort()
+  if (dir) mkdirSync(dir, {recursive: true})
   const storeArgs = dir ? ['-od', dir] : ['--ignore']
   // --fork: one process per association, so a router's pooled association never blocks the reference run
   const child = spawn('storescp', ['--fork', ...storeArgs, '+xa', '-aet', 'BENCHSCP', String(port)], {env, stdio: 'ignore'})
@@ -196,10 +197,12 @@ async function main() {
     const direct = await timed(() => storescuFiles(reference, small))
     const [a, b] = [await orthanc('alpha'), await orthanc('beta')]
     const ddr = await router('p1', [a, b])
+    let acked = 0
     const routed = await timed(async () => {
-      await storescuFiles(ddr, small)
+      acked = await timed(() => storescuFiles(ddr, small))
       await waitFor('all stored', async () => (await a.count()) + (await b.count()) === small.length)
     })
+    log(`P1 spool on: sender done after ${acked.toFixed(2)} s (all acknowledged), all stored after ${routed.toFixed(2)} s`)
     record('P1', `end-to-end, ${small.length} x 40 KB, spool on`, direct, routed, 0.9)
     const ddrPass = await router('p1-pass', [await orthanc('gamma'), await orthanc('delta')], {spool: false})
     const passThrough = await timed(() => storescuFiles(ddrPass, small))
@@ -208,8 +211,8 @@ async function main() {
   }
 
   if (want('P2')) {
-    log('P2 router overhead: storescu -> ddr -> storescp vs storescu -> storescp')
-    const scp = await storescp()
+    log('P2 router overhead: storescu -> ddr -> storescp vs storescu -> storescp (storescp writing files, as it does by default)')
+    const scp = await storescp(path.join(work, 'p2-received'))
     const direct = await timed(() => storescuFiles(scp, small))
     const ddr = await router('p2', [{name: 'scp', port: scp.port, aeTitle: scp.aeTitle}], {spool: false})
     const routed = await timed(() => storescuFiles(ddr, small))

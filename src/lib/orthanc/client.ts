@@ -57,6 +57,24 @@ export interface OrthancStudy {
   [key: string]: unknown
 }
 
+/** GET /series/{id} (and the items of GET /studies/{id}/series). */
+export interface OrthancSeries {
+  ID: string
+  ParentStudy: string
+  Instances: string[]
+  MainDicomTags: Record<string, string>
+  [key: string]: unknown
+}
+
+/** GET /instances/{id}. */
+export interface OrthancInstance {
+  ID: string
+  ParentSeries: string
+  MainDicomTags: Record<string, string>
+  FileSize?: number
+  [key: string]: unknown
+}
+
 export interface PageOptions {
   /** Index of the first item (Orthanc's `since`). */
   since?: number
@@ -155,6 +173,21 @@ export class OrthancClient {
     return this.json<OrthancStudy>('GET', `studies/${encodeURIComponent(id)}`)
   }
 
+  /** GET /studies/{id}/series: the study's series, each with its main tags and instance ids. */
+  studySeries(id: string): Promise<OrthancSeries[]> {
+    return this.json<OrthancSeries[]>('GET', `studies/${encodeURIComponent(id)}/series`)
+  }
+
+  /** GET /series/{id}: main tags, parent study, instance ids. */
+  series(id: string): Promise<OrthancSeries> {
+    return this.json<OrthancSeries>('GET', `series/${encodeURIComponent(id)}`)
+  }
+
+  /** GET /instances/{id}: main tags and parent series. */
+  instance(id: string): Promise<OrthancInstance> {
+    return this.json<OrthancInstance>('GET', `instances/${encodeURIComponent(id)}`)
+  }
+
   /** Orthanc ids of the studies matching a query, e.g. {StudyInstanceUID: '1.2.3'} or {PatientID: 'P*'}. */
   findStudies(query: FindQuery, options: {limit?: number} = {}): Promise<string[]> {
     const body: Record<string, unknown> = {Level: 'Study', Query: query}
@@ -170,6 +203,16 @@ export class OrthancClient {
   /** Deletes a study with all its series and instances. */
   async deleteStudy(id: string): Promise<void> {
     await this.request('DELETE', `studies/${encodeURIComponent(id)}`)
+  }
+
+  /**
+   * Deletes many resources (patients, studies, series or instances, mixed) in one request:
+   * POST /tools/bulk-delete (Orthanc >= 1.9.4). Ids Orthanc does not know are ignored.
+   * Older Orthancs answer 404 (BACKEND_REFUSED): delete one resource at a time there.
+   */
+  async bulkDelete(ids: string[]): Promise<void> {
+    if (ids.length === 0) return
+    await this.request('POST', 'tools/bulk-delete', {json: {Resources: ids}})
   }
 
   /** Deletes one instance. */
