@@ -27,6 +27,27 @@ function datasetOf(file: Buffer): Buffer {
   return file.subarray(readMetaHeader(file).datasetOffset)
 }
 
+/** Sends every good fixture's own dataset bytes (no dcmtk re-encoding on the way) and expects Success. */
+async function sendFixturesRaw(port: number, calledAeTitle: string): Promise<void> {
+  const sender = await ScuAssociation.connect({
+    host: '127.0.0.1',
+    port,
+    callingAeTitle: 'RAWSENDER',
+    calledAeTitle,
+    contexts: goodFixtures.map((f) => ({abstractSyntax: readMetaHeader(readFileSync(path.join(fixturesDir, f.path))).mediaStorageSopClassUid!, transferSyntax: f.transferSyntaxUid})),
+  })
+  try {
+    for (const fixture of goodFixtures) {
+      const file = readFileSync(path.join(fixturesDir, fixture.path))
+      const meta = readMetaHeader(file)
+      const response = await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixture.sopInstanceUid, transferSyntaxUid: fixture.transferSyntaxUid, dataset: {buffer: datasetOf(file)}})
+      expect({fixture: fixture.path, status: response.status}).toEqual({fixture: fixture.path, status: 0})
+    }
+  } finally {
+    await sender.release()
+  }
+}
+
 /** Which of the backends hold this SOP instance, with the stored file. */
 async function whereIs(backends: TestOrthanc[], sopInstanceUid: string): Promise<Array<{backend: string; file: Buffer}>> {
   const found = []
@@ -119,6 +140,36 @@ describe('ddr listen in front of two real Orthanc servers', () => {
   })
 })
 
+describe('ddr listen with backends reached through the Orthanc REST API', () => {
+  let orthancs: TestOrthanc[] = []
+  let router: TestRouter
+
+  beforeAll(async () => {
+    orthancs = await Promise.all([startTestOrthanc({name: 'rest1', aeTitle: 'REST1'}), startTestOrthanc({name: 'rest2', aeTitle: 'REST2'})])
+    router = await startTestRouter(orthancs, {transport: 'rest'})
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await Promise.all(orthancs.map((o) => o.stop()))
+  })
+
+  it('uploads every instance with POST /instances, and Orthanc keeps the dataset bytes the sender sent', async () => {
+    await sendFixturesRaw(router.port, router.aeTitle)
+    await router.drained()
+    expect(router.service.router.counters.failed).toBe(0)
+    for (const fixture of goodFixtures) {
+      const copies = await whereIs(orthancs, fixture.sopInstanceUid)
+      expect({fixture: fixture.path, copies: copies.length}).toEqual({fixture: fixture.path, copies: 1})
+      const original = datasetOf(readFileSync(path.join(fixturesDir, fixture.path)))
+      const sent = original.length % 2 === 0 ? original : Buffer.concat([original, Buffer.from([0])])
+      expect({fixture: fixture.path, identical: datasetOf(copies[0].file).equals(sent)}).toEqual({fixture: fixture.path, identical: true})
+    }
+
+    expect(router.logs.some((line) => line.includes(' routed ') && line.includes('backend=rest'))).toBe(true)
+  })
+})
+
 describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving mode)', () => {
   let behindRouter: Storescp
   let direct: Storescp
@@ -175,25 +226,7 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
   })
 
   it("delivers a file's own dataset bytes when the sender sends them raw (private tags, deflate, big endian included)", async () => {
-    const sender = await ScuAssociation.connect({
-      host: '127.0.0.1',
-      port: router.port,
-      callingAeTitle: 'RAWSENDER',
-      calledAeTitle: router.aeTitle,
-      contexts: goodFixtures.map((f) => ({abstractSyntax: readMetaHeader(readFileSync(path.join(fixturesDir, f.path))).mediaStorageSopClassUid!, transferSyntax: f.transferSyntaxUid})),
-    })
-    try {
-      for (const fixture of goodFixtures) {
-        const file = readFileSync(path.join(fixturesDir, fixture.path))
-        const meta = readMetaHeader(file)
-        const response = await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixture.sopInstanceUid, transferSyntaxUid: fixture.transferSyntaxUid, dataset: {buffer: datasetOf(file)}})
-        if (response.status !== 0 && process.env.DDR_TEST_DEBUG) console.log(router.logs.join('\n'), behindRouter.output())
-        expect({fixture: fixture.path, status: response.status}).toEqual({fixture: fixture.path, status: 0})
-      }
-    } finally {
-      await sender.release()
-    }
-
+    await sendFixturesRaw(router.port, router.aeTitle)
     await router.drained()
 
     const behind = receivedIn(path.join(workDir, 'behind'))
