@@ -256,7 +256,7 @@ const charsetLabels: Record<string, string> = {
  * Decodes text in the dataset's character set. Single-byte and UTF-8 sets are exact; ISO 2022
  * code extensions (escape sequences) are not interpreted: such bytes come out as Latin-1.
  */
-function decodeText(bytes: Buffer, charset: string | undefined): string {
+export function decodeText(bytes: Buffer, charset: string | undefined): string {
   const term = charset?.split('\\').map((t) => t.trim()).filter((t) => t !== '').at(-1)
   if (term === undefined || term === 'ISO_IR 6' || term === 'ISO_IR 100' || term === 'ISO 2022 IR 100' || term === 'ISO 2022 IR 6') return bytes.toString('latin1')
   if (term === 'ISO_IR 192') return bytes.toString('utf8')
