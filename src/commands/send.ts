@@ -1,10 +1,58 @@
+import {Args, Flags} from '@oclif/core'
+
 import {BaseCommand} from '../lib/base-command.js'
-import {DdrError} from '../lib/errors.js'
+import {colorEnabled} from '../lib/output/table.js'
+import {formatSendSummary} from '../lib/send/format.js'
+import {createSendProgress, progressMode, withProgress} from '../lib/send/progress.js'
+import {describeTarget, sendFiles} from '../lib/send/send.js'
+import {dcmtkStyleArgv, resolveSendTarget} from '../lib/send/target.js'
+import type {SendResult} from '../lib/send/types.js'
+
+export type {SendResult} from '../lib/send/types.js'
 
 export default class Send extends BaseCommand<typeof Send> {
-  static override description = 'send DICOM files, folders or ZIPs over C-STORE (like storescu) or the Orthanc REST API'
+  static override description = `send DICOM files, folders, globs and ZIP archives over C-STORE (like storescu) or the Orthanc REST API
 
-  async run(): Promise<void> {
-    throw new DdrError('NOT_IMPLEMENTED', '"ddr send" is not built yet (issue #5)', {hint: 'see README.md for what works today'})
+Each file goes out in its own transfer syntax, byte for byte. Non-DICOM files are skipped; broken DICOM files are named with the reason and the rest still go.
+Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad arguments. See docs/commands/send.md.`
+
+  static override enableJsonFlag = true
+  static override strict = false
+  static override examples = [
+    '<%= config.bin %> send study/ --host pacs.local --port 104 --called-ae PACS',
+    '<%= config.bin %> send "exports/**/*.dcm" archive.zip --concurrency 4',
+    '<%= config.bin %> send study.zip -aec ORTHANC1 -aet MODALITY --port 4242',
+    '<%= config.bin %> send study/ --backend orthanc2 --json',
+    'DDR_BACKEND_ORTHANC1_PASSWORD=secret <%= config.bin %> send study/ --rest orthanc1',
+  ]
+
+  static override args = {paths: Args.string({description: 'files, folders (recursive), quoted glob patterns or ZIP archives', required: true})}
+  static override flags = {
+    host: Flags.string({description: 'receiver host [default: localhost]', exclusive: ['rest']}),
+    port: Flags.integer({char: 'p', description: 'receiver DICOM port [default: 11113]', min: 1, max: 65535, exclusive: ['rest']}),
+    'called-ae': Flags.string({description: "receiver's AE title [default: DYNAMIC_DICOM_MW] (dcmtk: -aec)", aliases: ['aec'], exclusive: ['rest']}),
+    'calling-ae': Flags.string({description: 'our AE title [default: DDR] (dcmtk: -aet)', aliases: ['aet']}),
+    backend: Flags.string({char: 'b', description: 'send to a configured backend (its host, port and AE title; REST if its transport is rest)'}),
+    rest: Flags.string({description: 'upload with POST /instances to this Orthanc URL, or to the REST API of a configured backend NAME'}),
+    concurrency: Flags.integer({char: 'j', description: 'associations (or uploads) at once; try 4 for Orthanc', default: 1, min: 1, max: 64}),
+  }
+
+  public override async init(): Promise<void> {
+    this.argv = dcmtkStyleArgv(this.argv)
+    await super.init()
+  }
+
+  async run(): Promise<SendResult> {
+    const {argv, flags} = await this.parse(Send)
+    const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest}, () => this.ddrConfig)
+    // Ctrl-C stops taking new files; what was not sent is reported as failed, and the summary still prints.
+    const abort = new AbortController()
+    const onSignal = () => abort.abort()
+    process.once('SIGINT', onSignal)
+    const progress = createSendProgress(progressMode({json: this.jsonEnabled()}), describeTarget(target))
+    const result = await withProgress(progress, (onProgress) => sendFiles(argv as string[], {target, concurrency: flags.concurrency, signal: abort.signal, onProgress})).finally(() => process.off('SIGINT', onSignal))
+    if (!this.jsonEnabled()) this.log(formatSendSummary(result, {color: colorEnabled()}))
+    if (result.failed > 0) this.setPartialFailure()
+    return result
   }
 }

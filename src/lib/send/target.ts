@@ -1,0 +1,113 @@
+import {selectBackends} from '../config/load.js'
+import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import type {SendTarget} from './types.js'
+
+/** The AE title ddr calls itself when sending, unless told otherwise. */
+export const DEFAULT_CALLING_AE_TITLE = 'DDR'
+export const DEFAULT_SEND_HOST = 'localhost'
+
+/** What the user asked for on the command line. */
+export interface TargetChoice {
+  host?: string
+  port?: number
+  calledAeTitle?: string
+  callingAeTitle?: string
+  /** A configured backend by name: its DICOM address (or its REST API when its transport is "rest"). */
+  backend?: string
+  /** An Orthanc REST API: a URL, or the name of a configured backend (its url and credentials). */
+  rest?: string
+}
+
+const AE_TITLE = /^[\x20-\x5b\x5d-\x7e]{1,16}$/ // PS3.5 AE: printable ASCII without backslash
+const URL_PATTERN = /^https?:\/\//i
+
+function checkAeTitle(flag: string, value: string): string {
+  if (!AE_TITLE.test(value) || value.trim() === '') {
+    throw new DdrError('USAGE', `${flag} ${JSON.stringify(value)} is not an AE title`, {hint: 'an AE title has 1 to 16 printable characters, no backslash'})
+  }
+  return value
+}
+
+/** A URL without user:password@ and trailing slashes, for messages and comparisons. */
+export function displayUrl(url: string): string {
+  try {
+    const parsed = new URL(url)
+    parsed.username = ''
+    parsed.password = ''
+    return parsed.toString().replace(/\/+$/, '')
+  } catch {
+    return url
+  }
+}
+
+function sameUrl(a: string, b: string): boolean {
+  return displayUrl(a) === displayUrl(b)
+}
+
+/**
+ * Where to send, from the command line and (only when a backend is named, or a REST URL may
+ * match one) the configuration. Credentials come from the configuration and its
+ * DDR_BACKEND_<NAME>_USERNAME / _PASSWORD environment overrides, or from the URL: ddr has no
+ * default credentials.
+ */
+export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig): SendTarget {
+  const callingAeTitle = checkAeTitle('--calling-ae', choice.callingAeTitle ?? DEFAULT_CALLING_AE_TITLE)
+  if (choice.rest !== undefined && choice.backend !== undefined) {
+    throw new DdrError('USAGE', '--rest and --backend both name a target', {hint: 'use --rest NAME to upload to a configured backend over REST, or --backend NAME for its DICOM port'})
+  }
+
+  if (choice.rest !== undefined) {
+    if (URL_PATTERN.test(choice.rest)) {
+      try {
+        new URL(choice.rest)
+      } catch {
+        throw new DdrError('USAGE', `--rest ${choice.rest} is not a URL`, {hint: 'for example --rest http://127.0.0.1:8042'})
+      }
+      // A configured backend at the same URL lends its credentials (it is the same server).
+      const known = config().backends.find((backend) => backend.url !== undefined && sameUrl(backend.url, choice.rest!))
+      return {protocol: 'rest', url: choice.rest, username: known?.username, password: known?.password}
+    }
+    const [backend] = selectBackends(config(), [choice.rest])
+    if (backend.url === undefined) throw new DdrError('USAGE', `backend ${backend.name} has no url, so it cannot take REST uploads`, {hint: `add "url" to it in ${config().source}`})
+    return {protocol: 'rest', url: backend.url, username: backend.username, password: backend.password, backend: backend.name}
+  }
+
+  if (choice.backend !== undefined) {
+    const [backend] = selectBackends(config(), [choice.backend])
+    if (backend.transport === 'rest' && backend.url !== undefined) {
+      return {protocol: 'rest', url: backend.url, username: backend.username, password: backend.password, backend: backend.name}
+    }
+    return {
+      protocol: 'dimse',
+      host: choice.host ?? backend.host,
+      port: choice.port ?? backend.port,
+      calledAeTitle: checkAeTitle('--called-ae', choice.calledAeTitle ?? backend.aeTitle),
+      callingAeTitle,
+      backend: backend.name,
+    }
+  }
+
+  return {
+    protocol: 'dimse',
+    host: choice.host ?? DEFAULT_SEND_HOST,
+    port: choice.port ?? DEFAULT_ROUTER_PORT,
+    calledAeTitle: checkAeTitle('--called-ae', choice.calledAeTitle ?? DEFAULT_ROUTER_AE_TITLE),
+    callingAeTitle,
+  }
+}
+
+/**
+ * dcmtk spells its AE title options with one dash (`-aet`, `-aec`); oclif reads `-aet` as three
+ * short flags. Rewrites exactly those spellings (also `-aet=X`) to ddr's long flags.
+ */
+export function dcmtkStyleArgv(argv: string[]): string[] {
+  const long: Record<string, string> = {'-aet': '--calling-ae', '-aec': '--called-ae'}
+  const out: string[] = []
+  for (const [index, arg] of argv.entries()) {
+    if (arg === '--') return [...out, ...argv.slice(index)]
+    const [name, ...value] = arg.split('=')
+    out.push(long[name] === undefined ? arg : value.length > 0 ? `${long[name]}=${value.join('=')}` : long[name])
+  }
+  return out
+}

@@ -1,0 +1,104 @@
+import {validateConfig} from '../../../src/lib/config/validate.js'
+import {contextGroups, MAX_CONTEXTS_PER_ASSOCIATION} from '../../../src/lib/send/dimse-sender.js'
+import {formatSendSummary} from '../../../src/lib/send/format.js'
+import type {PreparedInstance} from '../../../src/lib/send/inspect.js'
+import {describeSendProgress} from '../../../src/lib/send/progress.js'
+import {dcmtkStyleArgv, resolveSendTarget} from '../../../src/lib/send/target.js'
+import type {SendResult} from '../../../src/lib/send/types.js'
+
+const config = () =>
+  validateConfig(
+    {
+      backends: [
+        {name: 'orthanc1', host: '10.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://10.0.0.1:8042', username: 'ddr', password: 'from-config'},
+        {name: 'web', host: '10.0.0.2', port: 4243, aeTitle: 'WEB', url: 'http://10.0.0.2:8042/', transport: 'rest'},
+        {name: 'plain', host: '10.0.0.3', port: 104, aeTitle: 'PLAIN'},
+      ],
+    },
+    'test',
+  )
+
+describe('resolveSendTarget', () => {
+  it('defaults to the local router: localhost:11113, DYNAMIC_DICOM_MW, calling as DDR', () => {
+    const noConfig = () => {
+      throw new Error('the config must not be read')
+    }
+    expect(resolveSendTarget({}, noConfig)).toEqual({protocol: 'dimse', host: 'localhost', port: 11113, calledAeTitle: 'DYNAMIC_DICOM_MW', callingAeTitle: 'DDR'})
+    expect(resolveSendTarget({host: 'pacs', port: 104, calledAeTitle: 'PACS', callingAeTitle: 'CT1'}, noConfig)).toEqual({protocol: 'dimse', host: 'pacs', port: 104, calledAeTitle: 'PACS', callingAeTitle: 'CT1'})
+  })
+
+  it('sends to a configured backend on its DICOM port, or over REST when that is its transport', () => {
+    expect(resolveSendTarget({backend: 'ORTHANC1'}, config)).toEqual({protocol: 'dimse', host: '10.0.0.1', port: 4242, calledAeTitle: 'ORTHANC1', callingAeTitle: 'DDR', backend: 'orthanc1'})
+    expect(resolveSendTarget({backend: 'web'}, config)).toMatchObject({protocol: 'rest', url: 'http://10.0.0.2:8042', backend: 'web'})
+  })
+
+  it('takes REST credentials from the configured backend, by name or by the same URL, never a default', () => {
+    expect(resolveSendTarget({rest: 'orthanc1'}, config)).toEqual({protocol: 'rest', url: 'http://10.0.0.1:8042', username: 'ddr', password: 'from-config', backend: 'orthanc1'})
+    expect(resolveSendTarget({rest: 'http://10.0.0.1:8042/'}, config)).toEqual({protocol: 'rest', url: 'http://10.0.0.1:8042/', username: 'ddr', password: 'from-config'})
+    expect(resolveSendTarget({rest: 'http://elsewhere:8042'}, config)).toEqual({protocol: 'rest', url: 'http://elsewhere:8042', username: undefined, password: undefined})
+  })
+
+  it('refuses what cannot work, naming it', () => {
+    expect(() => resolveSendTarget({rest: 'plain'}, config)).toThrow('backend plain has no url, so it cannot take REST uploads')
+    expect(() => resolveSendTarget({rest: 'nobody'}, config)).toThrow('unknown backend "nobody" (configured: orthanc1, web, plain)')
+    expect(() => resolveSendTarget({rest: 'orthanc1', backend: 'web'}, config)).toThrow('--rest and --backend both name a target')
+    expect(() => resolveSendTarget({calledAeTitle: 'THIS_IS_FAR_TOO_LONG'}, config)).toThrow('--called-ae "THIS_IS_FAR_TOO_LONG" is not an AE title')
+  })
+})
+
+describe('dcmtkStyleArgv', () => {
+  it('rewrites -aet and -aec (dcmtk spelling) to the long flags, and nothing else', () => {
+    expect(dcmtkStyleArgv(['study', '-aet', 'CT1', '-aec=PACS', '-p', '104', '--', '-aet'])).toEqual(['study', '--calling-ae', 'CT1', '--called-ae=PACS', '-p', '104', '--', '-aet'])
+  })
+})
+
+describe('contextGroups', () => {
+  const instance = (sopClassUid: string, transferSyntaxUid: string, index: number) => ({sopClassUid, transferSyntaxUid, index, sopInstanceUid: `1.2.3.${index}`}) as unknown as PreparedInstance
+
+  it('proposes each (SOP class, transfer syntax) pair once, in input order', () => {
+    const instances = [instance('1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 0), instance('1.2.840.10008.5.1.4.1.1.4', '1.2.840.10008.1.2.4.70', 1), instance('1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 2)]
+    const groups = contextGroups(instances)
+    expect(groups).toHaveLength(1)
+    expect(groups[0].contexts).toEqual([
+      {abstractSyntax: '1.2.840.10008.5.1.4.1.1.2', transferSyntax: '1.2.840.10008.1.2.1'},
+      {abstractSyntax: '1.2.840.10008.5.1.4.1.1.4', transferSyntax: '1.2.840.10008.1.2.4.70'},
+    ])
+    expect(groups[0].instances.map((i) => i.index)).toEqual([0, 1, 2])
+  })
+
+  it('splits more pairs than one association can propose into several associations', () => {
+    const instances = Array.from({length: 300}, (_, index) => instance(`1.2.840.10008.5.1.4.1.1.${index}`, '1.2.840.10008.1.2.1', index))
+    const groups = contextGroups(instances)
+    expect(groups.map((group) => group.contexts.length)).toEqual([MAX_CONTEXTS_PER_ASSOCIATION, MAX_CONTEXTS_PER_ASSOCIATION, 300 - 2 * MAX_CONTEXTS_PER_ASSOCIATION])
+    expect(groups.flatMap((group) => group.instances)).toHaveLength(300)
+  })
+})
+
+describe('send output', () => {
+  const result: SendResult = {
+    target: {protocol: 'dimse', host: 'localhost', port: 11113, calledAeTitle: 'DYNAMIC_DICOM_MW', callingAeTitle: 'DDR'},
+    files: 4,
+    sent: 2,
+    failed: 1,
+    skipped: 1,
+    bytes: 2_500_000,
+    durationMs: 1250,
+    concurrency: 1,
+    failures: [{file: 'bad.dcm', reason: 'missing SOPClassUID (0008,0016)', code: 'INVALID_DICOM', hint: 'repair it with "ddr fix-sop bad.dcm", then send it again'}],
+    skips: [{file: 'notes.txt', reason: 'not DICOM (no "DICM" at byte 128)'}],
+    warnings: [],
+  }
+
+  it('summarises counts, size, rate and names every failed and skipped file with its reason and hint', () => {
+    const text = formatSendSummary(result)
+    expect(text).toContain('sent 2 of 3 DICOM files (2.5 MB) to DYNAMIC_DICOM_MW@localhost:11113 in 1.3 s (2 files/s, 2.0 MB/s)')
+    expect(text).toContain('1 failed, 1 skipped')
+    expect(text).toMatch(/bad\.dcm\s+missing SOPClassUID \(0008,0016\)/)
+    expect(text).toContain('hint: repair it with "ddr fix-sop bad.dcm", then send it again')
+    expect(text).toMatch(/notes\.txt\s+not DICOM/)
+  })
+
+  it('describes progress with files, MB, rate and ETA', () => {
+    expect(describeSendProgress({phase: 'send', done: 100, failed: 0, total: 400, bytesDone: 4_000_000, bytesTotal: 16_000_000}, 2000)).toBe('100/400 files, 4.0 MB/16.0 MB, 50 files/s, ETA 6.0 s')
+  })
+})
