@@ -130,7 +130,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const queue = forwarder
     return new InstanceSink(request, {
       dir: spool.queueDir,
-      memoryLimitBytes: options.memoryLimitBytes ?? 1024 * 1024,
+      memoryLimitBytes: options.memoryLimitBytes ?? 128 * 1024,
       durable: true,
       deliver: async (instance) => {
         queue.enqueue(instance)

@@ -19,8 +19,8 @@ interface Entry {
 
 /** Queue entries one pump looks at, at most. */
 const MAX_SCAN = 1000
-/** Queued instances beyond this many are sent from their spool file instead of memory. */
-const IN_MEMORY_QUEUE = 64
+/** Dataset bytes the queue keeps in memory for sending; beyond it instances are sent from their spool file. */
+const IN_MEMORY_BYTES = 16 * 1024 * 1024
 /** Two out-of-resources answers from one backend move the entry on to the next backend. */
 const BUSY_ANSWERS_BEFORE_FAILOVER = 2
 
@@ -41,6 +41,8 @@ export class Forwarder {
   private readonly bySop = new Map<string, Entry>()
   private readonly timer: NodeJS.Timeout
   private inFlight = 0
+  /** Bytes of queued datasets held in memory (see IN_MEMORY_BYTES). */
+  private memoryBytes = 0
   private stopping = false
   private idleWaiters: Array<() => void> = []
   counters = {retries: 0, deadLetters: 0}
@@ -67,10 +69,12 @@ export class Forwarder {
   /** Queues an acknowledged (durably spooled) instance; `recovered` ones were received before a restart. */
   enqueue(instance: ReceivedInstance, recovered = false): void {
     if (!recovered) this.router.counters.received++
-    // Small instances are kept in memory for sending while the queue is short; a long queue (a
-    // backend outage) keeps only the files, so memory does not grow with the backlog.
-    if (this.depth >= IN_MEMORY_QUEUE && 'buffer' in instance.dataset && instance.path !== undefined) {
-      instance.dataset = {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
+    // Small instances are sent from memory while the queue holds little; beyond the budget (a
+    // backend outage, a burst of large instances) only the spool files are kept, so memory does
+    // not grow with the backlog.
+    if ('buffer' in instance.dataset && instance.path !== undefined) {
+      if (this.memoryBytes + instance.datasetLength > IN_MEMORY_BYTES) instance.dataset = {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
+      else this.memoryBytes += instance.datasetLength
     }
 
     const entry: Entry = {instance, busyAnswers: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
@@ -156,7 +160,7 @@ export class Forwarder {
       if (result.kind === 'stored') {
         if (entry.history.length > 0) this.router.counters.failovers++
         await this.spool.remove(entry.instance)
-        this.bySop.delete(entry.instance.sopInstanceUid)
+        this.forget(entry)
       } else if (result.kind === 'refused') {
         await this.toDeadLetter(entry, result.reason, result.response.status)
       } else if (result.kind === 'busy') {
@@ -182,6 +186,12 @@ export class Forwarder {
     }
   }
 
+  /** The entry left the queue (stored or dead-lettered). */
+  private forget(entry: Entry): void {
+    this.bySop.delete(entry.instance.sopInstanceUid)
+    if ('buffer' in entry.instance.dataset) this.memoryBytes -= entry.instance.datasetLength
+  }
+
   private retryLater(entry: Entry): void {
     this.counters.retries++
     const exponential = Math.min(this.settings.retryMaxMs, this.settings.retryBaseMs * 2 ** Math.min(entry.tries - 1, 20))
@@ -204,7 +214,7 @@ export class Forwarder {
       tries: entry.tries,
       history: entry.history,
     })
-    this.bySop.delete(instance.sopInstanceUid)
+    this.forget(entry)
     this.counters.deadLetters++
     this.router.counters.failed++
     this.logger.error('dead-letter', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(status), file}, reason)
