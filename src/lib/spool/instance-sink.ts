@@ -193,7 +193,7 @@ export class InstanceSink implements StoreSink {
   }
 }
 
-const dirSyncs = new Map<string, {running?: Promise<void>; next?: Promise<void>}>()
+const dirSyncs = new Map<string, {running?: Promise<void>; next?: Promise<void>; handle?: FileHandle}>()
 
 /**
  * fsync a folder so the renames in it survive a crash. Concurrent callers share rounds: a caller
@@ -208,7 +208,18 @@ export function syncDir(dir: string): Promise<void> {
 
   const current = state
   if (current.running === undefined) {
-    current.running = fsyncPath(dir).finally(() => {
+    // The folder stays open between rounds: an fsync costs one call, not open + fsync + close.
+    current.running = (async () => {
+      current.handle ??= await open(dir, 'r')
+      try {
+        await current.handle.sync()
+      } catch (error) {
+        const stale = current.handle
+        current.handle = undefined
+        await stale?.close().catch(() => {})
+        throw error
+      }
+    })().finally(() => {
       current.running = undefined
     })
     return current.running
