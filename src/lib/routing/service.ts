@@ -132,6 +132,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       dir: spool.queueDir,
       memoryLimitBytes: options.memoryLimitBytes ?? 128 * 1024,
       durable: true,
+      journal: spool.journal,
       deliver: async (instance) => {
         queue.enqueue(instance)
         return {status: Status.success}

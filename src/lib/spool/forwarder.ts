@@ -1,4 +1,5 @@
 import type {DdrConfig} from '../config/schema.js'
+import type {DatasetSource} from '../dimse/scu.js'
 import {formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
@@ -23,6 +24,15 @@ const MAX_SCAN = 1000
 const IN_MEMORY_BYTES = 16 * 1024 * 1024
 /** Two out-of-resources answers from one backend move the entry on to the next backend. */
 const BUSY_ANSWERS_BEFORE_FAILOVER = 2
+
+/** Where a spooled instance's dataset bytes are on disk: its own file, or its journal record. */
+function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
+  if (instance.journal !== undefined) {
+    return {path: instance.journal.segment.path, offset: instance.journal.payloadOffset + instance.metaHeader.length, length: instance.datasetLength}
+  }
+
+  return instance.path === undefined ? undefined : {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
+}
 
 /**
  * Drains the spool to the backends. Each entry goes where the router places it (study affinity,
@@ -72,8 +82,9 @@ export class Forwarder {
     // Small instances are sent from memory while the queue holds little; beyond the budget (a
     // backend outage, a burst of large instances) only the spool files are kept, so memory does
     // not grow with the backlog.
-    if ('buffer' in instance.dataset && instance.path !== undefined) {
-      if (this.memoryBytes + instance.datasetLength > IN_MEMORY_BYTES) instance.dataset = {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
+    if ('buffer' in instance.dataset) {
+      const onDisk = spooledDataset(instance)
+      if (onDisk !== undefined && this.memoryBytes + instance.datasetLength > IN_MEMORY_BYTES) instance.dataset = onDisk
       else this.memoryBytes += instance.datasetLength
     }
 

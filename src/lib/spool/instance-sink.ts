@@ -8,6 +8,7 @@ import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
 import type {ReceivedInstance} from '../routing/instance.js'
+import type {Journal, JournalRecord} from './journal.js'
 
 /** The header elements routing reads from each dataset (the rest is never parsed). */
 export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
@@ -22,6 +23,8 @@ export interface SinkOptions {
   memoryLimitBytes: number
   /** Write every instance to disk and fsync it (and its folder) before `deliver` is called. */
   durable: boolean
+  /** With `durable`: small instances go into this journal (one shared fdatasync) instead of a file each. */
+  journal?: Journal
   /** Called once the whole dataset is in; its outcome is what the sender gets. Must not reject. */
   deliver: (instance: ReceivedInstance) => Promise<StoreOutcome>
   /** Called when an instance could not even be received (disk full): logged by the caller. */
@@ -146,9 +149,14 @@ export class InstanceSink implements StoreSink {
     const inMemory = this.handle === undefined
     const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
     let filePath: string | undefined
+    let journalRecord: JournalRecord | undefined
     if (this.options.durable && inMemory) {
-      this.openFile()
-      this.queueWrite([this.metaHeader, prefix])
+      if (this.options.journal === undefined) {
+        this.openFile()
+        this.queueWrite([this.metaHeader, prefix])
+      } else {
+        journalRecord = await this.options.journal.append(this.id, [this.metaHeader, prefix])
+      }
     }
 
     if (this.handle !== undefined) {
@@ -187,6 +195,7 @@ export class InstanceSink implements StoreSink {
       // Small instances are sent from memory even when spooled; the file is the durable copy.
       dataset: inMemory ? {buffer: prefix} : {path: filePath!, offset: this.metaHeader.length, length: this.size},
       path: filePath,
+      journal: journalRecord,
       datasetLength: this.size,
       receivedAt: Date.now(),
     }

@@ -2,10 +2,12 @@ import {mkdir, open, readdir, rename, rm, stat, statfs, writeFile} from 'node:fs
 import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
-import {readDatasetFromFile} from '../dicom/dataset-reader.js'
+import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
+import {readMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import {ROUTING_TAGS, fsyncPath} from './instance-sink.js'
+import {Journal, type RecoveredRecord} from './journal.js'
 
 export interface SpoolStats {
   depth: number
@@ -30,9 +32,13 @@ export class Spool {
   private freePercent = 100
   private lastDiskCheck = 0
 
+  /** Small acknowledged instances; large ones have a file each in queueDir. */
+  readonly journal: Journal
+
   constructor(readonly dir: string, private readonly settings: DdrConfig['spool']) {
     this.queueDir = path.join(dir, 'queue')
     this.deadLetterDir = path.join(dir, 'dead-letter')
+    this.journal = new Journal(this.queueDir)
   }
 
   /**
@@ -49,6 +55,7 @@ export class Spool {
     const unreadable: string[] = []
     for (const name of names) {
       const file = path.join(this.queueDir, name)
+      if (/^seg-\d+\.log$/.test(name)) continue
       if (!name.endsWith('.dcm')) {
         await rm(file, {force: true})
         discardedPartial++
@@ -64,6 +71,17 @@ export class Spool {
       }
     }
 
+    for (const record of await this.journal.open()) {
+      try {
+        pending.push(this.fromJournal(record))
+      } catch (error) {
+        unreadable.push(`${record.id} (journal): ${(error as Error).message}`)
+        await this.writeDeadLetter(record.id, record.payload, `unreadable after restart: ${(error as Error).message}`)
+        await this.journal.release(record)
+      }
+    }
+
+    pending.sort((a, b) => a.receivedAt - b.receivedAt)
     await this.checkDisk(true)
     return {pending, discardedPartial, unreadable}
   }
@@ -87,13 +105,19 @@ export class Spool {
   /** A backend stored it: the entry goes. (A crash before this only means a harmless re-send.) */
   async remove(instance: ReceivedInstance): Promise<void> {
     this.forget(instance)
-    if (instance.path) await rm(instance.path, {force: true})
+    if (instance.journal !== undefined) await this.journal.release(instance.journal)
+    else if (instance.path) await rm(instance.path, {force: true})
   }
 
-  /** Moves a refused instance to dead-letter with a reason file; it leaves the queue. */
+  /** Moves a refused instance to dead-letter (a Part 10 file) with a reason file; it leaves the queue. */
   async deadLetter(instance: ReceivedInstance, reason: Record<string, unknown>): Promise<string> {
     this.forget(instance)
-    return this.moveToDeadLetter(instance.path!, instance.id, reason)
+    if (instance.journal === undefined) return this.moveToDeadLetter(instance.path!, instance.id, reason)
+    const source = instance.dataset
+    const dataset = 'buffer' in source ? source.buffer : await readSlice(source.path, source.offset, source.length)
+    const target = await this.writeDeadLetter(instance.id, Buffer.concat([instance.metaHeader, dataset]), reason)
+    await this.journal.release(instance.journal)
+    return target
   }
 
   stats(): SpoolStats {
@@ -117,12 +141,59 @@ export class Spool {
 
   private async moveToDeadLetter(file: string, id: string, reason: Record<string, unknown> | string): Promise<string> {
     const target = path.join(this.deadLetterDir, `${id}.dcm`)
-    const details = typeof reason === 'string' ? {reason} : reason
-    await writeFile(path.join(this.deadLetterDir, `${id}.reason.json`), `${JSON.stringify({id, at: new Date().toISOString(), ...details}, null, 2)}\n`)
+    await this.writeReason(id, reason)
     await rename(file, target)
     await fsyncPath(this.deadLetterDir)
     this.deadLetters++
     return target
+  }
+
+  private async writeDeadLetter(id: string, part10: Buffer, reason: Record<string, unknown> | string): Promise<string> {
+    const target = path.join(this.deadLetterDir, `${id}.dcm`)
+    await this.writeReason(id, reason)
+    const handle = await open(target, 'w')
+    try {
+      await handle.writeFile(part10)
+      await handle.datasync()
+    } finally {
+      await handle.close()
+    }
+
+    await fsyncPath(this.deadLetterDir)
+    this.deadLetters++
+    return target
+  }
+
+  private async writeReason(id: string, reason: Record<string, unknown> | string): Promise<void> {
+    const details = typeof reason === 'string' ? {reason} : reason
+    await writeFile(path.join(this.deadLetterDir, `${id}.reason.json`), `${JSON.stringify({id, at: new Date().toISOString(), ...details}, null, 2)}\n`)
+  }
+
+  /** An instance from a journal record read back at start (its dataset is read from the segment when sent). */
+  private fromJournal(record: RecoveredRecord): ReceivedInstance {
+    const meta = readMetaHeader(record.payload, {source: `journal record ${record.id}`})
+    const dataset = record.payload.subarray(meta.datasetOffset)
+    const {values} = readTopLevelElements(dataset, meta.transferSyntaxUid, [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID], {endOfData: true})
+    const {payload: _payload, ...journal} = record
+    const instance: ReceivedInstance = {
+      id: record.id,
+      sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
+      sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
+      transferSyntaxUid: meta.transferSyntaxUid,
+      studyInstanceUid: values.get(Tag.StudyInstanceUID),
+      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
+      patientId: values.get(Tag.PatientID),
+      modality: values.get(Tag.Modality),
+      callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
+      calledAeTitle: '',
+      metaHeader: Buffer.from(record.payload.subarray(0, meta.datasetOffset)),
+      dataset: {path: record.segment.path, offset: record.payloadOffset + meta.datasetOffset, length: dataset.length},
+      journal,
+      datasetLength: dataset.length,
+      receivedAt: idTime(record.id) ?? Date.now(),
+    }
+    this.added(instance)
+    return instance
   }
 
   private async load(file: string, id: string): Promise<ReceivedInstance> {
@@ -162,12 +233,16 @@ export class Spool {
   }
 }
 
-async function readHead(file: string, length: number): Promise<Buffer> {
+function readHead(file: string, length: number): Promise<Buffer> {
+  return readSlice(file, 0, length)
+}
+
+async function readSlice(file: string, offset: number, length: number): Promise<Buffer> {
   const handle = await open(file, 'r')
   try {
-    const head = Buffer.alloc(length)
-    await handle.read(head, 0, length, 0)
-    return head
+    const bytes = Buffer.alloc(length)
+    await handle.read(bytes, 0, length, offset)
+    return bytes
   } finally {
     await handle.close()
   }
