@@ -35,6 +35,10 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     backend: Flags.string({char: 'b', description: 'send to a configured backend (its host, port and AE title; REST if its transport is rest)'}),
     rest: Flags.string({description: 'upload with POST /instances to this Orthanc URL, or to the REST API of a configured backend NAME'}),
     concurrency: Flags.integer({char: 'j', description: 'associations (or uploads) at once; try 4 for Orthanc', default: 1, min: 1, max: 64}),
+    tls: Flags.boolean({description: 'DICOM TLS (TLS 1.2+); the receiver certificate is checked against --tls-ca (or the system CAs)', exclusive: ['rest']}),
+    'tls-ca': Flags.string({description: 'PEM CA bundle that signs the receiver certificate (dcmtk: +cf)', dependsOn: ['tls']}),
+    'tls-cert': Flags.string({description: 'PEM client certificate, for receivers that require one', dependsOn: ['tls', 'tls-key']}),
+    'tls-key': Flags.string({description: 'PEM private key of --tls-cert (unencrypted)', dependsOn: ['tls', 'tls-cert']}),
   }
 
   public override async init(): Promise<void> {
@@ -44,7 +48,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
 
   async run(): Promise<SendResult> {
     const {argv, flags} = await this.parse(Send)
-    const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest}, () => this.ddrConfig)
+    const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest, tls: flags.tls ? {ca: flags['tls-ca'], cert: flags['tls-cert'], key: flags['tls-key']} : undefined}, () => this.ddrConfig)
     // Ctrl-C stops taking new files; what was not sent is reported as failed, and the summary still prints.
     const abort = new AbortController()
     const onSignal = () => abort.abort()

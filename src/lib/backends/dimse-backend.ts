@@ -2,6 +2,7 @@ import type {BackendConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
 import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
+import {clientTlsOptions} from '../dimse/tls.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import {AssociationPool} from './association-pool.js'
 import type {Backend} from './backend.js'
@@ -27,6 +28,7 @@ export class DimseBackend implements Backend {
       idleMs: 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
       connectTimeoutMs: 5000,
+      ...(config.tls === undefined ? {} : {tls: clientTlsOptions(config.tls, `backends[${config.name}].tls`)}),
     })
   }
 

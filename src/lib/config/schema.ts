@@ -1,11 +1,19 @@
 /** How a backend is reached for storing instances. */
 export type BackendTransport = 'dimse' | 'rest'
 export type RoutingPolicy = 'least-loaded' | 'round-robin' | 'weighted'
+/**
+ * What a backend is: "orthanc" (default: DIMSE or REST transport, load from Orthanc /statistics),
+ * "dimse" (any C-STORE SCP: load from the router's own counters), "folder" (files on a disk),
+ * "dicomweb" (STOW-RS).
+ */
+export type BackendType = 'orthanc' | 'dimse' | 'folder' | 'dicomweb'
 
 export interface BackendConfig {
   /** Short unique name used in logs, flags (`--backend NAME`) and env overrides. */
   name: string
-  /** DICOM host and port of the backend's C-STORE SCP. */
+  /** Undefined means "orthanc". */
+  type?: BackendType
+  /** DICOM host and port of the backend's C-STORE SCP ("" and 0 for folder and dicomweb backends). */
   host: string
   port: number
   aeTitle: string
@@ -23,12 +31,51 @@ export interface BackendConfig {
   transport: BackendTransport
   /** Associations (or HTTP requests) at once towards this backend; 1 for SCPs that serve one at a time. */
   maxAssociations: number
+  /** A mirror gets a copy of every instance besides its primary backend, and takes no part in placement. */
+  mirror?: boolean
+  /** Folder backends: the root folder. */
+  path?: string
+  /** Folder backends: below this much free space (MB) the backend is reported down. */
+  minFreeMb?: number
+  /** DICOMweb backends: bearer token (instead of username/password). */
+  token?: string
+  /** DICOM TLS towards this backend (DIMSE transport); absent: plain TCP. */
+  tls?: BackendTlsConfig
+}
+
+/** How a rule compares one header value. */
+export interface RuleTagMatch {
+  equals?: string
+  prefix?: string
+  regex?: string
+}
+
+/** One routing rule: the first rule whose `match` fits an instance decides its `action`. */
+export interface RoutingRule {
+  /** Names the rule in logs and `ddr route --explain` (default: rules[index]). */
+  name?: string
+  match: {
+    callingAeTitle?: string
+    calledAeTitle?: string
+    modality?: string
+    sopClassUid?: string
+    /** Keyed by tag ("0008,0060") or keyword ("Modality"). */
+    tags?: Record<string, RuleTagMatch>
+  }
+  action: {
+    /** Place the instance only on these backends. */
+    backends?: string[]
+    /** Refuse the instance with this reason. */
+    drop?: string
+    /** Copy the instance to these backends too (besides the mirrors for every instance). */
+    mirrors?: string[]
+  }
 }
 
 export interface DdrConfig {
   /** Where the config came from: a file path, or "defaults". */
   source: string
-  listen: {host: string; port: number; aeTitle: string; maxAssociations: number}
+  listen: {host: string; port: number; aeTitle: string; maxAssociations: number} & ListenSecurityConfig
   status: {host: string; port: number}
   spool: {
     dir: string
@@ -47,6 +94,8 @@ export interface DdrConfig {
   health: {intervalMs: number; timeoutMs: number; failThreshold: number; recoverThreshold: number}
   stack: {dir: string}
   backends: BackendConfig[]
+  /** Routing rules, first match wins; none: every instance goes to the balanced primary set. */
+  rules?: RoutingRule[]
 }
 
 export const DEFAULT_ROUTER_AE_TITLE = 'DYNAMIC_DICOM_MW'
@@ -55,7 +104,19 @@ export const DEFAULT_ROUTER_PORT = 11113
 /** The classic two-Orthanc setup: what ddr uses when no config file is found. */
 export function defaultConfigObject(): Omit<DdrConfig, 'source'> {
   return {
-    listen: {host: '0.0.0.0', port: DEFAULT_ROUTER_PORT, aeTitle: DEFAULT_ROUTER_AE_TITLE, maxAssociations: 64},
+    listen: {
+      host: '0.0.0.0',
+      port: DEFAULT_ROUTER_PORT,
+      aeTitle: DEFAULT_ROUTER_AE_TITLE,
+      maxAssociations: 64,
+      allowedCallingAeTitles: [],
+      allowedAddresses: [],
+      requireCalledAeTitle: false,
+      maxPduLength: 262_144,
+      idleTimeoutMs: 300_000,
+      artimTimeoutMs: 30_000,
+      maxInstanceBytes: 4 * 1024 ** 3,
+    },
     status: {host: '127.0.0.1', port: 11180},
     spool: {dir: '.ddr/spool', enabled: true, maxBytes: 20 * 1024 ** 3, minFreePercent: 5, maxAttempts: 8, retryBaseMs: 1000, retryMaxMs: 60_000},
     routing: {policy: 'least-loaded', affinity: true},
@@ -66,4 +127,46 @@ export function defaultConfigObject(): Omit<DdrConfig, 'source'> {
       {name: 'orthanc2', host: '127.0.0.1', port: 4252, aeTitle: 'ORTHANC2', url: 'http://127.0.0.1:8052', weight: 1, transport: 'dimse', maxAssociations: 4},
     ],
   }
+}
+
+// ---------------------------------------------------------------- listener security and DICOM TLS
+
+/** Client side of DICOM TLS: PEM file paths. */
+export interface BackendTlsConfig {
+  /** CA bundle that signs the peer's certificate (default: Node's built-in CAs). */
+  ca?: string
+  /** Our client certificate and key, for peers that require one. */
+  cert?: string
+  key?: string
+  /** Check the peer's certificate (default true). */
+  rejectUnauthorized: boolean
+}
+
+/** Listener side of DICOM TLS: PEM file paths. */
+export interface ListenTlsConfig {
+  cert: string
+  key: string
+  /** CA bundle that signs client certificates. */
+  ca?: string
+  /** Refuse TLS clients without a certificate signed by `ca`. */
+  requireClientCert: boolean
+}
+
+/** Who may connect to the listener, and how much they may send. */
+export interface ListenSecurityConfig {
+  /** Calling AE titles allowed to associate; empty: anyone. */
+  allowedCallingAeTitles: string[]
+  /** Exact IP addresses or CIDR blocks allowed to associate; empty: anyone. */
+  allowedAddresses: string[]
+  /** Reject associations whose called AE title is not listen.aeTitle. */
+  requireCalledAeTitle: boolean
+  /** Largest PDU we announce and accept; a larger one aborts the association. */
+  maxPduLength: number
+  /** No PDU for this long while idle: the association is aborted. */
+  idleTimeoutMs: number
+  /** No A-ASSOCIATE-RQ (or TLS handshake) this long after connecting: the connection is closed. */
+  artimTimeoutMs: number
+  /** A C-STORE dataset larger than this is discarded as it arrives and answered A700. */
+  maxInstanceBytes: number
+  tls?: ListenTlsConfig
 }

@@ -1,5 +1,6 @@
 import {EventEmitter} from 'node:events'
 import net from 'node:net'
+import tls from 'node:tls'
 
 import {CommandField, CommandTag, type CommandSet, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
 import {
@@ -78,6 +79,13 @@ export interface ScpOptions {
   checkAssociation?: (request: AssociateRequest, remoteAddress: string) => AssociationDecision
   /** Called for every C-STORE-RQ; the returned sink gets the dataset bytes. */
   beginStore: (request: StoreRequest) => StoreSink
+  /**
+   * A C-STORE dataset beyond this many bytes: the sink is aborted, the rest of the dataset is read
+   * and dropped (nothing buffered), and the sender gets A700. The association stays usable.
+   */
+  maxInstanceBytes?: number
+  /** DICOM TLS (see tls.ts): the listener speaks TLS only; the handshake must end within artimTimeoutMs. */
+  tls?: tls.TlsOptions
 }
 
 export interface AssociationSummary extends AssociationInfo {
@@ -92,17 +100,33 @@ export interface AssociationSummary extends AssociationInfo {
 /**
  * A DICOM C-STORE/C-ECHO service class provider (PS3.8 upper layer, PS3.7 DIMSE) that streams every
  * dataset byte-for-byte into a sink. Events: 'association' (AssociationInfo), 'associationEnd'
- * (AssociationSummary), 'rejected' ({remoteAddress, callingAeTitle, why}), 'protocolError' ({info, message}).
+ * (AssociationSummary), 'rejected' ({remoteAddress, callingAeTitle, why}), 'protocolError' ({info, message}),
+ * 'instanceRefused' ({info, sopInstanceUid, why}), 'tlsError' ({remoteAddress, message}).
  */
 export class DimseServer extends EventEmitter {
-  private readonly server: net.Server
+  private readonly server: net.Server | tls.Server
   private readonly sockets = new Set<net.Socket>()
   private readonly handlers = new Set<ScpAssociation>()
   private nextId = 1
 
   constructor(readonly options: ScpOptions) {
     super()
-    this.server = net.createServer((socket) => this.onConnection(socket))
+    if (options.tls === undefined) {
+      this.server = net.createServer((socket) => this.onConnection(socket))
+    } else {
+      const server = tls.createServer({handshakeTimeout: options.artimTimeoutMs ?? 30_000, ...options.tls}, (socket) => this.onConnection(socket))
+      // Nagle off before the handshake too; the association handler sets it again on the TLS socket.
+      server.on('connection', (socket: net.Socket) => socket.setNoDelay(true))
+      server.on('tlsClientError', (error, socket) => {
+        this.emit('tlsError', {remoteAddress: socket.remoteAddress ?? '', message: error.message})
+        socket.destroy()
+      })
+      this.server = server
+    }
+
+    // Connections that never associate hold a reader and timers too: bound them, beyond the
+    // association limit (which answers a transient A-ASSOCIATE-RJ) the kernel connection is dropped.
+    this.server.maxConnections = (options.maxAssociations ?? 64) * 2 + 16
   }
 
   get activeAssociations(): number {
@@ -165,6 +189,8 @@ class ScpAssociation {
   private command?: {set: CommandSet; contextId: number}
   private store?: ActiveStore
   private discardDataset = false
+  /** A dataset being dropped because it is too large: answer A700 once its last fragment is in. */
+  private refusedStore?: {request: StoreRequest; contextId: number}
   private queue: Promise<void> = Promise.resolve()
   private busy = false
   private releaseRequested = false
@@ -172,7 +198,7 @@ class ScpAssociation {
   private ending = 'connection closed'
   private readonly artim: NodeJS.Timeout
 
-  constructor(private readonly server: DimseServer, private readonly socket: net.Socket, id: number) {
+  constructor(private readonly server: DimseServer, private readonly socket: net.Socket | tls.TLSSocket, id: number) {
     const options = server.options
     this.reader = new PduReader(options.maxPduLength ?? 262_144)
     this.info = {id, callingAeTitle: '', calledAeTitle: '', remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0}
@@ -305,6 +331,19 @@ class ScpAssociation {
       const store = this.store
       if (contextId !== store.contextId) throw new PduError(`dataset fragment on presentation context ${contextId}, command was on ${store.contextId}`)
       store.bytes += data.length
+      const limit = this.server.options.maxInstanceBytes
+      if (limit !== undefined && store.bytes > limit) {
+        const why = `dataset larger than ${limit} bytes (listen.maxInstanceBytes)`
+        store.sink.abort(why)
+        this.server.emit('instanceRefused', {info: this.info, sopInstanceUid: store.request.sopInstanceUid, why})
+        this.store = undefined
+        this.refusedStore = {request: store.request, contextId: store.contextId}
+        this.discardDataset = true
+        this.socket.resume()
+        if (isLast) this.finishRefused()
+        return
+      }
+
       if (!store.sink.write(data)) {
         this.socket.pause()
         void store.sink.waitDrain().then(() => this.socket.resume())
@@ -319,7 +358,11 @@ class ScpAssociation {
     }
 
     if (this.discardDataset) {
-      if (isLast) this.discardDataset = false
+      if (isLast) {
+        this.discardDataset = false
+        if (this.refusedStore !== undefined) this.finishRefused()
+      }
+
       return
     }
 
@@ -357,6 +400,20 @@ class ScpAssociation {
     if (hasDataset) this.discardDataset = true
     const sopClass = commandString(set, CommandTag.affectedSopClassUid) ?? context.abstractSyntax
     this.enqueue(async () => this.respond(contextId, ((field ?? 0) | 0x8000) & 0xffff, messageId, sopClass, undefined, {status: Status.unrecognizedOperation}))
+  }
+
+  private finishRefused(): void {
+    const refused = this.refusedStore!
+    this.refusedStore = undefined
+    this.discardDataset = false
+    this.enqueue(async () => {
+      this.stats.failed++
+      this.respond(refused.contextId, CommandField.cStoreRsp, refused.request.messageId, refused.request.sopClassUid, refused.request.sopInstanceUid, {
+        status: Status.outOfResources,
+        errorComment: 'instance exceeds the router size limit',
+      })
+      this.busy = false
+    })
   }
 
   private async finishStore(store: ActiveStore): Promise<void> {

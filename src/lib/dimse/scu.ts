@@ -1,6 +1,7 @@
 import {EventEmitter} from 'node:events'
 import {open} from 'node:fs/promises'
 import net from 'node:net'
+import tls from 'node:tls'
 
 import {DdrError} from '../errors.js'
 import {CommandField, CommandTag, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
@@ -42,6 +43,8 @@ export interface ConnectOptions {
   connectTimeoutMs?: number
   /** No progress (bytes sent or a PDU received) for this long while a request is open: the association is aborted. */
   requestTimeoutMs?: number
+  /** DICOM TLS (see tls.ts clientTlsOptions): the association starts once the handshake is done. */
+  tls?: tls.ConnectionOptions
 }
 
 /** Dataset bytes to send: in memory, or a slice of a file (streamed, never loaded whole). */
@@ -95,7 +98,7 @@ export class ScuAssociation extends EventEmitter {
   static connect(options: ConnectOptions): Promise<ScuAssociation> {
     const peer = `${options.calledAeTitle}@${options.host}:${options.port}`
     return new Promise((resolve, reject) => {
-      const socket = net.connect({host: options.host, port: options.port})
+      const socket = options.tls === undefined ? net.connect({host: options.host, port: options.port}) : tls.connect({...options.tls, host: options.host, port: options.port})
       socket.setNoDelay(true)
       const association = new ScuAssociation(socket, options)
       const timer = setTimeout(() => {
@@ -109,7 +112,7 @@ export class ScuAssociation extends EventEmitter {
       }
 
       socket.once('error', fail)
-      socket.once('connect', () => {
+      socket.once(options.tls === undefined ? 'connect' : 'secureConnect', () => {
         const contexts: PresentationContextProposal[] = [{id: 1, abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntaxes: [IMPLICIT_VR_LITTLE_ENDIAN]}]
         const seen = new Set([key(VERIFICATION_SOP_CLASS, IMPLICIT_VR_LITTLE_ENDIAN)])
         for (const context of options.contexts) {

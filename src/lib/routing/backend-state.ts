@@ -1,4 +1,5 @@
 import type {Backend} from '../backends/backend.js'
+import {redactUrl} from '../security/secrets.js'
 
 export type Health = 'up' | 'down'
 
@@ -88,7 +89,7 @@ export class BackendState {
       host: this.backend.config.host,
       port: this.backend.config.port,
       aeTitle: this.backend.config.aeTitle,
-      url: this.backend.config.url,
+      url: this.backend.config.url === undefined ? undefined : redactUrl(this.backend.config.url),
       transport: this.backend.config.transport,
       weight: this.weight,
       healthy: this.healthy,

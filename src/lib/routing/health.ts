@@ -1,5 +1,6 @@
 import got from 'got'
 
+import {describeBackendAddress, hasOrthancStatistics} from '../backends/factory.js'
 import type {DdrConfig} from '../config/schema.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from './backend-state.js'
@@ -51,10 +52,12 @@ export class HealthMonitor {
       if (!storedRecently) state.echoMs = await state.backend.echo(timeoutMs)
     } catch (error) {
       state.echoMs = undefined
-      problems.push(`${config.transport === 'rest' ? 'REST' : 'C-ECHO'} to ${config.transport === 'rest' ? config.url : `${config.aeTitle}@${config.host}:${config.port}`} failed: ${(error as Error).message}`)
+      const check = config.type === 'folder' || config.type === 'dicomweb' ? 'health check of' : config.transport === 'rest' ? 'REST to' : 'C-ECHO to'
+      problems.push(`${check} ${describeBackendAddress(config)} failed: ${(error as Error).message}`)
     }
 
-    if (config.url !== undefined) {
+    // Only Orthanc has /statistics; other backends' load comes from the router's own counters.
+    if (hasOrthancStatistics(config)) {
       try {
         const started = performance.now()
       const stats = await got

@@ -1,4 +1,4 @@
-import type {DdrConfig} from '../config/schema.js'
+import type {DdrConfig, RoutingRule} from '../config/schema.js'
 import {isDdrError} from '../errors.js'
 import type {StoreOutcome} from '../dimse/scp.js'
 import type {DimseResponse} from '../dimse/scu.js'
@@ -7,7 +7,9 @@ import type {Logger} from '../output/logger.js'
 import {AffinityMap} from './affinity.js'
 import type {BackendState} from './backend-state.js'
 import type {ReceivedInstance} from './instance.js'
+import {MirrorQueue} from './mirrors.js'
 import {PolicyChooser} from './policy.js'
+import {type RuleDecision, RuleEngine} from './rules.js'
 
 export interface RouterOptions {
   policy: DdrConfig['routing']['policy']
@@ -16,22 +18,58 @@ export interface RouterOptions {
   affinityFile?: string
   failThreshold: number
   logger: Logger
+  /** Routing rules (first match wins); backends with `mirror: true` get copies whatever the rules. */
+  rules?: RoutingRule[]
+  /** Where file-backed instances wait (hard-linked) for their mirror copies; undefined: in memory. */
+  mirrorDir?: string
 }
 
 export interface Placement {
   order: BackendState[]
   why: string
+  /** The rule that matched, if any. */
+  rule?: string
+  /** Set when a rule drops the instance: the reason the sender is given. */
+  drop?: string
+  /** Backends that get a copy once the primary stored it. */
+  mirrors?: string[]
 }
+
+/** The answer for an instance a rule drops: a permanent refusal (see docs/routing-rules.md). */
+export const DROP_STATUS = Status.cannotUnderstand
 
 /** Chooses backends for each instance and delivers it, failing over until one has stored it. */
 export class Router {
   readonly affinity: AffinityMap | undefined
   private readonly chooser: PolicyChooser
-  counters = {received: 0, routed: 0, failed: 0, failovers: 0, bytes: 0}
+  readonly rules: RuleEngine
+  readonly mirrors: MirrorQueue
+  counters = {received: 0, routed: 0, failed: 0, failovers: 0, bytes: 0, dropped: 0, mirrored: 0, mirrorFailed: 0, mirrorPending: 0}
 
   constructor(readonly backends: BackendState[], private readonly options: RouterOptions) {
     this.chooser = new PolicyChooser(options.policy)
     this.affinity = options.affinity ? new AffinityMap(options.affinityFile) : undefined
+    this.rules = new RuleEngine(options.rules ?? [], backends.map((b) => b.backend.config))
+    this.mirrors = new MirrorQueue(this.counters, {dir: options.mirrorDir, logger: options.logger, failThreshold: options.failThreshold})
+  }
+
+  /** What the rules say about an instance: its rule, backend group, drop reason and mirrors. */
+  decide(instance: Parameters<RuleEngine['decide']>[0]): RuleDecision {
+    return this.rules.decide(instance)
+  }
+
+  /**
+   * Why a rule drops this instance, or undefined. For the receive path: in store-and-forward mode
+   * the listener can refuse a dropped instance before acknowledging it (otherwise it is
+   * acknowledged and then goes to dead-letter with this reason, see attempt()).
+   */
+  dropReason(instance: Parameters<RuleEngine['decide']>[0]): string | undefined {
+    return this.rules.empty ? undefined : this.rules.decide(instance).drop
+  }
+
+  /** Resolves when no mirror copy is pending. */
+  mirrorsIdle(): Promise<void> {
+    return this.mirrors.idle()
   }
 
   /**
@@ -39,8 +77,19 @@ export class Router {
    * a new study's home is remembered at once, so the instances of a study that arrive while its
    * first one is still in flight follow it instead of being placed again.
    */
-  place(instance: Pick<ReceivedInstance, 'studyInstanceUid' | 'sopInstanceUid'>, commit = false): Placement {
-    const healthy = this.backends.filter((b) => b.healthy)
+  place(instance: Parameters<RuleEngine['decide']>[0], commit = false): Placement {
+    if (this.rules.empty) return this.placeAmong(this.backends, instance, commit)
+    const decision = this.rules.decide(instance)
+    const group = decision.backends === undefined ? undefined : new Set(decision.backends)
+    const candidates = this.backends.filter((b) => !b.backend.config.mirror && (group === undefined || group.has(b.name)))
+    const placement = this.placeAmong(candidates, instance, commit && decision.drop === undefined)
+    const why = decision.rule === undefined ? placement.why : `rule ${decision.rule}, ${placement.why}`
+    if (decision.drop !== undefined) return {...placement, why: `rule ${decision.rule} drops it: ${decision.drop}`, rule: decision.rule, drop: decision.drop, mirrors: []}
+    return {...placement, why, rule: decision.rule, mirrors: decision.mirrors}
+  }
+
+  private placeAmong(backends: BackendState[], instance: Pick<ReceivedInstance, 'studyInstanceUid' | 'sopInstanceUid'>, commit: boolean): Placement {
+    const healthy = backends.filter((b) => b.healthy)
     const study = instance.studyInstanceUid
     if (this.affinity !== undefined && study) {
       const remembered = this.affinity.get(study)
@@ -51,7 +100,7 @@ export class Router {
       }
 
       const placed = this.chooser.order(study, healthy)
-      const why = remembered === undefined ? `new study, ${placed.why}` : `study's backend ${remembered} is down, ${placed.why}`
+      const why = remembered === undefined ? `new study, ${placed.why}` : `study's backend ${remembered} is ${backends.some((b) => b.name === remembered) ? 'down' : 'not in this rule\'s group'}, ${placed.why}`
       if (commit && placed.order.length > 0) this.affinity.set(study, placed.order[0].name)
       return {order: placed.order, why}
     }
@@ -80,6 +129,16 @@ export class Router {
    */
   async attempt(instance: ReceivedInstance, backend: BackendState, why: string): Promise<AttemptResult> {
     const log = this.options.logger
+    const decision = this.rules.empty ? undefined : this.rules.decide(instance)
+    if (decision?.drop !== undefined) {
+      // Reached only when the instance was acknowledged before routing (store-and-forward): it goes to
+      // dead-letter with the rule's reason instead of vanishing. The backend is not contacted.
+      this.counters.dropped++
+      const reason = `dropped by rule ${decision.rule}: ${decision.drop}`
+      log.warn('dropped', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, rule: decision.rule}, decision.drop)
+      return {kind: 'refused', response: {status: DROP_STATUS, errorComment: reason.slice(0, 64)}, reason}
+    }
+
     const started = performance.now()
     backend.inFlight++
     try {
@@ -95,6 +154,11 @@ export class Router {
         this.counters.bytes += instance.datasetLength
         if (instance.studyInstanceUid && this.affinity !== undefined) this.affinity.set(instance.studyInstanceUid, backend.name)
         log.info('routed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, why, status: response.status === 0 ? undefined : formatStatus(response.status), ms: Math.round(ms * 10) / 10, bytes: instance.datasetLength})
+        if (decision !== undefined && decision.mirrors.length > 0) {
+          // Before returning: the caller may delete the instance's file once it is stored.
+          await this.mirrors.copy(instance, this.backends.filter((b) => b !== backend && decision.mirrors.includes(b.name)))
+        }
+
         return {kind: 'stored', response}
       }
 
@@ -123,6 +187,14 @@ export class Router {
     this.counters.received++
     const placement = this.place(instance, true)
     this.explain(instance, placement)
+    if (placement.drop !== undefined) {
+      // Refused, not "Success and discarded": the sender keeps the instance and knows why.
+      this.counters.dropped++
+      const reason = `dropped by rule ${placement.rule}: ${placement.drop}`
+      this.options.logger.warn('dropped', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, rule: placement.rule, status: formatStatus(DROP_STATUS)}, placement.drop)
+      return {status: DROP_STATUS, errorComment: reason.slice(0, 64)}
+    }
+
     const problems: string[] = []
     for (const [index, backend] of placement.order.entries()) {
       if (!backend.healthy && index > 0) continue

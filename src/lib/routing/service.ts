@@ -1,13 +1,14 @@
 import {rm} from 'node:fs/promises'
 import path from 'node:path'
 
-import {DimseBackend} from '../backends/dimse-backend.js'
-import {OrthancRestBackend} from '../backends/rest-backend.js'
 import type {Backend} from '../backends/backend.js'
+import {createBackend} from '../backends/factory.js'
 import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {DimseServer, type StoreRequest, type StoreSink} from '../dimse/scp.js'
-import {Status} from '../dimse/status.js'
+import {listenerSecurityOptions} from '../security/listener.js'
+import {configPermissionWarning, redactUrl} from '../security/secrets.js'
+import {Status, formatStatus} from '../dimse/status.js'
 import {transferSyntaxes} from '../dicom/uids.js'
 import type {Logger} from '../output/logger.js'
 import {Forwarder} from '../spool/forwarder.js'
@@ -16,7 +17,7 @@ import {Spool} from '../spool/spool.js'
 import {StatusServer, type RouterStatus} from '../status/server.js'
 import {BackendState} from './backend-state.js'
 import {HealthMonitor} from './health.js'
-import {Router} from './router.js'
+import {DROP_STATUS, Router} from './router.js'
 
 export interface RouterServiceOptions {
   logger: Logger
@@ -49,7 +50,7 @@ export const LISTENER_TRANSFER_SYNTAXES = [...transferSyntaxes.keys()].filter(
 )
 
 function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: string): Backend {
-  return config.transport === 'rest' ? new OrthancRestBackend(config) : new DimseBackend(config, {callingAeTitle})
+  return createBackend(config, {callingAeTitle})
 }
 
 /** Starts the router: backends and their health checks, the DICOM listener, the status server. */
@@ -69,11 +70,15 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     affinityFile: path.join(spoolDir, 'affinity.jsonl'),
     failThreshold: config.health.failThreshold,
     logger,
+    rules: config.rules,
+    mirrorDir: path.join(spoolDir, 'mirror'),
   })
   const health = new HealthMonitor(backends, config.health, logger)
   await health.start()
   for (const b of backends) {
-    logger.info('backend', {backend: b.name, address: `${b.backend.config.aeTitle}@${b.backend.config.host}:${b.backend.config.port}`, url: b.backend.config.url, transport: b.backend.config.transport, weight: b.weight, health: b.health}, b.healthy ? undefined : b.healthReason)
+    const c = b.backend.config
+    const dimse = c.type === undefined || c.type === 'orthanc' || c.type === 'dimse'
+    logger.info('backend', {backend: b.name, type: c.type ?? 'orthanc', address: dimse ? `${c.aeTitle}@${c.host}:${c.port}` : undefined, url: c.url === undefined ? undefined : redactUrl(c.url), path: c.path, transport: dimse ? c.transport : undefined, weight: b.weight, mirror: c.mirror, health: b.health}, b.healthy ? undefined : b.healthReason)
   }
 
   let passThroughInFlight = 0
@@ -134,6 +139,15 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       durable: true,
       journal: spool.journal,
       deliver: async (instance) => {
+        // A rule that drops the instance refuses it now, before it is acknowledged.
+        const drop = router.dropReason(instance)
+        if (drop !== undefined) {
+          router.counters.dropped++
+          await spool.remove(instance)
+          logger.warn('dropped', {...log, study: instance.studyInstanceUid, status: formatStatus(DROP_STATUS)}, drop)
+          return {status: DROP_STATUS, errorComment: `dropped by rule: ${drop}`.slice(0, 64)}
+        }
+
         queue.enqueue(instance)
         return {status: Status.success}
       },
@@ -147,7 +161,12 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     transferSyntaxes: LISTENER_TRANSFER_SYNTAXES,
     maxAssociations: config.listen.maxAssociations,
     beginStore,
+    ...listenerSecurityOptions(config.listen),
   })
+  server.on('instanceRefused', (r) => logger.warn('instance-refused', {id: r.info.id, from: r.info.callingAeTitle, sop: r.sopInstanceUid, status: '0xA700'}, r.why))
+  server.on('tlsError', (e) => logger.warn('tls-refused', {peer: e.remoteAddress}, e.message))
+  const permissionWarning = configPermissionWarning(config.source)
+  if (permissionWarning !== undefined) logger.warn('config-readable', {file: config.source}, permissionWarning)
   server.on('association', (a) => logger.info('association', {id: a.id, from: a.callingAeTitle, to: a.calledAeTitle, peer: `${a.remoteAddress}:${a.remotePort}`}))
   server.on('associationEnd', (a) => logger.info('association-end', {id: a.id, from: a.callingAeTitle, stored: a.stored, failed: a.failed, bytes: a.bytes, ms: a.durationMs}, a.ending))
   server.on('rejected', (r) => logger.warn('association-rejected', {from: r.callingAeTitle, peer: r.remoteAddress}, r.why))

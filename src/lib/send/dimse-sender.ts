@@ -6,6 +6,8 @@ import {sopClassName, transferSyntaxInfo} from '../dicom/uids.js'
 import {DdrError} from '../errors.js'
 import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
 import type {PreparedInstance} from './inspect.js'
+import {clientTlsOptions} from '../dimse/tls.js'
+import type {DimseSendTarget} from './target.js'
 import type {SendTarget} from './types.js'
 
 /** Presentation contexts one association may propose besides Verification (PS3.8: 128 in all). */
@@ -81,9 +83,11 @@ function peerOf(target: Extract<SendTarget, {protocol: 'dimse'}>): string {
  * new association. Never throws for a refusal or a network failure: each instance's fate is in
  * the report.
  */
-export async function deliverOverDimse(instances: PreparedInstance[], target: Extract<SendTarget, {protocol: 'dimse'}>, options: DimseDeliveryOptions): Promise<DeliveryReport> {
+export async function deliverOverDimse(instances: PreparedInstance[], target: DimseSendTarget, options: DimseDeliveryOptions): Promise<DeliveryReport> {
   const report: DeliveryReport = {deliveries: [], connected: false}
   const peer = peerOf(target)
+  // PEM files are read once, before the first association; a missing file is a usage error naming the flag.
+  const tls = target.tls === undefined ? undefined : clientTlsOptions(target.tls, '--tls')
   for (const group of contextGroups(instances)) {
     const queue = new WorkQueue(group.instances, options.onDelivery)
     const worker = async (): Promise<void> => {
@@ -107,6 +111,7 @@ export async function deliverOverDimse(instances: PreparedInstance[], target: Ex
                 connectTimeoutMs: options.connectTimeoutMs,
                 requestTimeoutMs: options.requestTimeoutMs,
                 maxPduLength: options.maxPduLength,
+                ...(tls === undefined ? {} : {tls}),
               })
               report.connected = true
             } catch (error) {

@@ -1,6 +1,7 @@
 import {selectBackends} from '../config/load.js'
 import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
 import {DdrError} from '../errors.js'
+import type {ClientTlsFiles} from '../dimse/tls.js'
 import type {SendTarget} from './types.js'
 
 /** The AE title ddr calls itself when sending, unless told otherwise. */
@@ -17,7 +18,12 @@ export interface TargetChoice {
   backend?: string
   /** An Orthanc REST API: a URL, or the name of a configured backend (its url and credentials). */
   rest?: string
+  /** DICOM TLS (--tls): PEM paths; a configured backend's own `tls` is used when this is absent. */
+  tls?: ClientTlsFiles
 }
+
+/** A DIMSE target, with DICOM TLS when asked for (kept out of results: file paths only, but not part of the summary). */
+export type DimseSendTarget = Extract<SendTarget, {protocol: 'dimse'}> & {tls?: ClientTlsFiles}
 
 const AE_TITLE = /^[\x20-\x5b\x5d-\x7e]{1,16}$/ // PS3.5 AE: printable ASCII without backslash
 const URL_PATTERN = /^https?:\/\//i
@@ -51,7 +57,7 @@ function sameUrl(a: string, b: string): boolean {
  * DDR_BACKEND_<NAME>_USERNAME / _PASSWORD environment overrides, or from the URL: ddr has no
  * default credentials.
  */
-export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig): SendTarget {
+export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig): SendTarget | DimseSendTarget {
   const callingAeTitle = checkAeTitle('--calling-ae', choice.callingAeTitle ?? DEFAULT_CALLING_AE_TITLE)
   if (choice.rest !== undefined && choice.backend !== undefined) {
     throw new DdrError('USAGE', '--rest and --backend both name a target', {hint: 'use --rest NAME to upload to a configured backend over REST, or --backend NAME for its DICOM port'})
@@ -85,6 +91,7 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
       calledAeTitle: checkAeTitle('--called-ae', choice.calledAeTitle ?? backend.aeTitle),
       callingAeTitle,
       backend: backend.name,
+      ...(choice.tls ?? backend.tls ? {tls: choice.tls ?? backend.tls} : {}),
     }
   }
 
@@ -94,6 +101,7 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
     port: choice.port ?? DEFAULT_ROUTER_PORT,
     calledAeTitle: checkAeTitle('--called-ae', choice.calledAeTitle ?? DEFAULT_ROUTER_AE_TITLE),
     callingAeTitle,
+    ...(choice.tls ? {tls: choice.tls} : {}),
   }
 }
 

@@ -1,0 +1,75 @@
+import {mkdtemp, readFile, readdir, rm, writeFile} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+
+import {FolderBackend, folderLayout, safePathComponent} from '../../../src/lib/backends/folder-backend.js'
+import {stowStatus} from '../../../src/lib/backends/dicomweb-backend.js'
+import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+
+function instance(fields: Partial<ReceivedInstance> = {}): ReceivedInstance {
+  return {
+    id: 'i1',
+    sopClassUid: '1.2.840.10008.5.1.4.1.1.2',
+    sopInstanceUid: '1.2.3.4',
+    transferSyntaxUid: '1.2.840.10008.1.2.1',
+    studyInstanceUid: '1.2.3',
+    seriesInstanceUid: '1.2.3.1',
+    patientId: 'P/../1 x',
+    callingAeTitle: 'A',
+    calledAeTitle: 'B',
+    metaHeader: Buffer.from('META'),
+    dataset: {buffer: Buffer.from('DATASET')},
+    datasetLength: 7,
+    receivedAt: 0,
+    ...fields,
+  }
+}
+
+describe('FolderBackend', () => {
+  let root: string
+  beforeEach(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'ddr-folder-'))
+  })
+  afterEach(async () => {
+    await rm(root, {recursive: true, force: true})
+  })
+
+  it('makes identifiers safe path components', () => {
+    expect(safePathComponent('P/../1 x')).toBe('P_.._1_x')
+    expect(safePathComponent('..')).toBe('_')
+    expect(safePathComponent('')).toBe('unknown')
+    expect(safePathComponent(undefined)).toBe('unknown')
+    expect(folderLayout(instance({patientId: undefined}))).toBe(path.join('unknown', '1.2.3', '1.2.3.1', '1.2.3.4.dcm'))
+  })
+
+  it('writes meta header + dataset exactly, atomically, and takes an identical re-send as success', async () => {
+    const backend = new FolderBackend({name: 'disk', host: '', port: 0, aeTitle: '', weight: 1, transport: 'rest', maxAssociations: 4, type: 'folder', path: root, minFreeMb: 0})
+    expect(await backend.store(instance())).toEqual({status: 0})
+    const file = path.join(root, 'P_.._1_x', '1.2.3', '1.2.3.1', '1.2.3.4.dcm')
+    expect((await readFile(file)).toString()).toBe('METADATASET')
+    expect(await backend.store(instance())).toEqual({status: 0})
+    expect(await readdir(path.dirname(file))).toEqual(['1.2.3.4.dcm'])
+
+    // File-backed dataset slice.
+    const source = path.join(root, 'source.bin')
+    await writeFile(source, 'xxSLICEyy')
+    expect(await backend.store(instance({sopInstanceUid: '9', dataset: {path: source, offset: 2, length: 5}, datasetLength: 5}))).toEqual({status: 0})
+    expect((await readFile(path.join(root, 'P_.._1_x', '1.2.3', '1.2.3.1', '9.dcm'))).toString()).toBe('METASLICE')
+    expect(await backend.echo()).toBeGreaterThanOrEqual(0)
+  })
+
+  it('reports a full disk as unhealthy', async () => {
+    const backend = new FolderBackend({name: 'disk', host: '', port: 0, aeTitle: '', weight: 1, transport: 'rest', maxAssociations: 4, type: 'folder', path: root, minFreeMb: 1e12})
+    await expect(backend.echo()).rejects.toThrow(/MB free, below minFreeMb/)
+  })
+})
+
+describe('stowStatus', () => {
+  it('maps STOW-RS answers to DICOM statuses', () => {
+    expect(stowStatus(200, {}, '1')).toEqual({status: 0})
+    expect(stowStatus(202, {}, '1').status).toBe(0xb000)
+    expect(stowStatus(409, {'00081198': {vr: 'SQ', Value: [{'00081155': {vr: 'UI', Value: ['1']}, '00081197': {vr: 'US', Value: [0xa700]}}]}}, '1').status).toBe(0xa700)
+    expect(stowStatus(200, {'00081198': {vr: 'SQ', Value: [{'00081155': {vr: 'UI', Value: ['2']}, '00081197': {vr: 'US', Value: [0x0110]}}]}}, '1').status).toBe(0)
+    expect(stowStatus(400, undefined, '1').status).toBe(0xc000)
+  })
+})
