@@ -3,11 +3,14 @@ import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
-import {readMetaHeader} from '../dicom/part10.js'
+import {type MetaHeader, readMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import {ROUTING_TAGS, fsyncPath} from './instance-sink.js'
 import {Journal, type RecoveredRecord} from './journal.js'
+
+/** Header elements read back from a spooled instance at start. */
+const RECOVERY_TAGS = [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID]
 
 export interface SpoolStats {
   depth: number
@@ -173,33 +176,23 @@ export class Spool {
   private fromJournal(record: RecoveredRecord): ReceivedInstance {
     const meta = readMetaHeader(record.payload, {source: `journal record ${record.id}`})
     const dataset = record.payload.subarray(meta.datasetOffset)
-    const {values} = readTopLevelElements(dataset, meta.transferSyntaxUid, [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID], {endOfData: true})
+    const {values} = readTopLevelElements(dataset, meta.transferSyntaxUid, RECOVERY_TAGS, {endOfData: true})
     const {payload: _payload, ...journal} = record
-    const instance: ReceivedInstance = {
-      id: record.id,
-      sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
-      sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
-      transferSyntaxUid: meta.transferSyntaxUid,
-      studyInstanceUid: values.get(Tag.StudyInstanceUID),
-      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
-      patientId: values.get(Tag.PatientID),
-      modality: values.get(Tag.Modality),
-      callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
-      calledAeTitle: '',
+    return this.recovered(record.id, meta, values, {
       metaHeader: Buffer.from(record.payload.subarray(0, meta.datasetOffset)),
       dataset: {path: record.segment.path, offset: record.payloadOffset + meta.datasetOffset, length: dataset.length},
       journal,
-      datasetLength: dataset.length,
-      receivedAt: idTime(record.id) ?? Date.now(),
-    }
-    this.added(instance)
-    return instance
+    })
   }
 
+  /** An instance from a spool file of its own read back at start. */
   private async load(file: string, id: string): Promise<ReceivedInstance> {
-    const {meta, values} = await readDatasetFromFile(file, [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID])
-    const size = (await stat(file)).size
-    const receivedAt = idTime(id) ?? Date.now()
+    const {meta, values} = await readDatasetFromFile(file, RECOVERY_TAGS)
+    const length = (await stat(file)).size - meta.datasetOffset
+    return this.recovered(id, meta, values, {metaHeader: await readHead(file, meta.datasetOffset), dataset: {path: file, offset: meta.datasetOffset, length}, path: file})
+  }
+
+  private recovered(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
     const instance: ReceivedInstance = {
       id,
       sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
@@ -211,11 +204,9 @@ export class Spool {
       modality: values.get(Tag.Modality),
       callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
       calledAeTitle: '',
-      metaHeader: await readHead(file, meta.datasetOffset),
-      dataset: {path: file, offset: meta.datasetOffset, length: size - meta.datasetOffset},
-      path: file,
-      datasetLength: size - meta.datasetOffset,
-      receivedAt,
+      ...where,
+      datasetLength: 'buffer' in where.dataset ? where.dataset.buffer.length : where.dataset.length,
+      receivedAt: idTime(id) ?? Date.now(),
     }
     this.added(instance)
     return instance

@@ -1,34 +1,12 @@
-import type {Backend} from '../../../src/lib/backends/backend.js'
-import type {BackendConfig} from '../../../src/lib/config/schema.js'
+import {type ScriptedBackend, scriptedBackend} from '../../helpers/scripted-backend.js'
 import {DdrError} from '../../../src/lib/errors.js'
-import type {DimseResponse} from '../../../src/lib/dimse/scu.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
 import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
 import {Router} from '../../../src/lib/routing/router.js'
 
-/** A backend whose answers the test scripts; records what it was given. */
-class ScriptedBackend implements Backend {
-  readonly stored: string[] = []
-  answer: () => Promise<DimseResponse> = async () => ({status: 0})
-
-  constructor(readonly config: BackendConfig) {}
-
-  async store(instance: ReceivedInstance): Promise<DimseResponse> {
-    const response = await this.answer()
-    if (response.status === 0) this.stored.push(instance.sopInstanceUid)
-    return response
-  }
-
-  async echo(): Promise<number> {
-    return 1
-  }
-
-  async close(): Promise<void> {}
-}
-
 function backend(name: string, weight = 1): ScriptedBackend {
-  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), url: 'http://127.0.0.1:1', weight, transport: 'dimse', maxAssociations: 4})
+  return scriptedBackend(name, {weight})
 }
 
 function instance(study: string, n: number): ReceivedInstance {

@@ -1,7 +1,6 @@
-import type {Backend} from '../../../src/lib/backends/backend.js'
-import type {BackendConfig, RoutingRule} from '../../../src/lib/config/schema.js'
+import {type ScriptedBackend, scriptedBackend} from '../../helpers/scripted-backend.js'
+import type {RoutingRule} from '../../../src/lib/config/schema.js'
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import type {DimseResponse} from '../../../src/lib/dimse/scu.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
@@ -9,25 +8,8 @@ import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
 import {Router} from '../../../src/lib/routing/router.js'
 import {RuleEngine} from '../../../src/lib/routing/rules.js'
 
-class ScriptedBackend implements Backend {
-  readonly stored: string[] = []
-  answer: () => Promise<DimseResponse> = async () => ({status: 0})
-  constructor(readonly config: BackendConfig) {}
-  async store(instance: ReceivedInstance): Promise<DimseResponse> {
-    const response = await this.answer()
-    if (response.status === 0) this.stored.push(instance.sopInstanceUid)
-    return response
-  }
-
-  async echo(): Promise<number> {
-    return 1
-  }
-
-  async close(): Promise<void> {}
-}
-
 function backend(name: string, mirror = false): ScriptedBackend {
-  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), weight: 1, transport: 'dimse', maxAssociations: 4, mirror})
+  return scriptedBackend(name, {mirror, url: undefined})
 }
 
 /** Explicit VR little endian element with a short length. */

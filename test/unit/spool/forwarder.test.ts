@@ -1,34 +1,15 @@
+import {scriptedBackend} from '../../helpers/scripted-backend.js'
 import {mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
-import type {Backend} from '../../../src/lib/backends/backend.js'
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import type {DimseResponse} from '../../../src/lib/dimse/scu.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
 import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
 import {Router} from '../../../src/lib/routing/router.js'
 import {Forwarder} from '../../../src/lib/spool/forwarder.js'
 import {Spool} from '../../../src/lib/spool/spool.js'
-
-class ScriptedBackend implements Backend {
-  readonly seen: string[] = []
-  answer: () => Promise<DimseResponse> = async () => ({status: 0})
-
-  constructor(readonly config: Backend['config']) {}
-
-  async store(instance: ReceivedInstance): Promise<DimseResponse> {
-    this.seen.push(instance.sopInstanceUid)
-    return this.answer()
-  }
-
-  async echo(): Promise<number> {
-    return 1
-  }
-
-  async close(): Promise<void> {}
-}
 
 describe('Forwarder', () => {
   let dir: string
@@ -44,7 +25,7 @@ describe('Forwarder', () => {
   afterEach(() => rmSync(dir, {recursive: true, force: true}))
 
   function setup(...names: string[]) {
-    const backends = names.map((name) => new ScriptedBackend({name, host: 'h', port: 1, aeTitle: name.toUpperCase(), weight: 1, transport: 'dimse', maxAssociations: 2}))
+    const backends = names.map((name) => scriptedBackend(name, {maxAssociations: 2}))
     const states = backends.map((b) => new BackendState(b))
     const router = new Router(states, {policy: 'least-loaded', affinity: true, failThreshold: 100, logger: silentLogger})
     return {backends, states, router, forwarder: new Forwarder(router, spool, settings, silentLogger)}
