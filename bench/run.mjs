@@ -250,6 +250,24 @@ async function main() {
     await Promise.all([ddr.stop(), spooled.stop()])
   }
 
+  if (want('P4')) {
+    log('P4 ddr send vs storescu: into storescp on one association, and into Orthanc with --concurrency 4 (whole processes)')
+    const ddrSend = (target, files, extra = []) =>
+      run(process.execPath, [path.join(root, 'bin/run.js'), 'send', '--host', '127.0.0.1', '--port', String(target.port ?? target.dicomPort), '--called-ae', target.aeTitle, '--json', ...extra, ...files])
+    const scp = await storescp(path.join(work, 'p4-received'))
+    const one = []
+    for (let round = 1; round <= ROUNDS; round++) one.push([await timed(() => storescuFiles(scp, small)), await timed(() => ddrSend(scp, small))])
+    recordMedian('P4', `ddr send vs storescu, ${small.length} x 40 KB into storescp, one association`, one, 1)
+    const four = []
+    for (let round = 1; round <= ROUNDS; round++) {
+      const reference = await orthanc(`p4-reference${round}`)
+      const target = await orthanc(`p4-target${round}`)
+      four.push([await timed(() => storescuFiles(reference, small)), await timed(() => ddrSend(target, small, ['--concurrency', '4']))])
+    }
+
+    recordMedian('P4b', `ddr send --concurrency 4 vs storescu (one association), ${small.length} x 40 KB into Orthanc`, four, 1)
+  }
+
   if (want('P3')) {
     log('P3 memory: peak RSS of ddr listen routing one huge instance and the big set')
     const scp = await storescp()
