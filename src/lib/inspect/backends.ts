@@ -1,3 +1,4 @@
+import {redactUrl} from '../security/secrets.js'
 import type {BackendConfig} from '../config/schema.js'
 import {DdrError, ExitCode, type ExitCodeValue, isDdrError} from '../errors.js'
 import {OrthancClient} from '../orthanc/client.js'
@@ -140,7 +141,7 @@ const noRestApi = (backend: BackendConfig) => ({
 })
 
 async function locateOn(backend: BackendConfig, query: LocateQuery, options: BackendQueryOptions): Promise<BackendLocation> {
-  const base = {backend: backend.name, ...(backend.url === undefined ? {} : {url: backend.url}), studies: [] as StudySummary[], series: 0, instances: 0}
+  const base = {backend: backend.name, ...(backend.url === undefined ? {} : {url: redactUrl(backend.url)}), studies: [] as StudySummary[], series: 0, instances: 0}
   const client = clientFor(backend, options)
   if (!client) return {...base, ...noRestApi(backend)}
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY
@@ -206,7 +207,7 @@ export async function locateOnBackends(backends: BackendConfig[], query: LocateQ
  * modalities and counts, and the backend's total study count.
  */
 export async function listBackendStudies(backend: BackendConfig, page: {offset: number; limit: number}, options: BackendQueryOptions = {}): Promise<BackendStudiesResult> {
-  const base = {kind: 'backend-studies' as const, backend: backend.name, ...(backend.url === undefined ? {} : {url: backend.url}), offset: page.offset, limit: page.limit, studies: [] as StudySummary[]}
+  const base = {kind: 'backend-studies' as const, backend: backend.name, ...(backend.url === undefined ? {} : {url: redactUrl(backend.url)}), offset: page.offset, limit: page.limit, studies: [] as StudySummary[]}
   const client = clientFor(backend, options)
   if (!client) return {...base, ...noRestApi(backend)}
   try {

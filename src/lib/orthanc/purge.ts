@@ -1,3 +1,4 @@
+import {redactUrl} from '../security/secrets.js'
 import {createInterface} from 'node:readline/promises'
 
 import {Listr, ListrLogger, ProcessOutput} from 'listr2'
@@ -118,7 +119,7 @@ export function planResult(plan: PurgePlan, how: 'cancelled' | 'dry-run'): Purge
     failed: 0,
     backends: plan.entries.map((e) => ({
       name: e.backend.name,
-      url: e.backend.url ?? null,
+      url: e.backend.url === undefined ? null : redactUrl(e.backend.url),
       state: e.state === 'ready' ? how : e.state,
       before: e.counts,
       deleted: {patients: 0, instances: 0},

@@ -1,3 +1,4 @@
+import {redactUrl} from '../security/secrets.js'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {BackendConfig, BackendTransport, DdrConfig} from '../config/schema.js'
@@ -177,7 +178,7 @@ function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendCon
     return {
       name: backend.name,
       address: address(backend),
-      url: backend.url ?? null,
+      url: backend.url === undefined ? null : redactUrl(backend.url),
       transport: backend.transport,
       weight: backend.weight,
       healthy: check.problems.length === 0,
