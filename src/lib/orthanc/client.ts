@@ -1,3 +1,4 @@
+import {displayUrl} from '../security/secrets.js'
 import {Agent as HttpAgent} from 'node:http'
 import {Agent as HttpsAgent} from 'node:https'
 
@@ -83,18 +84,6 @@ export interface PageOptions {
 
 /** Query for POST /tools/find: DICOM keyword → value, wildcards and ranges as Orthanc accepts them. */
 export type FindQuery = Record<string, string>
-
-/** Removes user:password@ from a URL so it can be named in messages. */
-function displayUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    parsed.username = ''
-    parsed.password = ''
-    return parsed.toString().replace(/\/+$/, '')
-  } catch {
-    return url
-  }
-}
 
 /**
  * A small client for the Orthanc REST API. Every failure becomes a DdrError:
@@ -281,7 +270,7 @@ function pageQuery(page: PageOptions): string {
 }
 
 /** Orthanc explains errors in a JSON body ({Message, Details}); keep it short. */
-function orthancErrorDetail(body: unknown): string | undefined {
+export function orthancErrorDetail(body: unknown): string | undefined {
   const text = Buffer.isBuffer(body) ? body.toString('utf8') : typeof body === 'string' ? body : undefined
   if (!text) return undefined
   try {

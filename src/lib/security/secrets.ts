@@ -17,6 +17,18 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** A URL without user:password@ and trailing slashes, for messages and comparisons. */
+export function displayUrl(url: string): string {
+  try {
+    const parsed = new URL(url)
+    parsed.username = ''
+    parsed.password = ''
+    return parsed.toString().replace(/\/+$/, '')
+  } catch {
+    return url
+  }
+}
+
 /** A copy of the config safe to print: backend passwords and tokens replaced, URL credentials removed. */
 export function redactConfig(config: DdrConfig): DdrConfig {
   return {

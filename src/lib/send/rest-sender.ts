@@ -1,3 +1,4 @@
+import {orthancErrorDetail} from '../orthanc/client.js'
 import {createReadStream} from 'node:fs'
 import {Agent as HttpAgent} from 'node:http'
 import {Agent as HttpsAgent} from 'node:https'
@@ -13,19 +14,6 @@ import type {SendTarget} from './types.js'
 export interface RestDeliveryOptions extends DeliveryOptions {
   /** Per-upload timeout (default 120 s). */
   timeoutMs?: number
-}
-
-/** Orthanc explains errors in a JSON body ({Message, Details}); keep it short. */
-function orthancMessage(body: unknown): string | undefined {
-  const text = Buffer.isBuffer(body) ? body.toString('utf8') : typeof body === 'string' ? body : undefined
-  if (!text) return undefined
-  try {
-    const parsed = JSON.parse(text) as {Message?: string; Details?: string}
-    const parts = [parsed.Message, parsed.Details].filter((part) => typeof part === 'string' && part !== '')
-    return parts.length > 0 ? parts.join(': ').slice(0, 200) : undefined
-  } catch {
-    return text.slice(0, 200)
-  }
 }
 
 /**
@@ -74,7 +62,7 @@ export async function deliverOverRest(instances: PreparedInstance[], target: Ext
       } catch (error) {
         if (error instanceof HTTPError) {
           const status = error.response.statusCode
-          const detail = orthancMessage(error.response.body)
+          const detail = orthancErrorDetail(error.response.body)
           if (status === 401 || status === 403) {
             stop = true
             report.connectionError = new DdrError('BACKEND_REFUSED', `POST ${base}/instances: HTTP ${status} (not authorized)`, {

@@ -1,3 +1,4 @@
+import {displayUrl} from '../security/secrets.js'
 import {selectBackends} from '../config/load.js'
 import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
 import {DdrError} from '../errors.js'
@@ -35,17 +36,7 @@ function checkAeTitle(flag: string, value: string): string {
   return value
 }
 
-/** A URL without user:password@ and trailing slashes, for messages and comparisons. */
-export function displayUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    parsed.username = ''
-    parsed.password = ''
-    return parsed.toString().replace(/\/+$/, '')
-  } catch {
-    return url
-  }
-}
+export {displayUrl} from '../security/secrets.js'
 
 function sameUrl(a: string, b: string): boolean {
   return displayUrl(a) === displayUrl(b)
