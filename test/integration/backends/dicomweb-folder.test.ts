@@ -5,58 +5,11 @@ import path from 'node:path'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
-import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {Logger} from '../../../src/lib/output/logger.js'
 import {type RouterService, startRouterService} from '../../../src/lib/routing/service.js'
 import {DICOMWEB_PLUGIN} from '../../../src/lib/stack/orthanc-process.js'
+import {datasetOf, fixturesDir, goodFixtures, onTheWire, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
-
-interface ManifestEntry {
-  path: string
-  sopInstanceUid: string
-  studyInstanceUid: string
-  seriesInstanceUid: string
-  patientId: string
-  transferSyntaxUid: string
-  broken?: string
-}
-
-const fixturesDir = path.resolve('fixtures')
-const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
-const goodFixtures = manifest.files.filter((f) => !f.broken)
-
-function datasetOf(file: Buffer): Buffer {
-  return file.subarray(readMetaHeader(file).datasetOffset)
-}
-
-/** Sends every good fixture's own dataset bytes; returns the statuses. */
-async function sendFixturesRaw(port: number, calledAeTitle: string): Promise<number[]> {
-  const sender = await ScuAssociation.connect({
-    host: '127.0.0.1',
-    port,
-    callingAeTitle: 'RAWSENDER',
-    calledAeTitle,
-    contexts: goodFixtures.map((f) => ({abstractSyntax: readMetaHeader(readFileSync(path.join(fixturesDir, f.path))).mediaStorageSopClassUid!, transferSyntax: f.transferSyntaxUid})),
-  })
-  const statuses = []
-  try {
-    for (const fixture of goodFixtures) {
-      const file = readFileSync(path.join(fixturesDir, fixture.path))
-      const meta = readMetaHeader(file)
-      const response = await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixture.sopInstanceUid, transferSyntaxUid: fixture.transferSyntaxUid, dataset: {buffer: datasetOf(file)}})
-      statuses.push(response.status)
-    }
-  } finally {
-    await sender.release()
-  }
-
-  return statuses
-}
-
-/** The dataset as a DIMSE sender sends it: an odd-length (deflated) one gains its pad byte (PS3.5 A.5). */
-function onTheWire(dataset: Buffer): Buffer {
-  return dataset.length % 2 === 0 ? dataset : Buffer.concat([dataset, Buffer.from([0])])
-}
 
 async function listFiles(dir: string): Promise<string[]> {
   const entries = await readdir(dir, {recursive: true, withFileTypes: true})

@@ -2,22 +2,11 @@ import {mkdtemp, readFile, rm} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
-import {DdrError} from '../../../src/lib/errors.js'
 import {OrthancClient} from '../../../src/lib/orthanc/client.js'
 import {makeTestDicom} from '../../helpers/dcmtk.js'
 import {startTestOrthanc, type TestOrthanc} from '../../helpers/orthanc.js'
+import {expectDdrError} from '../../helpers/expect.js'
 import {freePort} from '../../helpers/ports.js'
-
-async function expectDdrError(promise: Promise<unknown>): Promise<DdrError> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).toBeInstanceOf(DdrError)
-    return error as DdrError
-  }
-
-  throw new Error('expected a DdrError')
-}
 
 describe('OrthancClient against a real Orthanc', () => {
   let orthanc: TestOrthanc

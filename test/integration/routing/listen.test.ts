@@ -4,48 +4,16 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
-import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {datasetOf, fixturesDir, goodFixtures, onTheWire, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
 import {type Storescp, dcmsend, echoscu, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
 
-interface ManifestEntry {
-  path: string
-  sopInstanceUid: string
-  studyInstanceUid: string
-  transferSyntaxUid: string
-  broken?: string
-}
-
-const fixturesDir = path.resolve('fixtures')
-const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
-const goodFixtures = manifest.files.filter((f) => !f.broken)
-
-/** The dataset part of a Part 10 file (what the sender sent; the meta header is each receiver's own). */
-function datasetOf(file: Buffer): Buffer {
-  return file.subarray(readMetaHeader(file).datasetOffset)
-}
-
-/** Sends every good fixture's own dataset bytes (no dcmtk re-encoding on the way) and expects Success. */
-async function sendFixturesRaw(port: number, calledAeTitle: string): Promise<void> {
-  const sender = await ScuAssociation.connect({
-    host: '127.0.0.1',
-    port,
-    callingAeTitle: 'RAWSENDER',
-    calledAeTitle,
-    contexts: goodFixtures.map((f) => ({abstractSyntax: readMetaHeader(readFileSync(path.join(fixturesDir, f.path))).mediaStorageSopClassUid!, transferSyntax: f.transferSyntaxUid})),
-  })
-  try {
-    for (const fixture of goodFixtures) {
-      const file = readFileSync(path.join(fixturesDir, fixture.path))
-      const meta = readMetaHeader(file)
-      const response = await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixture.sopInstanceUid, transferSyntaxUid: fixture.transferSyntaxUid, dataset: {buffer: datasetOf(file)}})
-      expect({fixture: fixture.path, status: response.status}).toEqual({fixture: fixture.path, status: 0})
-    }
-  } finally {
-    await sender.release()
-  }
+/** Sends every good fixture's own dataset bytes and expects Success for each. */
+async function expectAllStored(port: number, calledAeTitle: string): Promise<void> {
+  const statuses = await sendFixturesRaw(port, calledAeTitle)
+  for (const [index, fixture] of goodFixtures.entries()) expect({fixture: fixture.path, status: statuses[index]}).toEqual({fixture: fixture.path, status: 0})
 }
 
 /** Which of the backends hold this SOP instance, with the stored file. */
@@ -155,14 +123,14 @@ describe('ddr listen with backends reached through the Orthanc REST API', () => 
   })
 
   it('uploads every instance with POST /instances, and Orthanc keeps the dataset bytes the sender sent', async () => {
-    await sendFixturesRaw(router.port, router.aeTitle)
+    await expectAllStored(router.port, router.aeTitle)
     await router.drained()
     expect(router.service.router.counters.failed).toBe(0)
     for (const fixture of goodFixtures) {
       const copies = await whereIs(orthancs, fixture.sopInstanceUid)
       expect({fixture: fixture.path, copies: copies.length}).toEqual({fixture: fixture.path, copies: 1})
       const original = datasetOf(readFileSync(path.join(fixturesDir, fixture.path)))
-      const sent = original.length % 2 === 0 ? original : Buffer.concat([original, Buffer.from([0])])
+      const sent = onTheWire(original)
       expect({fixture: fixture.path, identical: datasetOf(copies[0].file).equals(sent)}).toEqual({fixture: fixture.path, identical: true})
     }
 
@@ -226,14 +194,14 @@ describe('ddr listen in front of a plain DICOM SCP (storescp in bit-preserving m
   })
 
   it("delivers a file's own dataset bytes when the sender sends them raw (private tags, deflate, big endian included)", async () => {
-    await sendFixturesRaw(router.port, router.aeTitle)
+    await expectAllStored(router.port, router.aeTitle)
     await router.drained()
 
     const behind = receivedIn(path.join(workDir, 'behind'))
     for (const fixture of goodFixtures) {
       const original = datasetOf(readFileSync(path.join(fixturesDir, fixture.path)))
       // a deflated stream of odd length goes out with the pad byte PS3.5 A.5 asks for
-      const sent = original.length % 2 === 0 ? original : Buffer.concat([original, Buffer.from([0])])
+      const sent = onTheWire(original)
       const copy = behind.get(fixture.sopInstanceUid)!
       expect({fixture: fixture.path, syntax: readMetaHeader(copy).transferSyntaxUid, identical: datasetOf(copy).equals(sent)}).toEqual({
         fixture: fixture.path,

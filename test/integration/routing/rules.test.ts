@@ -1,53 +1,19 @@
-import {readFileSync} from 'node:fs'
 import {mkdtemp, readdir, rm} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
 import type {DdrConfig} from '../../../src/lib/config/schema.js'
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
-import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {Logger} from '../../../src/lib/output/logger.js'
 import {explainRoute} from '../../../src/lib/routing/route-explain.js'
 import {type RouterService, startRouterService} from '../../../src/lib/routing/service.js'
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
+import {fixturesDir, manifest, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 
-interface ManifestEntry {
-  path: string
-  sopInstanceUid: string
-  modality: string
-  transferSyntaxUid: string
-  broken?: string
-}
-
-const fixturesDir = path.resolve('fixtures')
-const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
 const mrFixtures = manifest.files.filter((f) => !f.broken && f.modality === 'MR')
 const srFixture = manifest.files.find((f) => !f.broken && f.modality === 'SR')!
-
-async function sendRaw(port: number, calledAeTitle: string, fixtures: ManifestEntry[]): Promise<number[]> {
-  const files = fixtures.map((f) => readFileSync(path.join(fixturesDir, f.path)))
-  const sender = await ScuAssociation.connect({
-    host: '127.0.0.1',
-    port,
-    callingAeTitle: 'RAWSENDER',
-    calledAeTitle,
-    contexts: files.map((file, i) => ({abstractSyntax: readMetaHeader(file).mediaStorageSopClassUid!, transferSyntax: fixtures[i].transferSyntaxUid})),
-  })
-  const statuses = []
-  try {
-    for (const [i, file] of files.entries()) {
-      const meta = readMetaHeader(file)
-      statuses.push((await sender.store({sopClassUid: meta.mediaStorageSopClassUid!, sopInstanceUid: fixtures[i].sopInstanceUid, transferSyntaxUid: meta.transferSyntaxUid, dataset: {buffer: file.subarray(meta.datasetOffset)}})).status)
-    }
-  } finally {
-    await sender.release()
-  }
-
-  return statuses
-}
 
 async function sopUidsIn(dir: string): Promise<string[]> {
   const entries = await readdir(dir, {recursive: true, withFileTypes: true}).catch(() => [])
@@ -96,8 +62,8 @@ describe('routing rules: CT to one group, MR to another, SR dropped, a mirror of
     const ct = await writeSyntheticStudies(path.join(workDir, 'ct'), {studies: 10, instancesPerStudy: 2, pixelBytes: 2048})
     const result = await storescu(['-aec', 'DDR_TEST', '127.0.0.1', String(service.port), ...ct.map((i) => i.path)], {timeoutMs: 120_000})
     expect(result.code).toBe(0)
-    expect(await sendRaw(service.port, 'DDR_TEST', mrFixtures)).toEqual(mrFixtures.map(() => 0))
-    expect(await sendRaw(service.port, 'DDR_TEST', [srFixture])).toEqual([0xc000])
+    expect(await sendFixturesRaw(service.port, 'DDR_TEST', mrFixtures)).toEqual(mrFixtures.map(() => 0))
+    expect(await sendFixturesRaw(service.port, 'DDR_TEST', [srFixture])).toEqual([0xc000])
     await service.router.mirrorsIdle()
 
     const where = new Map<string, string[]>()
@@ -155,7 +121,7 @@ describe('routing rules in store-and-forward mode', () => {
   })
 
   it('refuses a dropped instance before acknowledging it, and keeps nothing of it', async () => {
-    const [srStatus, mrStatus] = await sendRaw(service.port, 'DDR_DROP', [srFixture, mrFixtures[0]])
+    const [srStatus, mrStatus] = await sendFixturesRaw(service.port, 'DDR_DROP', [srFixture, mrFixtures[0]])
     expect(srStatus).toBe(0xc000)
     expect(mrStatus).toBe(0)
     await service.forwarder!.idle()

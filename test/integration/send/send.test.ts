@@ -8,23 +8,14 @@ import path from 'node:path'
 
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import type {SendResult} from '../../../src/lib/send/types.js'
+import {type ManifestEntry, fixturesDir, goodFixtures} from '../../helpers/fixtures.js'
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
 import {type Storescp, dcmsend, startStorescp} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
 import {writeZip} from '../../helpers/zip.js'
 
-interface ManifestEntry {
-  path: string
-  sopInstanceUid: string
-  transferSyntaxUid: string
-  broken?: string
-}
-
 const repoRoot = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '../../..')
-const fixturesDir = path.join(repoRoot, 'fixtures')
-const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
-const goodFixtures = manifest.files.filter((f) => !f.broken)
 const truncatedFixture = path.join(fixturesDir, 'broken/truncated-pixel-data.dcm')
 
 interface CliRun {

@@ -5,11 +5,11 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
-import {DdrError} from '../../../src/lib/errors.js'
 import {OrthancClient} from '../../../src/lib/orthanc/client.js'
 import {type OrthancProcessInfo, orthancStatus, startOrthanc, stopOrthanc} from '../../../src/lib/stack/orthanc-process.js'
 import type {StackResult} from '../../../src/lib/stack/stack.js'
 import {echoscu} from '../../helpers/dcmtk.js'
+import {expectDdrError} from '../../helpers/expect.js'
 import {freePort} from '../../helpers/ports.js'
 
 const repoRoot = path.resolve(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), '../../..')
@@ -27,17 +27,6 @@ const isAlive = (pid: number) => {
   } catch {
     return false
   }
-}
-
-async function expectDdrError(promise: Promise<unknown>): Promise<DdrError> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).toBeInstanceOf(DdrError)
-    return error as DdrError
-  }
-
-  throw new Error('expected a DdrError')
 }
 
 describe('startOrthanc / stopOrthanc with a real Orthanc', () => {

@@ -1,52 +1,6 @@
-import {readFileSync} from 'node:fs'
-import {fileURLToPath} from 'node:url'
 import {deflateRawSync} from 'node:zlib'
 
-/** fixtures/ at the repository root. */
-export const fixturesDir = fileURLToPath(new URL('../../../fixtures/', import.meta.url))
-
-/** One file of fixtures/manifest.json. */
-export interface ManifestEntry {
-  path: string
-  description: string
-  sopClassUid: string
-  sopInstanceUid: string
-  studyInstanceUid: string
-  seriesInstanceUid: string
-  patientId: string
-  patientName: string
-  modality: string
-  transferSyntaxUid: string
-  numberOfFrames?: number
-  size: number
-  sha256: string
-  broken?: string
-  metaSopClassUid?: string
-}
-
-interface Manifest {
-  count: number
-  totalSize: number
-  files: ManifestEntry[]
-}
-
-export const manifest = JSON.parse(readFileSync(`${fixturesDir}manifest.json`, 'utf8')) as Manifest
-export const goodFixtures = manifest.files.filter((entry) => !entry.broken)
-export const brokenFixtures = manifest.files.filter((entry) => entry.broken)
-
-export function fixturePath(entry: ManifestEntry | string): string {
-  return `${fixturesDir}${typeof entry === 'string' ? entry : entry.path}`
-}
-
-export function readFixture(entry: ManifestEntry | string): Buffer {
-  return readFileSync(fixturePath(entry))
-}
-
-export function brokenFixture(name: string): ManifestEntry {
-  const entry = brokenFixtures.find((e) => e.path === `broken/${name}`)
-  if (!entry) throw new Error(`no broken fixture ${name}`)
-  return entry
-}
+export {brokenFixture, brokenFixtures, fixturePath, fixturesDir, goodFixtures, manifest, type ManifestEntry, readFixture} from '../../helpers/fixtures.js'
 
 // --- A small dataset encoder for datasets the fixtures do not cover ------------------------
 

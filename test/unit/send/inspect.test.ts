@@ -7,20 +7,9 @@ import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import type {InputItem} from '../../../src/lib/send/inputs.js'
 import {type InspectOutcome, inspectInput} from '../../../src/lib/send/inspect.js'
 import {bufferSource, checkDatasetComplete} from '../../../src/lib/send/integrity.js'
+import {fixturesDir, goodFixtures as good} from '../../helpers/fixtures.js'
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
 
-interface ManifestEntry {
-  path: string
-  sopClassUid?: string
-  sopInstanceUid: string
-  transferSyntaxUid: string
-  size: number
-  broken?: string
-}
-
-const fixturesDir = path.resolve('fixtures')
-const manifest = JSON.parse(readFileSync(path.join(fixturesDir, 'manifest.json'), 'utf8')) as {files: ManifestEntry[]}
-const good = manifest.files.filter((f) => !f.broken)
 const DEFLATED = '1.2.840.10008.1.2.1.99'
 
 async function inspectFile(file: string, name = file): Promise<InspectOutcome> {
