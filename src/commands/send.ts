@@ -53,7 +53,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     const abort = new AbortController()
     const onSignal = () => abort.abort()
     process.once('SIGINT', onSignal)
-    const progress = createSendProgress(progressMode({json: this.jsonEnabled()}), describeTarget(target))
+    const progress = await createSendProgress(progressMode({json: this.jsonEnabled()}), describeTarget(target))
     const result = await withProgress(progress, (onProgress) => sendFiles(argv as string[], {target, concurrency: flags.concurrency, signal: abort.signal, onProgress})).finally(() => process.off('SIGINT', onSignal))
     if (!this.jsonEnabled()) this.log(formatSendSummary(result, {color: colorEnabled()}))
     if (result.failed > 0) this.setPartialFailure()

@@ -1,4 +1,4 @@
-import {open} from 'node:fs/promises'
+import {closeSync, openSync, readSync} from 'node:fs'
 
 import {type ContextRequest, type DatasetSource, ScuAssociation} from '../dimse/scu.js'
 import {formatStatus, isStored, statusKind} from '../dimse/status.js'
@@ -51,14 +51,19 @@ async function datasetOf(instance: PreparedInstance): Promise<DatasetSource> {
   const {source} = instance.item
   if (source.kind === 'zip-entry') return {buffer: (await source.archive.read(source.entry)).subarray(instance.datasetOffset)}
   if (instance.datasetLength > READ_AHEAD_MAX_BYTES) return {path: source.path, offset: instance.datasetOffset, length: instance.datasetLength}
-  const handle = await open(source.path, 'r')
+  // A synchronous read (at most 1 MB, usually from the page cache) while the previous instance is on the wire.
+  const fd = openSync(source.path, 'r')
   try {
-    const buffer = Buffer.alloc(instance.datasetLength)
-    const {bytesRead} = await handle.read(buffer, 0, buffer.length, instance.datasetOffset)
-    if (bytesRead !== buffer.length) throw new DdrError('INVALID_DICOM', `${instance.item.name} is shorter than when it was read (${instance.datasetOffset + bytesRead} of ${instance.datasetOffset + buffer.length} bytes)`)
+    const buffer = Buffer.allocUnsafe(instance.datasetLength)
+    let filled = 0
+    while (filled < buffer.length) {
+      const bytesRead = readSync(fd, buffer, filled, buffer.length - filled, instance.datasetOffset + filled)
+      if (bytesRead === 0) throw new DdrError('INVALID_DICOM', `${instance.item.name} is shorter than when it was read (${instance.datasetOffset + filled} of ${instance.datasetOffset + buffer.length} bytes)`)
+      filled += bytesRead
+    }
     return {buffer}
   } finally {
-    await handle.close()
+    closeSync(fd)
   }
 }
 
@@ -139,14 +144,18 @@ export async function deliverOverDimse(instances: PreparedInstance[], target: Di
           }
 
           const loaded = await current.dataset
-          next = load(queue.take())
           if ('error' in loaded) {
+            next = load(queue.take())
             queue.record({instance, stored: false, error: asDdrError(loaded.error, 'INVALID_DICOM')})
             continue
           }
 
           try {
-            const response = await association.store({sopClassUid: instance.sopClassUid, sopInstanceUid: instance.sopInstanceUid, transferSyntaxUid: instance.transferSyntaxUid, dataset: loaded.source})
+            // store() puts the request on the wire before it first waits; the next dataset is
+            // read after that, while the receiver works on this one.
+            const storing = association.store({sopClassUid: instance.sopClassUid, sopInstanceUid: instance.sopInstanceUid, transferSyntaxUid: instance.transferSyntaxUid, dataset: loaded.source})
+            next = load(queue.take())
+            const response = await storing
             const stored = isStored(response.status)
             queue.record({
               instance,

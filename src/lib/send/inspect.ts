@@ -1,4 +1,4 @@
-import {open} from 'node:fs/promises'
+import {closeSync, openSync} from 'node:fs'
 
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
 import {hasPart10Prefix, META_START, type MetaHeader, readMetaHeader, tryReadMetaHeader} from '../dicom/part10.js'
@@ -52,14 +52,13 @@ export async function inspectInput(item: InputItem, index: number): Promise<Insp
       return await inspectSource(item, index, bufferSource(bytes), bytes.subarray(0, HEAD_BYTES))
     }
 
-    const handle = await open(item.source.path, 'r')
+    const fd = openSync(item.source.path, 'r')
     try {
       // Discovery has just taken the size; the dataset check notices a file that shrank since.
-      const size = item.size
-      const source = fileSource(handle, item.source.path, size)
+      const source = fileSource(fd, item.source.path, item.size)
       return await inspectSource(item, index, source, await source.read(0, HEAD_BYTES))
     } finally {
-      await handle.close()
+      closeSync(fd)
     }
   } catch (error) {
     if (error instanceof DdrError) return {kind: 'fail', code: error.code, reason: error.message.replace(`${item.name}: `, ''), hint: error.hint}

@@ -1,5 +1,4 @@
-import {createReadStream} from 'node:fs'
-import type {FileHandle} from 'node:fs/promises'
+import {createReadStream, readSync} from 'node:fs'
 import {Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createInflate, createInflateRaw} from 'node:zlib'
@@ -25,20 +24,30 @@ export function bufferSource(buffer: Buffer): ByteSource {
   }
 }
 
-/** A ByteSource over an open file. */
-export function fileSource(handle: FileHandle, filePath: string, size: number): ByteSource {
+/**
+ * A ByteSource over an open file descriptor. Reads are synchronous: the files ddr send checks sit
+ * in the page cache more often than not, and a thread-pool round trip per read costs more than
+ * the read itself. The last block read is kept, so the meta header and the element walk that
+ * follows it share one read for a small file.
+ */
+export function fileSource(fd: number, filePath: string, size: number): ByteSource {
+  let last = Buffer.alloc(0)
+  let lastStart = 0
   return {
     size,
     async read(position, length) {
       const wanted = Math.max(0, Math.min(length, size - position))
+      if (position >= lastStart && position + wanted <= lastStart + last.length) return last.subarray(position - lastStart, position - lastStart + wanted)
       const buffer = Buffer.allocUnsafe(wanted)
       let filled = 0
       while (filled < wanted) {
-        const {bytesRead} = await handle.read(buffer, filled, wanted - filled, position + filled)
+        const bytesRead = readSync(fd, buffer, filled, wanted - filled, position + filled)
         if (bytesRead === 0) break
         filled += bytesRead
       }
-      return buffer.subarray(0, filled)
+      last = buffer.subarray(0, filled)
+      lastStart = position
+      return last
     },
     stream: (start) => createReadStream(filePath, {start}),
   }

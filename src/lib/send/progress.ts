@@ -1,5 +1,3 @@
-import {Listr, ListrLogger, ProcessOutput} from 'listr2'
-
 import {formatBytes, formatDuration} from './format.js'
 import type {SendProgressEvent} from './types.js'
 
@@ -47,10 +45,13 @@ function deferred(): {promise: Promise<void>; resolve: () => void; reject: (erro
   return {promise, resolve, reject}
 }
 
-/** Progress for `ddr send`, on stderr (stdout carries the result). */
-export function createSendProgress(mode: ProgressMode, target: string, write: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): SendProgress {
+/**
+ * Progress for `ddr send`, on stderr (stdout carries the result). listr2 is loaded only for a
+ * terminal: scripts and --json runs do not pay for it at start-up.
+ */
+export async function createSendProgress(mode: ProgressMode, target: string, write: (line: string) => void = (line) => process.stderr.write(`${line}\n`)): Promise<SendProgress> {
   if (mode === 'quiet') return {update() {}, finish: async () => {}}
-  return mode === 'tty' ? listrProgress(target) : lineProgress(target, write)
+  return mode === 'tty' ? listrProgress(target, await import('listr2')) : lineProgress(target, write)
 }
 
 function lineProgress(target: string, write: (line: string) => void): SendProgress {
@@ -80,7 +81,7 @@ function lineProgress(target: string, write: (line: string) => void): SendProgre
   }
 }
 
-function listrProgress(target: string): SendProgress {
+function listrProgress(target: string, {Listr, ListrLogger, ProcessOutput}: typeof import('listr2')): SendProgress {
   const scanDone = deferred()
   const sendDone = deferred()
   let scanTitle: ((title: string) => void) | undefined
