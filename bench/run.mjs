@@ -117,7 +117,9 @@ async function router(name, backends, {spool = true} = {}) {
       backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
     }),
   )
-  const child = spawn(process.execPath, [path.join(root, 'bin/run.js'), 'listen', '--config', config], {stdio: ['ignore', 'ignore', 'pipe']})
+  // DDR_BENCH_ROUTER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the router processes.
+  const nodeArgs = (process.env.DDR_BENCH_ROUTER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...nodeArgs, path.join(root, 'bin/run.js'), 'listen', '--config', config], {stdio: ['ignore', 'ignore', 'pipe']})
   let stderr = ''
   child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-20_000)))
   const status = async () => {

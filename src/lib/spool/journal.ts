@@ -12,10 +12,19 @@ import {crc32} from 'node:zlib'
  * dataset bytes as received). Writes are serialized, so a record is written only after every
  * record before it: a torn record can only be the last one written, never acknowledged, and
  * recovery stops there. A sealed segment is deleted once all its records are delivered.
+ *
+ * Space ahead of the write position is preallocated by writing zeros (and fdatasync'ing them)
+ * in the background, a few MB at a time. A record written into that space changes no file size
+ * or extent, so its fdatasync only flushes data and needs no file-system journal commit: about
+ * half the latency of an appending fdatasync on ext4, and it does not queue behind other
+ * processes' commits (Orthanc's, on the same disk). A record never lands in space whose zeros
+ * are still being written; one that does not fit is appended as before. Recovery reads the
+ * zeros as the end of the segment (no magic).
  */
 
 const MAGIC = 0x4a524444 // "DDRJ" read as u32 LE
 const HEADER_BYTES = 16
+const ZEROS = Buffer.alloc(1024 * 1024)
 
 export interface JournalRecord {
   id: string
@@ -31,7 +40,12 @@ export interface RecoveredRecord extends JournalRecord {
 
 export class Segment {
   live = 0
+  /** Where the next record goes: the end of the last record. */
   size = 0
+  /** Bytes of the file known to be written (zeros or records) and fdatasync'ed. */
+  allocated = 0
+  /** Zeros being written past `allocated`; records wait rather than write into them. */
+  filling?: Promise<void>
   sealed = false
   handle?: FileHandle
 
@@ -47,8 +61,15 @@ export class Journal {
   /** Segments written since their last fdatasync. */
   private dirty = new Set<Segment>()
   private nextNumber = 1
+  private readonly preallocateBytes: number
 
-  constructor(readonly dir: string, private readonly segmentBytes = 64 * 1024 * 1024) {}
+  /**
+   * @param segmentBytes a segment is sealed once it holds this much
+   * @param options.preallocateBytes zeros written ahead of the records at a time (0: append only)
+   */
+  constructor(readonly dir: string, private readonly segmentBytes = 64 * 1024 * 1024, options: {preallocateBytes?: number} = {}) {
+    this.preallocateBytes = options.preallocateBytes ?? 4 * 1024 * 1024
+  }
 
   /** Reads back every complete record (oldest first) and drops torn tails. Call once, before append. */
   async open(): Promise<RecoveredRecord[]> {
@@ -91,12 +112,15 @@ export class Journal {
     header.writeUInt32LE(crc, 8)
     header.writeUInt16LE(idBytes.length, 12)
     const written = this.writes.then(async () => {
-      const segment = await this.segmentFor(HEADER_BYTES + idBytes.length + payloadLength)
+      const recordBytes = HEADER_BYTES + idBytes.length + payloadLength
+      const segment = await this.segmentFor(recordBytes)
+      if (segment.size + recordBytes > segment.allocated && segment.filling !== undefined) await segment.filling
       const position = segment.size
       await segment.handle!.writev([header, idBytes, ...parts], position)
-      segment.size += HEADER_BYTES + idBytes.length + payloadLength
+      segment.size += recordBytes
       segment.live++
       this.dirty.add(segment)
+      this.preallocate(segment)
       return {id, segment, payloadOffset: position + HEADER_BYTES + idBytes.length, payloadLength}
     })
     this.writes = written.catch(() => {})
@@ -122,13 +146,17 @@ export class Journal {
     this.segments.delete(segment)
     this.dirty.delete(segment)
     await this.writes
+    await segment.filling
     await segment.handle?.close().catch(() => {})
     await rm(segment.path, {force: true})
   }
 
   async close(): Promise<void> {
     await this.writes
-    for (const segment of this.segments) await segment.handle?.close().catch(() => {})
+    for (const segment of this.segments) {
+      await segment.filling
+      await segment.handle?.close().catch(() => {})
+    }
   }
 
   private async segmentFor(bytes: number): Promise<Segment> {
@@ -138,6 +166,7 @@ export class Journal {
       this.active = undefined
       if (full.live === 0) {
         this.segments.delete(full)
+        await full.filling
         await full.handle?.close()
         await rm(full.path, {force: true})
       }
@@ -157,9 +186,33 @@ export class Journal {
 
       this.active = segment
       this.segments.add(segment)
+      // The first records of a segment already go into preallocated space.
+      this.preallocate(segment)
+      await segment.filling
     }
 
     return this.active
+  }
+
+  /** Starts writing the next zeros once less than half a preallocation is left ahead of the records. */
+  private preallocate(segment: Segment): void {
+    if (this.preallocateBytes <= 0 || segment.filling !== undefined || segment.sealed) return
+    if (segment.allocated - segment.size >= this.preallocateBytes / 2 || segment.size >= this.segmentBytes) return
+    const handle = segment.handle!
+    const from = Math.max(segment.allocated, segment.size)
+    const length = Math.min(this.preallocateBytes, this.segmentBytes - from)
+    if (length <= 0) return
+    segment.filling = (async () => {
+      try {
+        for (let done = 0; done < length; done += ZEROS.length) await handle.write(ZEROS, 0, Math.min(ZEROS.length, length - done), from + done)
+        await handle.datasync()
+        segment.allocated = from + length
+      } catch {
+        // No space for zeros (or the segment went away): records are appended as before.
+      } finally {
+        segment.filling = undefined
+      }
+    })()
   }
 
   /** fdatasync of every segment written since the last round, shared: a caller arriving during a round waits for the next. */

@@ -28,7 +28,7 @@ describe('Journal', () => {
   })
 
   it('drops a torn last record (never acknowledged) and keeps the ones before it', async () => {
-    const journal = new Journal(dir)
+    const journal = new Journal(dir, undefined, {preallocateBytes: 0})
     await journal.open()
     for (const n of [1, 2, 3]) await journal.append(`id-${n}`, [payload(n)])
     await journal.close()
@@ -38,8 +38,40 @@ describe('Journal', () => {
     expect(records.map((r) => r.id)).toEqual(['id-1', 'id-2'])
   })
 
-  it('stops at a damaged record (checksum) and at garbage', async () => {
+  it('drops a record torn inside preallocated space (its tail still zeros)', async () => {
     const journal = new Journal(dir)
+    await journal.open()
+    const written = []
+    for (const n of [1, 2, 3]) written.push(await journal.append(`id-${n}`, [payload(n)]))
+    await journal.close()
+    const last = written[2]
+    const file = last.segment.path
+    const content = readFileSync(file)
+    content.fill(0, last.payloadOffset + last.payloadLength - 3, last.payloadOffset + last.payloadLength)
+    writeFileSync(file, content)
+    expect((await new Journal(dir).open()).map((r) => r.id)).toEqual(['id-1', 'id-2'])
+  })
+
+  it('writes records into zeros written ahead, so appending does not grow the file each time', async () => {
+    const journal = new Journal(dir, 64 * 1024 * 1024, {preallocateBytes: 1024 * 1024})
+    await journal.open()
+    const first = await journal.append('id-1', [Buffer.alloc(1000, 1)])
+    const sizeAfterFirst = statSync(first.segment.path).size
+    expect(sizeAfterFirst).toBeGreaterThanOrEqual(1024 * 1024)
+    for (let n = 2; n <= 20; n++) await journal.append(`id-${n}`, [Buffer.alloc(1000, n)])
+    expect(statSync(first.segment.path).size).toBe(sizeAfterFirst)
+    // Past half of the space, the next zeros are written ahead; a record larger than all of it is appended.
+    const big = await journal.append('id-big', [Buffer.alloc(3 * 1024 * 1024, 7)])
+    await journal.append('id-after', [Buffer.alloc(10, 8)])
+    await journal.close()
+    const records = await new Journal(dir).open()
+    expect(records.map((r) => r.id)).toEqual([...Array.from({length: 20}, (_, i) => `id-${i + 1}`), 'id-big', 'id-after'])
+    expect(records.find((r) => r.id === 'id-big')!.payload.equals(Buffer.alloc(3 * 1024 * 1024, 7))).toBe(true)
+    expect(big.payloadOffset).toBe(records.find((r) => r.id === 'id-big')!.payloadOffset)
+  })
+
+  it('stops at a damaged record (checksum) and at garbage', async () => {
+    const journal = new Journal(dir, undefined, {preallocateBytes: 0})
     await journal.open()
     for (const n of [1, 2]) await journal.append(`id-${n}`, [payload(n)])
     await journal.close()
