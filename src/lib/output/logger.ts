@@ -17,7 +17,7 @@ export class Logger {
   constructor(options: LoggerOptions = {}) {
     this.debugEnabled = options.debug ?? false
     this.format = options.format ?? 'text'
-    this.out = options.write ?? ((line) => process.stderr.write(`${line}\n`))
+    this.out = options.write ?? writeToStderr
   }
 
   debug(event: string, fields: LogFields = {}, message?: string): void {
@@ -50,6 +50,31 @@ export class Logger {
     this.out(`${time} ${level.toUpperCase().padEnd(5)} ${event}${pairs ? ` ${pairs}` : ''}${message ? ` - ${message}` : ''}`)
   }
 }
+
+let pending: string[] = []
+let flushScheduled = false
+
+function flushStderr(): void {
+  flushScheduled = false
+  if (pending.length === 0) return
+  const text = pending.join('')
+  pending = []
+  process.stderr.write(text)
+}
+
+/**
+ * Lines written in one turn of the event loop go out in one write: stderr on a pipe (systemd,
+ * a log collector) is a blocking write per call on Linux, and the router logs per instance.
+ * What is pending is written when the process exits.
+ */
+function writeToStderr(line: string): void {
+  pending.push(`${line}\n`)
+  if (flushScheduled) return
+  flushScheduled = true
+  setImmediate(flushStderr)
+}
+
+process.on('exit', flushStderr)
 
 function formatValue(value: string | number | boolean): string {
   if (typeof value !== 'string') return String(value)

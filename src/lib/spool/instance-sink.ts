@@ -34,11 +34,13 @@ export interface SinkOptions {
 }
 
 let counter = 0
+/** Drawn once per process: it tells apart routers (or restarts) that share a spool disk. */
+const processNonce = randomBytes(4).toString('hex')
 
-/** A unique, sortable id: time, process-local counter, randomness (several routers may share a disk). */
+/** A unique, sortable id: time, process-local counter, a per-process random nonce (several routers may share a disk). */
 export function newInstanceId(): string {
   counter = (counter + 1) % 1_000_000
-  return `${Date.now().toString(36)}-${counter.toString(36).padStart(4, '0')}-${randomBytes(4).toString('hex')}`
+  return `${Date.now().toString(36)}-${counter.toString(36).padStart(4, '0')}-${processNonce}`
 }
 
 /** Bytes written to a file but not yet confirmed by the OS before the sender is asked to wait. */
