@@ -120,6 +120,15 @@ describe('HTTPS towards Orthanc REST and DICOMweb backends (a real Orthanc over 
     expect(down).toContain(`GET ${orthanc.url}/system failed: ${UNKNOWN_CA}`)
   })
 
+  it('https.rejectUnauthorized false (testing only) skips the check and says so at start', async () => {
+    const {service, logs} = await startRouter(restBackend({rejectUnauthorized: false}))
+    expect(service.backends[0].healthy).toBe(true)
+    expect(logs.some((line) => line.includes('https-unverified') && line.includes('backend=secure'))).toBe(true)
+    const {file, sopInstanceUid} = await makeTestDicom(path.join(workDir, 'unverified.dcm'))
+    expect((await sendThroughRouter(service, file)).sent).toBe(1)
+    expect(await orthanc.client.lookupInstance(sopInstanceUid)).toBeDefined()
+  })
+
   it('a DICOMweb backend with https.ca stores through STOW-RS over HTTPS; without it nothing is stored', async () => {
     const web = (https?: Record<string, unknown>) => ({name: 'web', type: 'dicomweb', url: `${orthanc.url}/dicom-web`, ...(https ? {https} : {})})
     const trusted = await startRouter(web({ca: certs.ca}))
