@@ -24,6 +24,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     '<%= config.bin %> send study.zip -aec ORTHANC1 -aet MODALITY --port 4242',
     '<%= config.bin %> send study/ --backend orthanc2 --json',
     'DDR_BACKEND_ORTHANC1_PASSWORD=secret <%= config.bin %> send study/ --rest orthanc1',
+    '<%= config.bin %> send study/ --rest https://pacs.example:8043 --ca /etc/ddr/pacs-ca.pem',
   ]
 
   static override args = {paths: Args.string({description: 'files, folders (recursive), quoted glob patterns or ZIP archives', required: true})}
@@ -34,6 +35,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     'calling-ae': Flags.string({description: 'our AE title [default: DDR] (dcmtk: -aet)', aliases: ['aet']}),
     backend: Flags.string({char: 'b', description: 'send to a configured backend (its host, port and AE title; REST if its transport is rest)'}),
     rest: Flags.string({description: 'upload with POST /instances to this Orthanc URL, or to the REST API of a configured backend NAME'}),
+    ca: Flags.string({description: 'PEM CA bundle (or the self-signed server certificate) that the https:// server of --rest must chain to; replaces the system CAs', exclusive: ['tls']}),
     concurrency: Flags.integer({char: 'j', description: 'associations (or uploads) at once; try 4 for Orthanc', default: 1, min: 1, max: 64}),
     tls: Flags.boolean({description: 'DICOM TLS (TLS 1.2+); the receiver certificate is checked against --tls-ca (or the system CAs)', exclusive: ['rest']}),
     'tls-ca': Flags.string({description: 'PEM CA bundle that signs the receiver certificate (dcmtk: +cf)', dependsOn: ['tls']}),
@@ -48,7 +50,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
 
   async run(): Promise<SendResult> {
     const {argv, flags} = await this.parse(Send)
-    const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest, tls: flags.tls ? {ca: flags['tls-ca'], cert: flags['tls-cert'], key: flags['tls-key']} : undefined}, () => this.ddrConfig)
+    const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest, ca: flags.ca, tls: flags.tls ? {ca: flags['tls-ca'], cert: flags['tls-cert'], key: flags['tls-key']} : undefined}, () => this.ddrConfig)
     // Ctrl-C stops taking new files; what was not sent is reported as failed, and the summary still prints.
     const abort = new AbortController()
     const onSignal = () => abort.abort()

@@ -1,9 +1,10 @@
-import {mkdtemp, rm} from 'node:fs/promises'
+import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
 import {OrthancClient} from '../../src/lib/orthanc/client.js'
 import {type OrthancProcessOptions, startOrthanc, stopOrthanc} from '../../src/lib/stack/orthanc-process.js'
+import {type TlsProxy, buildCivetwebSslShim, startTlsProxy} from './orthanc-https.js'
 import {freePort} from './ports.js'
 
 export interface TestOrthanc {
@@ -11,7 +12,10 @@ export interface TestOrthanc {
   aeTitle: string
   dicomPort: number
   httpPort: number
+  /** Base URL of the REST API: https://127.0.0.1:PORT with the `https` option. */
   url: string
+  /** With `https`: who speaks TLS, Orthanc itself (SslEnabled) or a proxy in this process (no C compiler for the shim). */
+  httpsBy?: 'orthanc' | 'proxy'
   dir: string
   pid: number
   client: OrthancClient
@@ -30,6 +34,11 @@ export interface TestOrthancOptions {
   extra?: Record<string, unknown>
   /** Keep the temp folder after stop (to read the log). */
   keepDir?: boolean
+  /**
+   * Serve the REST API over HTTPS with this server certificate (SAN 127.0.0.1) and key; `ca` is
+   * what the returned client trusts. DDR_TEST_ORTHANC_HTTPS=proxy forces the proxy fallback.
+   */
+  https?: {cert: string; key: string; ca: string}
 }
 
 let counter = 0
@@ -49,15 +58,34 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
     plugins: options.plugins,
     extra: options.extra,
   }
+  let httpsBy: TestOrthanc['httpsBy']
+  let proxy: TlsProxy | undefined
   let info
   try {
+    if (options.https !== undefined) {
+      const shim = process.env.DDR_TEST_ORTHANC_HTTPS === 'proxy' ? undefined : await buildCivetwebSslShim(path.join(dir, 'ssl-shim'))
+      httpsBy = shim === undefined ? 'proxy' : 'orthanc'
+      if (shim !== undefined) {
+        // Orthanc's SslCertificate is one PEM file holding the certificate and then its key.
+        const certificate = path.join(dir, 'https.pem')
+        await writeFile(certificate, Buffer.concat([await readFile(options.https.cert), await readFile(options.https.key)]))
+        processOptions.https = {certificate, ca: options.https.ca}
+        processOptions.env = {LD_LIBRARY_PATH: [shim, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':')}
+      }
+    }
+
     info = await startOrthanc(processOptions)
+    if (httpsBy === 'proxy') {
+      proxy = await startTlsProxy({cert: await readFile(options.https!.cert), key: await readFile(options.https!.key), targetPort: info.httpPort})
+      info = {...info, url: `https://127.0.0.1:${proxy.port}`}
+    }
   } catch (error) {
+    if (info !== undefined) await stopOrthanc(dir)
     await rm(dir, {recursive: true, force: true})
     throw error
   }
 
-  const client = new OrthancClient({url: info.url})
+  const client = new OrthancClient({url: info.url, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
   let stopped = false
   const handle: TestOrthanc = {
     name,
@@ -65,6 +93,7 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
     dicomPort: info.dicomPort,
     httpPort: info.httpPort,
     url: info.url,
+    ...(httpsBy === undefined ? {} : {httpsBy}),
     dir,
     pid: info.pid,
     client,
@@ -78,6 +107,7 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
       if (stopped) return
       stopped = true
       client.close()
+      await proxy?.close()
       try {
         await stopOrthanc(dir)
       } finally {

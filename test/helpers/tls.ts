@@ -17,6 +17,9 @@ export interface TestCertificates {
   /** A client certificate from another CA (must be refused). */
   strangerCert: string
   strangerKey: string
+  /** A self-signed server certificate for 127.0.0.1 and localhost (SAN), its own trust anchor. */
+  selfSignedCert: string
+  selfSignedKey: string
   remove(): Promise<void>
 }
 
@@ -30,7 +33,8 @@ async function keyAndCsr(cwd: string, name: string, subject: string): Promise<vo
 
 /**
  * A throw-away PKI in a temp folder, made with openssl: a CA, a server certificate for 127.0.0.1 and
- * localhost (SAN), a client certificate signed by the CA, and a "stranger" client certificate from another CA.
+ * localhost (SAN), a client certificate signed by the CA, a "stranger" client certificate from another
+ * CA, and a self-signed server certificate.
  */
 export async function makeTestCertificates(): Promise<TestCertificates> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-tls-'))
@@ -47,6 +51,7 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
   await openssl(['x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', ...days, '-extfile', 'client.ext'], dir)
   await keyAndCsr(dir, 'stranger', '/CN=ddr test stranger')
   await openssl(['x509', '-req', '-in', 'stranger.csr', '-CA', 'stranger-ca.pem', '-CAkey', 'stranger-ca.key', '-CAcreateserial', '-out', 'stranger.pem', ...days, '-extfile', 'client.ext'], dir)
+  await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'self-signed.key', '-out', 'self-signed.pem', ...days, '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], dir)
   const at = (file: string) => path.join(dir, file)
   return {
     dir,
@@ -57,6 +62,8 @@ export async function makeTestCertificates(): Promise<TestCertificates> {
     clientKey: at('client.key'),
     strangerCert: at('stranger.pem'),
     strangerKey: at('stranger.key'),
+    selfSignedCert: at('self-signed.pem'),
+    selfSignedKey: at('self-signed.key'),
     remove: () => rm(dir, {recursive: true, force: true}),
   }
 }

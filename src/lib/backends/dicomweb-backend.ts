@@ -1,15 +1,17 @@
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
-import got, {HTTPError, type RequestError} from 'got'
+import got from 'got'
 
 import type {BackendConfig} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {ReceivedInstance} from '../routing/instance.js'
+import {type HttpAgents, backendHttpAgents, destroyHttpAgents} from '../security/https.js'
+import {displayUrl} from '../security/secrets.js'
 import type {Backend} from './backend.js'
-import {part10Stream} from './rest-backend.js'
+import {backendRequestError, part10Stream} from './rest-backend.js'
 
 /** STOW-RS response attributes (PS3.18 10.5.3), as DICOM JSON keys. */
 const FAILED_SOP_SEQUENCE = '00081198'
@@ -75,9 +77,13 @@ export function stowStatus(httpStatus: number, body: DicomJson | undefined, sopI
  */
 export class DicomwebBackend implements Backend {
   private readonly client
+  private readonly agents: HttpAgents
+  private readonly url: string
 
   constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has type "dicomweb" but no url`)
+    this.url = displayUrl(config.url)
+    this.agents = backendHttpAgents(config)
     this.client = got.extend({
       prefixUrl: config.url,
       username: config.username,
@@ -86,6 +92,7 @@ export class DicomwebBackend implements Backend {
       timeout: {request: timeoutMs},
       retry: {limit: 0},
       throwHttpErrors: false,
+      agent: this.agents,
     })
   }
 
@@ -108,13 +115,12 @@ export class DicomwebBackend implements Backend {
         headers: {'content-type': `multipart/related; type="application/dicom"; boundary=${boundary}`, 'content-length': String(length), accept: 'application/dicom+json'},
       })
     } catch (error) {
-      const reason = (error as RequestError).code ?? (error as Error).message
-      throw new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.config.url}/studies failed: ${reason}`, {cause: error})
+      throw backendRequestError(this.config, `STOW-RS POST ${this.url}/studies`, error)
     }
 
     const status = response.statusCode
     if (status >= 500 || status === 401 || status === 403 || status === 407 || status === 408 || status === 429) {
-      throw new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.config.url}/studies answered HTTP ${status}`)
+      throw new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.url}/studies answered HTTP ${status}`)
     }
 
     return stowStatus(status, parseJson(response.body), instance.sopInstanceUid)
@@ -125,12 +131,13 @@ export class DicomwebBackend implements Backend {
     try {
       await this.client.get('studies', {searchParams: {limit: 1}, headers: {accept: 'application/dicom+json'}, timeout: {request: timeoutMs}, throwHttpErrors: true})
     } catch (error) {
-      const reason = error instanceof HTTPError ? `HTTP ${error.response.statusCode}` : (error as RequestError).code ?? (error as Error).message
-      throw new DdrError('BACKEND_UNREACHABLE', `QIDO-RS GET ${this.config.url}/studies?limit=1 failed: ${reason}`, {cause: error})
+      throw backendRequestError(this.config, `QIDO-RS GET ${this.url}/studies?limit=1`, error)
     }
 
     return performance.now() - started
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    destroyHttpAgents(this.agents)
+  }
 }

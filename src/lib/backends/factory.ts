@@ -1,4 +1,5 @@
 import type {BackendConfig} from '../config/schema.js'
+import {displayUrl} from '../security/secrets.js'
 import type {Backend} from './backend.js'
 import {DicomwebBackend} from './dicomweb-backend.js'
 import {DimseBackend} from './dimse-backend.js'
@@ -45,11 +46,11 @@ export function describeBackendAddress(config: BackendConfig): string {
     }
 
     case 'dicomweb': {
-      return `STOW-RS ${config.url}`
+      return `STOW-RS ${displayUrl(config.url ?? '')}`
     }
 
     default: {
-      return config.transport === 'rest' ? `REST ${config.url}` : `${config.aeTitle}@${config.host}:${config.port}`
+      return config.transport === 'rest' ? `REST ${displayUrl(config.url ?? '')}` : `${config.aeTitle}@${config.host}:${config.port}`
     }
   }
 }

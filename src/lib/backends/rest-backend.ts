@@ -1,12 +1,14 @@
 import {createReadStream} from 'node:fs'
 import {Readable} from 'node:stream'
 
-import got, {HTTPError, RequestError} from 'got'
+import got, {HTTPError} from 'got'
 
 import type {BackendConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
+import {type HttpAgents, backendHttpAgents, backendRequestHint, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
+import {displayUrl} from '../security/secrets.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import type {Backend} from './backend.js'
 
@@ -23,18 +25,33 @@ export function part10Stream(instance: ReceivedInstance): Readable {
   )
 }
 
+/**
+ * A BACKEND_UNREACHABLE error for a request to a backend's URL that got no HTTP answer (or an
+ * error status): the URL without credentials, and for TLS refusals the reason and what to set.
+ */
+export function backendRequestError(config: BackendConfig, what: string, error: unknown): DdrError {
+  if (error instanceof HTTPError) return new DdrError('BACKEND_UNREACHABLE', `${what} failed: HTTP ${error.response.statusCode}`, {cause: error})
+  const failure = describeRequestFailure(error)
+  return new DdrError('BACKEND_UNREACHABLE', `${what} failed: ${failure.reason}`, {cause: error, hint: backendRequestHint(failure, config.name)})
+}
+
 /** Forwards instances with Orthanc's REST API (POST /instances), for backends configured with transport "rest". */
 export class OrthancRestBackend implements Backend {
   private readonly client
+  private readonly agents: HttpAgents
+  private readonly url: string
 
   constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has transport "rest" but no url`)
+    this.url = displayUrl(config.url)
+    this.agents = backendHttpAgents(config)
     this.client = got.extend({
       prefixUrl: config.url,
       username: config.username,
       password: config.password,
       timeout: {request: timeoutMs},
       retry: {limit: 0},
+      agent: this.agents,
     })
   }
 
@@ -50,16 +67,22 @@ export class OrthancRestBackend implements Backend {
         return {status: Status.cannotUnderstand, errorComment: `Orthanc refused: HTTP ${error.response.statusCode}`}
       }
 
-      const reason = error instanceof HTTPError ? `HTTP ${error.response.statusCode}` : (error as RequestError).code ?? (error as Error).message
-      throw new DdrError('BACKEND_UNREACHABLE', `POST ${this.config.url}/instances failed: ${reason}`, {cause: error})
+      throw backendRequestError(this.config, `POST ${this.url}/instances`, error)
     }
   }
 
   async echo(timeoutMs: number): Promise<number> {
     const started = performance.now()
-    await this.client.get('system', {timeout: {request: timeoutMs}}).json()
+    try {
+      await this.client.get('system', {timeout: {request: timeoutMs}}).json()
+    } catch (error) {
+      throw backendRequestError(this.config, `GET ${this.url}/system`, error)
+    }
+
     return performance.now() - started
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    destroyHttpAgents(this.agents)
+  }
 }

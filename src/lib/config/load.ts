@@ -45,7 +45,8 @@ export function findConfigFile(options: LoadConfigOptions = {}): string | undefi
 /**
  * Loads, overrides from the environment and validates the configuration, once.
  * Environment: DDR_LISTEN_PORT, DDR_LISTEN_AE_TITLE, DDR_STATUS_PORT, DDR_SPOOL_DIR, DDR_STACK_DIR,
- * DDR_BACKEND_<NAME>_USERNAME and DDR_BACKEND_<NAME>_PASSWORD (secrets stay out of the file).
+ * DDR_BACKEND_<NAME>_USERNAME and DDR_BACKEND_<NAME>_PASSWORD (secrets stay out of the file),
+ * DDR_BACKEND_<NAME>_HTTPS_CA, _HTTPS_CERT and _HTTPS_KEY (PEM files for the backend's https:// URL).
  */
 export function loadConfig(options: LoadConfigOptions = {}): DdrConfig {
   const env = options.env ?? process.env
@@ -64,7 +65,8 @@ export function loadConfig(options: LoadConfigOptions = {}): DdrConfig {
   }
 
   applyEnvOverrides(raw, env)
-  const config = validateConfig(raw, file ?? 'defaults')
+  const origins = applyBackendHttpsOverrides(raw, env)
+  const config = validateConfig(raw, file ?? 'defaults', {origins})
   for (const backend of config.backends) {
     const prefix = `DDR_BACKEND_${envName(backend.name)}_`
     if (env[`${prefix}USERNAME`] !== undefined) backend.username = env[`${prefix}USERNAME`]
@@ -92,6 +94,33 @@ function applyEnvOverrides(raw: Record<string, any>, env: NodeJS.ProcessEnv): vo
   if (integer('DDR_STATUS_PORT') !== undefined) set('status', 'port', integer('DDR_STATUS_PORT'))
   if (env.DDR_SPOOL_DIR) set('spool', 'dir', env.DDR_SPOOL_DIR)
   if (env.DDR_STACK_DIR) set('stack', 'dir', env.DDR_STACK_DIR)
+}
+
+const HTTPS_FILES = ['ca', 'cert', 'key'] as const
+
+/**
+ * DDR_BACKEND_<NAME>_HTTPS_CA / _CERT / _KEY set backends[i].https.ca / cert / key of the backend
+ * with that name in the file, before validation, so the files are checked like the file's own.
+ * Returns which fields came from which variable, for the messages.
+ */
+function applyBackendHttpsOverrides(raw: Record<string, any>, env: NodeJS.ProcessEnv): Record<string, string> {
+  const origins: Record<string, string> = {}
+  if (raw === null || typeof raw !== 'object' || !Array.isArray(raw.backends)) return origins
+  for (const [index, backend] of (raw.backends as unknown[]).entries()) {
+    if (backend === null || typeof backend !== 'object' || typeof (backend as {name?: unknown}).name !== 'string') continue
+    const item = backend as Record<string, any>
+    for (const key of HTTPS_FILES) {
+      const variable = `DDR_BACKEND_${envName(item.name)}_HTTPS_${key.toUpperCase()}`
+      const value = env[variable]
+      if (value === undefined || value === '') continue
+      if (item.https === undefined) item.https = {}
+      if (item.https === null || typeof item.https !== 'object') continue
+      item.https[key] = value
+      origins[`backends[${index}].https.${key}`] = variable
+    }
+  }
+
+  return origins
 }
 
 /** A backend by name (case-insensitive), or a usage error listing the known names. */

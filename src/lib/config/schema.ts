@@ -41,6 +41,11 @@ export interface BackendConfig {
   token?: string
   /** DICOM TLS towards this backend (DIMSE transport); absent: plain TCP. */
   tls?: BackendTlsConfig
+  /**
+   * Trust for the backend's https:// URL (REST API, uploads, health, DICOMweb); absent: Node's
+   * built-in CAs and no client certificate. Separate from `tls`, which is DICOM TLS on the DIMSE port.
+   */
+  https?: BackendHttpsConfig
 }
 
 /** How a rule compares one header value. */
@@ -139,6 +144,21 @@ export interface BackendTlsConfig {
   cert?: string
   key?: string
   /** Check the peer's certificate (default true). */
+  rejectUnauthorized: boolean
+}
+
+/**
+ * HTTPS towards a backend's `url`: PEM file paths, read when the backend's HTTP client is made.
+ * `ca` replaces Node's built-in CAs for this backend (a private CA, or a self-signed server
+ * certificate itself).
+ */
+export interface BackendHttpsConfig {
+  /** CA bundle (or the self-signed server certificate) that the server's certificate must chain to. */
+  ca?: string
+  /** Our client certificate and key, for servers (or reverse proxies) that require one. */
+  cert?: string
+  key?: string
+  /** Check the server's certificate and host name (default true; false is for tests only). */
   rejectUnauthorized: boolean
 }
 

@@ -1,6 +1,8 @@
+import {pemFileProblem} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
 import {addressEntryProblem} from '../security/access.js'
-import type {BackendTlsConfig, ListenTlsConfig} from './schema.js'
+import {displayUrl} from '../security/secrets.js'
+import type {BackendHttpsConfig, BackendTlsConfig, ListenTlsConfig} from './schema.js'
 import {type BackendConfig, type BackendType, type DdrConfig, type RoutingRule, type RuleTagMatch, defaultConfigObject} from './schema.js'
 
 type Json = Record<string, unknown>
@@ -10,10 +12,22 @@ const POLICIES = ['least-loaded', 'round-robin', 'weighted'] as const
 const TRANSPORTS = ['dimse', 'rest'] as const
 const BACKEND_TYPES = ['orthanc', 'dimse', 'folder', 'dicomweb'] as const
 
+/** Options of validateConfig. */
+export interface ValidateOptions {
+  /** Fields set from environment variables, by path ("backends[0].https.ca" → "DDR_BACKEND_PACS_HTTPS_CA"), named in problems. */
+  origins?: Record<string, string>
+}
+
 class Checker {
   readonly problems: string[] = []
 
-  constructor(private readonly source: string) {}
+  constructor(private readonly source: string, private readonly origins: Record<string, string> = {}) {}
+
+  /** The field's path, and the environment variable it came from when it did not come from the file. */
+  label(path: string): string {
+    const variable = this.origins[path]
+    return variable === undefined ? path : `${path} (from ${variable})`
+  }
 
   object(value: unknown, path: string): Json {
     if (value === undefined) return {}
@@ -130,9 +144,9 @@ function describe(value: unknown): string {
  * Validates a parsed config object once, filling defaults, and returns the typed config.
  * Every problem is collected and reported together, each naming its field.
  */
-export function validateConfig(raw: unknown, source: string): DdrConfig {
+export function validateConfig(raw: unknown, source: string, options: ValidateOptions = {}): DdrConfig {
   const defaults = defaultConfigObject()
-  const c = new Checker(source)
+  const c = new Checker(source, options.origins)
   const root = c.object(raw, '(root)')
   c.unknownKeys(root, '', ['$schema', 'listen', 'status', 'spool', 'routing', 'health', 'stack', 'backends', 'rules'])
 
@@ -205,10 +219,10 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
     const dimse = type === 'orthanc' || type === 'dimse'
     const common = ['name', 'type', 'weight', 'maxAssociations', 'mirror']
     const known: Record<BackendType, string[]> = {
-      orthanc: [...common, 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'transport', 'tls'],
+      orthanc: [...common, 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'transport', 'tls', 'https'],
       dimse: [...common, 'host', 'port', 'aeTitle', 'tls'],
       folder: [...common, 'path', 'minFreeMb'],
-      dicomweb: [...common, 'url', 'username', 'password', 'token'],
+      dicomweb: [...common, 'url', 'username', 'password', 'token', 'https'],
     }
     c.unknownKeys(raw, path, known[type])
     const name = c.string(raw, 'name', path, '', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a name of letters, digits, "_", "." or "-"')
@@ -237,6 +251,7 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
     if (raw.type !== undefined) backend.type = type
     if (raw.mirror !== undefined) backend.mirror = c.boolean(raw, 'mirror', path, false)
     if (raw.tls !== undefined && dimse) backend.tls = validateBackendTls(c, raw.tls, `${path}.tls`)
+    if (raw.https !== undefined && known[type].includes('https')) backend.https = validateBackendHttps(c, raw.https, `${path}.https`, backend.url)
     if (type === 'folder') {
       backend.path = c.string(raw, 'path', path, '')
       backend.minFreeMb = c.number(raw, 'minFreeMb', path, 100, 0)
@@ -381,4 +396,23 @@ function validateBackendTls(c: Checker, value: unknown, path: string): BackendTl
   }
 
   return tls
+}
+
+function validateBackendHttps(c: Checker, value: unknown, path: string, url: string | undefined): BackendHttpsConfig {
+  const raw = c.object(value, path)
+  c.unknownKeys(raw, path, ['ca', 'cert', 'key', 'rejectUnauthorized'])
+  if ((raw.cert === undefined) !== (raw.key === undefined)) c.problems.push(`${path}: cert and key go together (a client certificate needs its key)`)
+  if (url === undefined) c.problems.push(`${path}: needs url (https is the trust for the backend's https:// URL)`)
+  else if (!/^https:/i.test(url)) c.problems.push(`${path}: url ${displayUrl(url)} is not https://, so these settings would never be used (DICOM TLS on the DIMSE port is "tls")`)
+  const https: BackendHttpsConfig = {rejectUnauthorized: c.boolean(raw, 'rejectUnauthorized', path, true)}
+  for (const key of ['ca', 'cert', 'key'] as const) {
+    if (raw[key] === undefined) continue
+    const file = c.string(raw, key, path, '')
+    // Checked now, so a wrong path is reported with the config rather than at the first HTTPS request.
+    const problem = file === '' ? undefined : pemFileProblem(file, key)
+    if (problem !== undefined) c.problems.push(`${c.label(`${path}.${key}`)}: ${problem}`)
+    https[key] = file
+  }
+
+  return https
 }

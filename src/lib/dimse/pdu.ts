@@ -370,8 +370,46 @@ export function decodePData(body: Buffer): Pdv[] {
 }
 
 /**
- * Reassembles PDUs from socket chunks. Bounded: a PDU longer than `maxPduLength` (plus its
- * header) is a protocol error, so a hostile peer cannot make us buffer gigabytes.
+ * Longest A-ASSOCIATE-RQ or -AC body we read: 320 KiB, a third of the former 1 MiB, above any
+ * request a conforming peer sends. A request holds at most 128 presentation contexts (PS3.8
+ * 9.3.2.2: odd context ids 1-255). Measured: storescu (dcmtk 3.6.7, `-xf` profile) proposing 128
+ * storage SOP classes with each of the 45 transfer syntaxes ddr knows sends 157 519 bytes. Worst
+ * case by the standard: 128 contexts × (8 item and id bytes + a 64-character abstract syntax in a
+ * 68-byte item + 65 transfer syntaxes, about what PS3.6 defines with the retired ones, at 30 bytes
+ * an item, their UIDs being at most 26 characters) = 259 328 bytes, plus the user information item
+ * at its 16-bit maximum (65 539: user identity, role selection, extended negotiation), plus the
+ * application context (25) and fixed fields (68): 324 960 bytes < 327 680. An A-ASSOCIATE-AC is
+ * smaller (one transfer syntax per context). Larger is hostile: aborted before it is buffered, so
+ * each connection that has not associated yet holds at most this much.
+ */
+export const MAX_ASSOCIATE_PDU_LENGTH = 320 * 1024
+
+/**
+ * A-ASSOCIATE-RJ, A-RELEASE-RQ, A-RELEASE-RP and A-ABORT are 4 bytes long (PS3.8 9.3.4, 9.3.6 to
+ * 9.3.8); a little slack for a peer that pads them, nothing more.
+ */
+export const MAX_FIXED_PDU_LENGTH = 64
+
+const PDU_NAMES: Record<number, string> = {
+  [PduType.associateRq]: 'A-ASSOCIATE-RQ',
+  [PduType.associateAc]: 'A-ASSOCIATE-AC',
+  [PduType.associateRj]: 'A-ASSOCIATE-RJ',
+  [PduType.pData]: 'P-DATA-TF',
+  [PduType.releaseRq]: 'A-RELEASE-RQ',
+  [PduType.releaseRp]: 'A-RELEASE-RP',
+  [PduType.abort]: 'A-ABORT',
+}
+
+/** The longest body accepted for a PDU type: `maxPduLength` for P-DATA-TF, fixed bounds for the others. */
+export function pduLengthLimit(type: number, maxPduLength: number): number {
+  if (type === PduType.pData) return maxPduLength
+  return type === PduType.associateRq || type === PduType.associateAc ? MAX_ASSOCIATE_PDU_LENGTH : MAX_FIXED_PDU_LENGTH
+}
+
+/**
+ * Reassembles PDUs from socket chunks. Bounded: a PDU longer than its type allows (see
+ * pduLengthLimit) is a protocol error as soon as its header arrives, so a hostile peer cannot make
+ * us buffer more than that.
  */
 export class PduReader {
   private chunks: Buffer[] = []
@@ -391,8 +429,8 @@ export class PduReader {
     const type = head[0]
     const length = head.readUInt32BE(2)
     if (type < PduType.associateRq || type > PduType.abort) throw new PduError(`unknown PDU type 0x${type.toString(16)}`, AbortReason.unrecognizedPdu)
-    const limit = type === PduType.pData ? this.maxPduLength : 1 << 20
-    if (length > limit) throw new PduError(`PDU of ${length} bytes exceeds the limit of ${limit}`, AbortReason.invalidPduParameterValue)
+    const limit = pduLengthLimit(type, this.maxPduLength)
+    if (length > limit) throw new PduError(`${PDU_NAMES[type]} of ${length} bytes exceeds the limit of ${limit}`, AbortReason.invalidPduParameterValue)
     if (this.buffered < 6 + length) return undefined
     const whole = this.take(6 + length)
     return {type, body: whole.subarray(6)}

@@ -1,7 +1,7 @@
 import {redactUrl} from '../security/secrets.js'
 import type {BackendConfig} from '../config/schema.js'
 import {DdrError, ExitCode, type ExitCodeValue, isDdrError} from '../errors.js'
-import {OrthancClient} from '../orthanc/client.js'
+import {type OrthancClient, orthancClientFor} from '../orthanc/client.js'
 import {type Column, formatTable, painter} from '../output/table.js'
 
 /** One study as a backend holds it. */
@@ -100,7 +100,7 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
 
 function clientFor(backend: BackendConfig, options: BackendQueryOptions): OrthancClient | undefined {
   if (backend.url === undefined) return undefined
-  return new OrthancClient({url: backend.url, username: backend.username, password: backend.password, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS})
+  return orthancClientFor(backend, {timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS})
 }
 
 function tag(tags: Record<string, string> | undefined, name: string): string | undefined {

@@ -1,10 +1,10 @@
-import {displayUrl} from '../security/secrets.js'
-import {Agent as HttpAgent} from 'node:http'
-import {Agent as HttpsAgent} from 'node:https'
+import got, {type Got, HTTPError, type Method} from 'got'
 
-import got, {type Got, HTTPError, type Method, RequestError} from 'got'
-
+import type {BackendConfig} from '../config/schema.js'
+import type {ClientTlsFiles} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
+import {type HttpAgents, backendRequestHint, createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
+import {displayUrl} from '../security/secrets.js'
 
 export interface OrthancClientOptions {
   /** Base URL of the Orthanc REST API, e.g. http://127.0.0.1:8042 (a trailing slash is ignored). */
@@ -13,6 +13,12 @@ export interface OrthancClientOptions {
   password?: string
   /** Per-request timeout (default 30 s). */
   timeoutMs?: number
+  /** Trust for an https:// URL (PEM files); absent: Node's built-in CAs. */
+  https?: ClientTlsFiles
+  /** How errors name the PEM fields, e.g. "backends.orthanc1.https". */
+  httpsField?: string
+  /** The configured backend this client is for: hints then name its https settings. */
+  backendName?: string
 }
 
 /** GET /system, the fields ddr reads. */
@@ -93,11 +99,14 @@ export type FindQuery = Record<string, string>
 export class OrthancClient {
   readonly url: string
   private readonly http: Got
-  private readonly httpAgent = new HttpAgent({keepAlive: true, maxSockets: 16})
-  private readonly httpsAgent = new HttpsAgent({keepAlive: true, maxSockets: 16})
+  private readonly agents: HttpAgents
+  private readonly backendName?: string
 
   constructor(options: OrthancClientOptions) {
     this.url = displayUrl(options.url)
+    this.agents = createHttpAgents({https: options.https, field: options.httpsField, maxSockets: 16})
+    this.backendName = options.backendName
+
     const parsed = new URL(options.url)
     // Credentials embedded in the URL are moved to the options so they never reach a message.
     const username = options.username ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined)
@@ -108,7 +117,7 @@ export class OrthancClient {
       ...(password === undefined ? {} : {password}),
       timeout: {request: options.timeoutMs ?? 30_000},
       retry: {limit: 0},
-      agent: {http: this.httpAgent, https: this.httpsAgent},
+      agent: this.agents,
     })
   }
 
@@ -211,8 +220,7 @@ export class OrthancClient {
 
   /** Closes the kept-alive connections. */
   close(): void {
-    this.httpAgent.destroy()
-    this.httpsAgent.destroy()
+    destroyHttpAgents(this.agents)
   }
 
   private async json<T>(method: Method, path: string, options: {body?: string | Buffer; json?: unknown; headers?: Record<string, string>} = {}): Promise<T> {
@@ -252,13 +260,29 @@ export class OrthancClient {
         throw new DdrError('BACKEND_REFUSED', `${where} failed: HTTP ${status}${detail ? ` (${detail})` : ''}`, {cause: error, hint})
       }
 
-      const reason = error instanceof RequestError ? (error.code ?? error.message) : (error as Error).message
-      throw new DdrError('BACKEND_UNREACHABLE', `${where} failed: ${reason}`, {
+      const failure = describeRequestFailure(error)
+      throw new DdrError('BACKEND_UNREACHABLE', `${where} failed: ${failure.reason}`, {
         cause: error,
-        hint: 'is Orthanc running at that address? ("ddr stack status" shows the local stack)',
+        hint:
+          (this.backendName === undefined ? undefined : backendRequestHint(failure, this.backendName)) ??
+          (failure.tls === undefined ? 'is Orthanc running at that address? ("ddr stack status" shows the local stack)' : 'check the URL, its scheme (https:// or http://) and the CA that signs the server certificate'),
       })
     }
   }
+}
+
+/** A client for a configured backend's REST API: its URL, credentials and HTTPS trust. */
+export function orthancClientFor(backend: BackendConfig, options: {timeoutMs?: number} = {}): OrthancClient {
+  if (backend.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${backend.name} has no url (its REST API)`, {hint: 'add "url" to it in the config'})
+  return new OrthancClient({
+    url: backend.url,
+    username: backend.username,
+    password: backend.password,
+    timeoutMs: options.timeoutMs,
+    https: backend.https,
+    httpsField: `backends.${backend.name}.https`,
+    backendName: backend.name,
+  })
 }
 
 const MAX_PAGE = 2_147_483_647

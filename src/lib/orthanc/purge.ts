@@ -7,7 +7,7 @@ import type {BackendConfig} from '../config/schema.js'
 import {DdrError, ExitCode, type ExitCodeValue, isDdrError} from '../errors.js'
 import {formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../status/balance.js'
-import {OrthancClient} from './client.js'
+import {type OrthancClient, orthancClientFor} from './client.js'
 
 /** What a backend holds (Orthanc /statistics). */
 export interface PurgeCounts {
@@ -84,7 +84,7 @@ const MAX_ERRORS = 5
 const MAX_PASSES = 3
 
 function clientFor(backend: BackendConfig, timeoutMs: number): OrthancClient {
-  return new OrthancClient({url: backend.url!, username: backend.username, password: backend.password, timeoutMs})
+  return orthancClientFor(backend, {timeoutMs})
 }
 
 /** Counts what each backend holds, in parallel. Never throws for a backend: it is marked unreachable. */

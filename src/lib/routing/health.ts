@@ -1,15 +1,8 @@
-import got from 'got'
-
 import {describeBackendAddress, hasOrthancStatistics} from '../backends/factory.js'
 import type {DdrConfig} from '../config/schema.js'
+import {type OrthancClient, orthancClientFor} from '../orthanc/client.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from './backend-state.js'
-
-interface OrthancStatistics {
-  CountInstances?: number
-  CountStudies?: number
-  TotalDiskSizeMB?: number
-}
 
 /**
  * Checks every backend in the background: C-ECHO (or the REST API for REST backends) and
@@ -18,6 +11,8 @@ interface OrthancStatistics {
 export class HealthMonitor {
   private timer?: NodeJS.Timeout
   private running?: Promise<void>
+  /** One REST client per Orthanc backend, kept alive between rounds (and with the backend's HTTPS trust). */
+  private readonly clients = new Map<string, OrthancClient>()
 
   constructor(private readonly backends: BackendState[], private readonly settings: DdrConfig['health'], private readonly logger: Logger) {}
 
@@ -35,6 +30,8 @@ export class HealthMonitor {
   async stop(): Promise<void> {
     clearInterval(this.timer)
     await this.running
+    for (const client of this.clients.values()) client.close()
+    this.clients.clear()
   }
 
   checkAll(): Promise<void> {
@@ -52,24 +49,31 @@ export class HealthMonitor {
       if (!storedRecently) state.echoMs = await state.backend.echo(timeoutMs)
     } catch (error) {
       state.echoMs = undefined
-      const check = config.type === 'folder' || config.type === 'dicomweb' ? 'health check of' : config.transport === 'rest' ? 'REST to' : 'C-ECHO to'
-      problems.push(`${check} ${describeBackendAddress(config)} failed: ${(error as Error).message}`)
+      const overHttp = config.type === 'dicomweb' || ((config.type ?? 'orthanc') === 'orthanc' && config.transport === 'rest')
+      // HTTP backends' errors already name the request and URL (and a TLS refusal's reason).
+      if (overHttp) problems.push((error as Error).message)
+      else problems.push(`${config.type === 'folder' ? 'health check of' : 'C-ECHO to'} ${describeBackendAddress(config)} failed: ${(error as Error).message}`)
     }
 
     // Only Orthanc has /statistics; other backends' load comes from the router's own counters.
     if (hasOrthancStatistics(config)) {
       try {
+        let client = this.clients.get(state.name)
+        if (client === undefined) {
+          client = orthancClientFor(config, {timeoutMs})
+          this.clients.set(state.name, client)
+        }
+
         const started = performance.now()
-      const stats = await got
-        .get(`${config.url}/statistics`, {username: config.username, password: config.password, timeout: {request: timeoutMs}, retry: {limit: 0}})
-        .json<OrthancStatistics>()
-      state.restMs = performance.now() - started
-      state.storedInstances = stats.CountInstances
-      state.storedStudies = stats.CountStudies
-      state.diskSizeMb = stats.TotalDiskSizeMB
-    } catch (error) {
-      state.restMs = undefined
-        problems.push(`REST ${config.url}/statistics failed: ${(error as Error).message}`)
+        const stats = await client.statistics()
+        state.restMs = performance.now() - started
+        state.storedInstances = stats.CountInstances
+        state.storedStudies = stats.CountStudies
+        state.diskSizeMb = stats.TotalDiskSizeMB
+      } catch (error) {
+        state.restMs = undefined
+        // The client's message names the URL (without credentials) and, for TLS, the reason.
+        problems.push(`REST statistics: ${(error as Error).message}`)
       }
     }
 

@@ -79,6 +79,9 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const c = b.backend.config
     const dimse = c.type === undefined || c.type === 'orthanc' || c.type === 'dimse'
     logger.info('backend', {backend: b.name, type: c.type ?? 'orthanc', address: dimse ? `${c.aeTitle}@${c.host}:${c.port}` : undefined, url: c.url === undefined ? undefined : redactUrl(c.url), path: c.path, transport: dimse ? c.transport : undefined, weight: b.weight, mirror: c.mirror, health: b.health}, b.healthy ? undefined : b.healthReason)
+    if (c.https?.rejectUnauthorized === false && c.url !== undefined) {
+      logger.warn('https-unverified', {backend: b.name, url: redactUrl(c.url)}, 'https.rejectUnauthorized is false: the server certificate is not checked, so anyone on the path can read and alter what goes there (give https.ca instead)')
+    }
   }
 
   let passThroughInFlight = 0

@@ -1,11 +1,10 @@
-import {orthancErrorDetail} from '../orthanc/client.js'
 import {createReadStream} from 'node:fs'
-import {Agent as HttpAgent} from 'node:http'
-import {Agent as HttpsAgent} from 'node:https'
 
 import got, {HTTPError, RequestError} from 'got'
 
 import {DdrError} from '../errors.js'
+import {orthancErrorDetail} from '../orthanc/client.js'
+import {createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
 import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
 import type {PreparedInstance} from './inspect.js'
 import {displayUrl} from './target.js'
@@ -28,7 +27,7 @@ export async function deliverOverRest(instances: PreparedInstance[], target: Ext
   const username = target.username ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined)
   const password = target.password ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined)
   const base = displayUrl(target.url)
-  const agents = {http: new HttpAgent({keepAlive: true, maxSockets: options.concurrency}), https: new HttpsAgent({keepAlive: true, maxSockets: options.concurrency})}
+  const agents = createHttpAgents({https: target.https, field: target.backend === undefined ? 'https' : `backends.${target.backend}.https`, maxSockets: options.concurrency})
   const http = got.extend({
     prefixUrl: base,
     ...(username === undefined ? {} : {username}),
@@ -77,8 +76,14 @@ export async function deliverOverRest(instances: PreparedInstance[], target: Ext
           continue
         }
         if (error instanceof RequestError || !(error instanceof DdrError)) {
-          const reason = error instanceof RequestError ? (error.code ?? error.message) : (error as Error).message
-          const failure = new DdrError('BACKEND_UNREACHABLE', `POST ${base}/instances failed: ${reason}`, {hint: `is Orthanc running at ${base}?`, cause: error})
+          const {reason, tls} = describeRequestFailure(error)
+          const hint =
+            tls === 'untrusted'
+              ? `give the CA that signs the server's certificate (or the self-signed certificate itself) with --ca FILE${target.backend === undefined ? '' : `, or as backends[].https.ca of backend ${target.backend}`}`
+              : tls === 'handshake'
+                ? 'check the URL scheme (https:// or http://) and port'
+                : `is Orthanc running at ${base}?`
+          const failure = new DdrError('BACKEND_UNREACHABLE', `POST ${base}/instances failed: ${reason}`, {hint, cause: error})
           if (!report.connected) {
             // Nothing got through yet: the server is not there, stop here.
             stop = true
@@ -97,8 +102,7 @@ export async function deliverOverRest(instances: PreparedInstance[], target: Ext
   try {
     await Promise.all(Array.from({length: Math.max(1, Math.min(options.concurrency, instances.length))}, () => worker()))
   } finally {
-    agents.http.destroy()
-    agents.https.destroy()
+    destroyHttpAgents(agents)
   }
   if (queue.size > 0) {
     const cause = report.connectionError

@@ -2,7 +2,8 @@ import {displayUrl} from '../security/secrets.js'
 import {selectBackends} from '../config/load.js'
 import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
 import {DdrError} from '../errors.js'
-import type {ClientTlsFiles} from '../dimse/tls.js'
+import {type ClientTlsFiles, pemFileProblem} from '../dimse/tls.js'
+import type {BackendConfig} from '../config/schema.js'
 import type {SendTarget} from './types.js'
 
 /** The AE title ddr calls itself when sending, unless told otherwise. */
@@ -21,6 +22,8 @@ export interface TargetChoice {
   rest?: string
   /** DICOM TLS (--tls): PEM paths; a configured backend's own `tls` is used when this is absent. */
   tls?: ClientTlsFiles
+  /** HTTPS uploads (--ca): the PEM CA bundle (or self-signed certificate) the server's certificate must chain to. */
+  ca?: string
 }
 
 /** A DIMSE target, with DICOM TLS when asked for (kept out of results: file paths only, but not part of the summary). */
@@ -61,20 +64,19 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
       } catch {
         throw new DdrError('USAGE', `--rest ${choice.rest} is not a URL`, {hint: 'for example --rest http://127.0.0.1:8042'})
       }
-      // A configured backend at the same URL lends its credentials (it is the same server).
+      // A configured backend at the same URL lends its credentials and HTTPS trust (it is the same server).
       const known = config().backends.find((backend) => backend.url !== undefined && sameUrl(backend.url, choice.rest!))
-      return {protocol: 'rest', url: choice.rest, username: known?.username, password: known?.password}
+      return restTarget(choice.rest, known, choice.ca)
     }
     const [backend] = selectBackends(config(), [choice.rest])
     if (backend.url === undefined) throw new DdrError('USAGE', `backend ${backend.name} has no url, so it cannot take REST uploads`, {hint: `add "url" to it in ${config().source}`})
-    return {protocol: 'rest', url: backend.url, username: backend.username, password: backend.password, backend: backend.name}
+    return restTarget(backend.url, backend, choice.ca, backend.name)
   }
 
   if (choice.backend !== undefined) {
     const [backend] = selectBackends(config(), [choice.backend])
-    if (backend.transport === 'rest' && backend.url !== undefined) {
-      return {protocol: 'rest', url: backend.url, username: backend.username, password: backend.password, backend: backend.name}
-    }
+    if (backend.transport === 'rest' && backend.url !== undefined) return restTarget(backend.url, backend, choice.ca, backend.name)
+    if (choice.ca !== undefined) throw caWithoutRest()
     return {
       protocol: 'dimse',
       host: choice.host ?? backend.host,
@@ -86,6 +88,7 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
     }
   }
 
+  if (choice.ca !== undefined) throw caWithoutRest()
   return {
     protocol: 'dimse',
     host: choice.host ?? DEFAULT_SEND_HOST,
@@ -93,6 +96,33 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
     calledAeTitle: checkAeTitle('--called-ae', choice.calledAeTitle ?? DEFAULT_ROUTER_AE_TITLE),
     callingAeTitle,
     ...(choice.tls ? {tls: choice.tls} : {}),
+  }
+}
+
+function caWithoutRest(): DdrError {
+  return new DdrError('USAGE', '--ca is the CA for HTTPS uploads (--rest URL or a backend with transport "rest")', {hint: 'for DICOM TLS use --tls --tls-ca FILE'})
+}
+
+/**
+ * An upload target. `--ca` (checked here: readable, PEM) replaces the configured backend's CA and
+ * needs an https:// URL; the backend's client certificate and rejectUnauthorized stay.
+ */
+function restTarget(url: string, backend: BackendConfig | undefined, ca: string | undefined, name?: string): SendTarget {
+  let https: ClientTlsFiles | undefined = backend?.https
+  if (ca !== undefined) {
+    if (!/^https:/i.test(url)) throw new DdrError('USAGE', `--ca is for an https:// URL, and ${displayUrl(url)} is plain http`, {hint: 'use the https:// URL of the server, or leave --ca out'})
+    const problem = pemFileProblem(ca, 'ca')
+    if (problem !== undefined) throw new DdrError('USAGE', `--ca: ${problem}`, {hint: 'give a PEM file with the CA certificate that signs the server certificate (or the self-signed server certificate itself)'})
+    https = {...backend?.https, ca, rejectUnauthorized: true}
+  }
+
+  return {
+    protocol: 'rest',
+    url,
+    username: backend?.username,
+    password: backend?.password,
+    ...(name === undefined ? {} : {backend: name}),
+    ...(https === undefined ? {} : {https}),
   }
 }
 

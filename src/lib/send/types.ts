@@ -1,3 +1,4 @@
+import type {ClientTlsFiles} from '../dimse/tls.js'
 import type {DdrErrorCode} from '../errors.js'
 
 /** Where `ddr send` delivers: a DICOM C-STORE SCP, or an Orthanc REST API. */
@@ -18,6 +19,8 @@ export type SendTarget =
       username?: string
       password?: string
       backend?: string
+      /** Trust for an https:// URL (PEM files): --ca, or the configured backend's `https`. Not part of results. */
+      https?: ClientTlsFiles
     }
 
 /** The target as results show it: no credentials. */

@@ -39,6 +39,15 @@ export interface OrthancProcessOptions {
   startTimeoutMs?: number
   /** Orthanc executable (default: findOrthancBinary()). */
   binary?: string
+  /**
+   * Serve the REST API over HTTPS only (Orthanc's SslEnabled): `certificate` is one PEM file with
+   * the server certificate and its private key (SslCertificate); `ca` verifies it while waiting for
+   * the start. Debian 12's Orthanc 1.10.1 (civetweb 1.15 loading OpenSSL 3 at run time) crashes on
+   * the first HTTPS request unless libssl.so offers SSL_get_peer_certificate: see `env`.
+   */
+  https?: {certificate: string; ca: string}
+  /** More environment variables for the Orthanc process (e.g. LD_LIBRARY_PATH). */
+  env?: Record<string, string>
 }
 
 export interface OrthancProcessInfo {
@@ -120,6 +129,7 @@ export function orthancConfig(options: OrthancProcessOptions): Record<string, un
     HttpCompressionEnabled: false,
     SaveJobs: false,
     Plugins: options.plugins ?? [],
+    ...(options.https === undefined ? {} : {SslEnabled: true, SslCertificate: path.resolve(options.https.certificate)}),
     ...options.extra,
   }
 }
@@ -174,7 +184,7 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
   const logPath = path.join(dir, LOG_FILE)
   const pidPath = path.join(dir, PID_FILE)
   const host = options.host ?? '127.0.0.1'
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${options.httpPort}`
+  const url = `${options.https === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${options.httpPort}`
   const what = `Orthanc "${options.name}" (DICOM port ${options.dicomPort}, HTTP port ${options.httpPort}, ${dir})`
   const binary = options.binary ?? findOrthancBinary()
   if (binary === undefined) {
@@ -212,7 +222,7 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
       detached: true,
       stdio: ['ignore', logFd, logFd],
       // Debian's Orthanc (DCMTK) leaves Nagle on unless told: ~88 ms stall per instance without it.
-      env: {...process.env, TCP_NODELAY: '1'},
+      env: {...process.env, TCP_NODELAY: '1', ...options.env},
     })
   } finally {
     closeSync(logFd)
@@ -229,7 +239,7 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
   const pid = child.pid
   await writeFile(pidPath, `${pid}\n`)
 
-  const client = new OrthancClient({url, timeoutMs: 1000})
+  const client = new OrthancClient({url, timeoutMs: 1000, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000)
   let version: string
   try {

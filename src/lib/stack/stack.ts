@@ -5,7 +5,7 @@ import {formatTable, painter} from '../output/table.js'
 
 import type {BackendConfig, DdrConfig} from '../config/schema.js'
 import {isDdrError} from '../errors.js'
-import {OrthancClient} from '../orthanc/client.js'
+import {orthancClientFor} from '../orthanc/client.js'
 import {DICOMWEB_PLUGIN, ensureOrthancInstalled, orthancStatus, startOrthanc, stopOrthanc} from './orthanc-process.js'
 
 /**
@@ -241,7 +241,7 @@ export async function stackStatus(config: DdrConfig): Promise<StackStatusResult>
 
 async function probe(backend: BackendConfig): Promise<string | undefined> {
   if (backend.url === undefined) return undefined
-  const client = new OrthancClient({url: backend.url, username: backend.username, password: backend.password, timeoutMs: 1500})
+  const client = orthancClientFor(backend, {timeoutMs: 1500})
   try {
     return (await client.system()).Version
   } catch {

@@ -4,7 +4,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {BackendConfig, BackendTransport, DdrConfig} from '../config/schema.js'
 import {ScuAssociation} from '../dimse/scu.js'
 import {DdrError, ExitCode, type ExitCodeValue} from '../errors.js'
-import {OrthancClient} from '../orthanc/client.js'
+import {orthancClientFor} from '../orthanc/client.js'
 import {formatTable, painter} from '../output/table.js'
 import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerStatusUrl} from './client.js'
 
@@ -103,7 +103,7 @@ async function checkBackend(backend: BackendConfig, options: {timeoutMs: number;
   }
 
   if (backend.url !== undefined) {
-    const client = new OrthancClient({url: backend.url, username: backend.username, password: backend.password, timeoutMs: options.timeoutMs})
+    const client = orthancClientFor(backend, {timeoutMs: options.timeoutMs})
     try {
       // GET /system first opens the kept-alive connection and warms the HTTP client up: the timed
       // /statistics then measures Orthanc, not this process starting.

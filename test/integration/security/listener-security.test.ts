@@ -1,12 +1,13 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 import {readFileSync} from 'node:fs'
-import {mkdir, mkdtemp, readdir, rm} from 'node:fs/promises'
+import {mkdir, mkdtemp, readdir, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
+import {storageSopClasses, transferSyntaxes} from '../../../src/lib/dicom/uids.js'
 import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {clientTlsOptions} from '../../../src/lib/dimse/tls.js'
 import {Logger} from '../../../src/lib/output/logger.js'
@@ -124,6 +125,36 @@ describe('listener security: who may connect, limits, DICOM TLS', () => {
     }
 
     expect(logs.some((line) => line.includes('instance-refused'))).toBe(true)
+  })
+
+  it("accepts storescu's largest association request (128 contexts × every transfer syntax ddr knows) and stores through it", async () => {
+    const {service, logs} = await startRouter({})
+    // A dcmtk association profile: 128 storage SOP classes (CT first, for the file), each proposed with all 45 transfer syntaxes.
+    const sopClasses = [CT, ...[...storageSopClasses.keys()].filter((uid) => uid !== CT)].slice(0, 128)
+    const syntaxes = [...transferSyntaxes.keys()]
+    const profile = path.join(workDir, 'many-contexts.cfg')
+    await writeFile(
+      profile,
+      [
+        '[[TransferSyntaxes]]',
+        '[Every]',
+        ...syntaxes.map((uid, index) => `TransferSyntax${index + 1} = ${uid}`),
+        '[[PresentationContexts]]',
+        '[Many]',
+        ...sopClasses.map((uid, index) => `PresentationContext${index + 1} = ${uid}\\Every`),
+        '[[Profiles]]',
+        '[Big]',
+        'PresentationContexts = Many',
+        '',
+      ].join('\n'),
+    )
+    expect({contexts: sopClasses.length, syntaxes: syntaxes.length}).toEqual({contexts: 128, syntaxes: 45})
+    const before = (await readdir(storescp.dir)).length
+    const file = (await makeTestDicom(path.join(workDir, 'many-contexts.dcm'))).file
+    const store = await storescu(['-xf', profile, 'Big', '-aec', 'DDR_SEC', '127.0.0.1', String(service.port), file])
+    expect({code: store.code, stderr: store.stderr}).toEqual({code: 0, stderr: ''})
+    expect((await readdir(storescp.dir)).length).toBe(before + 1)
+    expect(logs.join('\n')).not.toContain('protocol error')
   })
 
   describe('DICOM TLS', () => {

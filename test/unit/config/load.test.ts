@@ -208,3 +208,66 @@ describe('selectBackends', () => {
     expect(error.message).toContain('orthanc1, orthanc2')
   })
 })
+
+describe('backends[].https (trust for https:// URLs)', () => {
+  const certificate = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n'
+  const privateKey = '-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n'
+  let ca: string
+  let cert: string
+  let key: string
+
+  beforeEach(() => {
+    ca = writeConfig(path.join(root, 'pki', 'ca.pem'), certificate)
+    cert = writeConfig(path.join(root, 'pki', 'client.pem'), certificate)
+    key = writeConfig(path.join(root, 'pki', 'client.key'), privateKey)
+  })
+
+  const load = (backends: unknown[], env: NodeJS.ProcessEnv = {}) => loadConfig({cwd, env, configPath: writeConfig(path.join(root, 'https.json'), {backends})})
+  const https = (extra: Record<string, unknown> = {}) => backend('pacs', 4242, {url: 'https://pacs.example:8043', ...extra})
+
+  it('reads ca, cert, key and rejectUnauthorized (default true) for Orthanc and DICOMweb backends, separate from DICOM tls', () => {
+    const config = load([https({https: {ca, cert, key}, tls: {ca}}), {name: 'web', type: 'dicomweb', url: 'https://web.example/dicom-web', https: {ca, rejectUnauthorized: false}}])
+    expect(config.backends[0].https).toEqual({ca, cert, key, rejectUnauthorized: true})
+    expect(config.backends[0].tls).toEqual({ca, rejectUnauthorized: true})
+    expect(config.backends[1].https).toEqual({ca, rejectUnauthorized: false})
+    expect(load([https()]).backends[0].https).toBeUndefined()
+  })
+
+  it('names the field and the file of a PEM that is missing, not PEM, or an encrypted key', () => {
+    const notPem = writeConfig(path.join(root, 'pki', 'notes.txt'), 'hello')
+    const encrypted = writeConfig(path.join(root, 'pki', 'locked.key'), '-----BEGIN ENCRYPTED PRIVATE KEY-----\nx\n-----END ENCRYPTED PRIVATE KEY-----\n')
+    const missing = path.join(root, 'pki', 'missing.pem')
+    const error = configError(() => load([https({https: {ca: missing, cert: notPem, key: encrypted}})]))
+    expect(error.code).toBe('CONFIG_INVALID')
+    expect(error.message).toContain(`backends[0].https.ca: cannot read ${missing} (no such file)`)
+    expect(error.message).toContain(`backends[0].https.cert: ${notPem} is not a PEM file with a certificate`)
+    expect(error.message).toContain(`backends[0].https.key: ${encrypted} holds an encrypted private key`)
+    expect(configError(() => load([https({https: {ca: key}})])).message).toContain(`backends[0].https.ca: ${key} is not a PEM file with a certificate`)
+    expect(configError(() => load([https({https: {ca: path.join(root, 'pki')}})])).message).toContain('(a folder, not a file)')
+  })
+
+  it('refuses https settings that would never be used, and shapes that cannot work', () => {
+    const plain = configError(() => load([backend('pacs', 4242, {url: 'http://u:secret@pacs:8042', https: {ca}})])).message
+    expect(plain).toContain('backends[0].https: url http://pacs:8042 is not https://')
+    expect(plain).not.toContain('secret')
+    expect(configError(() => load([{name: 'pacs', port: 4242, aeTitle: 'PACS', https: {ca}}])).message).toContain('backends[0].https: needs url')
+    expect(configError(() => load([{name: 'scp', type: 'dimse', port: 104, aeTitle: 'SCP', https: {ca}}])).message).toContain('backends[0].https: unknown field')
+    expect(configError(() => load([https({https: {cert}})])).message).toContain('backends[0].https: cert and key go together')
+    expect(configError(() => load([https({https: {ca, pin: 'x'}})])).message).toContain('backends[0].https.pin: unknown field')
+    expect(configError(() => load([https({https: {ca, rejectUnauthorized: 'no'}})])).message).toContain('backends[0].https.rejectUnauthorized: must be true or false')
+  })
+
+  it('takes DDR_BACKEND_<NAME>_HTTPS_CA / _CERT / _KEY over the file, checked the same way and named in problems', () => {
+    const other = writeConfig(path.join(root, 'pki', 'other-ca.pem'), certificate)
+    const config = load([https({https: {ca}}), backend('orthanc-2', 4343, {url: 'https://b.example'})], {
+      DDR_BACKEND_PACS_HTTPS_CA: other,
+      DDR_BACKEND_ORTHANC_2_HTTPS_CERT: cert,
+      DDR_BACKEND_ORTHANC_2_HTTPS_KEY: key,
+    })
+    expect(config.backends[0].https).toEqual({ca: other, rejectUnauthorized: true})
+    expect(config.backends[1].https).toEqual({cert, key, rejectUnauthorized: true})
+    const missing = path.join(root, 'nope.pem')
+    expect(configError(() => load([https()], {DDR_BACKEND_PACS_HTTPS_CA: missing})).message).toContain(`backends[0].https.ca (from DDR_BACKEND_PACS_HTTPS_CA): cannot read ${missing} (no such file)`)
+    expect(load([https()], {DDR_BACKEND_PACS_HTTPS_CA: ''}).backends[0].https).toBeUndefined()
+  })
+})

@@ -1,6 +1,9 @@
 import {CommandField, CommandTag, decodeCommand, encodeCommand} from '../../../src/lib/dimse/command.js'
 import {
   APPLICATION_CONTEXT,
+  AbortReason,
+  MAX_ASSOCIATE_PDU_LENGTH,
+  MAX_FIXED_PDU_LENGTH,
   PduError,
   PduReader,
   PduType,
@@ -10,8 +13,10 @@ import {
   encodeAbort,
   encodeAssociateAc,
   encodeAssociateRq,
+  encodeReleaseRq,
   pDataHeader,
 } from '../../../src/lib/dimse/pdu.js'
+import {largestAssociateRq} from './associate-requests.js'
 import {isStored, isTransientRefusal, statusKind} from '../../../src/lib/dimse/status.js'
 
 const request = {
@@ -83,6 +88,57 @@ describe('PDU codec', () => {
     const body = Buffer.alloc(10)
     body.writeUInt32BE(100, 0)
     expect(() => decodePData(body)).toThrow(PduError)
+  })
+})
+
+describe('PDU length limits by type', () => {
+  const headerOnly = (type: number, length: number) => {
+    const header = Buffer.alloc(6)
+    header[0] = type
+    header.writeUInt32BE(length, 2)
+    return header
+  }
+
+  it('reads the largest A-ASSOCIATE-RQ the standard allows in practice: 128 contexts × 65 transfer syntaxes, 64-character SOP classes, a full user information item', () => {
+    const bytes = largestAssociateRq()
+    expect(bytes.length - 6).toBeGreaterThan(320_000)
+    expect(bytes.length - 6).toBeLessThanOrEqual(MAX_ASSOCIATE_PDU_LENGTH)
+    const [pdu] = readAll(bytes, 65_536, 16_384)
+    const decoded = decodeAssociateRq(pdu.body)
+    expect(decoded.presentationContexts).toHaveLength(128)
+    expect(decoded.presentationContexts.every((context) => context.transferSyntaxes.length === 65 && context.abstractSyntax.length === 64)).toBe(true)
+    expect(decoded.userInformation.maxPduLength).toBe(16_384)
+  })
+
+  it('aborts an A-ASSOCIATE-RQ or -AC one byte over the limit as soon as its header is in, buffering nothing more', () => {
+    for (const type of [PduType.associateRq, PduType.associateAc]) {
+      const reader = new PduReader(16_384)
+      reader.push(headerOnly(type, MAX_ASSOCIATE_PDU_LENGTH + 1))
+      expect(() => reader.next()).toThrow(`of ${MAX_ASSOCIATE_PDU_LENGTH + 1} bytes exceeds the limit of ${MAX_ASSOCIATE_PDU_LENGTH}`)
+    }
+
+    // What the former 1 MiB bound let through is refused too, with the reason the A-ABORT carries.
+    const reader = new PduReader(16_384)
+    reader.push(headerOnly(PduType.associateRq, 1 << 20))
+    let error: unknown
+    try {
+      reader.next()
+    } catch (caught) {
+      error = caught
+    }
+
+    expect(error).toBeInstanceOf(PduError)
+    expect((error as PduError).abortReason).toBe(AbortReason.invalidPduParameterValue)
+    expect((error as PduError).message).toBe(`A-ASSOCIATE-RQ of ${1 << 20} bytes exceeds the limit of ${MAX_ASSOCIATE_PDU_LENGTH}`)
+  })
+
+  it('holds A-ASSOCIATE-RJ, A-RELEASE and A-ABORT to their fixed 4 bytes (with a little slack)', () => {
+    expect(readAll(Buffer.concat([encodeReleaseRq(), encodeAbort(0, 0)]), 3).map((pdu) => pdu.type)).toEqual([PduType.releaseRq, PduType.abort])
+    for (const type of [PduType.associateRj, PduType.releaseRq, PduType.releaseRp, PduType.abort]) {
+      const reader = new PduReader(16_384)
+      reader.push(headerOnly(type, MAX_FIXED_PDU_LENGTH + 1))
+      expect(() => reader.next()).toThrow(PduError)
+    }
   })
 })
 

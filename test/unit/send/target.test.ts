@@ -1,3 +1,7 @@
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {contextGroups, MAX_CONTEXTS_PER_ASSOCIATION} from '../../../src/lib/send/dimse-sender.js'
 import {formatSendSummary} from '../../../src/lib/send/format.js'
@@ -43,6 +47,47 @@ describe('resolveSendTarget', () => {
     expect(() => resolveSendTarget({rest: 'nobody'}, config)).toThrow('unknown backend "nobody" (configured: orthanc1, web, plain)')
     expect(() => resolveSendTarget({rest: 'orthanc1', backend: 'web'}, config)).toThrow('--rest and --backend both name a target')
     expect(() => resolveSendTarget({calledAeTitle: 'THIS_IS_FAR_TOO_LONG'}, config)).toThrow('--called-ae "THIS_IS_FAR_TOO_LONG" is not an AE title')
+  })
+})
+
+describe('resolveSendTarget --ca (HTTPS uploads)', () => {
+  let dir: string
+  let ca: string
+  let backendCa: string
+  const secureConfig = () =>
+    validateConfig(
+      {
+        backends: [
+          {name: 'secure', port: 4242, aeTitle: 'SECURE', url: 'https://pacs.example:8043', username: 'ddr', https: {ca: backendCa}},
+          {name: 'plain', port: 4243, aeTitle: 'PLAIN', url: 'http://pacs.example:8042'},
+        ],
+      },
+      'test',
+    )
+
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'ddr-send-ca-'))
+    ca = path.join(dir, 'ca.pem')
+    backendCa = path.join(dir, 'backend-ca.pem')
+    for (const file of [ca, backendCa]) writeFileSync(file, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n')
+  })
+  afterAll(() => rmSync(dir, {recursive: true, force: true}))
+
+  it('trusts --ca for an https:// URL; a configured backend lends its https trust, and --ca replaces its CA', () => {
+    expect(resolveSendTarget({rest: 'https://elsewhere:8043', ca}, secureConfig)).toMatchObject({protocol: 'rest', url: 'https://elsewhere:8043', https: {ca, rejectUnauthorized: true}})
+    expect(resolveSendTarget({rest: 'secure'}, secureConfig)).toMatchObject({url: 'https://pacs.example:8043', backend: 'secure', https: {ca: backendCa, rejectUnauthorized: true}})
+    expect(resolveSendTarget({rest: 'https://pacs.example:8043/'}, secureConfig)).toMatchObject({username: 'ddr', https: {ca: backendCa}})
+    expect(resolveSendTarget({rest: 'secure', ca}, secureConfig)).toMatchObject({https: {ca}})
+    expect(resolveSendTarget({rest: 'https://elsewhere:8043'}, secureConfig)).not.toHaveProperty('https')
+  })
+
+  it('refuses --ca where it would do nothing, and a --ca file that is not a readable PEM certificate', () => {
+    expect(() => resolveSendTarget({rest: 'plain', ca}, secureConfig)).toThrow('--ca is for an https:// URL, and http://pacs.example:8042 is plain http')
+    expect(() => resolveSendTarget({rest: 'http://u:s3cret@elsewhere:8042', ca}, secureConfig)).toThrow('--ca is for an https:// URL, and http://elsewhere:8042 is plain http')
+    expect(() => resolveSendTarget({ca}, secureConfig)).toThrow('--ca is the CA for HTTPS uploads')
+    expect(() => resolveSendTarget({backend: 'plain', ca}, secureConfig)).toThrow('--ca is the CA for HTTPS uploads')
+    const missing = path.join(dir, 'missing.pem')
+    expect(() => resolveSendTarget({rest: 'https://elsewhere:8043', ca: missing}, secureConfig)).toThrow(`--ca: cannot read ${missing} (no such file)`)
   })
 })
 
