@@ -2,6 +2,7 @@ import {rmSync} from 'node:fs'
 import {copyFile, link, mkdir, open, rm} from 'node:fs/promises'
 import path from 'node:path'
 
+import {storeSlots} from '../backends/backend.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from './backend-state.js'
@@ -131,7 +132,7 @@ export class MirrorQueue {
     const now = Date.now()
     for (const job of [...this.jobs]) {
       if (job.notBefore > now || !job.backend.healthy) continue
-      if ((this.active.get(job.backend.name) ?? 0) >= job.backend.backend.config.maxAssociations) continue
+      if ((this.active.get(job.backend.name) ?? 0) >= storeSlots(job.backend.backend)) continue
       this.jobs.splice(this.jobs.indexOf(job), 1)
       void this.run(job)
     }
