@@ -8,6 +8,7 @@ import type {DimseResponse} from '../dimse/scu.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {ReceivedInstance} from '../routing/instance.js'
+import {redactUrl} from '../security/secrets.js'
 import type {Backend} from './backend.js'
 import {part10Stream} from './rest-backend.js'
 
@@ -148,6 +149,8 @@ export interface StowStats {
  */
 export class DicomwebBackend implements Backend {
   private readonly client
+  /** The url for messages: credentials in it are never shown. */
+  private readonly shownUrl: string
   private readonly maxInstances: number
   private readonly maxBytes: number
   private readonly windowMs: number
@@ -159,6 +162,7 @@ export class DicomwebBackend implements Backend {
 
   constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has type "dicomweb" but no url`)
+    this.shownUrl = redactUrl(config.url)
     this.maxInstances = config.batchMaxInstances ?? DICOMWEB_BATCH_DEFAULTS.maxInstances
     this.maxBytes = config.batchMaxBytes ?? DICOMWEB_BATCH_DEFAULTS.maxBytes
     this.windowMs = config.batchWindowMs ?? DICOMWEB_BATCH_DEFAULTS.windowMs
@@ -192,7 +196,7 @@ export class DicomwebBackend implements Backend {
       await this.client.get('studies', {searchParams: {limit: 1}, headers: {accept: 'application/dicom+json'}, timeout: {request: timeoutMs}, throwHttpErrors: true})
     } catch (error) {
       const reason = error instanceof HTTPError ? `HTTP ${error.response.statusCode}` : (error as RequestError).code ?? (error as Error).message
-      throw new DdrError('BACKEND_UNREACHABLE', `QIDO-RS GET ${this.config.url}/studies?limit=1 failed: ${reason}`, {cause: error})
+      throw new DdrError('BACKEND_UNREACHABLE', `QIDO-RS GET ${this.shownUrl}/studies?limit=1 failed: ${reason}`, {cause: error})
     }
 
     return performance.now() - started
@@ -273,14 +277,14 @@ export class DicomwebBackend implements Backend {
       response = await this.post(batch)
     } catch (error) {
       const reason = (error as RequestError).code ?? (error as Error).message
-      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.config.url}/studies failed: ${reason}`, {cause: error})
+      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.shownUrl}/studies failed: ${reason}`, {cause: error})
       for (const waiting of batch) waiting.reject(failed)
       return
     }
 
     const status = response.statusCode
     if (isRetryableHttp(status)) {
-      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.config.url}/studies answered HTTP ${status}`)
+      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.shownUrl}/studies answered HTTP ${status}`)
       for (const waiting of batch) waiting.reject(failed)
       return
     }
