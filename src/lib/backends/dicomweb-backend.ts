@@ -284,7 +284,8 @@ export class DicomwebBackend implements Backend {
 
     const status = response.statusCode
     if (isRetryableHttp(status)) {
-      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.shownUrl}/studies answered HTTP ${status}`)
+      const hint = status === 401 || status === 403 ? `check the credentials of backend ${this.config.name} (username and password, DDR_BACKEND_<NAME>_USERNAME / _PASSWORD, or token)` : undefined
+      const failed = new DdrError('BACKEND_UNREACHABLE', `STOW-RS POST ${this.shownUrl}/studies answered HTTP ${status}`, {hint})
       for (const waiting of batch) waiting.reject(failed)
       return
     }
