@@ -12,7 +12,7 @@ const DEFAULT_WATCH_SECONDS = '2'
 export default class BalanceStatus extends BaseCommand<typeof BalanceStatus> {
   static override description = `show health and load of every backend, and the router's counters
 
-Each backend is checked directly (C-ECHO, Orthanc /statistics); the router's /status (status.host/port in config) adds routed/failed counts, in-flight, queue depth and scores when it runs.
+Each backend is checked directly (C-ECHO, Orthanc /statistics; a folder backend: writable, free space, files; a dicomweb backend: QIDO-RS); the router's /status (status.host/port in config) adds routed/failed counts, in-flight, queue depth and scores when it runs.
 Exit code 3 when no backend answers at all; 0 otherwise, even when some are down (the table and --json say which).
 --watch refreshes in place until Ctrl-C; with --json it prints one JSON document per line per refresh.`
 

@@ -23,6 +23,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     '<%= config.bin %> send "exports/**/*.dcm" archive.zip --concurrency 4',
     '<%= config.bin %> send study.zip -aec ORTHANC1 -aet MODALITY --port 4242',
     '<%= config.bin %> send study/ --backend orthanc2 --json',
+    '<%= config.bin %> send study/ --backend cloud --concurrency 2   # a dicomweb backend: STOW-RS',
     'DDR_BACKEND_ORTHANC1_PASSWORD=secret <%= config.bin %> send study/ --rest orthanc1',
     '<%= config.bin %> send study/ --rest https://pacs.example:8043 --ca /etc/ddr/pacs-ca.pem',
   ]
@@ -33,7 +34,7 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
     port: Flags.integer({char: 'p', description: 'receiver DICOM port [default: 11113]', min: 1, max: 65535, exclusive: ['rest']}),
     'called-ae': Flags.string({description: "receiver's AE title [default: DYNAMIC_DICOM_MW] (dcmtk: -aec)", aliases: ['aec'], exclusive: ['rest']}),
     'calling-ae': Flags.string({description: 'our AE title [default: DDR] (dcmtk: -aet)', aliases: ['aet']}),
-    backend: Flags.string({char: 'b', description: 'send to a configured backend (its host, port and AE title; REST if its transport is rest)'}),
+    backend: Flags.string({char: 'b', description: 'send to a configured backend: its host, port and AE title (REST if its transport is rest; STOW-RS for a dicomweb backend; its folder layout for a folder backend)'}),
     rest: Flags.string({description: 'upload with POST /instances to this Orthanc URL, or to the REST API of a configured backend NAME'}),
     ca: Flags.string({description: 'PEM CA bundle (or the self-signed server certificate) that the https:// server of --rest must chain to; replaces the system CAs', exclusive: ['tls']}),
     concurrency: Flags.integer({char: 'j', description: 'associations (or uploads) at once; try 4 for Orthanc', default: 1, min: 1, max: 64}),

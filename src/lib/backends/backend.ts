@@ -9,8 +9,19 @@ import type {ReceivedInstance} from '../routing/instance.js'
  */
 export interface Backend {
   readonly config: BackendConfig
+  /**
+   * How many store() calls are worth having outstanding at once. Default: config.maxAssociations
+   * (one per association or request). A backend that packs several instances into one request
+   * (STOW-RS batching) asks for more, so callers give it enough to fill its requests.
+   */
+  readonly storeSlots?: number
   store(instance: ReceivedInstance): Promise<DimseResponse>
   /** Verification: C-ECHO for DICOM backends. Resolves with the round-trip time in ms. */
   echo(timeoutMs: number): Promise<number>
   close(): Promise<void>
+}
+
+/** store() calls a caller should keep outstanding at once towards this backend. */
+export function storeSlots(backend: Backend): number {
+  return backend.storeSlots ?? backend.config.maxAssociations
 }

@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {constants, createReadStream} from 'node:fs'
-import {access, mkdir, open, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, mkdir, open, readdir, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {BackendConfig} from '../config/schema.js'
@@ -56,12 +56,10 @@ async function sameContent(file: string, instance: ReceivedInstance): Promise<bo
  */
 export class FolderBackend implements Backend {
   readonly root: string
-  private readonly minFreeBytes: number
 
   constructor(readonly config: BackendConfig) {
     if (config.path === undefined || config.path === '') throw new DdrError('CONFIG_INVALID', `backend ${config.name} has type "folder" but no path`)
     this.root = path.resolve(config.path)
-    this.minFreeBytes = (config.minFreeMb ?? 100) * 1024 * 1024
   }
 
   async store(instance: ReceivedInstance): Promise<DimseResponse> {
@@ -93,15 +91,96 @@ export class FolderBackend implements Backend {
   /** Health: the root exists (created if need be), is writable, and has more free space than minFreeMb. */
   async echo(): Promise<number> {
     const started = performance.now()
-    await mkdir(this.root, {recursive: true})
-    await access(this.root, constants.W_OK)
-    const fs = await statfs(this.root)
-    const free = fs.bavail * fs.bsize
-    if (free < this.minFreeBytes) throw new DdrError('BACKEND_UNREACHABLE', `${this.root} has ${Math.round(free / 1024 / 1024)} MB free, below minFreeMb ${this.minFreeBytes / 1024 / 1024}`)
+    const health = await checkFolder(this.root, this.config.minFreeMb, {create: true})
+    if (health.problems.length > 0) throw new DdrError('BACKEND_UNREACHABLE', health.problems.join('; '))
     return performance.now() - started
   }
 
   async close(): Promise<void> {}
+}
+
+/** What checkFolder found. */
+export interface FolderHealth {
+  root: string
+  exists: boolean
+  writable: boolean
+  freeBytes: number | null
+  minFreeBytes: number
+  /** `.dcm` files below the root, when counting them was cheap (see checkFolder); else null. */
+  files: number | null
+  /** Why the folder cannot take instances now; empty when it can. */
+  problems: string[]
+}
+
+/** Folder entries checkFolder walks at most to count the files (a big archive is not walked). */
+export const FOLDER_COUNT_LIMIT = 20_000
+
+/**
+ * A folder backend's health: its root exists and is a writable folder, and its file system has
+ * more free space than minFreeMb (default 100). With `create` (the router) a missing root is
+ * created; without (balance-status) it is reported. With `count`, the `.dcm` files below the root
+ * are counted unless there are more than FOLDER_COUNT_LIMIT entries to walk.
+ */
+export async function checkFolder(root: string, minFreeMb: number | undefined, options: {create?: boolean; count?: boolean} = {}): Promise<FolderHealth> {
+  const minFreeBytes = (minFreeMb ?? 100) * 1024 * 1024
+  const health: FolderHealth = {root, exists: false, writable: false, freeBytes: null, minFreeBytes, files: null, problems: []}
+  try {
+    if (options.create) await mkdir(root, {recursive: true})
+    const info = await stat(root)
+    if (!info.isDirectory()) {
+      health.problems.push(`${root} is not a folder`)
+      return health
+    }
+
+    health.exists = true
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    health.problems.push(code === 'ENOENT' ? `${root} does not exist (the router creates it on first use, if it may)` : `${root}: ${code ?? (error as Error).message}`)
+    return health
+  }
+
+  try {
+    await access(root, constants.W_OK)
+    health.writable = true
+  } catch {
+    health.problems.push(`${root} is not writable`)
+  }
+
+  try {
+    const fs = await statfs(root)
+    health.freeBytes = fs.bavail * fs.bsize
+    if (health.freeBytes < minFreeBytes) health.problems.push(`${root} has ${Math.round(health.freeBytes / 1024 / 1024)} MB free, below minFreeMb ${minFreeBytes / 1024 / 1024}`)
+  } catch (error) {
+    health.problems.push(`${root}: free space unknown: ${(error as Error).message}`)
+  }
+
+  if (options.count) health.files = await countFiles(root, FOLDER_COUNT_LIMIT)
+  return health
+}
+
+/** `.dcm` files below a folder (hidden `.part` files left out), or null when more than `limit` entries would have to be read. */
+async function countFiles(root: string, limit: number): Promise<number | null> {
+  let files = 0
+  let seen = 0
+  const folders = [root]
+  while (folders.length > 0) {
+    const folder = folders.pop()!
+    let entries
+    try {
+      entries = await readdir(folder, {withFileTypes: true})
+    } catch {
+      continue
+    }
+
+    seen += entries.length
+    if (seen > limit) return null
+    for (const entry of entries) {
+      if (entry.isDirectory()) folders.push(path.join(folder, entry.name))
+      else if (entry.isFile() && entry.name.endsWith('.dcm') && !entry.name.startsWith('.')) files++
+    }
+  }
+
+  return files
 }
 
 async function syncFolder(folder: string): Promise<void> {

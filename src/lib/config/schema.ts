@@ -39,6 +39,12 @@ export interface BackendConfig {
   minFreeMb?: number
   /** DICOMweb backends: bearer token (instead of username/password). */
   token?: string
+  /** DICOMweb backends: instances per STOW-RS request at most (1: one request per instance). */
+  batchMaxInstances?: number
+  /** DICOMweb backends: Part 10 bytes per STOW-RS request at most (a larger instance goes alone). */
+  batchMaxBytes?: number
+  /** DICOMweb backends: how long a request that is not full waits for more instances (ms; 0: only those already waiting). */
+  batchWindowMs?: number
   /** DICOM TLS towards this backend (DIMSE transport); absent: plain TCP. */
   tls?: BackendTlsConfig
   /**
@@ -102,6 +108,12 @@ export interface DdrConfig {
   /** Routing rules, first match wins; none: every instance goes to the balanced primary set. */
   rules?: RoutingRule[]
 }
+
+/**
+ * STOW-RS batching of dicomweb backends: up to 16 instances or 16 MiB per request; a request goes
+ * as soon as a request slot is free (instances that arrive meanwhile wait and share the next one).
+ */
+export const DICOMWEB_BATCH_DEFAULTS = {maxInstances: 16, maxBytes: 16 * 1024 * 1024, windowMs: 0} as const
 
 export const DEFAULT_ROUTER_AE_TITLE = 'DYNAMIC_DICOM_MW'
 export const DEFAULT_ROUTER_PORT = 11113

@@ -3,7 +3,7 @@ import {DdrError} from '../errors.js'
 import {addressEntryProblem} from '../security/access.js'
 import {displayUrl} from '../security/secrets.js'
 import type {BackendHttpsConfig, BackendTlsConfig, ListenTlsConfig} from './schema.js'
-import {type BackendConfig, type BackendType, type DdrConfig, type RoutingRule, type RuleTagMatch, defaultConfigObject} from './schema.js'
+import {type BackendConfig, type BackendType, type DdrConfig, DICOMWEB_BATCH_DEFAULTS, type RoutingRule, type RuleTagMatch, defaultConfigObject} from './schema.js'
 
 type Json = Record<string, unknown>
 
@@ -222,7 +222,7 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
       orthanc: [...common, 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'transport', 'tls', 'https'],
       dimse: [...common, 'host', 'port', 'aeTitle', 'tls'],
       folder: [...common, 'path', 'minFreeMb'],
-      dicomweb: [...common, 'url', 'username', 'password', 'token', 'https'],
+      dicomweb: [...common, 'url', 'username', 'password', 'token', 'https', 'batchMaxInstances', 'batchMaxBytes', 'batchWindowMs'],
     }
     c.unknownKeys(raw, path, known[type])
     const name = c.string(raw, 'name', path, '', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a name of letters, digits, "_", "." or "-"')
@@ -257,7 +257,13 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
       backend.minFreeMb = c.number(raw, 'minFreeMb', path, 100, 0)
     }
 
-    if (type === 'dicomweb') backend.token = c.optionalString(raw, 'token', path)
+    if (type === 'dicomweb') {
+      backend.token = c.optionalString(raw, 'token', path)
+      backend.batchMaxInstances = c.integer(raw, 'batchMaxInstances', path, DICOMWEB_BATCH_DEFAULTS.maxInstances, 1, 1000)
+      backend.batchMaxBytes = c.integer(raw, 'batchMaxBytes', path, DICOMWEB_BATCH_DEFAULTS.maxBytes, 1, 2 ** 31)
+      backend.batchWindowMs = c.integer(raw, 'batchWindowMs', path, DICOMWEB_BATCH_DEFAULTS.windowMs, 0, 10_000)
+    }
+
     return backend
   })
   if (backends.length > 0 && backends.every((b) => b.mirror)) c.problems.push('backends: at least one backend must not be a mirror (mirrors only get copies)')

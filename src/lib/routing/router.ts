@@ -7,7 +7,7 @@ import type {Logger} from '../output/logger.js'
 import {AffinityMap} from './affinity.js'
 import type {BackendState} from './backend-state.js'
 import type {ReceivedInstance} from './instance.js'
-import {MirrorQueue} from './mirrors.js'
+import {MirrorQueue, type MirrorQueueOptions} from './mirrors.js'
 import {PolicyChooser} from './policy.js'
 import {type RuleDecision, RuleEngine} from './rules.js'
 
@@ -20,8 +20,8 @@ export interface RouterOptions {
   logger: Logger
   /** Routing rules (first match wins); backends with `mirror: true` get copies whatever the rules. */
   rules?: RoutingRule[]
-  /** Where file-backed instances wait (hard-linked) for their mirror copies; undefined: in memory. */
-  mirrorDir?: string
+  /** Where pending mirror copies are kept (see MirrorQueueOptions); undefined: in memory. */
+  mirrorQueue?: Pick<MirrorQueueOptions, 'dir' | 'durable' | 'scratchDir'>
 }
 
 export interface Placement {
@@ -50,7 +50,7 @@ export class Router {
     this.chooser = new PolicyChooser(options.policy)
     this.affinity = options.affinity ? new AffinityMap(options.affinityFile) : undefined
     this.rules = new RuleEngine(options.rules ?? [], backends.map((b) => b.backend.config))
-    this.mirrors = new MirrorQueue(this.counters, {dir: options.mirrorDir, logger: options.logger, failThreshold: options.failThreshold})
+    this.mirrors = new MirrorQueue(this.counters, {...options.mirrorQueue, logger: options.logger, failThreshold: options.failThreshold})
   }
 
   /** What the rules say about an instance: its rule, backend group, drop reason and mirrors. */

@@ -71,8 +71,12 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     failThreshold: config.health.failThreshold,
     logger,
     rules: config.rules,
-    mirrorDir: path.join(spoolDir, 'mirror'),
+    // Store-and-forward: a mirror copy is on disk before the spool drops its instance, so it
+    // survives a restart. Pass-through: copies wait in memory (or as links in incoming/), and
+    // only those a store-and-forward run left are taken up.
+    mirrorQueue: {dir: path.join(spoolDir, 'mirror'), durable: config.spool.enabled, scratchDir: path.join(incomingDir, 'mirror')},
   })
+  await router.mirrors.recover(backends)
   const health = new HealthMonitor(backends, config.health, logger)
   await health.start()
   for (const b of backends) {
@@ -196,6 +200,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     associations: server.activeAssociations,
     counters: {...router.counters},
     queueDepth: (forwarder?.depth ?? 0) + passThroughInFlight,
+    mirrors: router.mirrors.stats(),
     spool: spool === undefined || forwarder === undefined ? null : {...spool.stats(), retries: forwarder.counters.retries},
     studiesRemembered: router.affinity?.size ?? 0,
     backends: backends.map((b) => b.snapshot()),
@@ -226,6 +231,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     async stop(graceMs = 30_000) {
       await server.close(graceMs)
       await forwarder?.stop(graceMs)
+      router.mirrors.stop()
       await health.stop()
       await statusServer?.close()
       await Promise.all(backends.map((b) => b.backend.close()))

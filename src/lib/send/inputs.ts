@@ -47,7 +47,8 @@ export function zipEntryName(archive: string, entry: string): string {
  * sorted), glob patterns (`*`, `?`, `[...]`, `{a,b}`, `**`; quote them so ddr expands them) and
  * ZIP archives (their entries, read in place; archives found in folders are recognised by the
  * .zip extension, archives named on the command line also by their signature). The same file
- * named twice is listed once. Whether an item is DICOM is decided later, by reading it.
+ * named twice (also through a symbolic link: files are compared by real path) is listed once,
+ * under the first name given. Whether an item is DICOM is decided later, by reading it.
  *
  * Throws DdrError USAGE for an argument that names nothing (a missing path, a glob without match).
  */
@@ -71,8 +72,10 @@ export async function discoverInputs(args: string[], options: DiscoverOptions = 
   }
 
   const addFile = async (name: string, absolute: string, size: number, checkSignature: boolean) => {
-    if (seenFiles.has(absolute)) return
-    seenFiles.add(absolute)
+    // By real path: a file named through a symbolic link and by its own path is sent once.
+    const real = await realpath(absolute).catch(() => absolute)
+    if (seenFiles.has(real)) return
+    seenFiles.add(real)
     const isZip = ZIP_EXTENSION.test(name) || (checkSignature && size >= 4 && (await looksLikeZip(absolute)))
     if (isZip) await addArchive(name, absolute)
     else items.push({name, size, source: {kind: 'file', path: absolute}})

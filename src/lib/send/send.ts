@@ -27,6 +27,8 @@ const INSPECT_CONCURRENCY = 8
 /** The target as results show it: credentials left out. */
 export function summarizeTarget(target: SendTarget): SendTargetSummary {
   if (target.protocol === 'rest') return {protocol: 'rest', url: displayUrl(target.url), ...(target.backend ? {backend: target.backend} : {})}
+  if (target.protocol === 'stow') return {protocol: 'stow', url: displayUrl(target.url), backend: target.backend}
+  if (target.protocol === 'folder') return {protocol: 'folder', path: target.path, backend: target.backend}
   const {host, port, calledAeTitle, callingAeTitle, backend} = target
   return {protocol: 'dimse', host, port, calledAeTitle, callingAeTitle, ...(backend ? {backend} : {})}
 }
@@ -34,7 +36,23 @@ export function summarizeTarget(target: SendTarget): SendTargetSummary {
 /** Where the target is, for messages: "DYNAMIC_DICOM_MW@localhost:11113" or the URL. */
 export function describeTarget(target: SendTarget | SendTargetSummary): string {
   const name = target.backend ? `backend ${target.backend} ` : ''
-  return target.protocol === 'rest' ? `${name}${displayUrl(target.url)}` : `${name}${target.calledAeTitle}@${target.host}:${target.port}`
+  switch (target.protocol) {
+    case 'rest': {
+      return `${name}${displayUrl(target.url)}`
+    }
+
+    case 'stow': {
+      return `${name}(STOW-RS ${displayUrl(target.url)})`
+    }
+
+    case 'folder': {
+      return `${name}(folder ${target.path})`
+    }
+
+    default: {
+      return `${name}${target.calledAeTitle}@${target.host}:${target.port}`
+    }
+  }
 }
 
 function failureOf(delivery: Delivery): SendFailure {
@@ -114,11 +132,15 @@ export async function sendFiles(inputs: string[], options: SendOptions): Promise
     if (instances.length > 0) {
       progress()
       const deliveryOptions = {concurrency, signal: options.signal, onDelivery}
-      report =
-        options.target.protocol === 'dimse'
-          ? await deliverOverDimse(instances, options.target, {...deliveryOptions, connectTimeoutMs: options.connectTimeoutMs, requestTimeoutMs: options.requestTimeoutMs})
-          : // got loads in ~70 ms: only REST sends pay for it.
-            await (await import('./rest-sender.js')).deliverOverRest(instances, options.target, deliveryOptions)
+      const target = options.target
+      if (target.protocol === 'dimse') {
+        report = await deliverOverDimse(instances, target, {...deliveryOptions, connectTimeoutMs: options.connectTimeoutMs, requestTimeoutMs: options.requestTimeoutMs})
+      } else if (target.protocol === 'rest') {
+        // got loads in ~70 ms: only HTTP sends pay for it.
+        report = await (await import('./rest-sender.js')).deliverOverRest(instances, target, deliveryOptions)
+      } else {
+        report = await (await import('./backend-sender.js')).deliverToBackend(instances, target, deliveryOptions)
+      }
     }
 
     if (instances.length > 0 && !report.connected && sent === 0 && report.connectionError !== undefined && !options.signal?.aborted) {

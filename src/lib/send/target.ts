@@ -16,7 +16,10 @@ export interface TargetChoice {
   port?: number
   calledAeTitle?: string
   callingAeTitle?: string
-  /** A configured backend by name: its DICOM address (or its REST API when its transport is "rest"). */
+  /**
+   * A configured backend by name: its DICOM address (or its REST API when its transport is
+   * "rest"); STOW-RS for a dicomweb backend; its folder, in its layout, for a folder backend.
+   */
   backend?: string
   /** An Orthanc REST API: a URL, or the name of a configured backend (its url and credentials). */
   rest?: string
@@ -69,12 +72,26 @@ export function resolveSendTarget(choice: TargetChoice, config: () => DdrConfig)
       return restTarget(choice.rest, known, choice.ca)
     }
     const [backend] = selectBackends(config(), [choice.rest])
+    if (backend.type === 'dicomweb' || backend.type === 'folder') {
+      throw new DdrError('USAGE', `backend ${backend.name} is a ${backend.type} backend, not an Orthanc REST API`, {hint: `use --backend ${backend.name} (${backend.type === 'dicomweb' ? 'STOW-RS' : 'writes the files into its folder'})`})
+    }
     if (backend.url === undefined) throw new DdrError('USAGE', `backend ${backend.name} has no url, so it cannot take REST uploads`, {hint: `add "url" to it in ${config().source}`})
     return restTarget(backend.url, backend, choice.ca, backend.name)
   }
 
   if (choice.backend !== undefined) {
     const [backend] = selectBackends(config(), [choice.backend])
+    if (backend.type === 'dicomweb' || backend.type === 'folder') {
+      const dimseOnly = [choice.host === undefined ? undefined : '--host', choice.port === undefined ? undefined : '--port', choice.calledAeTitle === undefined ? undefined : '--called-ae', choice.callingAeTitle === undefined ? undefined : '--calling-ae', choice.tls === undefined ? undefined : '--tls'].filter((flag) => flag !== undefined)
+      if (dimseOnly.length > 0) {
+        throw new DdrError('USAGE', `${dimseOnly.join(', ')} ${dimseOnly.length === 1 ? 'does' : 'do'} not apply to backend ${backend.name}: it is a ${backend.type} backend, not a DICOM receiver`, {hint: `leave ${dimseOnly.length === 1 ? 'it' : 'them'} out; its ${backend.type === 'dicomweb' ? 'url and credentials' : 'path'} come from ${config().source}`})
+      }
+      // A dicomweb backend's HTTPS trust is its configured `https`.
+      if (choice.ca !== undefined) throw caWithoutRest()
+      return backend.type === 'dicomweb'
+        ? {protocol: 'stow', url: backend.url!, backend: backend.name, config: backend}
+        : {protocol: 'folder', path: backend.path!, backend: backend.name, config: backend}
+    }
     if (backend.transport === 'rest' && backend.url !== undefined) return restTarget(backend.url, backend, choice.ca, backend.name)
     if (choice.ca !== undefined) throw caWithoutRest()
     return {

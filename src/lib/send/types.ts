@@ -1,7 +1,8 @@
+import type {BackendConfig} from '../config/schema.js'
 import type {ClientTlsFiles} from '../dimse/tls.js'
 import type {DdrErrorCode} from '../errors.js'
 
-/** Where `ddr send` delivers: a DICOM C-STORE SCP, or an Orthanc REST API. */
+/** Where `ddr send` delivers: a DICOM C-STORE SCP, an Orthanc REST API, or a configured dicomweb or folder backend. */
 export type SendTarget =
   | {
       protocol: 'dimse'
@@ -22,11 +23,27 @@ export type SendTarget =
       /** Trust for an https:// URL (PEM files): --ca, or the configured backend's `https`. Not part of results. */
       https?: ClientTlsFiles
     }
+  | {
+      /** DICOMweb STOW-RS to a configured dicomweb backend (its url and credentials, batched). */
+      protocol: 'stow'
+      url: string
+      backend: string
+      config: BackendConfig
+    }
+  | {
+      /** Files written into a configured folder backend, in its layout. */
+      protocol: 'folder'
+      path: string
+      backend: string
+      config: BackendConfig
+    }
 
 /** The target as results show it: no credentials. */
 export type SendTargetSummary =
   | {protocol: 'dimse'; host: string; port: number; calledAeTitle: string; callingAeTitle: string; backend?: string}
   | {protocol: 'rest'; url: string; backend?: string}
+  | {protocol: 'stow'; url: string; backend: string}
+  | {protocol: 'folder'; path: string; backend: string}
 
 /** A file that was not sent, or that the receiver refused. */
 export interface SendFailure {

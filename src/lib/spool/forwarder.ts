@@ -1,3 +1,4 @@
+import {storeSlots} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
 import type {DatasetSource} from '../dimse/scu.js'
 import {formatStatus} from '../dimse/status.js'
@@ -115,7 +116,7 @@ export class Forwarder {
     // so a large backlog during an outage costs nothing.
     let free = 0
     for (const backend of this.router.backends) {
-      if (backend.healthy) free += Math.max(0, backend.backend.config.maxAssociations - (this.active.get(backend.name) ?? 0))
+      if (backend.healthy) free += Math.max(0, storeSlots(backend.backend) - (this.active.get(backend.name) ?? 0))
     }
 
     const now = Date.now()
@@ -156,8 +157,9 @@ export class Forwarder {
     if (placement.order.length === 0) return undefined
     const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
     const backend = (preferred.length > 0 ? preferred : placement.order)[0]
-    // As many at once as the backend's association pool holds, so no request waits inside the pool.
-    if ((this.active.get(backend.name) ?? 0) >= backend.backend.config.maxAssociations) return undefined
+    // As many at once as the backend's association pool holds (or its batched requests take), so
+    // no request waits inside the pool.
+    if ((this.active.get(backend.name) ?? 0) >= storeSlots(backend.backend)) return undefined
     if (entry.tries === 0) this.router.explain(entry.instance, placement)
     return {backend, why: entry.tries === 0 ? placement.why : `retry ${entry.tries} after: ${entry.history.at(-1)}`}
   }

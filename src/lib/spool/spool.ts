@@ -187,27 +187,13 @@ export class Spool {
 
   /** An instance from a spool file of its own read back at start. */
   private async load(file: string, id: string): Promise<ReceivedInstance> {
-    const {meta, values} = await readDatasetFromFile(file, RECOVERY_TAGS)
-    const length = (await stat(file)).size - meta.datasetOffset
-    return this.recovered(id, meta, values, {metaHeader: await readHead(file, meta.datasetOffset), dataset: {path: file, offset: meta.datasetOffset, length}, path: file})
+    const instance = await readPart10Instance(file, id)
+    this.added(instance)
+    return instance
   }
 
   private recovered(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
-    const instance: ReceivedInstance = {
-      id,
-      sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
-      sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
-      transferSyntaxUid: meta.transferSyntaxUid,
-      studyInstanceUid: values.get(Tag.StudyInstanceUID),
-      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
-      patientId: values.get(Tag.PatientID),
-      modality: values.get(Tag.Modality),
-      callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
-      calledAeTitle: '',
-      ...where,
-      datasetLength: 'buffer' in where.dataset ? where.dataset.buffer.length : where.dataset.length,
-      receivedAt: idTime(id) ?? Date.now(),
-    }
+    const instance = spooledInstance(id, meta, values, where)
     this.added(instance)
     return instance
   }
@@ -222,6 +208,36 @@ export class Spool {
       // keep the last reading
     }
   }
+}
+
+/** An instance read back from disk: its header values, and where its bytes are. */
+function spooledInstance(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
+  return {
+    id,
+    sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
+    sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
+    transferSyntaxUid: meta.transferSyntaxUid,
+    studyInstanceUid: values.get(Tag.StudyInstanceUID),
+    seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
+    patientId: values.get(Tag.PatientID),
+    modality: values.get(Tag.Modality),
+    callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
+    calledAeTitle: '',
+    ...where,
+    datasetLength: 'buffer' in where.dataset ? where.dataset.buffer.length : where.dataset.length,
+    receivedAt: idTime(id) ?? Date.now(),
+  }
+}
+
+/**
+ * An instance kept as a Part 10 file of its own (our meta header, then the dataset bytes as
+ * received: a spool queue file, a pending mirror copy), read back: meta header, routing values,
+ * and the file as its bytes (nothing else is read into memory).
+ */
+export async function readPart10Instance(file: string, id: string): Promise<ReceivedInstance> {
+  const {meta, values} = await readDatasetFromFile(file, RECOVERY_TAGS)
+  const length = (await stat(file)).size - meta.datasetOffset
+  return spooledInstance(id, meta, values, {metaHeader: await readHead(file, meta.datasetOffset), dataset: {path: file, offset: meta.datasetOffset, length}, path: file})
 }
 
 function readHead(file: string, length: number): Promise<Buffer> {

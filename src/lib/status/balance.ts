@@ -1,7 +1,12 @@
-import {redactUrl} from '../security/secrets.js'
+import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import type {BackendConfig, BackendTransport, DdrConfig} from '../config/schema.js'
+import {HTTPError} from 'got'
+
+import {DicomwebBackend} from '../backends/dicomweb-backend.js'
+import {checkFolder} from '../backends/folder-backend.js'
+import type {BackendConfig, BackendTransport, BackendType, DdrConfig} from '../config/schema.js'
+import {redactUrl} from '../security/secrets.js'
 import {ScuAssociation} from '../dimse/scu.js'
 import {DdrError, ExitCode, type ExitCodeValue} from '../errors.js'
 import {orthancClientFor} from '../orthanc/client.js'
@@ -11,25 +16,35 @@ import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerStatus
 /** One backend as `ddr balance-status` sees it: our own checks, plus the router's view when it runs. */
 export interface BackendBalance {
   name: string
-  /** DICOM address: AE@host:port. */
+  /** What it is: orthanc (default), dimse (any SCP), folder or dicomweb. */
+  type: BackendType
+  /** A mirror: it gets copies of every instance and takes no part in placement. */
+  mirror: boolean
+  /** Where it is: AE@host:port (DICOM), `folder <path>`, `DICOMweb <url>`. */
   address: string
   url: string | null
   transport: BackendTransport
   weight: number
-  /** Every check we made passed (C-ECHO for DIMSE backends, GET /statistics when there is a url). */
+  /**
+   * Every check we made passed: C-ECHO for DIMSE backends, GET /statistics for an Orthanc with a
+   * url, QIDO-RS for a dicomweb backend, folder writable with free space above minFreeMb for a folder.
+   */
   healthy: boolean
   /** Why not healthy (null when healthy). */
   healthReason: string | null
-  /** At least one check got an answer: false means the backend is unreachable. */
+  /** At least one check got an answer (a folder: it exists): false means the backend is unreachable. */
   reachable: boolean
   /** Association + C-ECHO round trip (ms); null for REST backends or when it failed. */
   echoMs: number | null
-  /** GET /statistics round trip (ms), on a warm connection. */
+  /** HTTP check round trip (ms), on a warm connection: Orthanc GET /statistics, DICOMweb QIDO-RS. */
   restMs: number | null
-  /** From Orthanc's /statistics; null without a url or when it failed. */
+  /** From Orthanc's /statistics; for a folder, its .dcm files (when cheap to count); else null. */
   instances: number | null
   studies: number | null
   diskBytes: number | null
+  /** Folder backends: free space on the folder's file system, and the least it must keep (minFreeMb). */
+  freeBytes: number | null
+  minFreeBytes: number | null
   /** From the router's /status: null when the router is not running (or does not know this backend). */
   routed: number | null
   failed: number | null
@@ -86,10 +101,18 @@ interface DirectCheck {
   instances: number | null
   studies: number | null
   diskBytes: number | null
+  freeBytes: number | null
+  minFreeBytes: number | null
+}
+
+function emptyCheck(): DirectCheck {
+  return {problems: [], answered: false, echoMs: null, restMs: null, instances: null, studies: null, diskBytes: null, freeBytes: null, minFreeBytes: null}
 }
 
 async function checkBackend(backend: BackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<DirectCheck> {
-  const check: DirectCheck = {problems: [], answered: false, echoMs: null, restMs: null, instances: null, studies: null, diskBytes: null}
+  if (backend.type === 'folder') return checkFolderBackend(backend)
+  if (backend.type === 'dicomweb') return checkDicomwebBackend(backend, options.timeoutMs)
+  const check = emptyCheck()
   // One check after the other, so neither's timing includes the other's work.
   if (backend.transport === 'dimse') {
     const result = await echoBackend(backend, options)
@@ -122,6 +145,31 @@ async function checkBackend(backend: BackendConfig, options: {timeoutMs: number;
     } finally {
       client.close()
     }
+  }
+
+  return check
+}
+
+/** A folder backend: exists, writable, free space above minFreeMb, and its files counted when cheap. Creates nothing. */
+async function checkFolderBackend(backend: BackendConfig): Promise<DirectCheck> {
+  const health = await checkFolder(path.resolve(backend.path ?? ''), backend.minFreeMb, {count: true})
+  return {...emptyCheck(), problems: health.problems.map((problem) => `folder: ${problem}`), answered: health.exists, instances: health.files, freeBytes: health.freeBytes, minFreeBytes: health.minFreeBytes}
+}
+
+/** A dicomweb backend: QIDO-RS `GET <url>/studies?limit=1` with its credentials (a first one warms the connection up, the second is timed). */
+async function checkDicomwebBackend(backend: BackendConfig, timeoutMs: number): Promise<DirectCheck> {
+  const check = emptyCheck()
+  const web = new DicomwebBackend(backend, timeoutMs)
+  try {
+    await web.echo(timeoutMs)
+    check.restMs = round(await web.echo(timeoutMs))
+    check.answered = true
+  } catch (error) {
+    // An HTTP error status is still an answer: the server is there (but refuses us, or fails).
+    if ((error as Error).cause instanceof HTTPError) check.answered = true
+    check.problems.push(`QIDO-RS: ${(error as Error).message}`)
+  } finally {
+    await web.close()
   }
 
   return check
@@ -177,6 +225,8 @@ function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendCon
     const seen = status?.backends.find((b) => b.name.toLowerCase() === backend.name.toLowerCase())
     return {
       name: backend.name,
+      type: backend.type ?? 'orthanc',
+      mirror: backend.mirror === true,
       address: address(backend),
       url: backend.url === undefined ? null : redactUrl(backend.url),
       transport: backend.transport,
@@ -189,6 +239,8 @@ function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendCon
       instances: check.instances,
       studies: check.studies,
       diskBytes: check.diskBytes,
+      freeBytes: check.freeBytes,
+      minFreeBytes: check.minFreeBytes,
       routed: seen?.routed ?? null,
       failed: seen?.failed ?? null,
       inFlight: seen?.inFlight ?? null,
@@ -265,6 +317,14 @@ export function formatBalance(result: BalanceStatusResult, options: {color?: boo
         `${spool.refusing === null ? '' : `; refusing new instances: ${spool.refusing}`}`
       lines.push(spool.refusing !== null || spool.deadLetters > 0 ? paint.yellow(text) : text)
     }
+
+    const mirrors = router.mirrors
+    if (mirrors !== null && (mirrors.mirrored + mirrors.pending + mirrors.failed > 0 || result.backends.some((b) => b.mirror))) {
+      const text =
+        `  mirrors: ${mirrors.mirrored} copied, ${mirrors.pending} pending${mirrors.durable === null ? '' : mirrors.durable ? ' (on disk)' : ' (in memory)'}` +
+        `${mirrors.oldestAgeSeconds === null ? '' : `, oldest ${formatDuration(mirrors.oldestAgeSeconds)}`}, ${mirrors.failed} given up`
+      lines.push(mirrors.failed > 0 ? paint.yellow(text) : text)
+    }
   }
 
   const withRouter = router !== null
@@ -282,7 +342,8 @@ export function formatBalance(result: BalanceStatusResult, options: {color?: boo
         {header: 'INSTANCES', value: (b) => dash(b.instances), align: 'right'},
         {header: 'STUDIES', value: (b) => dash(b.studies), align: 'right'},
         {header: 'DISK', value: (b) => dash(b.diskBytes, formatBytes), align: 'right'},
-        {header: 'WEIGHT', value: (b) => String(b.weight), align: 'right'},
+        ...(result.backends.some((b) => b.freeBytes !== null) ? [{header: 'FREE', value: (b: BackendBalance) => dash(b.freeBytes, formatBytes), align: 'right' as const}] : []),
+        {header: 'WEIGHT', value: (b) => (b.mirror ? 'mirror' : String(b.weight)), align: 'right'},
         ...(withRouter
           ? [
               {header: 'ROUTED', value: (b: BackendBalance) => dash(b.routed), align: 'right' as const},
@@ -316,6 +377,8 @@ export function formatWatchFrame(result: BalanceStatusResult, options: {interval
 }
 
 function address(backend: BackendConfig): string {
+  if (backend.type === 'folder') return `folder ${path.resolve(backend.path ?? '')}`
+  if (backend.type === 'dicomweb') return `DICOMweb ${redactUrl(backend.url ?? '')}`
   return `${backend.aeTitle}@${backend.host}:${backend.port}`
 }
 

@@ -13,6 +13,17 @@ export interface RouterSpoolStatus {
   refusing: string | null
 }
 
+/** The router's copies for mirror backends. */
+export interface RouterMirrorStatus {
+  /** Pending copies survive a restart (store-and-forward); null from a router that does not say. */
+  durable: boolean | null
+  mirrored: number
+  pending: number
+  /** Copies given up (refused, too many attempts, queue overflow). */
+  failed: number
+  oldestAgeSeconds: number | null
+}
+
 /** What ddr reads of one backend in the router's /status. */
 export interface RouterBackendStatus {
   name: string
@@ -44,6 +55,8 @@ export interface RouterStatusView {
   studiesRemembered: number | null
   /** Null when the router has no spool (pass-through mode, or a version without one). */
   spool: RouterSpoolStatus | null
+  /** Null from a router version without mirrors. */
+  mirrors: RouterMirrorStatus | null
   backends: RouterBackendStatus[]
 }
 
@@ -100,6 +113,7 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
   if (!isObject(body) || !isObject(body.counters) || !Array.isArray(body.backends)) return undefined
   const counters = body.counters
   const spool = isObject(body.spool) ? body.spool : undefined
+  const mirrors = isObject(body.mirrors) ? body.mirrors : undefined
   return {
     url,
     version: str(body.version),
@@ -121,6 +135,16 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
             retries: num(spool.retries) ?? 0,
             deadLetters: num(spool.deadLetters) ?? 0,
             refusing: str(spool.refusing),
+          },
+    mirrors:
+      mirrors === undefined && num(counters.mirrored) === null
+        ? null
+        : {
+            durable: typeof mirrors?.durable === 'boolean' ? mirrors.durable : null,
+            mirrored: num(counters.mirrored) ?? 0,
+            pending: num(mirrors?.pending) ?? num(counters.mirrorPending) ?? 0,
+            failed: num(counters.mirrorFailed) ?? 0,
+            oldestAgeSeconds: num(mirrors?.oldestAgeSeconds),
           },
     backends: body.backends.filter(isObject).map((b) => ({
       name: str(b.name) ?? '?',

@@ -2,6 +2,7 @@ import http from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import type {BackendSnapshot} from '../routing/backend-state.js'
+import type {MirrorQueueStats} from '../routing/mirrors.js'
 import type {SpoolStats} from '../spool/spool.js'
 
 export interface RouterStatus {
@@ -12,8 +13,10 @@ export interface RouterStatus {
   policy: string
   affinity: boolean
   associations: number
-  counters: {received: number; routed: number; failed: number; failovers: number; bytes: number}
+  counters: {received: number; routed: number; failed: number; failovers: number; bytes: number; dropped: number; mirrored: number; mirrorFailed: number; mirrorPending: number}
   queueDepth: number
+  /** Copies for mirror backends: durable (on disk, survive a restart) with the spool on. */
+  mirrors: MirrorQueueStats
   /** Store-and-forward queue; null in pass-through mode. */
   spool: (SpoolStats & {retries: number}) | null
   studiesRemembered: number
@@ -85,6 +88,10 @@ export function prometheus(status: RouterStatus): string {
     metric('ddr_spool_refusing', 'gauge', '1 while new instances are refused (high-water mark).', [[{}, status.spool.refusing === null ? 0 : 1]])
   }
 
+  metric('ddr_mirror_copies_total', 'counter', 'Copies stored by mirror backends.', [[{}, status.counters.mirrored]])
+  metric('ddr_mirror_failed_total', 'counter', 'Mirror copies given up.', [[{}, status.counters.mirrorFailed]])
+  metric('ddr_mirror_pending', 'gauge', 'Mirror copies waiting or in flight.', [[{}, status.mirrors.pending]])
+  metric('ddr_mirror_oldest_age_seconds', 'gauge', 'Age of the oldest pending mirror copy.', [[{}, status.mirrors.oldestAgeSeconds ?? 0]])
   const per = (pick: (b: BackendSnapshot) => number | undefined) => status.backends.map((b): [Record<string, string>, number | undefined] => [{backend: b.name}, pick(b)])
   metric('ddr_backend_up', 'gauge', 'Backend health (1 up, 0 down).', per((b) => (b.healthy ? 1 : 0)))
   metric('ddr_backend_in_flight', 'gauge', 'Instances being sent to the backend.', per((b) => b.inFlight))

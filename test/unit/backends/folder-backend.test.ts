@@ -3,7 +3,6 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {FolderBackend, folderLayout, safePathComponent} from '../../../src/lib/backends/folder-backend.js'
-import {stowStatus} from '../../../src/lib/backends/dicomweb-backend.js'
 import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
 
 function instance(fields: Partial<ReceivedInstance> = {}): ReceivedInstance {
@@ -61,15 +60,5 @@ describe('FolderBackend', () => {
   it('reports a full disk as unhealthy', async () => {
     const backend = new FolderBackend({name: 'disk', host: '', port: 0, aeTitle: '', weight: 1, transport: 'rest', maxAssociations: 4, type: 'folder', path: root, minFreeMb: 1e12})
     await expect(backend.echo()).rejects.toThrow(/MB free, below minFreeMb/)
-  })
-})
-
-describe('stowStatus', () => {
-  it('maps STOW-RS answers to DICOM statuses', () => {
-    expect(stowStatus(200, {}, '1')).toEqual({status: 0})
-    expect(stowStatus(202, {}, '1').status).toBe(0xb000)
-    expect(stowStatus(409, {'00081198': {vr: 'SQ', Value: [{'00081155': {vr: 'UI', Value: ['1']}, '00081197': {vr: 'US', Value: [0xa700]}}]}}, '1').status).toBe(0xa700)
-    expect(stowStatus(200, {'00081198': {vr: 'SQ', Value: [{'00081155': {vr: 'UI', Value: ['2']}, '00081197': {vr: 'US', Value: [0x0110]}}]}}, '1').status).toBe(0)
-    expect(stowStatus(400, undefined, '1').status).toBe(0xc000)
   })
 })

@@ -1,4 +1,4 @@
-import {copyFile, mkdir, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -99,6 +99,18 @@ describe('discoverInputs', () => {
   it('lists a file named twice once', async () => {
     const found = await discover(['study/ct.dcm', 'study', './study/ct.dcm'])
     expect(found.items.filter((item) => item.name.endsWith('ct.dcm'))).toHaveLength(1)
+  })
+
+  it('lists a file named through a symbolic link and by its real path once, under the first name', async () => {
+    await symlink(path.join(root, 'study', 'ct.dcm'), path.join(root, 'link-to-ct.dcm'))
+    await symlink(path.join(root, 'study'), path.join(root, 'link-to-study'))
+    const found = await discover(['link-to-ct.dcm', 'study/ct.dcm', path.join(root, 'study', 'ct.dcm'), 'link-to-study/ct.dcm'])
+    expect(found.items.map((item) => item.name)).toEqual(['link-to-ct.dcm'])
+    // A folder reached through a link and by its path: each file once.
+    const both = await discover(['link-to-study/series', 'study/series'])
+    expect(both.items.map((item) => item.name)).toEqual([path.join('link-to-study', 'series', 'mr.dcm')])
+    const files = await discover(['link-to-study/series/mr.dcm', 'study/series/mr.dcm'])
+    expect(files.items).toHaveLength(1)
   })
 
   it('recognises a ZIP named on the command line by its signature, whatever its extension', async () => {

@@ -17,6 +17,8 @@ const config = () =>
         {name: 'orthanc1', host: '10.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://10.0.0.1:8042', username: 'ddr', password: 'from-config'},
         {name: 'web', host: '10.0.0.2', port: 4243, aeTitle: 'WEB', url: 'http://10.0.0.2:8042/', transport: 'rest'},
         {name: 'plain', host: '10.0.0.3', port: 104, aeTitle: 'PLAIN'},
+        {name: 'cloud', type: 'dicomweb', url: 'https://pacs.example/dicom-web', token: 't'},
+        {name: 'disk', type: 'folder', path: '/srv/dicom'},
       ],
     },
     'test',
@@ -36,6 +38,15 @@ describe('resolveSendTarget', () => {
     expect(resolveSendTarget({backend: 'web'}, config)).toMatchObject({protocol: 'rest', url: 'http://10.0.0.2:8042', backend: 'web'})
   })
 
+  it('sends to a dicomweb backend with STOW-RS and to a folder backend as files, with their config', () => {
+    expect(resolveSendTarget({backend: 'cloud'}, config)).toMatchObject({protocol: 'stow', url: 'https://pacs.example/dicom-web', backend: 'cloud', config: {type: 'dicomweb', token: 't'}})
+    expect(resolveSendTarget({backend: 'disk'}, config)).toMatchObject({protocol: 'folder', path: '/srv/dicom', backend: 'disk', config: {type: 'folder', minFreeMb: 100}})
+    expect(() => resolveSendTarget({backend: 'disk', port: 104, calledAeTitle: 'X'}, config)).toThrow('--port, --called-ae do not apply to backend disk: it is a folder backend, not a DICOM receiver')
+    expect(() => resolveSendTarget({backend: 'cloud', tls: {}}, config)).toThrow('--tls does not apply to backend cloud: it is a dicomweb backend, not a DICOM receiver')
+    expect(() => resolveSendTarget({rest: 'cloud'}, config)).toThrow('backend cloud is a dicomweb backend, not an Orthanc REST API')
+    expect(() => resolveSendTarget({rest: 'disk'}, config)).toThrow('backend disk is a folder backend, not an Orthanc REST API')
+  })
+
   it('takes REST credentials from the configured backend, by name or by the same URL, never a default', () => {
     expect(resolveSendTarget({rest: 'orthanc1'}, config)).toEqual({protocol: 'rest', url: 'http://10.0.0.1:8042', username: 'ddr', password: 'from-config', backend: 'orthanc1'})
     expect(resolveSendTarget({rest: 'http://10.0.0.1:8042/'}, config)).toEqual({protocol: 'rest', url: 'http://10.0.0.1:8042/', username: 'ddr', password: 'from-config'})
@@ -44,7 +55,7 @@ describe('resolveSendTarget', () => {
 
   it('refuses what cannot work, naming it', () => {
     expect(() => resolveSendTarget({rest: 'plain'}, config)).toThrow('backend plain has no url, so it cannot take REST uploads')
-    expect(() => resolveSendTarget({rest: 'nobody'}, config)).toThrow('unknown backend "nobody" (configured: orthanc1, web, plain)')
+    expect(() => resolveSendTarget({rest: 'nobody'}, config)).toThrow('unknown backend "nobody" (configured: orthanc1, web, plain, cloud, disk)')
     expect(() => resolveSendTarget({rest: 'orthanc1', backend: 'web'}, config)).toThrow('--rest and --backend both name a target')
     expect(() => resolveSendTarget({calledAeTitle: 'THIS_IS_FAR_TOO_LONG'}, config)).toThrow('--called-ae "THIS_IS_FAR_TOO_LONG" is not an AE title')
   })

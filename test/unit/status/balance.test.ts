@@ -1,5 +1,8 @@
+import {mkdir, mkdtemp, rm, stat, writeFile} from 'node:fs/promises'
 import http from 'node:http'
 import type {AddressInfo} from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
 
 import type {BackendConfig, DdrConfig} from '../../../src/lib/config/schema.js'
 import {validateConfig} from '../../../src/lib/config/validate.js'
@@ -23,6 +26,8 @@ const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
 function row(overrides: Partial<BackendBalance> = {}): BackendBalance {
   return {
     name: 'orthanc1',
+    type: 'orthanc',
+    mirror: false,
     address: 'ORTHANC1@127.0.0.1:4242',
     url: 'http://127.0.0.1:8042',
     transport: 'dimse',
@@ -35,6 +40,8 @@ function row(overrides: Partial<BackendBalance> = {}): BackendBalance {
     instances: 120,
     studies: 4,
     diskBytes: 5 * 1024 * 1024,
+    freeBytes: null,
+    minFreeBytes: null,
     routed: null,
     failed: null,
     inFlight: null,
@@ -62,6 +69,7 @@ const runningRouter: NonNullable<BalanceStatusResult['router']> = {
   queueDepth: 3,
   studiesRemembered: 4,
   spool: {depth: 4, bytes: 2048, oldestAgeSeconds: 75, retries: 5, deadLetters: 1, refusing: null},
+  mirrors: null,
 }
 
 describe('formatBalance', () => {
@@ -94,6 +102,18 @@ describe('formatBalance', () => {
     expect(text).toContain('orthanc2: C-ECHO: refused')
     expect(text).toContain('orthanc2: the router sees it down: C-ECHO failed')
     expect(text).not.toContain('no backend answers')
+  })
+
+  it('a folder backend: its path, file count and free space (FREE column); a mirror says so instead of a weight; the router\'s mirror copies', () => {
+    const folder = row({name: 'archive', type: 'folder', mirror: true, address: 'folder /srv/dicom', url: null, transport: 'rest', echoMs: null, restMs: null, instances: 12, studies: null, diskBytes: null, freeBytes: 3 * 1024 ** 3, minFreeBytes: 100 * 1024 ** 2})
+    const web = row({name: 'cloud', type: 'dicomweb', address: 'DICOMweb https://pacs.example/dicom-web', url: 'https://pacs.example/dicom-web', transport: 'rest', echoMs: null, restMs: 12, instances: null, studies: null, diskBytes: null})
+    const text = formatBalance(result({router: {...runningRouter, mirrors: {durable: true, mirrored: 40, pending: 6, failed: 0, oldestAgeSeconds: 90}}, routerError: null, backends: [row({routerHealthy: true}), folder, web]}))
+    expect(text).toMatch(/^BACKEND\s+ADDRESS\s+HEALTH\s+REST\s+C-ECHO\s+INSTANCES\s+STUDIES\s+DISK\s+FREE\s+WEIGHT\s+ROUTED/m)
+    expect(text).toMatch(/^archive\s+folder \/srv\/dicom\s+up\s+-\s+-\s+12\s+-\s+-\s+3\.0 GiB\s+mirror\s/m)
+    expect(text).toMatch(/^cloud\s+DICOMweb https:\/\/pacs\.example\/dicom-web\s+up\s+12 ms\s+-\s+-\s+-\s+-\s+-\s+1\s/m)
+    expect(text).toContain('  mirrors: 40 copied, 6 pending (on disk), oldest 1m 30s, 0 given up')
+    // Without folders the FREE column stays out.
+    expect(formatBalance(result())).not.toContain('FREE')
   })
 
   it('a reachable backend failing one check is "degraded"; none answering says so', () => {
@@ -252,6 +272,53 @@ describe('gatherBalance against a fake Orthanc, a DICOM SCP and a fake router', 
     expect(locked).toMatchObject({healthy: false, reachable: true, instances: null})
     expect(locked.healthReason).toMatch(/REST: .*HTTP 401/)
     expect(balanceExitCode(result)).toBe(ExitCode.ok)
+  })
+
+  it('checks a folder backend (writable, free space, files) and a dicomweb backend (QIDO-RS) as what they are, not as Orthanc', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'ddr-balance-folder-'))
+    const web = http.createServer((request, response) => {
+      const ok = request.headers.authorization === 'Bearer good'
+      webRequests.push(`${request.method} ${request.url}`)
+      response.writeHead(ok ? 200 : 401, {'content-type': 'application/dicom+json'}).end(ok ? '[]' : '')
+    })
+    const webRequests: string[] = []
+    const webUrl = `http://127.0.0.1:${await listen(web)}/dicom-web`
+    try {
+      await mkdir(path.join(root, 'P1', 'S1', 'E1'), {recursive: true})
+      for (const name of ['a.dcm', 'b.dcm', '.c.dcm.x1.part']) await writeFile(path.join(root, 'P1', 'S1', 'E1', name), 'x')
+      const statusPort = await freePort()
+      const backends = [
+        {name: 'primary', port: scpPort, aeTitle: 'SCP'},
+        {name: 'archive', type: 'folder', path: root, minFreeMb: 1, mirror: true},
+        {name: 'full', type: 'folder', path: root, minFreeMb: 1e12},
+        {name: 'missing', type: 'folder', path: path.join(root, 'nowhere')},
+        {name: 'cloud', type: 'dicomweb', url: webUrl, token: 'good'},
+        {name: 'locked', type: 'dicomweb', url: webUrl, token: 'bad'},
+        {name: 'gone', type: 'dicomweb', url: `http://127.0.0.1:${await freePort()}/dicom-web`},
+      ]
+      const result = await gatherBalance(validateConfig({status: {host: '127.0.0.1', port: statusPort}, health: {timeoutMs: 2000}, backends}, 'test'))
+      const [, archive, full, missing, cloud, locked, gone] = result.backends
+      expect(archive).toMatchObject({type: 'folder', mirror: true, address: `folder ${root}`, url: null, healthy: true, reachable: true, instances: 2, echoMs: null, restMs: null, minFreeBytes: 1024 * 1024})
+      expect(archive.freeBytes).toBeGreaterThan(0)
+      expect(full).toMatchObject({healthy: false, reachable: true})
+      expect(full.healthReason).toMatch(/^folder: .* MB free, below minFreeMb 1000000000000$/)
+      expect(missing).toMatchObject({healthy: false, reachable: false, instances: null})
+      expect(missing.healthReason).toMatch(/nowhere does not exist/)
+      // balance-status only looks: the missing folder is not created.
+      await expect(stat(path.join(root, 'nowhere'))).rejects.toMatchObject({code: 'ENOENT'})
+      expect(cloud).toMatchObject({type: 'dicomweb', address: `DICOMweb ${webUrl}`, healthy: true, reachable: true, echoMs: null, instances: null})
+      expect(cloud.restMs).toBeGreaterThan(0)
+      expect(locked).toMatchObject({healthy: false, reachable: true})
+      expect(locked.healthReason).toMatch(/^QIDO-RS: .*HTTP 401/)
+      expect(gone).toMatchObject({healthy: false, reachable: false})
+      expect(gone.healthReason).toMatch(/^QIDO-RS: .*ECONNREFUSED/)
+      // QIDO-RS only: never Orthanc's /system or /statistics, never a C-ECHO.
+      expect(new Set(webRequests)).toEqual(new Set(['GET /dicom-web/studies?limit=1']))
+    } finally {
+      web.closeAllConnections()
+      await new Promise((resolve) => web.close(resolve))
+      await rm(root, {recursive: true, force: true})
+    }
   })
 
   it('only the backends asked for; exit 3 when none answers; the router not running is not an error', async () => {

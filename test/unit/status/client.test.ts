@@ -13,8 +13,9 @@ const statusDocument = {
   policy: 'least-loaded',
   affinity: true,
   associations: 2,
-  counters: {received: 10, routed: 9, failed: 1, failovers: 0, bytes: 12345},
+  counters: {received: 10, routed: 9, failed: 1, failovers: 0, bytes: 12345, dropped: 0, mirrored: 7, mirrorFailed: 1, mirrorPending: 2},
   queueDepth: 3,
+  mirrors: {durable: true, pending: 2, oldestAgeSeconds: 30},
   spool: {depth: 4, bytes: 2048, oldestAgeSeconds: 12, retries: 5, deadLetters: 1, refusing: null},
   studiesRemembered: 2,
   backends: [
@@ -39,13 +40,15 @@ describe('parseRouterStatus', () => {
     expect(view).toMatchObject({url: 'http://x', version: '0.1.0', uptimeSeconds: 3725, policy: 'least-loaded', affinity: true, associations: 2, queueDepth: 3})
     expect(view.counters).toEqual({received: 10, routed: 9, failed: 1, failovers: 0})
     expect(view.spool).toEqual({depth: 4, bytes: 2048, oldestAgeSeconds: 12, retries: 5, deadLetters: 1, refusing: null})
+    expect(view.mirrors).toEqual({durable: true, mirrored: 7, pending: 2, failed: 1, oldestAgeSeconds: 30})
     expect(view.backends[1]).toEqual({name: 'orthanc2', healthy: false, healthReason: 'C-ECHO failed', inFlight: 0, latencyMs: 8, score: 8, routed: 3, failed: 1, weight: 1})
   })
 
   it('tolerates a router without a spool and with fields missing', () => {
-    const {spool: _spool, ...older} = statusDocument
-    const view = parseRouterStatus({...older, version: undefined, backends: [{name: 'a'}]}, 'http://x')!
+    const {spool: _spool, mirrors: _mirrors, ...older} = statusDocument
+    const view = parseRouterStatus({...older, counters: {received: 1, routed: 1, failed: 0, failovers: 0}, version: undefined, backends: [{name: 'a'}]}, 'http://x')!
     expect(view.spool).toBeNull()
+    expect(view.mirrors).toBeNull()
     expect(view.version).toBeNull()
     expect(view.backends[0]).toEqual({name: 'a', healthy: false, healthReason: null, inFlight: 0, latencyMs: null, score: null, routed: 0, failed: 0, weight: null})
     expect(parseRouterStatus({...statusDocument, spool: null}, 'http://x')!.spool).toBeNull()
