@@ -1,4 +1,4 @@
-import {type FileHandle, open, readdir, rm} from 'node:fs/promises'
+import {type FileHandle, open, readdir, readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {crc32} from 'node:zlib'
 
@@ -20,6 +20,12 @@ import {crc32} from 'node:zlib'
  * processes' commits (Orthanc's, on the same disk). A record never lands in space whose zeros
  * are still being written; one that does not fit is appended as before. Recovery reads the
  * zeros as the end of the segment (no magic).
+ *
+ * Each segment has a companion `seg-<n>.done` listing, one per line, the ids of its records that
+ * were delivered (or moved to dead-letter). It is written without fsync, a turn of the event loop
+ * at a time: it only spares redeliveries after a restart. Recovery skips the records it names;
+ * after a crash that lost its tail (power loss), those instances are simply delivered again, which
+ * is what happened before it existed. The segment and its list go together.
  */
 
 const MAGIC = 0x4a524444 // "DDRJ" read as u32 LE
@@ -48,8 +54,17 @@ export class Segment {
   filling?: Promise<void>
   sealed = false
   handle?: FileHandle
+  /** Ids delivered but not yet written to the .done list, and the list's handle. */
+  donePending: string[] = []
+  doneHandle?: FileHandle
+  doneWriting?: Promise<void>
+  gone = false
 
   constructor(readonly path: string, readonly number: number) {}
+
+  get donePath(): string {
+    return this.path.replace(/\.log$/, '.done')
+  }
 }
 
 export class Journal {
@@ -73,7 +88,10 @@ export class Journal {
 
   /** Reads back every complete record (oldest first) and drops torn tails. Call once, before append. */
   async open(): Promise<RecoveredRecord[]> {
-    const names = (await readdir(this.dir)).filter((name) => /^seg-\d+\.log$/.test(name))
+    const all = await readdir(this.dir)
+    const names = all.filter((name) => /^seg-\d+\.log$/.test(name))
+    // A .done list whose segment is gone (a crash between the two deletions) names nothing.
+    for (const name of all) if (/^seg-\d+\.done$/.test(name) && !names.includes(name.replace(/\.done$/, '.log'))) await rm(path.join(this.dir, name), {force: true})
     names.sort((a, b) => segmentNumber(a) - segmentNumber(b))
     const records: RecoveredRecord[] = []
     for (const name of names) {
@@ -88,12 +106,14 @@ export class Journal {
         await handle.close()
       }
 
+      const done = await readDoneList(segment.donePath)
       for (const record of parseSegment(content, segment)) {
+        if (done.has(record.id)) continue
         records.push(record)
         segment.live++
       }
 
-      if (segment.live === 0) await rm(segment.path, {force: true})
+      if (segment.live === 0) await removeSegmentFiles(segment)
       else this.segments.add(segment)
     }
 
@@ -134,28 +154,66 @@ export class Journal {
   async release(record: JournalRecord): Promise<void> {
     const segment = record.segment
     segment.live--
-    if (segment.live > 0) return
+    if (segment.live > 0) {
+      this.markDone(segment, record.id)
+      return
+    }
+
     if (segment === this.active) {
       // Rotate an emptied active segment once it is large, so files do not grow without end.
-      if (segment.size < this.segmentBytes / 4) return
+      if (segment.size < this.segmentBytes / 4) {
+        this.markDone(segment, record.id)
+        return
+      }
+
       this.active = undefined
       segment.sealed = true
     }
 
-    if (!segment.sealed) return
+    if (!segment.sealed) {
+      this.markDone(segment, record.id)
+      return
+    }
     this.segments.delete(segment)
     this.dirty.delete(segment)
     await this.writes
     await segment.filling
     await segment.handle?.close().catch(() => {})
-    await rm(segment.path, {force: true})
+    await removeSegmentFiles(segment)
+  }
+
+  /** Queues the id for the segment's .done list; the list is appended once per event-loop turn. */
+  private markDone(segment: Segment, id: string): void {
+    segment.donePending.push(id)
+    if (segment.donePending.length > 1 || segment.doneWriting !== undefined) return
+    setImmediate(() => void this.flushDone(segment))
+  }
+
+  private async flushDone(segment: Segment): Promise<void> {
+    if (segment.gone || segment.doneWriting !== undefined || segment.donePending.length === 0) return
+    const lines = `${segment.donePending.join('\n')}\n`
+    segment.donePending = []
+    segment.doneWriting = (async () => {
+      try {
+        segment.doneHandle ??= await open(segment.donePath, 'a')
+        await segment.doneHandle.write(lines)
+      } catch {
+        // Only a redelivery after a restart is at stake.
+      }
+    })()
+    await segment.doneWriting
+    segment.doneWriting = undefined
+    if (segment.donePending.length > 0) void this.flushDone(segment)
   }
 
   async close(): Promise<void> {
     await this.writes
     for (const segment of this.segments) {
       await segment.filling
+      await this.flushDone(segment)
+      await segment.doneWriting
       await segment.handle?.close().catch(() => {})
+      await segment.doneHandle?.close().catch(() => {})
     }
   }
 
@@ -168,7 +226,7 @@ export class Journal {
         this.segments.delete(full)
         await full.filling
         await full.handle?.close()
-        await rm(full.path, {force: true})
+        await removeSegmentFiles(full)
       }
     }
 
@@ -236,6 +294,29 @@ export class Journal {
       })
     return this.syncNext
   }
+}
+
+/** Deletes a segment and its .done list (after its last pending list write). */
+async function removeSegmentFiles(segment: Segment): Promise<void> {
+  segment.gone = true
+  segment.donePending = []
+  await segment.doneWriting
+  await segment.doneHandle?.close().catch(() => {})
+  await rm(segment.path, {force: true})
+  await rm(segment.donePath, {force: true})
+}
+
+/** The ids a .done list names: complete lines only (a torn last line names nothing). */
+async function readDoneList(file: string): Promise<Set<string>> {
+  let text: string
+  try {
+    text = await readFile(file, 'latin1')
+  } catch {
+    return new Set()
+  }
+  const lines = text.split('\n')
+  lines.pop() // after the last newline: empty, or a line cut short
+  return new Set(lines)
 }
 
 function segmentNumber(name: string): number {

@@ -58,7 +58,7 @@ export class Spool {
     const unreadable: string[] = []
     for (const name of names) {
       const file = path.join(this.queueDir, name)
-      if (/^seg-\d+\.log$/.test(name)) continue
+      if (/^seg-\d+\.(log|done)$/.test(name)) continue
       if (!name.endsWith('.dcm')) {
         await rm(file, {force: true})
         discardedPartial++

@@ -117,10 +117,15 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
     expect(sent.acked.length).toBeGreaterThanOrEqual(150)
     expect(sent.acked.length).toBeLessThan(instances.length)
     await new Promise((resolve) => router!.once('exit', resolve))
+    const storedBeforeKill = (await Promise.all(orthancs.map(async (o) => (await o.client.statistics()).CountInstances))).reduce((a, b) => a + b, 0)
 
     router = startRouterProcess()
     await waitFor('the spool to drain after the restart', async () => (await status())?.spool.depth === 0, 60_000)
-    expect(routerLog.join('')).toMatch(/spool-recovered/)
+    const recovered = Number(/spool-recovered queued=(\d+)/.exec(routerLog.join(''))?.[1])
+    // Delivered instances are not handed back (the journal's .done lists): what comes back is what
+    // was acknowledged and not yet stored, give or take the deliveries in flight at the kill
+    // (4 associations per backend) and the last event-loop turn of .done entries.
+    expect(recovered).toBeLessThanOrEqual(sent.acked.length - storedBeforeKill + 16)
 
     for (const sopInstanceUid of sent.acked) {
       expect({sopInstanceUid, on: (await holders(orthancs, sopInstanceUid)).length}).toEqual({sopInstanceUid, on: 1})

@@ -83,6 +83,37 @@ describe('Journal', () => {
     expect((await new Journal(dir).open()).map((r) => r.id)).toEqual(['id-1'])
   })
 
+  it('does not hand back records that were delivered before a restart (the .done list)', async () => {
+    const journal = new Journal(dir)
+    await journal.open()
+    const records = []
+    for (const n of [1, 2, 3, 4]) records.push(await journal.append(`id-${n}`, [payload(n)]))
+    await journal.release(records[0])
+    await journal.release(records[2])
+    await journal.close()
+    const again = new Journal(dir)
+    const recovered = await again.open()
+    expect(recovered.map((r) => r.id)).toEqual(['id-2', 'id-4'])
+    // Released after the restart too: the segment and its list go once nothing is left.
+    for (const record of recovered) await again.release(record)
+    await again.close()
+    expect(readdirSync(dir)).toEqual([])
+  })
+
+  it('ignores a torn last line of the .done list and removes a list without its segment', async () => {
+    const journal = new Journal(dir)
+    await journal.open()
+    const records = []
+    for (const n of [1, 2]) records.push(await journal.append(`id-${n}`, [payload(n)]))
+    await journal.close()
+    const segment = records[0].segment.path
+    const done = segment.replace(/\.log$/, '.done')
+    writeFileSync(done, 'id-1\nid-')
+    writeFileSync(path.join(dir, 'seg-99999999.done'), 'id-7\n')
+    expect((await new Journal(dir).open()).map((r) => r.id)).toEqual(['id-2'])
+    expect(readdirSync(dir).sort()).toEqual([path.basename(segment).replace(/\.log$/, '.done'), path.basename(segment)].sort())
+  })
+
   it('deletes a recovered segment once all its records are released', async () => {
     const journal = new Journal(dir)
     await journal.open()
@@ -91,8 +122,9 @@ describe('Journal', () => {
     const again = new Journal(dir)
     const records = await again.open()
     await again.release(records[0])
-    expect(readdirSync(dir)).toHaveLength(1)
+    expect(readdirSync(dir).filter((name) => name.endsWith('.log'))).toHaveLength(1)
     await again.release(records[1])
+    await new Promise((resolve) => setImmediate(resolve))
     expect(readdirSync(dir)).toHaveLength(0)
   })
 
