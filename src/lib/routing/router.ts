@@ -141,6 +141,12 @@ export class Router {
 
     const started = performance.now()
     backend.inFlight++
+    let counted = true
+    const done = () => {
+      if (counted) backend.inFlight--
+      counted = false
+    }
+
     try {
       const response = await backend.backend.store(instance)
       const ms = performance.now() - started
@@ -155,7 +161,9 @@ export class Router {
         if (instance.studyInstanceUid && this.affinity !== undefined) this.affinity.set(instance.studyInstanceUid, backend.name)
         log.info('routed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, backend: backend.name, why, status: response.status === 0 ? undefined : formatStatus(response.status), ms: Math.round(ms * 10) / 10, bytes: instance.datasetLength})
         if (decision !== undefined && decision.mirrors.length > 0) {
-          // Before returning: the caller may delete the instance's file once it is stored.
+          // The backend's work is done (its load no longer counts this instance); the copies are
+          // queued before returning: the caller may delete the instance's file once it is stored.
+          done()
           await this.mirrors.copy(instance, this.backends.filter((b) => b !== backend && decision.mirrors.includes(b.name)))
         }
 
@@ -175,7 +183,7 @@ export class Router {
       log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name}, message)
       return {kind: 'unreachable', reason: message}
     } finally {
-      backend.inFlight--
+      done()
     }
   }
 

@@ -46,6 +46,23 @@ describe('Router', () => {
     expect(b.stored.length).toBeGreaterThan(0)
   })
 
+  it('stops counting an instance as load on its primary once stored, while its mirror copy is queued', async () => {
+    const primary = backend('primary')
+    const mirror = scriptedBackend('mirror', {mirror: true})
+    const {states, router} = makeRouter([primary, mirror])
+    const loadDuringCopy: number[] = []
+    const copy = router.mirrors.copy.bind(router.mirrors)
+    router.mirrors.copy = async (...args) => {
+      loadDuringCopy.push(states[0].inFlight)
+      return copy(...args)
+    }
+    await router.deliver(instance('3.3.3', 1))
+    await router.mirrorsIdle()
+    expect(loadDuringCopy).toEqual([0])
+    expect(states[0].inFlight).toBe(0)
+    expect(mirror.stored).toEqual(['3.3.3.1'])
+  })
+
   it('keeps a new study together while its first instances are still in flight', async () => {
     const a = backend('a')
     const b = backend('b')
