@@ -5,10 +5,9 @@ import {DicomwebBackend} from '../backends/dicomweb-backend.js'
 import {FolderBackend} from '../backends/folder-backend.js'
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
 import {Tag} from '../dicom/tags.js'
-import {formatStatus, isStored} from '../dimse/status.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import {DdrError} from '../errors.js'
-import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
+import {answeredDelivery, asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
 import type {PreparedInstance} from './inspect.js'
 import type {SendTarget} from './types.js'
 
@@ -111,14 +110,7 @@ export async function deliverToBackend(instances: PreparedInstance[], target: Ex
       try {
         const response = await backend.store(received)
         report.connected = true
-        const stored = isStored(response.status)
-        queue.record({
-          instance,
-          stored,
-          status: response.status,
-          errorComment: response.errorComment,
-          warning: stored && response.status !== 0 ? `stored with warning status ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}` : undefined,
-        })
+        queue.record(answeredDelivery(instance, response))
       } catch (error) {
         const failure = asDdrError(error)
         if (!report.connected) {

@@ -1,3 +1,4 @@
+import {formatStatus, isStored} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {PreparedInstance} from './inspect.js'
 
@@ -70,6 +71,18 @@ export class WorkQueue {
   /** Fails everything still queued with one error (the receiver went away, or the run was interrupted). */
   failRemaining(error: DdrError): void {
     for (let work = this.take(); work !== undefined; work = this.take()) this.record({instance: work.instance, stored: false, error})
+  }
+}
+
+/** An instance's fate from a DICOM status (C-STORE, or STOW-RS mapped to one): stored on success or warning. */
+export function answeredDelivery(instance: PreparedInstance, response: {status: number; errorComment?: string}): Delivery {
+  const stored = isStored(response.status)
+  return {
+    instance,
+    stored,
+    status: response.status,
+    errorComment: response.errorComment,
+    warning: stored && response.status !== 0 ? `stored with warning status ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}` : undefined,
   }
 }
 

@@ -1,10 +1,10 @@
 import {closeSync, openSync, readSync} from 'node:fs'
 
 import {type ContextRequest, type DatasetSource, ScuAssociation} from '../dimse/scu.js'
-import {formatStatus, isStored, statusKind} from '../dimse/status.js'
+import {formatStatus, statusKind} from '../dimse/status.js'
 import {sopClassName, transferSyntaxInfo} from '../dicom/uids.js'
 import {DdrError} from '../errors.js'
-import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
+import {answeredDelivery, asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
 import type {PreparedInstance} from './inspect.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import type {DimseSendTarget} from './target.js'
@@ -155,15 +155,7 @@ export async function deliverOverDimse(instances: PreparedInstance[], target: Di
             // read after that, while the receiver works on this one.
             const storing = association.store({sopClassUid: instance.sopClassUid, sopInstanceUid: instance.sopInstanceUid, transferSyntaxUid: instance.transferSyntaxUid, dataset: loaded.source})
             next = load(queue.take())
-            const response = await storing
-            const stored = isStored(response.status)
-            queue.record({
-              instance,
-              stored,
-              status: response.status,
-              errorComment: response.errorComment,
-              warning: stored && response.status !== 0 ? `stored with warning status ${formatStatus(response.status)}${response.errorComment ? ` (${response.errorComment})` : ''}` : undefined,
-            })
+            queue.record(answeredDelivery(instance, await storing))
           } catch (error) {
             const failure = asDdrError(error)
             // A file that changed under us is this file's problem; anything else broke the association.

@@ -13,6 +13,7 @@ import {type RouterService, startRouterService} from '../../../src/lib/routing/s
 import {DICOMWEB_PLUGIN} from '../../../src/lib/stack/orthanc-process.js'
 import {datasetOf, fixturesDir, goodFixtures, onTheWire, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
+import {waitFor} from '../../helpers/wait.js'
 
 /** One STOW-RS request as the proxy saw it. */
 interface StowRequest {
@@ -65,13 +66,6 @@ async function startCountingProxy(target: string): Promise<{url: string; request
   }
 }
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-}
 
 describe('dicomweb backend: STOW-RS batching into a real Orthanc', () => {
   let orthanc: TestOrthanc

@@ -9,6 +9,7 @@ import {storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
+import {waitFor} from '../../helpers/wait.js'
 
 // Runs the compiled CLI: `npm run build` first.
 describe('ddr balance-status (compiled CLI) against two real Orthanc servers holding routed studies', () => {
@@ -27,7 +28,7 @@ describe('ddr balance-status (compiled CLI) against two real Orthanc servers hol
     const result = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...instances.map((i) => i.path)], {timeoutMs: 60_000})
     expect(result.code).toBe(0)
     await router.drained()
-    await waitFor(async () => (await totalInstances(orthancs)) === sent)
+    await waitFor('every instance stored', async () => (await totalInstances(orthancs)) === sent, 30_000)
     withRouter = await writeTestConfig(path.join(workDir, 'with-router.json'), {orthancs, statusPort: router.service.statusPort!})
     // A status port nothing listens on: the router is "not running".
     withoutRouter = await writeTestConfig(path.join(workDir, 'without-router.json'), {orthancs, statusPort: await freePort()})
@@ -145,7 +146,7 @@ describe('ddr balance-status (compiled CLI) against two real Orthanc servers hol
       const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)))
       const wanted = args.includes('1') ? 2 : 1
       try {
-        await waitFor(async () => stdout.split('\n').filter(Boolean).length >= wanted, 20_000)
+        await waitFor(`${wanted} lines of output`, async () => stdout.split('\n').filter(Boolean).length >= wanted, 20_000)
       } finally {
         child.kill('SIGINT')
       }
@@ -164,10 +165,3 @@ async function totalInstances(orthancs: TestOrthanc[]): Promise<number> {
   return counts.reduce((sum, n) => sum + n, 0)
 }
 
-async function waitFor(condition: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}

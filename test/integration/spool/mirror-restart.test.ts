@@ -11,6 +11,7 @@ import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datas
 import {datasetOf} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
+import {waitFor} from '../../helpers/wait.js'
 
 const CT = '1.2.840.10008.5.1.4.1.1.2'
 const EXPLICIT_LE = '1.2.840.10008.1.2.1'
@@ -38,13 +39,6 @@ async function sendAll(port: number, calledAeTitle: string, instances: Synthetic
   return statuses
 }
 
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-  }
-}
 
 describe('mirror copies survive a router killed with SIGKILL (store-and-forward)', () => {
   let primaries: TestOrthanc[] = []

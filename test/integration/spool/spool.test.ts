@@ -11,6 +11,7 @@ import {type Storescp, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
+import {waitFor} from '../../helpers/wait.js'
 
 const CT = '1.2.840.10008.5.1.4.1.1.2'
 const EXPLICIT_LE = '1.2.840.10008.1.2.1'
@@ -45,13 +46,6 @@ async function holders(backends: TestOrthanc[], sopInstanceUid: string): Promise
   return found
 }
 
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
 
 describe('spool: a router killed with SIGKILL mid-stream', () => {
   let orthancs: TestOrthanc[] = []
