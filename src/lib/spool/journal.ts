@@ -1,3 +1,4 @@
+import {closeSync, openSync, writeSync} from 'node:fs'
 import {type FileHandle, open, readdir, readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {crc32} from 'node:zlib'
@@ -22,8 +23,9 @@ import {crc32} from 'node:zlib'
  * zeros as the end of the segment (no magic).
  *
  * Each segment has a companion `seg-<n>.done` listing, one per line, the ids of its records that
- * were delivered (or moved to dead-letter). It is written without fsync, a turn of the event loop
- * at a time: it only spares redeliveries after a restart. Recovery skips the records it names;
+ * were delivered (or moved to dead-letter). It is appended without fsync, once per turn of the
+ * event loop, with a synchronous write of a few hundred bytes (not queued behind the thread pool's
+ * fsyncs, so a crash loses at most that turn's entries): it only spares redeliveries after a restart. Recovery skips the records it names;
  * after a crash that lost its tail (power loss), those instances are simply delivered again, which
  * is what happened before it existed. The segment and its list go together.
  */
@@ -54,10 +56,9 @@ export class Segment {
   filling?: Promise<void>
   sealed = false
   handle?: FileHandle
-  /** Ids delivered but not yet written to the .done list, and the list's handle. */
+  /** Ids delivered but not yet written to the .done list, and the list's descriptor. */
   donePending: string[] = []
-  doneHandle?: FileHandle
-  doneWriting?: Promise<void>
+  doneFd?: number
   gone = false
 
   constructor(readonly path: string, readonly number: number) {}
@@ -185,35 +186,17 @@ export class Journal {
   /** Queues the id for the segment's .done list; the list is appended once per event-loop turn. */
   private markDone(segment: Segment, id: string): void {
     segment.donePending.push(id)
-    if (segment.donePending.length > 1 || segment.doneWriting !== undefined) return
-    setImmediate(() => void this.flushDone(segment))
-  }
-
-  private async flushDone(segment: Segment): Promise<void> {
-    if (segment.gone || segment.doneWriting !== undefined || segment.donePending.length === 0) return
-    const lines = `${segment.donePending.join('\n')}\n`
-    segment.donePending = []
-    segment.doneWriting = (async () => {
-      try {
-        segment.doneHandle ??= await open(segment.donePath, 'a')
-        await segment.doneHandle.write(lines)
-      } catch {
-        // Only a redelivery after a restart is at stake.
-      }
-    })()
-    await segment.doneWriting
-    segment.doneWriting = undefined
-    if (segment.donePending.length > 0) void this.flushDone(segment)
+    if (segment.donePending.length === 1) setImmediate(() => flushDone(segment))
   }
 
   async close(): Promise<void> {
     await this.writes
     for (const segment of this.segments) {
       await segment.filling
-      await this.flushDone(segment)
-      await segment.doneWriting
+      flushDone(segment)
+      if (segment.doneFd !== undefined) closeSync(segment.doneFd)
+      segment.doneFd = undefined
       await segment.handle?.close().catch(() => {})
-      await segment.doneHandle?.close().catch(() => {})
     }
   }
 
@@ -296,12 +279,25 @@ export class Journal {
   }
 }
 
-/** Deletes a segment and its .done list (after its last pending list write). */
+/** Writes the segment's pending .done entries (synchronously: a few hundred bytes to the page cache). */
+function flushDone(segment: Segment): void {
+  if (segment.gone || segment.donePending.length === 0) return
+  const lines = `${segment.donePending.join('\n')}\n`
+  segment.donePending = []
+  try {
+    segment.doneFd ??= openSync(segment.donePath, 'a')
+    writeSync(segment.doneFd, lines)
+  } catch {
+    // Only a redelivery after a restart is at stake.
+  }
+}
+
+/** Deletes a segment and its .done list. */
 async function removeSegmentFiles(segment: Segment): Promise<void> {
   segment.gone = true
   segment.donePending = []
-  await segment.doneWriting
-  await segment.doneHandle?.close().catch(() => {})
+  if (segment.doneFd !== undefined) closeSync(segment.doneFd)
+  segment.doneFd = undefined
   await rm(segment.path, {force: true})
   await rm(segment.donePath, {force: true})
 }

@@ -115,6 +115,8 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
 
     router = startRouterProcess()
     await waitFor('the spool to drain after the restart', async () => (await status())?.spool.depth === 0, 60_000)
+    // Log lines reach us up to 25 ms after they are written (the router batches them).
+    await waitFor('the recovery log line', () => /spool-recovered queued=\d+/.test(routerLog.join('')), 10_000)
     const recovered = Number(/spool-recovered queued=(\d+)/.exec(routerLog.join(''))?.[1])
     // Delivered instances are not handed back (the journal's .done lists): what comes back is what
     // was acknowledged and not yet stored, give or take the deliveries in flight at the kill
