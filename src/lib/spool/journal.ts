@@ -3,6 +3,8 @@ import {type FileHandle, open, readdir, readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {crc32} from 'node:zlib'
 
+import {syncDir} from './instance-sink.js'
+
 /**
  * An append-only journal for small acknowledged instances: records go into segment files
  * (`seg-<n>.log`) with one fdatasync per round (several associations share it), instead of a
@@ -218,12 +220,7 @@ export class Journal {
       const segment = new Segment(path.join(this.dir, `seg-${String(number).padStart(8, '0')}.log`), number)
       segment.handle = await open(segment.path, 'wx')
       // The new file's name must survive a crash before any record in it is acknowledged.
-      const folder = await open(this.dir, 'r')
-      try {
-        await folder.sync()
-      } finally {
-        await folder.close()
-      }
+      await syncDir(this.dir)
 
       this.active = segment
       this.segments.add(segment)
