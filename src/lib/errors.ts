@@ -20,6 +20,7 @@ export type DdrErrorCode =
   | 'INVALID_DICOM'
   | 'NOT_IMPLEMENTED'
   | 'PROTOCOL_ERROR'
+  | 'REQUEST_INTERRUPTED'
   | 'STACK_FAILED'
   | 'TIMEOUT'
   | 'USAGE'
@@ -35,6 +36,7 @@ const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
   INVALID_DICOM: ExitCode.usage,
   NOT_IMPLEMENTED: ExitCode.usage,
   PROTOCOL_ERROR: ExitCode.peer,
+  REQUEST_INTERRUPTED: ExitCode.peer,
   STACK_FAILED: ExitCode.unexpected,
   TIMEOUT: ExitCode.peer,
   USAGE: ExitCode.usage,

@@ -45,6 +45,16 @@ export interface BackendConfig {
   batchMaxBytes?: number
   /** DICOMweb backends: how long a request that is not full waits for more instances (ms; 0: only those already waiting). */
   batchWindowMs?: number
+  /**
+   * The longest one instance's delivery may take (ms): past it the attempt is abandoned and counted
+   * as that instance's failure, not the backend's (not for folder backends).
+   */
+  storeTimeoutMs?: number
+  /**
+   * Transfer syntaxes this backend can store (orthanc and dimse backends); absent: Orthanc 1.10's
+   * set for orthanc, every standard syntax for dimse. The listener accepts only what every backend takes.
+   */
+  transferSyntaxes?: string[]
   /** DICOM TLS towards this backend (DIMSE transport); absent: plain TCP. */
   tls?: BackendTlsConfig
   /**

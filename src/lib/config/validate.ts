@@ -219,10 +219,10 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
     const dimse = type === 'orthanc' || type === 'dimse'
     const common = ['name', 'type', 'weight', 'maxAssociations', 'mirror']
     const known: Record<BackendType, string[]> = {
-      orthanc: [...common, 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'transport', 'tls', 'https'],
-      dimse: [...common, 'host', 'port', 'aeTitle', 'tls'],
+      orthanc: [...common, 'host', 'port', 'aeTitle', 'url', 'username', 'password', 'transport', 'tls', 'https', 'storeTimeoutMs', 'transferSyntaxes'],
+      dimse: [...common, 'host', 'port', 'aeTitle', 'tls', 'storeTimeoutMs', 'transferSyntaxes'],
       folder: [...common, 'path', 'minFreeMb'],
-      dicomweb: [...common, 'url', 'username', 'password', 'token', 'https', 'batchMaxInstances', 'batchMaxBytes', 'batchWindowMs'],
+      dicomweb: [...common, 'url', 'username', 'password', 'token', 'https', 'batchMaxInstances', 'batchMaxBytes', 'batchWindowMs', 'storeTimeoutMs'],
     }
     c.unknownKeys(raw, path, known[type])
     const name = c.string(raw, 'name', path, '', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a name of letters, digits, "_", "." or "-"')
@@ -252,6 +252,16 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
     if (raw.mirror !== undefined) backend.mirror = c.boolean(raw, 'mirror', path, false)
     if (raw.tls !== undefined && dimse) backend.tls = validateBackendTls(c, raw.tls, `${path}.tls`)
     if (raw.https !== undefined && known[type].includes('https')) backend.https = validateBackendHttps(c, raw.https, `${path}.https`, backend.url)
+    if (type !== 'folder') backend.storeTimeoutMs = c.integer(raw, 'storeTimeoutMs', path, STORE_TIMEOUT_DEFAULT_MS, 1000, 86_400_000)
+    if (raw.transferSyntaxes !== undefined && dimse) {
+      const list = raw.transferSyntaxes
+      if (!Array.isArray(list) || list.length === 0 || list.some((uid) => typeof uid !== 'string' || !/^[0-9]+(\.[0-9]+)*$/.test(uid) || uid.length > 64)) {
+        c.problems.push(`${path}.transferSyntaxes: must be a non-empty array of transfer syntax UIDs (got ${describe(list)})`)
+      } else {
+        backend.transferSyntaxes = list as string[]
+      }
+    }
+
     if (type === 'folder') {
       backend.path = c.string(raw, 'path', path, '')
       backend.minFreeMb = c.number(raw, 'minFreeMb', path, 100, 0)
@@ -269,6 +279,9 @@ function validateBackends(c: Checker, value: unknown): BackendConfig[] {
   if (backends.length > 0 && backends.every((b) => b.mirror)) c.problems.push('backends: at least one backend must not be a mirror (mirrors only get copies)')
   return backends
 }
+
+/** How long one instance's delivery may take by default (a 2 GB instance over a slow link fits). */
+export const STORE_TIMEOUT_DEFAULT_MS = 120_000
 
 const RULE_MATCH_FIELDS = ['callingAeTitle', 'calledAeTitle', 'modality', 'sopClassUid', 'tags'] as const
 const TAG_KEY = /^(\(?[0-9a-fA-F]{4},?[0-9a-fA-F]{4}\)?|[A-Za-z][A-Za-z0-9]*)$/
