@@ -8,6 +8,8 @@ export interface RawStore {
   /** The presentation context's abstract syntax. */
   abstractSyntax: string
   transferSyntax: string
+  /** Propose these transfer syntaxes for the context (default: only transferSyntax); the command is sent in the accepted one. */
+  proposeTransferSyntaxes?: string[]
   /** The command's Affected SOP Class UID (default: the abstract syntax). */
   commandSopClassUid?: string
   sopInstanceUid: string
@@ -27,7 +29,7 @@ export interface RawStoreResult {
  * given, and returns each answer (undefined when the peer aborted or closed instead). Our own
  * SCU refuses to send malformed data; the tests of a receiver need a sender that does not.
  */
-export async function rawStores(port: number, calledAeTitle: string, stores: RawStore[], timeoutMs = 20_000): Promise<Array<RawStoreResult | undefined>> {
+export async function rawStores(port: number, calledAeTitle: string, stores: RawStore[], timeoutMs = 20_000, acceptedOut?: Array<{id: number; result: number; transferSyntax: string}>): Promise<Array<RawStoreResult | undefined>> {
   const socket = net.connect({host: '127.0.0.1', port})
   socket.setNoDelay(true)
   await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject))
@@ -56,11 +58,17 @@ export async function rawStores(port: number, calledAeTitle: string, stores: Raw
       })
     })
 
-  const contexts = stores.map((store, index) => ({id: index * 2 + 1, abstractSyntax: store.abstractSyntax, transferSyntaxes: [store.transferSyntax]}))
+  const contexts = stores.map((store, index) => ({id: index * 2 + 1, abstractSyntax: store.abstractSyntax, transferSyntaxes: store.proposeTransferSyntaxes ?? [store.transferSyntax]}))
   socket.write(encodeAssociateRq({calledAeTitle, callingAeTitle: 'RAWSENDER', applicationContext: APPLICATION_CONTEXT, presentationContexts: contexts, userInformation: {maxPduLength: 1 << 20}}))
   const ac = await nextPdu()
   if (ac?.type !== PduType.associateAc) throw new Error(`association not accepted (PDU type ${ac?.type})`)
   const accepted = decodeAssociateAc(ac.body).presentationContexts
+  acceptedOut?.push(...accepted.map((c) => ({id: c.id, result: c.result, transferSyntax: c.transferSyntax})))
+  if (stores.every((store) => store.fragments.length === 0)) {
+    socket.destroy()
+    return []
+  }
+
   const results: Array<RawStoreResult | undefined> = []
   try {
     for (const [index, store] of stores.entries()) {

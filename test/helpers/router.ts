@@ -30,7 +30,11 @@ export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' |
       spool: {dir: spoolDir, retryBaseMs: 100, retryMaxMs: 1000, ...overrides.spool},
       routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
       health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 1, recoverThreshold: 1, ...overrides.health},
-      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: overrides.transport ?? 'dimse', maxAssociations: b.maxAssociations, ...b.config})),
+      backends: backends.map((b) => {
+        const plainDimse = b.config?.type === 'dimse'
+        const backend: Record<string, unknown> = {name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: plainDimse ? undefined : (overrides.transport ?? 'dimse'), maxAssociations: b.maxAssociations, ...b.config}
+        return Object.fromEntries(Object.entries(backend).filter(([, value]) => value !== undefined))
+      }),
     },
     'test',
   )

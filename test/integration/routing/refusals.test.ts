@@ -1,9 +1,12 @@
-import {readdir} from 'node:fs/promises'
+import {mkdtemp, readdir, rm} from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import {Status} from '../../../src/lib/dimse/status.js'
-import {dcmsend} from '../../helpers/dcmtk.js'
+import {ContextResult} from '../../../src/lib/dimse/pdu.js'
+import {type Storescp, dcmsend, startStorescp} from '../../helpers/dcmtk.js'
+import {waitFor} from '../../helpers/wait.js'
 import {brokenFixture, datasetOf, fixturePath, goodFixtures, readFixture} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {rawStores} from '../../helpers/raw-store.js'
@@ -13,6 +16,8 @@ import {encodeDataset, explicitLittle} from '../../unit/dicom/helpers.js'
 const CT = '1.2.840.10008.5.1.4.1.1.2'
 const MR = '1.2.840.10008.5.1.4.1.1.4'
 const EXPLICIT_LE = '1.2.840.10008.1.2.1'
+const IMPLICIT_LE = '1.2.840.10008.1.2'
+const JPEG_LS = '1.2.840.10008.1.2.4.80'
 
 const fixture = (name: string) => {
   const entry = goodFixtures.find((f) => f.path.endsWith(name))!
@@ -122,5 +127,42 @@ describe('the router never says Success for an instance no backend will take', (
     const line = spooled.logs.find((l) => l.includes('instance-refused') && /is not the presentation context's 1\.2\.840\.10008\.5\.1\.4\.1\.1\.4/.test(l))
     expect(line).toBeDefined()
     expect(await orthanc.client.lookupInstance(brokenFixture('sop-class-mismatch.dcm').sopInstanceUid)).toBeUndefined()
+  })
+})
+
+describe('transfer syntaxes: the listener accepts only what every backend can store', () => {
+  let orthanc: TestOrthanc
+  let plain: Storescp
+  let router: TestRouter
+  let plainDir: string
+
+  beforeAll(async () => {
+    plainDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-plain-scp-'))
+    orthanc = await startTestOrthanc({name: 'syntaxes', aeTitle: 'SYNTAXES'})
+    plain = await startStorescp({dir: plainDir, aeTitle: 'PLAIN'})
+    router = await startTestRouter([orthanc, {name: 'plain', aeTitle: 'PLAIN', dicomPort: plain.port, config: {type: 'dimse', transferSyntaxes: [IMPLICIT_LE, EXPLICIT_LE]}}])
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await plain?.stop()
+    await orthanc?.stop()
+    if (plainDir) await rm(plainDir, {recursive: true, force: true})
+  })
+
+  it("takes the sender's first syntax that every backend stores, and logs why a context was rejected", async () => {
+    const accepted: Array<{id: number; result: number; transferSyntax: string}> = []
+    await rawStores(router.port, router.aeTitle, [
+      {abstractSyntax: CT, transferSyntax: JPEG_LS, proposeTransferSyntaxes: [JPEG_LS, EXPLICIT_LE], sopInstanceUid: '1.2.3', fragments: []},
+      {abstractSyntax: CT, transferSyntax: JPEG_LS, sopInstanceUid: '1.2.4', fragments: []},
+    ], 20_000, accepted)
+    expect(accepted).toEqual([
+      {id: 1, result: ContextResult.acceptance, transferSyntax: EXPLICIT_LE},
+      {id: 3, result: ContextResult.transferSyntaxesNotSupported, transferSyntax: expect.any(String)},
+    ])
+    await waitFor('the rejected context in the log', () => router.logs.some((l) => l.includes('context-rejected')), 5000)
+    const line = router.logs.find((l) => l.includes('context-rejected'))!
+    expect(line).toMatch(/RAWSENDER/)
+    expect(line).toMatch(/JPEG-LS Lossless Image Compression \(not plain\)/)
   })
 })
