@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {ExitCode} from '../lib/errors.js'
 import {colorEnabled} from '../lib/output/table.js'
 import {type StackResult, formatStackTable, stackDown, stackStatus, stackUp} from '../lib/stack/stack.js'
