@@ -1,10 +1,10 @@
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
+import {redactUrl} from '../security/secrets.js'
 import type {Delivery, DeliveryReport} from './delivery.js'
 import {deliverOverDimse, describeStatus} from './dimse-sender.js'
 import {discoverInputs} from './inputs.js'
 import {inspectInput, type InspectOutcome, type PreparedInstance} from './inspect.js'
-import {displayUrl} from './target.js'
 import type {SendFailure, SendProgressEvent, SendResult, SendSkip, SendTarget, SendTargetSummary, SendWarning} from './types.js'
 
 export interface SendOptions {
@@ -26,8 +26,8 @@ const INSPECT_CONCURRENCY = 8
 
 /** The target as results show it: credentials left out. */
 export function summarizeTarget(target: SendTarget): SendTargetSummary {
-  if (target.protocol === 'rest') return {protocol: 'rest', url: displayUrl(target.url), ...(target.backend ? {backend: target.backend} : {})}
-  if (target.protocol === 'stow') return {protocol: 'stow', url: displayUrl(target.url), backend: target.backend}
+  if (target.protocol === 'rest') return {protocol: 'rest', url: redactUrl(target.url, {credentials: 'drop'}), ...(target.backend ? {backend: target.backend} : {})}
+  if (target.protocol === 'stow') return {protocol: 'stow', url: redactUrl(target.url, {credentials: 'drop'}), backend: target.backend}
   if (target.protocol === 'folder') return {protocol: 'folder', path: target.path, backend: target.backend}
   const {host, port, calledAeTitle, callingAeTitle, backend} = target
   return {protocol: 'dimse', host, port, calledAeTitle, callingAeTitle, ...(backend ? {backend} : {})}
@@ -38,11 +38,11 @@ export function describeTarget(target: SendTarget | SendTargetSummary): string {
   const name = target.backend ? `backend ${target.backend} ` : ''
   switch (target.protocol) {
     case 'rest': {
-      return `${name}${displayUrl(target.url)}`
+      return `${name}${redactUrl(target.url, {credentials: 'drop'})}`
     }
 
     case 'stow': {
-      return `${name}(STOW-RS ${displayUrl(target.url)})`
+      return `${name}(STOW-RS ${redactUrl(target.url, {credentials: 'drop'})})`
     }
 
     case 'folder': {
