@@ -7,7 +7,7 @@ import {orthancErrorDetail} from '../orthanc/client.js'
 import {createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
 import {redactUrl} from '../security/secrets.js'
 import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
-import type {PreparedInstance} from './inspect.js'
+import type {PreparedInstance} from './prepare.js'
 import type {SendTarget} from './types.js'
 
 export interface RestDeliveryOptions extends DeliveryOptions {

@@ -4,7 +4,7 @@ import {redactUrl} from '../security/secrets.js'
 import type {Delivery, DeliveryReport} from './delivery.js'
 import {deliverOverDimse, describeStatus} from './dimse-sender.js'
 import {discoverInputs} from './inputs.js'
-import {inspectInput, type InspectOutcome, type PreparedInstance} from './inspect.js'
+import {prepareInput, type PrepareOutcome, type PreparedInstance} from './prepare.js'
 import type {SendFailure, SendProgressEvent, SendResult, SendSkip, SendTarget, SendTargetSummary, SendWarning} from './types.js'
 
 export interface SendOptions {
@@ -66,14 +66,14 @@ function failureOf(delivery: Delivery): SendFailure {
   return {...base, reason: error.message, code: error.code, ...(delivery.errorComment ? {errorComment: delivery.errorComment} : {}), ...(error.hint ? {hint: error.hint} : {})}
 }
 
-async function inspectAll(items: Awaited<ReturnType<typeof discoverInputs>>['items'], options: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<InspectOutcome[]> {
-  const outcomes = new Array<InspectOutcome>(items.length)
+async function prepareAll(items: Awaited<ReturnType<typeof discoverInputs>>['items'], options: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<PrepareOutcome[]> {
+  const outcomes = new Array<PrepareOutcome>(items.length)
   const {onProgress, signal} = options
   let next = 0
   let scanned = 0
   const worker = async () => {
     for (let index = next++; index < items.length; index = next++) {
-      outcomes[index] = signal?.aborted ? {kind: 'fail', reason: 'not read: interrupted', code: 'ASSOCIATION_ABORTED'} : await inspectInput(items[index], index)
+      outcomes[index] = signal?.aborted ? {kind: 'fail', reason: 'not read: interrupted', code: 'ASSOCIATION_ABORTED'} : await prepareInput(items[index], index)
       scanned++
       onProgress?.({phase: 'scan', scanned, total: items.length})
     }
@@ -106,7 +106,7 @@ export async function sendFiles(inputs: string[], options: SendOptions): Promise
     discovered.problems.forEach((problem, index) => failures.push({order: order + index, file: problem.name, reason: problem.error.message.replace(`${problem.name}: `, ''), code: problem.error.code, hint: problem.error.hint}))
 
     const instances: PreparedInstance[] = []
-    for (const [index, outcome] of (await inspectAll(discovered.items, options)).entries()) {
+    for (const [index, outcome] of (await prepareAll(discovered.items, options)).entries()) {
       const file = discovered.items[index].name
       if (outcome.kind === 'instance') instances.push(outcome.instance)
       else if (outcome.kind === 'skip') skips.push({order: index, file, reason: outcome.reason})
