@@ -6,7 +6,8 @@ import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader
 import {type MetaHeader, readMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {ReceivedInstance} from '../routing/instance.js'
-import {ROUTING_TAGS, fsyncPath} from './instance-sink.js'
+import {fsyncPath} from '../fs/durable.js'
+import {ROUTING_TAGS} from './instance-sink.js'
 import {Journal, type RecoveredRecord} from './journal.js'
 
 /** Header elements read back from a spooled instance at start. */
