@@ -9,7 +9,7 @@ import type {BackendConfig} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Backend} from './backend.js'
 
 /** A path component from a DICOM identifier: anything but letters, digits, ".", "-" and "_" becomes "_". */

@@ -104,3 +104,15 @@ export async function writeFileAtomic(target: string, data: Buffer | Iterable<Bu
 
   if (options.syncFolder) await fsyncPath(path.dirname(target))
 }
+
+/** `length` bytes of a file from `offset` (fewer when the file is shorter). */
+export async function readFileSlice(file: string, offset: number, length: number): Promise<Buffer> {
+  const handle = await open(file, 'r')
+  try {
+    const bytes = Buffer.alloc(length)
+    const {bytesRead} = await handle.read(bytes, 0, length, offset)
+    return bytes.subarray(0, bytesRead)
+  } finally {
+    await handle.close()
+  }
+}

@@ -5,9 +5,9 @@ import {storeSlots} from '../backends/backend.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {datasyncFile, syncDir, writeFileAtomic} from '../fs/durable.js'
-import {readPart10Instance} from '../spool/spool.js'
+import {readPart10Instance} from '../dicom/received-instance.js'
 import type {BackendState} from './backend-state.js'
-import type {ReceivedInstance} from './instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 
 export interface MirrorQueueOptions {
   /**

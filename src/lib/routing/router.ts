@@ -6,7 +6,7 @@ import {Status, formatStatus, isStored, isTransientRefusal} from '../dimse/statu
 import type {Logger} from '../output/logger.js'
 import {AffinityMap} from './affinity.js'
 import type {BackendState} from './backend-state.js'
-import type {ReceivedInstance} from './instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {MirrorQueue, type MirrorQueueOptions} from './mirrors.js'
 import {PolicyChooser} from './policy.js'
 import {type RuleDecision, RuleEngine} from './rules.js'

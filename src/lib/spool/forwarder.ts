@@ -1,10 +1,10 @@
 import {storeSlots} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
-import type {DatasetSource} from '../dimse/scu.js'
+import type {DatasetSource} from '../dicom/received-instance.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Router} from '../routing/router.js'
 import type {Spool} from './spool.js'
 

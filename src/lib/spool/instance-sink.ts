@@ -9,7 +9,7 @@ import {buildMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Journal, JournalRecord} from './journal.js'
 
 /** The header elements routing reads from each dataset (the rest is never parsed). */

@@ -3,7 +3,7 @@ import type {AddressInfo} from 'node:net'
 
 import {DicomwebBackend, stowOutcomes} from '../../../src/lib/backends/dicomweb-backend.js'
 import type {BackendConfig} from '../../../src/lib/config/schema.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
 
 interface Seen {
   url: string

@@ -2,7 +2,7 @@ import {type ScriptedBackend, scriptedBackend} from '../../helpers/scripted-back
 import {DdrError} from '../../../src/lib/errors.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
 import {Router} from '../../../src/lib/routing/router.js'
 
 function backend(name: string, weight = 1): ScriptedBackend {

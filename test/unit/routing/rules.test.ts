@@ -4,7 +4,7 @@ import {validateConfig} from '../../../src/lib/config/validate.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
 import {Router} from '../../../src/lib/routing/router.js'
 import {RuleEngine} from '../../../src/lib/routing/rules.js'
 
