@@ -10,7 +10,7 @@ import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
-import type {Journal, JournalRecord} from './journal.js'
+import type {Journal, JournalRecord} from '../spool/journal.js'
 
 /** The header elements routing reads from each dataset (the rest is never parsed). */
 export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]

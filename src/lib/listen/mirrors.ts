@@ -2,11 +2,12 @@ import {copyFile, link, mkdir, open, readdir, rename, rm} from 'node:fs/promises
 import path from 'node:path'
 
 import {storeSlots} from '../backends/backend.js'
+import type {MirrorQueueStats} from '../status/server.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {datasyncFile, syncDir, writeFileAtomic} from '../fs/durable.js'
 import {readPart10Instance} from '../dicom/received-instance.js'
-import type {BackendState} from './backend-state.js'
+import type {BackendState} from '../routing/backend-state.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 
 export interface MirrorQueueOptions {
@@ -39,16 +40,6 @@ export interface MirrorCounters {
   mirrored: number
   mirrorFailed: number
   mirrorPending: number
-}
-
-/** The mirror queue in /status. */
-export interface MirrorQueueStats {
-  /** Pending copies survive a restart. */
-  durable: boolean
-  /** Copies waiting or in flight. */
-  pending: number
-  /** Age of the oldest pending copy's instance (seconds since it was received). */
-  oldestAgeSeconds: number | null
 }
 
 interface Job {
