@@ -194,6 +194,7 @@ describe('validation messages', () => {
       weight: 1,
       transport: 'dimse',
       maxAssociations: 4,
+      storeTimeoutMs: 120_000,
     })
   })
 })
