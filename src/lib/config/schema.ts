@@ -267,10 +267,10 @@ export const RoutingRuleSchema = Type.Object(
     name: optionalText({description: 'Names the rule in logs and `ddr route --explain` (default: rules[index]).'}),
     match: Type.Object(
       {
-        callingAeTitle: optionalText(),
-        calledAeTitle: optionalText(),
-        modality: optionalText(),
-        sopClassUid: optionalText(),
+        callingAeTitle: optionalText({description: "The sender's AE title equals this."}),
+        calledAeTitle: optionalText({description: 'The AE title the sender called equals this.'}),
+        modality: optionalText({description: 'Modality (0008,0060) equals this.'}),
+        sopClassUid: optionalText({description: 'The SOP class UID equals this.'}),
         tags: Type.Optional(
           Type.Record(Type.String({pattern: '^(\\(?[0-9a-fA-F]{4},?[0-9a-fA-F]{4}\\)?|[A-Za-z][A-Za-z0-9]*)$'}), RuleTagMatchSchema, {
             additionalProperties: false,
