@@ -7,9 +7,9 @@
 // How the files are made: the script encodes each dataset itself in explicit VR little endian
 // (so it controls every byte: private tags, Latin-1 text, undefined-length sequences, broken
 // files), then dcmtk turns it into the other transfer syntaxes (dcmconv, dcmcjpeg, dcmcjpls,
-// dcmcrle). JPEG 2000 comes from the OpenJPEG WebAssembly build in dcmjs-codecs (installed with
-// dcmjs-dimse), re-wrapped by this script. Every good file is checked with dcmdump, and every
-// lossless one is decoded again and compared with the original pixels.
+// dcmcrle). JPEG 2000 comes from the OpenJPEG WebAssembly build in dcmjs-codecs (a devDependency:
+// dcmtk has no JPEG 2000 encoder), re-wrapped by this script. Every good file is checked with
+// dcmdump, and every lossless one is decoded again and compared with the original pixels.
 //
 // UIDs are UUID v5 (name-based) under the 2.25 root, so regenerating gives the same UIDs and,
 // since every tool used is deterministic, the same bytes.

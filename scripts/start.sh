@@ -33,8 +33,7 @@ fi
 # 2. Node dependencies and build.
 if [[ ! -d node_modules ]]; then
   echo "==> installing npm dependencies" >&2
-  # npm >= 10 rejects a lock file without other platforms' optional binaries: fall back to npm install.
-  if [[ ! -f package-lock.json ]] || ! npm ci >&2; then npm install >&2; fi
+  npm ci --no-audit --no-fund >&2
 fi
 echo "==> building" >&2
 npm run build >&2

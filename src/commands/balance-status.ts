@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {selectBackends} from '../lib/config/load.js'
 import {colorEnabled} from '../lib/output/table.js'
 import {type BalanceStatusResult, balanceExitCode, formatBalance, formatWatchFrame, gatherBalance, watchBalance} from '../lib/status/balance.js'

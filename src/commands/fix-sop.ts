@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {type FixSopResult, fixSopFiles, formatFixSopReport} from '../lib/dicom/fix-sop.js'
 import {colorEnabled} from '../lib/output/table.js'
 
@@ -34,8 +34,8 @@ Only the changed elements differ afterwards; each file is written atomically, in
   }
 
   async run(): Promise<FixSopResult> {
-    const {argv, flags} = await this.parse(FixSop)
-    const result = await fixSopFiles(argv as string[], {
+    const {flags, positionals} = this
+    const result = await fixSopFiles(positionals, {
       sopClassUid: flags['sop-class'],
       newUids: flags['new-uids'],
       newStudyUids: flags['new-study-uids'],

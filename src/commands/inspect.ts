@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {selectBackends} from '../lib/config/load.js'
 import {type BackendStudiesResult, formatBackendStudies, formatLocate, inspectRequest, listBackendStudies, locateExitCode, locateOnBackends, type LocateResult} from '../lib/inspect/backends.js'
 import {formatInspectFile, type InspectFileResult, inspectFile} from '../lib/inspect/file.js'

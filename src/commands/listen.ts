@@ -2,7 +2,7 @@ import path from 'node:path'
 
 import {Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {Logger} from '../lib/output/logger.js'
 import {startRouterService} from '../lib/routing/service.js'
 

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {DdrError} from '../lib/errors.js'
 import {type RouteExplainResult, explainRoute, formatRouteExplain} from '../lib/routing/route-explain.js'
 

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../lib/base-command.js'
+import {BaseCommand} from './base-command.js'
 import {colorEnabled} from '../lib/output/table.js'
 import {formatSendSummary} from '../lib/send/format.js'
 import {createSendProgress, progressMode, withProgress} from '../lib/send/progress.js'
@@ -50,14 +50,14 @@ Exit codes: 0 all sent, 4 some failed, 3 the receiver cannot be reached, 2 bad a
   }
 
   async run(): Promise<SendResult> {
-    const {argv, flags} = await this.parse(Send)
+    const {flags, positionals} = this
     const target = resolveSendTarget({host: flags.host, port: flags.port, calledAeTitle: flags['called-ae'], callingAeTitle: flags['calling-ae'], backend: flags.backend, rest: flags.rest, ca: flags.ca, tls: flags.tls ? {ca: flags['tls-ca'], cert: flags['tls-cert'], key: flags['tls-key']} : undefined}, () => this.ddrConfig)
     // Ctrl-C stops taking new files; what was not sent is reported as failed, and the summary still prints.
     const abort = new AbortController()
     const onSignal = () => abort.abort()
     process.once('SIGINT', onSignal)
     const progress = await createSendProgress(progressMode({json: this.jsonEnabled()}), describeTarget(target))
-    const result = await withProgress(progress, (onProgress) => sendFiles(argv as string[], {target, concurrency: flags.concurrency, signal: abort.signal, onProgress})).finally(() => process.off('SIGINT', onSignal))
+    const result = await withProgress(progress, (onProgress) => sendFiles(positionals, {target, concurrency: flags.concurrency, signal: abort.signal, onProgress})).finally(() => process.off('SIGINT', onSignal))
     if (!this.jsonEnabled()) this.log(formatSendSummary(result, {color: colorEnabled()}))
     if (result.failed > 0) this.setPartialFailure()
     return result

@@ -20,6 +20,7 @@ export type DdrErrorCode =
   | 'INVALID_DICOM'
   | 'NOT_IMPLEMENTED'
   | 'PROTOCOL_ERROR'
+  | 'REQUEST_INTERRUPTED'
   | 'STACK_FAILED'
   | 'TIMEOUT'
   | 'USAGE'
@@ -35,6 +36,7 @@ const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
   INVALID_DICOM: ExitCode.usage,
   NOT_IMPLEMENTED: ExitCode.usage,
   PROTOCOL_ERROR: ExitCode.peer,
+  REQUEST_INTERRUPTED: ExitCode.peer,
   STACK_FAILED: ExitCode.unexpected,
   TIMEOUT: ExitCode.peer,
   USAGE: ExitCode.usage,
@@ -64,4 +66,29 @@ export class DdrError extends Error {
 /** Whether an error is a DdrError with the given code. */
 export function isDdrError(error: unknown, code?: DdrErrorCode): error is DdrError {
   return error instanceof DdrError && (code === undefined || error.code === code)
+}
+
+/** What `--json` prints for a DdrError: the same fields a script sees in the human message. */
+export interface DdrErrorJson {
+  error: {code: DdrErrorCode; message: string; hint?: string; exit: ExitCodeValue}
+}
+
+/** The `--json` form of a DdrError (stdout carries it, so a script reads the code, not the text). */
+export function ddrErrorJson(error: DdrError): DdrErrorJson {
+  return {error: {code: error.code, message: error.message, hint: error.hint, exit: error.exit}}
+}
+
+/**
+ * The lines a command writes to stderr for an error it ends on: `error [CODE]: message`, the hint,
+ * and with `debug` the cause (DdrError) or stack (anything else, reported as UNEXPECTED).
+ */
+export function formatErrorReport(error: Error, options: {debug?: boolean} = {}): string {
+  if (error instanceof DdrError) {
+    let text = `error [${error.code}]: ${error.message}\n`
+    if (error.hint) text += `  hint: ${error.hint}\n`
+    if (options.debug && error.cause) text += `  cause: ${String((error.cause as Error)?.stack ?? error.cause)}\n`
+    return text
+  }
+
+  return `error [UNEXPECTED]: ${error.message}\n${options.debug ? `${error.stack}\n` : ''}`
 }

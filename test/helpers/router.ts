@@ -21,7 +21,7 @@ export interface TestRouter {
 }
 
 /** A router (in this process) on a free port in front of the given Orthanc servers. */
-export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
+export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number; config?: Record<string, unknown>}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
   const spoolDir = overrides.spoolDir ?? (await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-')))
   const config = validateConfig(
     {
@@ -30,7 +30,11 @@ export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' |
       spool: {dir: spoolDir, retryBaseMs: 100, retryMaxMs: 1000, ...overrides.spool},
       routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
       health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 1, recoverThreshold: 1, ...overrides.health},
-      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: overrides.transport ?? 'dimse', maxAssociations: b.maxAssociations})),
+      backends: backends.map((b) => {
+        const plainDimse = b.config?.type === 'dimse'
+        const backend: Record<string, unknown> = {name: b.name, host: '127.0.0.1', port: b.dicomPort, aeTitle: b.aeTitle, url: b.url, transport: plainDimse ? undefined : (overrides.transport ?? 'dimse'), maxAssociations: b.maxAssociations, ...b.config}
+        return Object.fromEntries(Object.entries(backend).filter(([, value]) => value !== undefined))
+      }),
     },
     'test',
   )

@@ -1,4 +1,5 @@
 import type {DicomBackendConfig} from '../config/schema.js'
+import {STORE_TIMEOUT_DEFAULT_MS} from '../config/validate.js'
 import {DdrError} from '../errors.js'
 import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
 import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
@@ -28,6 +29,7 @@ export class DimseBackend implements Backend {
       idleMs: 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
       connectTimeoutMs: 5000,
+      storeTimeoutMs: config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS,
       ...(config.tls === undefined ? {} : {tls: clientTlsOptions(config.tls, `backends[${config.name}].tls`)}),
     })
   }

@@ -1,9 +1,10 @@
 import {createReadStream} from 'node:fs'
 import {Readable} from 'node:stream'
 
-import got, {HTTPError} from 'got'
+import got, {HTTPError, TimeoutError} from 'got'
 
 import type {BackendConfig} from '../config/schema.js'
+import {STORE_TIMEOUT_DEFAULT_MS} from '../config/validate.js'
 import {DdrError} from '../errors.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
@@ -35,13 +36,20 @@ export function backendRequestError(config: BackendConfig, what: string, error: 
   return new DdrError('BACKEND_UNREACHABLE', `${what} failed: ${failure.reason}`, {cause: error, hint: backendRequestHint(failure, config.name)})
 }
 
+/** True for a request that was under way when it failed: timed out waiting, or the connection was reset. */
+function brokeOffMidRequest(error: unknown): boolean {
+  const code = (error as {code?: string}).code
+  if (error instanceof TimeoutError) return error.event === 'request' || error.event === 'response' || error.event === 'send'
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_STREAM_PREMATURE_CLOSE'
+}
+
 /** Forwards instances with Orthanc's REST API (POST /instances), for backends configured with transport "rest". */
 export class OrthancRestBackend implements Backend {
   private readonly client
   private readonly agents: HttpAgents
   private readonly url: string
 
-  constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
+  constructor(readonly config: BackendConfig, private readonly timeoutMs = config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has transport "rest" but no url`)
     this.url = displayUrl(config.url)
     this.agents = backendHttpAgents(config)
@@ -67,7 +75,10 @@ export class OrthancRestBackend implements Backend {
         return {status: Status.cannotUnderstand, errorComment: `Orthanc refused: HTTP ${error.response.statusCode}`}
       }
 
-      throw backendRequestError(this.config, `POST ${this.url}/instances`, error)
+      const failure = backendRequestError(this.config, `POST ${this.url}/instances`, error)
+      // The request reached the server and broke off there: this instance's failure, not an unreachable backend.
+      if (brokeOffMidRequest(error)) throw new DdrError('REQUEST_INTERRUPTED', failure.message, {cause: error})
+      throw failure
     }
   }
 

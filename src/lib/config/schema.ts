@@ -126,8 +126,8 @@ export const BackendHttpsSchema = Type.Object(
  */
 export const DICOMWEB_BATCH_DEFAULTS = {maxInstances: 16, maxBytes: 16 * 1024 * 1024, windowMs: 0} as const
 
-/** How long one instance's delivery may take before it is abandoned, unless a backend says otherwise. */
-export const DEFAULT_STORE_TIMEOUT_MS = 120_000
+/** How long one instance's delivery may take by default (a 2 GB instance over a slow link fits). */
+export const STORE_TIMEOUT_DEFAULT_MS = 120_000
 
 /** The fields every backend has; each type lists them first, then its own. */
 const backendCommon = () => ({
@@ -154,10 +154,10 @@ const credentials = () => ({
 })
 
 const storeTimeoutMs = () =>
-  // At most what a Node timer can wait: a longer delay would fire at once.
-  integer(1000, 2_147_483_647, {
-    default: DEFAULT_STORE_TIMEOUT_MS,
-    description: "The longest one instance's delivery to this backend may take (ms) before it is abandoned and counted as that instance's failure.",
+  // At most a day: well within what a Node timer can wait (a delay past 2^31-1 ms would fire at once).
+  integer(1000, 86_400_000, {
+    default: STORE_TIMEOUT_DEFAULT_MS,
+    description: "The longest one instance's delivery to this backend may take (ms) before it is abandoned and counted as that instance's failure, not the backend's.",
   })
 
 const transferSyntaxesOf = (absent: string) =>
@@ -165,7 +165,7 @@ const transferSyntaxesOf = (absent: string) =>
     Type.Array(Type.String({pattern: UID_PATTERN, maxLength: 64, problem: 'a UID: digits and dots, at most 64 characters (e.g. "1.2.840.10008.1.2.1")'}), {
       minItems: 1,
       problem: 'a non-empty array of transfer syntax UIDs',
-      description: `Transfer syntax UIDs this backend can store; absent: ${absent}.`,
+      description: `Transfer syntax UIDs this backend can store; absent: ${absent}. The listener accepts only what every backend takes.`,
     }),
   )
 

@@ -10,6 +10,9 @@ import {type AnnotatedSchema, BACKEND_SCHEMAS, BackendSchema, backendSchemaFor, 
 
 type Json = Record<string, unknown>
 
+// Backends import the default from here.
+export {STORE_TIMEOUT_DEFAULT_MS} from './schema.js'
+
 /** Options of validateConfig. */
 export interface ValidateOptions {
   /**

@@ -274,6 +274,14 @@ export function decodeText(bytes: Buffer, charset: string | undefined): string {
   return decoder ? decoder.decode(bytes) : bytes.toString('latin1')
 }
 
+/**
+ * One element's value as text, as readTopLevelElements gives it (padding trimmed, numbers in
+ * decimal, several values joined by a backslash); undefined for bulk and sequence VRs.
+ */
+export function decodeElementValue(value: Buffer, tag: number, vr: string | undefined, littleEndian: boolean, charset?: string): string | undefined {
+  return decodeValue(value, 0, value.length, vr || TagVr[tag] || 'LO', littleEndian, charset)
+}
+
 function decodeValue(buffer: Buffer, start: number, end: number, vr: string, littleEndian: boolean, charset: string | undefined): string | undefined {
   if (TEXT_VRS.has(vr)) {
     const bytes = buffer.subarray(start, end)

@@ -4,7 +4,7 @@ import {isDdrError} from '../errors.js'
 import {elementValue} from './dump.js'
 import {hasPart10Prefix, META_START, type MetaHeader} from './part10.js'
 import {describeTag, formatTag, Tag, tagGroup, tagName} from './tags.js'
-import {isValidUid, sopClassName, STORAGE_SOP_CLASS_ROOT} from './uids.js'
+import {describeSopClass, isValidUid, STORAGE_SOP_CLASS_ROOT} from './uids.js'
 import {type DatasetElement, openPart10, type Part10Dataset, walkPart10} from './walker.js'
 
 // Enhanced (multi-frame functional group) IODs carry this sequence; classic IODs do not.
@@ -272,11 +272,6 @@ function integer(elements: Map<number, DatasetElement>, tag: number): number | u
   return Number.isFinite(number) ? number : undefined
 }
 
-function describeClass(uid: string): string {
-  const name = sopClassName(uid)
-  return name ? `${name} (${uid})` : uid
-}
-
 interface ClassDecision {
   uid?: string
   source?: SopClassSource
@@ -387,7 +382,7 @@ export function repairPart10(file: Buffer, options: RepairOptions = {}): RepairO
   for (const [tag, to] of [...datasetEdits].sort(([a], [b]) => a - b)) note('dataset', tag, text(byTag, tag), to)
   for (const [tag, to] of [...metaEdits].sort(([a], [b]) => a - b)) note('meta', tag, metaValue(tag), to)
   const outcome = {sopClassUid, sopClassSource: decision.source}
-  if (changes.length === 0) return {status: 'unchanged', ...outcome, changes, reason: `SOPClassUID agrees with the meta header: ${describeClass(sopClassUid)}`}
+  if (changes.length === 0) return {status: 'unchanged', ...outcome, changes, reason: `SOPClassUID agrees with the meta header: ${describeSopClass(sopClassUid)}`}
 
   const spliced = spliceDataset(opened.dataset, elements, opened, datasetEdits)
   for (const change of spliced.groupLengths) note('dataset', change.tag, String(change.from), String(change.to))

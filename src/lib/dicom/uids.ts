@@ -351,6 +351,12 @@ export function sopClassName(uid: string): string | undefined {
   return storageSopClasses.get(uid) ?? otherSopClasses.get(uid)
 }
 
+/** A SOP class for messages: "CT Image Storage (1.2.840.10008.5.1.4.1.1.2)", or the bare UID when ddr does not know it. */
+export function describeSopClass(uid: string): string {
+  const name = sopClassName(uid)
+  return name === undefined ? uid : `${name} (${uid})`
+}
+
 /**
  * Whether a SOP class is a storage class: anything under 1.2.840.10008.5.1.4.1.1 (so classes
  * newer than this table pass too) plus the few storage classes outside that root. Private

@@ -71,7 +71,8 @@ interface Header {
   headerLength: number
 }
 
-class Walker {
+/** Walks a dataset held in memory into the tree of its elements (values are views, never copies). */
+class DatasetTreeWalker {
   private readonly path: string[] = []
 
   constructor(
@@ -247,7 +248,7 @@ class Walker {
  * and offset when the bytes end early ("truncated: ...") or break the encoding ("malformed ...").
  */
 export function walkDataset(buffer: Buffer, options: WalkOptions): DatasetElement[] {
-  const walker = new Walker(buffer, options)
+  const walker = new DatasetTreeWalker(buffer, options)
   return walker.elements(0, undefined, false, options.explicitVr, options.littleEndian, 0).elements
 }
 

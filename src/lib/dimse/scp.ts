@@ -24,6 +24,7 @@ import {
   encodeAssociateRj,
   encodeReleaseRp,
 } from './pdu.js'
+import {transferSyntaxInfo} from '../dicom/uids.js'
 import {Status} from './status.js'
 import {writePdvs} from './wire.js'
 
@@ -88,6 +89,16 @@ export interface ScpOptions {
   tls?: tls.TlsOptions
 }
 
+/** A presentation context we did not accept, and why ('contextRejected' event). */
+export interface ContextRejection {
+  info: AssociationInfo
+  contextId: number
+  abstractSyntax: string
+  /** The transfer syntaxes the sender proposed, in its order. */
+  transferSyntaxes: string[]
+  reason: 'abstractSyntax' | 'transferSyntax'
+}
+
 export interface AssociationSummary extends AssociationInfo {
   stored: number
   failed: number
@@ -101,7 +112,7 @@ export interface AssociationSummary extends AssociationInfo {
  * A DICOM C-STORE/C-ECHO service class provider (PS3.8 upper layer, PS3.7 DIMSE) that streams every
  * dataset byte-for-byte into a sink. Events: 'association' (AssociationInfo), 'associationEnd'
  * (AssociationSummary), 'rejected' ({remoteAddress, callingAeTitle, why}), 'protocolError' ({info, message}),
- * 'instanceRefused' ({info, sopInstanceUid, why}), 'tlsError' ({remoteAddress, message}).
+ * 'instanceRefused' ({info, sopInstanceUid, status, why}), 'contextRejected' (ContextRejection), 'tlsError' ({remoteAddress, message}).
  */
 export class DimseServer extends EventEmitter {
   private readonly server: net.Server | tls.Server
@@ -176,6 +187,16 @@ interface ActiveStore {
   contextId: number
   sink: StoreSink
   bytes: number
+  /** Deflated datasets may end on an odd byte (PS3.5 A.5); every other fragment must be even. */
+  deflated: boolean
+}
+
+/** A C-STORE refused before its dataset is complete: the rest is read and dropped, then this is answered. */
+interface RefusedStore {
+  request: StoreRequest
+  contextId: number
+  status: number
+  errorComment: string
 }
 
 class ScpAssociation {
@@ -189,8 +210,8 @@ class ScpAssociation {
   private command?: {set: CommandSet; contextId: number}
   private store?: ActiveStore
   private discardDataset = false
-  /** A dataset being dropped because it is too large: answer A700 once its last fragment is in. */
-  private refusedStore?: {request: StoreRequest; contextId: number}
+  /** A dataset being dropped (too large, odd fragment, command that does not fit its context): answered once its last fragment is in. */
+  private refusedStore?: RefusedStore
   private queue: Promise<void> = Promise.resolve()
   private busy = false
   private releaseRequested = false
@@ -314,6 +335,17 @@ class ScpAssociation {
     )
     this.state = 'established'
     this.server.emit('association', this.info)
+    for (const [index, context] of results.entries()) {
+      if (context.result === ContextResult.acceptance) continue
+      const proposal = request.presentationContexts[index]
+      this.server.emit('contextRejected', {
+        info: this.info,
+        contextId: proposal.id,
+        abstractSyntax: proposal.abstractSyntax,
+        transferSyntaxes: proposal.transferSyntaxes,
+        reason: context.result === ContextResult.abstractSyntaxNotSupported ? 'abstractSyntax' : 'transferSyntax',
+      } satisfies ContextRejection)
+    }
   }
 
   private onPdv(contextId: number, isCommand: boolean, isLast: boolean, data: Buffer): void {
@@ -332,12 +364,19 @@ class ScpAssociation {
       if (contextId !== store.contextId) throw new PduError(`dataset fragment on presentation context ${contextId}, command was on ${store.contextId}`)
       store.bytes += data.length
       const limit = this.server.options.maxInstanceBytes
+      let refusal: {status: number; why: string; comment: string} | undefined
       if (limit !== undefined && store.bytes > limit) {
-        const why = `dataset larger than ${limit} bytes (listen.maxInstanceBytes)`
-        store.sink.abort(why)
-        this.server.emit('instanceRefused', {info: this.info, sopInstanceUid: store.request.sopInstanceUid, why})
+        refusal = {status: Status.outOfResources, why: `dataset larger than ${limit} bytes (listen.maxInstanceBytes)`, comment: 'instance exceeds the router size limit'}
+      } else if (data.length % 2 === 1 && !(isLast && store.deflated)) {
+        // PS3.8 annex E: fragments have even lengths; padding one ourselves would change the bytes.
+        const why = `odd-length dataset fragment (${data.length} bytes) in ${store.request.transferSyntaxUid}`
+        refusal = {status: Status.dataSetDoesNotMatchSopClass, why, comment: why}
+      }
+
+      if (refusal !== undefined) {
+        store.sink.abort(refusal.why)
         this.store = undefined
-        this.refusedStore = {request: store.request, contextId: store.contextId}
+        this.refuse(store.request, store.contextId, refusal.status, refusal.why, refusal.comment)
         this.discardDataset = true
         this.socket.resume()
         if (isLast) this.finishRefused()
@@ -391,7 +430,19 @@ class ScpAssociation {
         priority: commandNumber(set, CommandTag.priority) ?? 0,
       }
       this.busy = true
-      this.store = {request, contextId, sink: this.server.options.beginStore(request), bytes: 0}
+      const problem = !request.sopInstanceUid
+        ? 'the C-STORE command has no Affected SOP Instance UID'
+        : request.sopClassUid === context.abstractSyntax
+          ? undefined
+          : `Affected SOP Class UID ${request.sopClassUid} is not the presentation context's ${context.abstractSyntax}`
+      if (problem !== undefined) {
+        // Refused before any byte reaches a sink: read the dataset to its end and drop it.
+        this.refuse(request, contextId, Status.cannotUnderstand, problem, problem)
+        this.discardDataset = true
+        return
+      }
+
+      this.store = {request, contextId, sink: this.server.options.beginStore(request), bytes: 0, deflated: transferSyntaxInfo(context.transferSyntax)?.deflated ?? false}
       return
     }
 
@@ -402,16 +453,18 @@ class ScpAssociation {
     this.enqueue(async () => this.respond(contextId, ((field ?? 0) | 0x8000) & 0xffff, messageId, sopClass, undefined, {status: Status.unrecognizedOperation}))
   }
 
+  private refuse(request: StoreRequest, contextId: number, status: number, why: string, errorComment: string): void {
+    this.server.emit('instanceRefused', {info: this.info, sopInstanceUid: request.sopInstanceUid, status, why})
+    this.refusedStore = {request, contextId, status, errorComment}
+  }
+
   private finishRefused(): void {
     const refused = this.refusedStore!
     this.refusedStore = undefined
     this.discardDataset = false
     this.enqueue(async () => {
       this.stats.failed++
-      this.respond(refused.contextId, CommandField.cStoreRsp, refused.request.messageId, refused.request.sopClassUid, refused.request.sopInstanceUid, {
-        status: Status.outOfResources,
-        errorComment: 'instance exceeds the router size limit',
-      })
+      this.respond(refused.contextId, CommandField.cStoreRsp, refused.request.messageId, refused.request.sopClassUid, refused.request.sopInstanceUid, {status: refused.status, errorComment: refused.errorComment})
       this.busy = false
     })
   }

@@ -23,6 +23,7 @@ import {
   encodeAssociateRq,
   encodeReleaseRq,
 } from './pdu.js'
+import {transferSyntaxInfo} from '../dicom/uids.js'
 import {maxFragment, writePdvs} from './wire.js'
 
 export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
@@ -43,6 +44,8 @@ export interface ConnectOptions {
   connectTimeoutMs?: number
   /** No progress (bytes sent or a PDU received) for this long while a request is open: the association is aborted. */
   requestTimeoutMs?: number
+  /** One C-STORE (sending the dataset and waiting for the answer) may take this long at most; then the association is aborted. */
+  storeTimeoutMs?: number
   /** DICOM TLS (see tls.ts clientTlsOptions): the association starts once the handshake is done. */
   tls?: tls.ConnectionOptions
 }
@@ -67,6 +70,8 @@ export interface DimseResponse {
 
 const READ_CHUNK = 256 * 1024
 const PAD = Buffer.from([0])
+/** Errors of a request already under way that mean "the peer broke off", not "our data is bad". */
+const INTERRUPTION_CODES = new Set(['BACKEND_UNREACHABLE', 'ASSOCIATION_ABORTED', 'TIMEOUT', 'PROTOCOL_ERROR'])
 
 function key(abstractSyntax: string, transferSyntax: string): string {
   return `${abstractSyntax}|${transferSyntax}`
@@ -213,6 +218,11 @@ export class ScuAssociation extends EventEmitter {
 
   /** Sends one instance's dataset bytes unchanged and resolves with the peer's status (any status, success or not). */
   async store(instance: StoreInstance): Promise<DimseResponse> {
+    const length = 'buffer' in instance.dataset ? instance.dataset.buffer.length : instance.dataset.length
+    if (length % 2 === 1 && !transferSyntaxInfo(instance.transferSyntaxUid)?.deflated) {
+      throw new DdrError('INVALID_DICOM', `the dataset of ${instance.sopInstanceUid} has an odd length (${length} bytes) in transfer syntax ${instance.transferSyntaxUid}: DICOM needs even lengths`)
+    }
+
     return this.request(instance.sopClassUid, instance.transferSyntaxUid, async (contextId, messageId) => {
       const fields: Array<[number, number | string]> = [
         [CommandTag.affectedSopClassUid, instance.sopClassUid],
@@ -226,7 +236,7 @@ export class ScuAssociation extends EventEmitter {
       if (instance.moveOriginatorMessageId !== undefined) fields.push([CommandTag.moveOriginatorMessageId, instance.moveOriginatorMessageId])
       writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
       await this.sendDataset(contextId, instance.dataset)
-    })
+    }, this.options.storeTimeoutMs === undefined ? undefined : {timeoutMs: this.options.storeTimeoutMs, what: `the C-STORE of ${instance.sopInstanceUid}`})
   }
 
   /** Releases the association politely (A-RELEASE-RQ/RP); falls back to closing the socket. */
@@ -252,7 +262,13 @@ export class ScuAssociation extends EventEmitter {
     this.socket.on('close', () => this.shutdown(new DdrError('BACKEND_UNREACHABLE', `connection to ${this.peer} closed`)))
   }
 
-  private async request(abstractSyntax: string, transferSyntax: string, send: (contextId: number, messageId: number) => Promise<void>): Promise<DimseResponse> {
+  /**
+   * Sends one request and waits for its answer. A failure once the request is under way (the peer
+   * aborts, closes, stalls or exceeds `deadline`) is a DdrError REQUEST_INTERRUPTED: the
+   * association worked, something about this request did not (callers tell that apart from a
+   * peer they cannot reach at all).
+   */
+  private async request(abstractSyntax: string, transferSyntax: string, send: (contextId: number, messageId: number) => Promise<void>, deadline?: {timeoutMs: number; what: string}): Promise<DimseResponse> {
     if (this.closedError !== undefined) throw this.closedError
     if (this.busy) throw new Error(`association with ${this.peer} is busy: one request at a time`)
     const contextId = this.accepted.get(key(abstractSyntax, transferSyntax))
@@ -266,15 +282,34 @@ export class ScuAssociation extends EventEmitter {
     const response = new Promise<DimseResponse>((resolve, reject) => {
       this.pending = {messageId, resolve, reject}
     })
+    // Rejected by shutdown() while send() may still be running: observed below, never unhandled.
+    response.catch(() => {})
     this.lastActivity = Date.now()
     this.armTimer()
+    let overdue: NodeJS.Timeout | undefined
+    if (deadline !== undefined) {
+      overdue = setTimeout(() => {
+        const error = new DdrError('TIMEOUT', `${this.peer} did not finish ${deadline.what} within ${deadline.timeoutMs} ms`)
+        this.abort()
+        this.closedError = error
+        this.pending?.reject(error)
+      }, deadline.timeoutMs)
+      overdue.unref()
+    }
+
     try {
       await send(contextId, messageId)
       return await response
+    } catch (error) {
+      // The peer is left in the middle of a message: the association cannot carry another one.
+      if (this.closedError === undefined) this.abort()
+      if (error instanceof DdrError && !INTERRUPTION_CODES.has(error.code)) throw error
+      throw new DdrError('REQUEST_INTERRUPTED', `${(error as Error).message} (during a request)`, {cause: error})
     } finally {
       this.busy = false
       this.pending = undefined
       clearInterval(this.timer)
+      clearTimeout(overdue)
     }
   }
 
@@ -292,8 +327,9 @@ export class ScuAssociation extends EventEmitter {
   }
 
   private async sendDataset(contextId: number, source: DatasetSource): Promise<void> {
-    // PDV fragments must have even lengths (PS3.8 E.1); an odd dataset can only be a deflated
-    // stream without its trailing pad byte (PS3.5 A.5), which we add as the standard asks.
+    // PDV fragments must have even lengths (PS3.8 E.1). A deflated stream may end on an odd byte
+    // and gets the pad byte PS3.5 A.5 asks for; any other odd dataset is malformed and is not sent
+    // (the listener refuses such instances, so only a file given to `ddr send` can be one).
     if ('buffer' in source) {
       const bytes = source.buffer.length % 2 === 0 ? source.buffer : Buffer.concat([source.buffer, PAD])
       if (!writePdvs(this.socket, contextId, false, bytes, this.peerMaxPduLength)) await this.drain()

@@ -1,9 +1,8 @@
 import {readFile, stat} from 'node:fs/promises'
 
 import {loadDictionary} from '../dicom/dictionary.js'
-import {dumpDataset, type DumpElement, dumpLines, dumpMetaHeader, elementValue} from '../dicom/dump.js'
+import {dumpDataset, type DumpElement, dumpLines, dumpMetaHeader, elementValue, uidMeaning} from '../dicom/dump.js'
 import {Tag} from '../dicom/tags.js'
-import {sopClassName, transferSyntaxInfo} from '../dicom/uids.js'
 import {type DatasetElement, openPart10, walkPart10} from '../dicom/walker.js'
 import {DdrError} from '../errors.js'
 import {formatTable, painter} from '../output/table.js'
@@ -50,7 +49,7 @@ export interface InspectFileOptions {
 }
 
 function named(uid: string): NamedUid {
-  const name = sopClassName(uid) ?? transferSyntaxInfo(uid)?.name
+  const name = uidMeaning(uid)
   return name === undefined ? {uid} : {uid, name}
 }
 

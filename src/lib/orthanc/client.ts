@@ -4,7 +4,7 @@ import type {BackendConfig} from '../config/schema.js'
 import type {ClientTlsFiles} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
 import {type HttpAgents, backendRequestHint, createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../security/secrets.js'
 
 export interface OrthancClientOptions {
   /** Base URL of the Orthanc REST API, e.g. http://127.0.0.1:8042 (a trailing slash is ignored). */
@@ -103,7 +103,7 @@ export class OrthancClient {
   private readonly backendName?: string
 
   constructor(options: OrthancClientOptions) {
-    this.url = displayUrl(options.url)
+    this.url = redactUrl(options.url, {credentials: 'drop'})
     this.agents = createHttpAgents({https: options.https, field: options.httpsField, maxSockets: 16})
     this.backendName = options.backendName
 

@@ -6,7 +6,7 @@ import {Listr, ListrLogger, ProcessOutput} from 'listr2'
 import type {BackendConfig} from '../config/schema.js'
 import {DdrError, ExitCode, type ExitCodeValue, isDdrError} from '../errors.js'
 import {formatTable, painter} from '../output/table.js'
-import {formatBytes} from '../status/balance.js'
+import {formatBytes} from '../output/units.js'
 import {type OrthancClient, orthancClientFor} from './client.js'
 
 /** What a backend holds (Orthanc /statistics). */

@@ -17,6 +17,8 @@ export interface RouterOptions {
   /** File that remembers study → backend across restarts (undefined: memory only). */
   affinityFile?: string
   failThreshold: number
+  /** How long the C-ECHO that follows a broken-off delivery may take (health.timeoutMs). */
+  probeTimeoutMs?: number
   logger: Logger
   /** Routing rules (first match wins); backends with `mirror: true` get copies whatever the rules. */
   rules?: RoutingRule[]
@@ -124,7 +126,8 @@ export class Router {
   /**
    * One delivery attempt to one backend, classified: stored (success or warning), refused (the
    * backend understood and said no: Cxxx, A9xx, other failures), busy (A7xx out of resources:
-   * may work later or elsewhere), unreachable (network, association, timeout). Updates the
+   * may work later or elsewhere), interrupted (the backend broke off during this instance),
+   * unreachable (no connection or association at all). Updates the
    * backend's load, health and counters and the study's remembered home. Never rejects.
    */
   async attempt(instance: ReceivedInstance, backend: BackendState, why: string): Promise<AttemptResult> {
@@ -179,6 +182,26 @@ export class Router {
       backend.failed++
       const message = `${backend.name}: ${(error as Error).message}`
       if (isDdrError(error, 'BACKEND_REFUSED')) return {kind: 'refused', response: {status: Status.sopClassNotSupported, errorComment: (error as Error).message}, reason: message}
+      if (isDdrError(error, 'INVALID_DICOM')) return {kind: 'refused', response: {status: Status.cannotUnderstand, errorComment: (error as Error).message}, reason: message}
+      if (isDdrError(error, 'REQUEST_INTERRUPTED')) {
+        // The backend took the association and broke off during this instance (abort, closed
+        // connection, stall, store timeout). A C-ECHO tells the two causes apart: a backend that
+        // answers it is up and this instance is the problem (not marked down: other instances keep
+        // flowing); one that does not answer went away, which is a failover like any outage.
+        const alive = await backend.backend.echo(this.options.probeTimeoutMs ?? 3000).then(
+          () => true,
+          () => false,
+        )
+        if (alive) {
+          log.warn('delivery-interrupted', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, backend: backend.name}, `${message}; the backend answers C-ECHO, so this instance is the problem`)
+          return {kind: 'interrupted', reason: message, backendAlive: true}
+        }
+
+        if (backend.markFailure(message, this.options.failThreshold)) log.warn('backend-down', {backend: backend.name}, message)
+        log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name}, `${message}; no C-ECHO answer afterwards`)
+        return {kind: 'interrupted', reason: message, backendAlive: false}
+      }
+
       if (backend.markFailure(message, this.options.failThreshold)) log.warn('backend-down', {backend: backend.name}, message)
       log.warn('delivery-failed', {sop: instance.sopInstanceUid, backend: backend.name}, message)
       return {kind: 'unreachable', reason: message}
@@ -218,6 +241,14 @@ export class Router {
         return {status: result.response.status, errorComment: result.response.errorComment ?? result.reason}
       }
 
+      if (result.kind === 'interrupted' && result.backendAlive) {
+        // Not tried elsewhere: an instance that breaks a live backend off would hold each backend
+        // in turn (up to storeTimeoutMs each) while the sender waits. The sender keeps it and is told.
+        this.counters.failed++
+        this.options.logger.error('failed', {sop: instance.sopInstanceUid, study: instance.studyInstanceUid, from: instance.callingAeTitle, status: formatStatus(Status.outOfResources)}, `not stored: ${result.reason}`)
+        return {status: Status.outOfResources, errorComment: `not stored: ${result.reason}`.slice(0, 64)}
+      }
+
       problems.push(result.reason)
     }
 
@@ -232,4 +263,9 @@ export type AttemptResult =
   | {kind: 'stored'; response: DimseResponse}
   | {kind: 'refused'; response: DimseResponse; reason: string}
   | {kind: 'busy'; response: DimseResponse; reason: string}
+  /**
+   * The backend broke off while this instance was under way (abort, closed connection, store
+   * timeout); `backendAlive` when it answered a C-ECHO right after (then the instance is the problem).
+   */
+  | {kind: 'interrupted'; reason: string; backendAlive: boolean}
   | {kind: 'unreachable'; reason: string}

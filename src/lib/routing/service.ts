@@ -9,7 +9,8 @@ import {DimseServer, type StoreRequest, type StoreSink} from '../dimse/scp.js'
 import {listenerSecurityOptions} from '../security/listener.js'
 import {configPermissionWarning, redactUrl} from '../security/secrets.js'
 import {Status, formatStatus} from '../dimse/status.js'
-import {transferSyntaxes} from '../dicom/uids.js'
+import {transferSyntaxInfo} from '../dicom/uids.js'
+import {listenerTransferSyntaxes} from '../backends/capabilities.js'
 import type {Logger} from '../output/logger.js'
 import {Forwarder} from '../spool/forwarder.js'
 import {DiscardSink, InstanceSink, ensureDir} from '../spool/instance-sink.js'
@@ -40,14 +41,9 @@ export interface RouterService {
   stop(graceMs?: number): Promise<void>
 }
 
-/**
- * Transfer syntaxes the listener accepts: those an Orthanc 1.10 backend (dcmtk 3.6.7) can store.
- * Newer ones (JPEG XL, HTJ2K, SMPTE 2110, encapsulated uncompressed) would be accepted from the
- * sender and then refused by the backend, so the sender is told "not supported" at association time.
- */
-export const LISTENER_TRANSFER_SYNTAXES = [...transferSyntaxes.keys()].filter(
-  (uid) => !/^1\.2\.840\.10008\.1\.2\.(1\.98|4\.11\d|4\.20\d|7\.)/.test(uid),
-)
+function peerOf(request: StoreRequest): string {
+  return `${request.association.remoteAddress}:${request.association.remotePort}`
+}
 
 function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: string): Backend {
   return createBackend(config, {callingAeTitle})
@@ -69,6 +65,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     affinity: config.routing.affinity,
     affinityFile: path.join(spoolDir, 'affinity.jsonl'),
     failThreshold: config.health.failThreshold,
+    probeTimeoutMs: config.health.timeoutMs,
     logger,
     rules: config.rules,
     // Store-and-forward: a mirror copy is on disk before the spool drops its instance, so it
@@ -118,7 +115,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
           }
         },
         onReceiveError: (_req, error) => logger.error('receive-failed', log, error.message),
-        onHeaderError: (_req, error) => logger.warn('header-unreadable', log, `${error.message}; routing without study affinity`),
+        onRefused: (_req, outcome, why) => logger.warn('instance-refused', {...log, peer: peerOf(request), status: formatStatus(outcome.status)}, why),
       })
     }
 
@@ -159,18 +156,31 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
         return {status: Status.success}
       },
       onReceiveError: (_req, error) => logger.error('receive-failed', log, `${error.message}; answered A700`),
-      onHeaderError: (_req, error) => logger.warn('header-unreadable', log, `${error.message}; routing without study affinity`),
+      onRefused: (_req, outcome, why) => logger.warn('instance-refused', {...log, peer: peerOf(request), status: formatStatus(outcome.status)}, why),
     })
+  }
+
+  const syntaxes = listenerTransferSyntaxes(config.backends)
+  if (syntaxes.accepted.length === 0) {
+    await health.stop()
+    throw new DdrError('CONFIG_INVALID', 'the backends have no transfer syntax in common: the listener could accept no instance', {hint: 'check backends[].transferSyntaxes'})
   }
 
   const server = new DimseServer({
     aeTitle: config.listen.aeTitle,
-    transferSyntaxes: LISTENER_TRANSFER_SYNTAXES,
+    transferSyntaxes: syntaxes.accepted,
     maxAssociations: config.listen.maxAssociations,
     beginStore,
     ...listenerSecurityOptions(config.listen),
   })
-  server.on('instanceRefused', (r) => logger.warn('instance-refused', {id: r.info.id, from: r.info.callingAeTitle, sop: r.sopInstanceUid, status: '0xA700'}, r.why))
+  server.on('instanceRefused', (r) => logger.warn('instance-refused', {id: r.info.id, from: r.info.callingAeTitle, peer: `${r.info.remoteAddress}:${r.info.remotePort}`, sop: r.sopInstanceUid, status: formatStatus(r.status)}, r.why))
+  server.on('contextRejected', (r) => {
+    const why =
+      r.reason === 'abstractSyntax'
+        ? `${r.abstractSyntax} is not a storage SOP class or Verification`
+        : `none of the proposed transfer syntaxes can be stored by every backend: ${r.transferSyntaxes.map((uid: string) => `${transferSyntaxInfo(uid)?.name ?? uid}${syntaxes.refusedBy.has(uid) ? ` (not ${syntaxes.refusedBy.get(uid)!.join(', ')})` : ''}`).join('; ')}`
+    logger.info('context-rejected', {id: r.info.id, from: r.info.callingAeTitle, context: r.contextId, sopClass: r.abstractSyntax}, why)
+  })
   server.on('tlsError', (e) => logger.warn('tls-refused', {peer: e.remoteAddress}, e.message))
   const permissionWarning = configPermissionWarning(config.source)
   if (permissionWarning !== undefined) logger.warn('config-readable', {file: config.source}, permissionWarning)

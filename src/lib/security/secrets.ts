@@ -4,29 +4,42 @@ import type {DdrConfig} from '../config/schema.js'
 
 const REDACTED = '***'
 
-/** A URL with any user:password@ replaced by ***, for logs and JSON output. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.username === '' && parsed.password === '') return url
-    parsed.username = REDACTED
-    parsed.password = ''
-    return parsed.toString().replace(/\/+$/, '')
-  } catch {
-    return url.replace(/\/\/[^/@]*@/, `//${REDACTED}@`)
-  }
+/** What {@link redactUrl} does with a URL's user:password@. */
+export interface RedactUrlOptions {
+  /**
+   * `mask` (default): replaced by `***@`, for logs and JSON output, where a reader should see that
+   * credentials are set; a URL without them is shown as written. `drop`: removed, and the URL
+   * normalised, for messages and for comparing two URLs whatever credentials they carry.
+   */
+  credentials?: 'mask' | 'drop'
 }
 
-/** A URL without user:password@ and trailing slashes, for messages and comparisons. */
-export function displayUrl(url: string): string {
+/**
+ * A URL safe to print, its user:password@ masked or dropped (see {@link RedactUrlOptions}); a URL
+ * it rewrites loses its trailing slashes. Text that does not parse as a URL loses what stands
+ * between `//` and `@` too, so a typo never prints a password.
+ */
+export function redactUrl(url: string, options: RedactUrlOptions = {}): string {
+  const mask = (options.credentials ?? 'mask') === 'mask'
+  let parsed: URL
   try {
-    const parsed = new URL(url)
-    parsed.username = ''
-    parsed.password = ''
-    return parsed.toString().replace(/\/+$/, '')
+    parsed = new URL(url)
   } catch {
-    return url
+    return url.replace(/\/\/[^/@]*@/, mask ? `//${REDACTED}@` : '//')
   }
+
+  if (mask && parsed.username === '' && parsed.password === '') return url
+  parsed.username = mask ? REDACTED : ''
+  parsed.password = ''
+  return parsed.toString().replace(/\/+$/, '')
+}
+
+/**
+ * `redactUrl(url, {credentials: 'drop'})`, under the name that config/ and backends/ still import.
+ * @deprecated call redactUrl with `{credentials: 'drop'}`.
+ */
+export function displayUrl(url: string): string {
+  return redactUrl(url, {credentials: 'drop'})
 }
 
 /** A copy of the config safe to print: backend passwords and tokens replaced, URL credentials removed. */

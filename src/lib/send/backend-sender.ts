@@ -8,7 +8,7 @@ import {Tag} from '../dicom/tags.js'
 import type {ReceivedInstance} from '../routing/instance.js'
 import {DdrError} from '../errors.js'
 import {answeredDelivery, asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
-import type {PreparedInstance} from './inspect.js'
+import type {PreparedInstance} from './prepare.js'
 import type {SendTarget} from './types.js'
 
 export interface BackendDeliveryOptions extends DeliveryOptions {

@@ -1,6 +1,6 @@
 import {formatStatus, isStored} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
-import type {PreparedInstance} from './inspect.js'
+import type {PreparedInstance} from './prepare.js'
 
 /** What happened to one instance on its way to the receiver. */
 export interface Delivery {

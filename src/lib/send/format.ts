@@ -1,31 +1,10 @@
 import {formatTable, painter} from '../output/table.js'
+import {formatDecimalBytes, formatElapsed} from '../output/units.js'
 import {describeTarget} from './send.js'
 import type {SendResult} from './types.js'
 
 /** Skipped files listed in the human summary; --json lists all. */
 const MAX_SKIPS_SHOWN = 20
-
-/** "1.5 MB": decimal units, as transfer rates are usually given. */
-export function formatBytes(bytes: number): string {
-  if (bytes < 1000) return `${bytes} B`
-  const units = ['KB', 'MB', 'GB', 'TB']
-  let value = bytes / 1000
-  let unit = 0
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000
-    unit++
-  }
-  return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ${units[unit]}`
-}
-
-/** "12 s", "3 min 4 s". */
-export function formatDuration(ms: number): string {
-  const seconds = ms / 1000
-  if (seconds < 10) return `${seconds.toFixed(1)} s`
-  if (seconds < 60) return `${Math.round(seconds)} s`
-  const minutes = Math.floor(seconds / 60)
-  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`
-}
 
 function plural(count: number, word: string): string {
   return `${count} ${word}${count === 1 ? '' : 's'}`
@@ -39,8 +18,8 @@ export function formatSendSummary(result: SendResult, options: {color?: boolean}
   const paint = painter(options.color ?? false)
   const seconds = Math.max(result.durationMs, 1) / 1000
   const attempted = result.sent + result.failed
-  const rate = result.sent > 0 ? ` (${Math.round(result.sent / seconds)} files/s, ${formatBytes(result.bytes / seconds)}/s)` : ''
-  const headline = `sent ${result.sent} of ${plural(attempted, 'DICOM file')} (${formatBytes(result.bytes)}) to ${describeTarget(result.target)} in ${formatDuration(result.durationMs)}${rate}`
+  const rate = result.sent > 0 ? ` (${Math.round(result.sent / seconds)} files/s, ${formatDecimalBytes(result.bytes / seconds)}/s)` : ''
+  const headline = `sent ${result.sent} of ${plural(attempted, 'DICOM file')} (${formatDecimalBytes(result.bytes)}) to ${describeTarget(result.target)} in ${formatElapsed(result.durationMs)}${rate}`
   const counts = [
     result.failed > 0 ? paint.red(`${result.failed} failed`) : '0 failed',
     result.skipped > 0 ? paint.yellow(`${result.skipped} skipped`) : '0 skipped',

@@ -71,8 +71,11 @@ interface Header {
   headerLength: number
 }
 
-/** Reads element headers through a window, so walking a file costs a few reads, not one per element. */
-class Walker {
+/**
+ * Proves a dataset is not cut short by reading element headers only, through a window, so walking a
+ * file costs a few reads, not one per element.
+ */
+class CompletenessWalker {
   private window: Buffer = Buffer.alloc(0)
   private windowStart = 0
 
@@ -169,7 +172,7 @@ export async function checkDatasetComplete(source: ByteSource, datasetOffset: nu
   const encoding = datasetEncoding(transferSyntaxUid)
   try {
     if (encoding.deflated) return await checkDeflateStream(source, datasetOffset)
-    await new Walker(source, datasetOffset).elements(datasetOffset, encoding.explicitVr, encoding.littleEndian)
+    await new CompletenessWalker(source, datasetOffset).elements(datasetOffset, encoding.explicitVr, encoding.littleEndian)
     return {complete: true}
   } catch (error) {
     if (error instanceof Cut) return {complete: false, reason: `truncated: ${error.message}`}

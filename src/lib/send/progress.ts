@@ -1,4 +1,4 @@
-import {formatBytes, formatDuration} from './format.js'
+import {formatDecimalBytes, formatElapsed} from '../output/units.js'
 import type {SendProgressEvent} from './types.js'
 
 /** How progress is shown: a live listr2 display, a plain line now and then (logs, CI), or nothing (--json). */
@@ -23,13 +23,13 @@ const TITLE_INTERVAL_MS = 100
 /** "120/500 files, 4.7/19.5 MB, 230 files/s, ETA 2 s". */
 export function describeSendProgress(event: Extract<SendProgressEvent, {phase: 'send'}>, elapsedMs: number): string {
   const seconds = Math.max(elapsedMs, 1) / 1000
-  const parts = [`${event.done}/${event.total} files`, `${formatBytes(event.bytesDone)}/${formatBytes(event.bytesTotal)}`]
+  const parts = [`${event.done}/${event.total} files`, `${formatDecimalBytes(event.bytesDone)}/${formatDecimalBytes(event.bytesTotal)}`]
   if (event.done > 0) {
     parts.push(`${Math.round(event.done / seconds)} files/s`)
     const byteRate = event.bytesDone / seconds
     // Failed files move the count but not the bytes: estimate from files when nothing was stored yet.
     const remainingMs = byteRate > 0 ? ((event.bytesTotal - event.bytesDone) / byteRate) * 1000 : ((event.total - event.done) / (event.done / seconds)) * 1000
-    if (event.done < event.total) parts.push(`ETA ${formatDuration(remainingMs)}`)
+    if (event.done < event.total) parts.push(`ETA ${formatElapsed(remainingMs)}`)
   }
   if (event.failed > 0) parts.push(`${event.failed} failed`)
   return parts.join(', ')
@@ -69,7 +69,7 @@ function lineProgress(target: string, write: (line: string) => void): SendProgre
       if (sendStarted === undefined) {
         sendStarted = now
         lastLine = now
-        write(`sending ${event.total} DICOM file${event.total === 1 ? '' : 's'} (${formatBytes(event.bytesTotal)}) to ${target}`)
+        write(`sending ${event.total} DICOM file${event.total === 1 ? '' : 's'} (${formatDecimalBytes(event.bytesTotal)}) to ${target}`)
         return
       }
       if (now - lastLine >= LINE_INTERVAL_MS && event.done < event.total) {

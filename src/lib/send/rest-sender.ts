@@ -5,9 +5,9 @@ import got, {HTTPError, RequestError} from 'got'
 import {DdrError} from '../errors.js'
 import {orthancErrorDetail} from '../orthanc/client.js'
 import {createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
+import {redactUrl} from '../security/secrets.js'
 import {asDdrError, type DeliveryOptions, type DeliveryReport, interruptedError, WorkQueue} from './delivery.js'
-import type {PreparedInstance} from './inspect.js'
-import {displayUrl} from './target.js'
+import type {PreparedInstance} from './prepare.js'
 import type {SendTarget} from './types.js'
 
 export interface RestDeliveryOptions extends DeliveryOptions {
@@ -26,7 +26,7 @@ export async function deliverOverRest(instances: PreparedInstance[], target: Ext
   const parsed = new URL(target.url)
   const username = target.username ?? (parsed.username ? decodeURIComponent(parsed.username) : undefined)
   const password = target.password ?? (parsed.password ? decodeURIComponent(parsed.password) : undefined)
-  const base = displayUrl(target.url)
+  const base = redactUrl(target.url, {credentials: 'drop'})
   const agents = createHttpAgents({https: target.https, field: target.backend === undefined ? 'https' : `backends.${target.backend}.https`, maxSockets: options.concurrency})
   const http = got.extend({
     prefixUrl: base,

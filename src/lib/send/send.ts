@@ -1,10 +1,10 @@
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
+import {redactUrl} from '../security/secrets.js'
 import type {Delivery, DeliveryReport} from './delivery.js'
 import {deliverOverDimse, describeStatus} from './dimse-sender.js'
 import {discoverInputs} from './inputs.js'
-import {inspectInput, type InspectOutcome, type PreparedInstance} from './inspect.js'
-import {displayUrl} from './target.js'
+import {prepareInput, type PrepareOutcome, type PreparedInstance} from './prepare.js'
 import type {SendFailure, SendProgressEvent, SendResult, SendSkip, SendTarget, SendTargetSummary, SendWarning} from './types.js'
 
 export interface SendOptions {
@@ -26,8 +26,8 @@ const INSPECT_CONCURRENCY = 8
 
 /** The target as results show it: credentials left out. */
 export function summarizeTarget(target: SendTarget): SendTargetSummary {
-  if (target.protocol === 'rest') return {protocol: 'rest', url: displayUrl(target.url), ...(target.backend ? {backend: target.backend} : {})}
-  if (target.protocol === 'stow') return {protocol: 'stow', url: displayUrl(target.url), backend: target.backend}
+  if (target.protocol === 'rest') return {protocol: 'rest', url: redactUrl(target.url, {credentials: 'drop'}), ...(target.backend ? {backend: target.backend} : {})}
+  if (target.protocol === 'stow') return {protocol: 'stow', url: redactUrl(target.url, {credentials: 'drop'}), backend: target.backend}
   if (target.protocol === 'folder') return {protocol: 'folder', path: target.path, backend: target.backend}
   const {host, port, calledAeTitle, callingAeTitle, backend} = target
   return {protocol: 'dimse', host, port, calledAeTitle, callingAeTitle, ...(backend ? {backend} : {})}
@@ -38,11 +38,11 @@ export function describeTarget(target: SendTarget | SendTargetSummary): string {
   const name = target.backend ? `backend ${target.backend} ` : ''
   switch (target.protocol) {
     case 'rest': {
-      return `${name}${displayUrl(target.url)}`
+      return `${name}${redactUrl(target.url, {credentials: 'drop'})}`
     }
 
     case 'stow': {
-      return `${name}(STOW-RS ${displayUrl(target.url)})`
+      return `${name}(STOW-RS ${redactUrl(target.url, {credentials: 'drop'})})`
     }
 
     case 'folder': {
@@ -66,14 +66,14 @@ function failureOf(delivery: Delivery): SendFailure {
   return {...base, reason: error.message, code: error.code, ...(delivery.errorComment ? {errorComment: delivery.errorComment} : {}), ...(error.hint ? {hint: error.hint} : {})}
 }
 
-async function inspectAll(items: Awaited<ReturnType<typeof discoverInputs>>['items'], options: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<InspectOutcome[]> {
-  const outcomes = new Array<InspectOutcome>(items.length)
+async function prepareAll(items: Awaited<ReturnType<typeof discoverInputs>>['items'], options: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<PrepareOutcome[]> {
+  const outcomes = new Array<PrepareOutcome>(items.length)
   const {onProgress, signal} = options
   let next = 0
   let scanned = 0
   const worker = async () => {
     for (let index = next++; index < items.length; index = next++) {
-      outcomes[index] = signal?.aborted ? {kind: 'fail', reason: 'not read: interrupted', code: 'ASSOCIATION_ABORTED'} : await inspectInput(items[index], index)
+      outcomes[index] = signal?.aborted ? {kind: 'fail', reason: 'not read: interrupted', code: 'ASSOCIATION_ABORTED'} : await prepareInput(items[index], index)
       scanned++
       onProgress?.({phase: 'scan', scanned, total: items.length})
     }
@@ -106,7 +106,7 @@ export async function sendFiles(inputs: string[], options: SendOptions): Promise
     discovered.problems.forEach((problem, index) => failures.push({order: order + index, file: problem.name, reason: problem.error.message.replace(`${problem.name}: `, ''), code: problem.error.code, hint: problem.error.hint}))
 
     const instances: PreparedInstance[] = []
-    for (const [index, outcome] of (await inspectAll(discovered.items, options)).entries()) {
+    for (const [index, outcome] of (await prepareAll(discovered.items, options)).entries()) {
       const file = discovered.items[index].name
       if (outcome.kind === 'instance') instances.push(outcome.instance)
       else if (outcome.kind === 'skip') skips.push({order: index, file, reason: outcome.reason})

@@ -1,4 +1,4 @@
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../security/secrets.js'
 import {selectBackends} from '../config/load.js'
 import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
 import {DdrError} from '../errors.js'
@@ -42,10 +42,8 @@ function checkAeTitle(flag: string, value: string): string {
   return value
 }
 
-export {displayUrl} from '../security/secrets.js'
-
 function sameUrl(a: string, b: string): boolean {
-  return displayUrl(a) === displayUrl(b)
+  return redactUrl(a, {credentials: 'drop'}) === redactUrl(b, {credentials: 'drop'})
 }
 
 /**
@@ -127,7 +125,7 @@ function caWithoutRest(): DdrError {
 function restTarget(url: string, backend: BackendConfig | undefined, ca: string | undefined, name?: string): SendTarget {
   let https: ClientTlsFiles | undefined = backend?.https
   if (ca !== undefined) {
-    if (!/^https:/i.test(url)) throw new DdrError('USAGE', `--ca is for an https:// URL, and ${displayUrl(url)} is plain http`, {hint: 'use the https:// URL of the server, or leave --ca out'})
+    if (!/^https:/i.test(url)) throw new DdrError('USAGE', `--ca is for an https:// URL, and ${redactUrl(url, {credentials: 'drop'})} is plain http`, {hint: 'use the https:// URL of the server, or leave --ca out'})
     const problem = pemFileProblem(ca, 'ca')
     if (problem !== undefined) throw new DdrError('USAGE', `--ca: ${problem}`, {hint: 'give a PEM file with the CA certificate that signs the server certificate (or the self-signed server certificate itself)'})
     https = {...backend?.https, ca, rejectUnauthorized: true}

@@ -1,7 +1,7 @@
 import {storeSlots} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
 import type {DatasetSource} from '../dimse/scu.js'
-import {formatStatus} from '../dimse/status.js'
+import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {ReceivedInstance} from '../routing/instance.js'
@@ -12,6 +12,8 @@ interface Entry {
   instance: ReceivedInstance
   /** Out-of-resources answers so far (network failures do not count: they wait for the backend). */
   busyAnswers: number
+  /** Attempts a backend broke off while this instance was under way (abort, closed connection, store timeout). */
+  interruptions: number
   tries: number
   notBefore: number
   /** Backends that answered out-of-resources twice for this entry: tried last. */
@@ -25,6 +27,11 @@ const MAX_SCAN = 1000
 const IN_MEMORY_BYTES = 16 * 1024 * 1024
 /** Two out-of-resources answers from one backend move the entry on to the next backend. */
 const BUSY_ANSWERS_BEFORE_FAILOVER = 2
+/**
+ * A backend that broke off this often while this instance was under way, and not for other work,
+ * has told us enough: the instance goes to dead-letter instead of holding the backend again.
+ */
+export const INTERRUPTIONS_BEFORE_DEAD_LETTER = 3
 
 /** Where a spooled instance's dataset bytes are on disk: its own file, or its journal record. */
 function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
@@ -89,7 +96,7 @@ export class Forwarder {
       else this.memoryBytes += instance.datasetLength
     }
 
-    const entry: Entry = {instance, busyAnswers: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
+    const entry: Entry = {instance, busyAnswers: 0, interruptions: 0, tries: 0, notBefore: 0, avoid: new Set(), history: []}
     this.spool.added(instance)
     this.bySop.set(instance.sopInstanceUid, entry)
     this.ready.push(entry)
@@ -180,8 +187,18 @@ export class Forwarder {
         entry.busyAnswers++
         entry.history.push(result.reason)
         if (entry.history.filter((h) => h.startsWith(`${backend.name} `)).length >= BUSY_ANSWERS_BEFORE_FAILOVER) entry.avoid.add(backend.name)
-        if (entry.busyAnswers >= this.settings.maxAttempts) await this.toDeadLetter(entry, `out of resources ${entry.busyAnswers} times: ${entry.history.slice(-3).join('; ')}`, result.response.status)
+        if (this.charged(entry) >= this.settings.maxAttempts) await this.toDeadLetter(entry, `out of resources ${entry.busyAnswers} times: ${entry.history.slice(-3).join('; ')}`, result.response.status)
         else this.retryLater(entry)
+      } else if (result.kind === 'interrupted') {
+        // Charged whether or not the backend answered a C-ECHO after: an instance that makes a
+        // backend fall over would otherwise take it down again after every recovery.
+        entry.interruptions++
+        entry.history.push(`${result.reason}${result.backendAlive ? ' (C-ECHO still answered)' : ' (no C-ECHO answer after)'}`)
+        if (entry.interruptions >= INTERRUPTIONS_BEFORE_DEAD_LETTER || this.charged(entry) >= this.settings.maxAttempts) {
+          await this.toDeadLetter(entry, `backends broke off ${entry.interruptions} times while this instance was under way: ${entry.history.slice(-3).join('; ')}`, Status.processingFailure)
+        } else {
+          this.retryLater(entry)
+        }
       } else {
         entry.history.push(result.reason)
         this.retryLater(entry)
@@ -197,6 +214,15 @@ export class Forwarder {
       if (this.depth === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
       this.pump()
     }
+  }
+
+  /**
+   * Attempts charged to the instance itself: answers it got and attempts broken off while it was
+   * under way. Attempts that found no backend at all (connection refused, association rejected)
+   * wait for the backend and are not charged, so a backend outage never dead-letters healthy instances.
+   */
+  private charged(entry: Entry): number {
+    return entry.busyAnswers + entry.interruptions
   }
 
   /** The entry left the queue (stored or dead-lettered). */
@@ -225,6 +251,8 @@ export class Forwarder {
       patientId: instance.patientId,
       callingAeTitle: instance.callingAeTitle,
       tries: entry.tries,
+      busyAnswers: entry.busyAnswers,
+      interruptions: entry.interruptions,
       history: entry.history,
     })
     this.forget(entry)

@@ -1,8 +1,9 @@
 import {randomBytes} from 'node:crypto'
+import {createReadStream} from 'node:fs'
 import {type FileHandle, mkdir, open, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 
-import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
+import {ReceivedDatasetCheck} from '../dicom/dataset-check.js'
 import {buildMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
@@ -12,9 +13,6 @@ import type {Journal, JournalRecord} from './journal.js'
 
 /** The header elements routing reads from each dataset (the rest is never parsed). */
 export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
-
-/** Bytes of the dataset kept in memory for header parsing, and below which an instance stays in memory. */
-const HEADER_PREFIX_BYTES = 64 * 1024
 
 export interface SinkOptions {
   /** Folder for instances that are too large for memory (or all of them, with `durable`). */
@@ -29,8 +27,11 @@ export interface SinkOptions {
   deliver: (instance: ReceivedInstance) => Promise<StoreOutcome>
   /** Called when an instance could not even be received (disk full): logged by the caller. */
   onReceiveError?: (request: StoreRequest, error: Error) => void
-  /** Called when the routing header elements could not be read (malformed dataset). */
-  onHeaderError?: (request: StoreRequest, error: Error) => void
+  /**
+   * Called when the dataset is refused before Success: it does not walk to its end in its transfer
+   * syntax, or it is not the instance the command named. Nothing was kept; logged by the caller.
+   */
+  onRefused?: (request: StoreRequest, outcome: StoreOutcome, why: string) => void
 }
 
 let counter = 0
@@ -64,8 +65,10 @@ export class InstanceSink implements StoreSink {
   private readonly metaHeader: Buffer
   private readonly partPath: string
   private aborted = false
+  private readonly check: ReceivedDatasetCheck
 
   constructor(private readonly request: StoreRequest, private readonly options: SinkOptions) {
+    this.check = new ReceivedDatasetCheck(request, ROUTING_TAGS)
     this.metaHeader = buildMetaHeader({
       sopClassUid: request.sopClassUid,
       sopInstanceUid: request.sopInstanceUid,
@@ -77,14 +80,14 @@ export class InstanceSink implements StoreSink {
 
   write(chunk: Buffer): boolean {
     this.size += chunk.length
+    this.check.push(chunk)
     if (this.handle === undefined) {
       this.chunks.push(chunk)
       if (this.size <= this.options.memoryLimitBytes) return true
-      // Too large for memory: from now on the bytes go to the file; keep only the header prefix.
+      // Too large for memory: from now on the bytes go to the file (the check has read their headers).
       this.openFile()
-      const prefix = Buffer.concat(this.chunks)
-      this.queueWrite([this.metaHeader, prefix])
-      this.chunks = [Buffer.from(prefix.subarray(0, HEADER_PREFIX_BYTES))]
+      this.queueWrite([this.metaHeader, ...this.chunks])
+      this.chunks = []
       return this.pendingBytes < WRITE_HIGH_WATER
     }
 
@@ -103,9 +106,24 @@ export class InstanceSink implements StoreSink {
   }
 
   async finish(): Promise<StoreOutcome> {
+    let values = new Map<number, string>()
+    if (!this.aborted) {
+      // Success promises that some backend will take the instance: check it before anything is kept.
+      const verdict = await this.check.finish(() => this.reread()).catch((error: Error) => ({ok: false as const, problem: 'malformed' as const, why: error.message}))
+      if (!verdict.ok) {
+        if (this.handle !== undefined) await this.closeFile().then(() => rm(this.partPath, {force: true}))
+        const status = verdict.problem === 'malformed' ? Status.cannotUnderstand : Status.dataSetDoesNotMatchSopClass
+        const outcome = {status, errorComment: verdict.why.slice(0, 64)}
+        this.options.onRefused?.(this.request, outcome, verdict.why)
+        return outcome
+      }
+
+      values = verdict.values
+    }
+
     let instance: ReceivedInstance
     try {
-      instance = await this.complete()
+      instance = await this.complete(values)
     } catch (error) {
       this.options.onReceiveError?.(this.request, error as Error)
       if (this.handle !== undefined) await this.closeFile().then(() => rm(this.partPath, {force: true}))
@@ -115,6 +133,18 @@ export class InstanceSink implements StoreSink {
     const outcome = await this.options.deliver(instance)
     if (!this.options.durable && instance.path !== undefined) await rm(instance.path, {force: true})
     return outcome
+  }
+
+  /** The dataset bytes again, for a check that needs a second read (deflate): from memory or from the file. */
+  private async *reread(): AsyncGenerator<Buffer> {
+    if (this.handle === undefined) {
+      yield* this.chunks
+      return
+    }
+
+    await this.writes
+    if (this.fileError !== undefined) throw this.fileError
+    for await (const chunk of createReadStream(this.partPath, {start: this.metaHeader.length})) yield chunk as Buffer
   }
 
   private openFile(): void {
@@ -146,7 +176,7 @@ export class InstanceSink implements StoreSink {
     await (await this.handle!.catch(() => undefined))?.close().catch(() => {})
   }
 
-  private async complete(): Promise<ReceivedInstance> {
+  private async complete(values: Map<number, string>): Promise<ReceivedInstance> {
     if (this.aborted) throw new Error('association ended before the dataset was complete')
     const inMemory = this.handle === undefined
     const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
@@ -170,16 +200,6 @@ export class InstanceSink implements StoreSink {
       filePath = path.join(this.options.dir, `${this.id}.dcm`)
       await rename(this.partPath, filePath)
       if (this.options.durable) await syncDir(this.options.dir)
-    }
-
-    let values = new Map<number, string>()
-    try {
-      const read = readTopLevelElements(prefix, this.request.transferSyntaxUid, ROUTING_TAGS, {endOfData: inMemory})
-      values = read.values
-      if (!read.complete && filePath !== undefined) values = (await readDatasetFromFile(filePath, ROUTING_TAGS)).values
-    } catch (error) {
-      // Routing goes on without the header values (no study affinity); the backend judges the dataset.
-      this.options.onHeaderError?.(this.request, error as Error)
     }
 
     return {

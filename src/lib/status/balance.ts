@@ -11,6 +11,7 @@ import {ScuAssociation} from '../dimse/scu.js'
 import {DdrError, ExitCode, type ExitCodeValue} from '../errors.js'
 import {orthancClientFor} from '../orthanc/client.js'
 import {formatTable, painter} from '../output/table.js'
+import {formatBytes, formatDuration} from '../output/units.js'
 import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerStatusUrl} from './client.js'
 
 /** One backend as `ddr balance-status` sees it: our own checks, plus the router's view when it runs. */
@@ -389,26 +390,4 @@ function round(ms: number): number {
 
 function formatMs(ms: number): string {
   return ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`
-}
-
-/** 1536 → "1.5 KiB". */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-
-  return unit === 0 ? `${value} B` : `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`
-}
-
-/** 3725 → "1h 2m". */
-export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds))
-  if (s < 60) return `${s}s`
-  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`
-  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`
-  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`
 }

@@ -195,7 +195,7 @@ describe('ddr stack up/status/down (compiled CLI)', () => {
   }
 
   beforeAll(async () => {
-    if (!existsSync(path.join(repoRoot, 'dist/commands/stack.js'))) throw new Error('dist/commands/stack.js is missing: run "npm run build" first')
+    if (!existsSync(path.join(repoRoot, 'dist/commands/stack/up.js'))) throw new Error('dist/commands/stack/up.js is missing: run "npm run build" first')
     root = await mkdtemp(path.join(os.tmpdir(), 'ddr-stack-cli-'))
     stackDirectory = path.join(root, 'stack')
     for (const key of ['dicom1', 'http1', 'dicom2', 'http2']) ports[key] = await freePort()
@@ -257,6 +257,20 @@ describe('ddr stack up/status/down (compiled CLI)', () => {
 
     const after = await stack('status')
     expect(after.json.backends.map((b) => b.state)).toEqual(['not-running', 'not-running'])
+  })
+
+  it('lists up, down and status under "stack --help", and no base-command among the commands', async () => {
+    const topic = await runCli(['stack', '--help'])
+    expect(topic.code).toBe(0)
+    for (const action of ['up', 'down', 'status']) expect(topic.stdout).toMatch(new RegExp(`stack ${action}\\s`))
+    const up = await runCli(['stack', 'up', '--help'])
+    expect(up.stdout).toContain('--start-timeout')
+    expect(up.stdout).toContain('--[no-]install')
+    const root = await runCli(['--help'])
+    expect(root.stdout).toMatch(/^\s+stack\s/m)
+    expect(root.stdout).not.toContain('base-command')
+    const unknown = await runCli(['stack', 'sideways', '--config', configPath])
+    expect(unknown.code).toBe(2)
   })
 
   it('exits 3 and reports the failed backend when an Orthanc cannot start', async () => {

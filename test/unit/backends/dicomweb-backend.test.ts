@@ -2,7 +2,7 @@ import {createServer, type IncomingMessage, type Server} from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import {DicomwebBackend, stowOutcomes} from '../../../src/lib/backends/dicomweb-backend.js'
-import {DEFAULT_STORE_TIMEOUT_MS, DICOMWEB_BATCH_DEFAULTS, type DicomwebBackendConfig} from '../../../src/lib/config/schema.js'
+import {STORE_TIMEOUT_DEFAULT_MS, DICOMWEB_BATCH_DEFAULTS, type DicomwebBackendConfig} from '../../../src/lib/config/schema.js'
 import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
 
 /** A dicomweb backend with the defaults validation fills. */
@@ -15,7 +15,7 @@ const dicomweb = (name: string, url: string): DicomwebBackendConfig => ({
   batchMaxInstances: DICOMWEB_BATCH_DEFAULTS.maxInstances,
   batchMaxBytes: DICOMWEB_BATCH_DEFAULTS.maxBytes,
   batchWindowMs: DICOMWEB_BATCH_DEFAULTS.windowMs,
-  storeTimeoutMs: DEFAULT_STORE_TIMEOUT_MS,
+  storeTimeoutMs: STORE_TIMEOUT_DEFAULT_MS,
 })
 
 interface Seen {

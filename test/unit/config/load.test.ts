@@ -197,6 +197,13 @@ describe('validation messages', () => {
       storeTimeoutMs: 120_000,
     })
   })
+
+  it('reads storeTimeoutMs and transferSyntaxes, and names the field of a bad one', () => {
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [{name: 'x', type: 'dimse', port: 4242, aeTitle: 'X', storeTimeoutMs: 5000, transferSyntaxes: ['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']}]})
+    expect(loadConfig({cwd, env: {}}).backends[0]).toMatchObject({storeTimeoutMs: 5000, transferSyntaxes: ['1.2.840.10008.1.2', '1.2.840.10008.1.2.1']})
+    writeConfig(path.join(cwd, CONFIG_FILE_NAME), {backends: [{name: 'x', type: 'dimse', port: 4242, aeTitle: 'X', storeTimeoutMs: 10, transferSyntaxes: ['explicit']}]})
+    expect(() => loadConfig({cwd, env: {}})).toThrow(/backends\[0\]\.storeTimeoutMs[\s\S]*backends\[0\]\.transferSyntaxes\[0\]: must be a UID/)
+  })
 })
 
 describe('selectBackends', () => {

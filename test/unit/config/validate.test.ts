@@ -174,7 +174,7 @@ describe('storeTimeoutMs and transferSyntaxes', () => {
       'test',
     )
     expect(config.backends.map((b) => b.storeTimeoutMs)).toEqual([1000, 120_000, 600_000])
-    expect(problems({backends: [{...orthanc, storeTimeoutMs: 999}]})).toContain('backends[0].storeTimeoutMs: must be an integer from 1000 to 2147483647 (got 999)')
+    expect(problems({backends: [{...orthanc, storeTimeoutMs: 999}]})).toContain('backends[0].storeTimeoutMs: must be an integer from 1000 to 86400000 (got 999)')
     expect(problems({backends: [{...orthanc, storeTimeoutMs: 1500.5}]})).toContain('backends[0].storeTimeoutMs: must be an integer from 1000')
     expect(problems({backends: [{...orthanc, storeTimeoutMs: '2m'}]})).toContain('backends[0].storeTimeoutMs: must be an integer from 1000')
     expect(problems({backends: [{name: 'disk', type: 'folder', path: '/x', storeTimeoutMs: 5000}]})).toContain('backends[0].storeTimeoutMs: unknown field')

@@ -1,4 +1,5 @@
 import {
+  describeSopClass,
   generateUid,
   isKnownTransferSyntax,
   isStorageSopClass,
@@ -11,6 +12,13 @@ import {
   transferSyntaxInfo,
 } from '../../../src/lib/dicom/uids.js'
 import {goodFixtures, manifest} from './helpers.js'
+
+describe('describeSopClass', () => {
+  it('names a known class beside its UID, and gives an unknown one as it is', () => {
+    expect(describeSopClass('1.2.840.10008.5.1.4.1.1.2')).toBe('CT Image Storage (1.2.840.10008.5.1.4.1.1.2)')
+    expect(describeSopClass('1.2.3.4')).toBe('1.2.3.4')
+  })
+})
 
 describe('isValidUid', () => {
   it.each([

@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import {configPermissionWarning, holdsSecret, redactConfig, redactUrl} from '../../../src/lib/security/secrets.js'
+import {configPermissionWarning, displayUrl, holdsSecret, redactConfig, redactUrl} from '../../../src/lib/security/secrets.js'
 
 describe('secrets', () => {
   let dir: string
@@ -15,10 +15,20 @@ describe('secrets', () => {
   it('redacts URL credentials and backend passwords', () => {
     expect(redactUrl('http://admin:s3cret@pacs:8042/')).toBe('http://***@pacs:8042')
     expect(redactUrl('http://pacs:8042')).toBe('http://pacs:8042')
+    expect(redactUrl('http://pacs:8042/')).toBe('http://pacs:8042/')
+    expect(redactUrl('not a url //u:pw@x')).toBe('not a url //***@x')
     const config = validateConfig({backends: [{name: 'a', port: 4242, aeTitle: 'A', url: 'http://u:s3cret@127.0.0.1:8042', username: 'u', password: 's3cret'}]}, 't')
     const printed = JSON.stringify(redactConfig(config))
     expect(printed).not.toContain('s3cret')
     expect(config.backends[0].password).toBe('s3cret')
+  })
+
+  it('drops URL credentials (and trailing slashes) for messages and comparisons', () => {
+    const drop = (url: string) => redactUrl(url, {credentials: 'drop'})
+    expect(drop('https://u:s3cret@pacs:8043/dicom-web/')).toBe('https://pacs:8043/dicom-web')
+    expect(drop('http://PACS:8042/')).toBe('http://pacs:8042')
+    expect(drop('http://u:s3cret@[not-a-host')).toBe('http://[not-a-host')
+    expect(displayUrl('http://u:s3cret@pacs:8042')).toBe('http://pacs:8042')
   })
 
   it('warns only for a world-readable file that holds a secret', () => {

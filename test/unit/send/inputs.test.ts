@@ -5,7 +5,7 @@ import path from 'node:path'
 import {DdrError} from '../../../src/lib/errors.js'
 import {expandGlob, globToRegExp, isGlobPattern} from '../../../src/lib/send/glob.js'
 import {type DiscoveredInputs, discoverInputs} from '../../../src/lib/send/inputs.js'
-import {inspectInput} from '../../../src/lib/send/inspect.js'
+import {prepareInput} from '../../../src/lib/send/prepare.js'
 import {writeZip} from '../../helpers/zip.js'
 
 const fixture = (name: string) => path.resolve('fixtures', name)
@@ -135,7 +135,7 @@ describe('discoverInputs', () => {
 
   it('skips what is not DICOM, on disk and inside archives, and reads DICOM entries from the archive', async () => {
     const found = await discover(['study'])
-    const outcomes = await Promise.all(found.items.map((item, index) => inspectInput(item, index)))
+    const outcomes = await Promise.all(found.items.map((item, index) => prepareInput(item, index)))
     const byName = new Map(found.items.map((item, index) => [item.name, outcomes[index]]))
     expect(byName.get(path.join('study', 'notes.txt'))).toEqual({kind: 'skip', reason: 'not DICOM (10 bytes, no Part 10 header)'})
     expect(byName.get(`${path.join('study', 'archive.zip')}!README.txt`)).toMatchObject({kind: 'skip'})

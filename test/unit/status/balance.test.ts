@@ -13,8 +13,6 @@ import {
   type BalanceStatusResult,
   balanceExitCode,
   formatBalance,
-  formatBytes,
-  formatDuration,
   formatWatchFrame,
   gatherBalance,
   watchBalance,
@@ -175,13 +173,6 @@ describe('watchBalance', () => {
     const last = await watchBalance(() => new Promise<BalanceStatusResult>((resolve) => setTimeout(() => resolve(result()), 5000).unref()), {intervalMs: 10, signal: controller.signal, onResult: () => results++})
     expect(last).toBeUndefined()
     expect(results).toBe(0)
-  })
-})
-
-describe('formatBytes / formatDuration', () => {
-  it('read like a person would write them', () => {
-    expect([0, 1023, 1536, 10 * 1024 * 1024, 3.5 * 1024 ** 3].map(formatBytes)).toEqual(['0 B', '1023 B', '1.5 KiB', '10 MiB', '3.5 GiB'])
-    expect([0, 59, 75, 3725, 90_000].map(formatDuration)).toEqual(['0s', '59s', '1m 15s', '1h 2m', '1d 1h'])
   })
 })
 

@@ -5,21 +5,21 @@ import path from 'node:path'
 
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import type {InputItem} from '../../../src/lib/send/inputs.js'
-import {type InspectOutcome, inspectInput} from '../../../src/lib/send/inspect.js'
+import {type PrepareOutcome, prepareInput} from '../../../src/lib/send/prepare.js'
 import {bufferSource, checkDatasetComplete} from '../../../src/lib/send/integrity.js'
 import {fixturesDir, goodFixtures as good} from '../../helpers/fixtures.js'
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
 
 const DEFLATED = '1.2.840.10008.1.2.1.99'
 
-async function inspectFile(file: string, name = file): Promise<InspectOutcome> {
+async function prepareFile(file: string, name = file): Promise<PrepareOutcome> {
   const item: InputItem = {name, size: (await stat(file)).size, source: {kind: 'file', path: file}}
-  return inspectInput(item, 0)
+  return prepareInput(item, 0)
 }
 
-describe('inspectInput on the fixtures', () => {
+describe('prepareInput on the fixtures', () => {
   it.each(good.map((f) => [f.path, f]))('%s is ready to send, its dataset whole', async (_name, entry) => {
-    const outcome = await inspectFile(path.join(fixturesDir, entry.path))
+    const outcome = await prepareFile(path.join(fixturesDir, entry.path))
     expect(outcome).toMatchObject({kind: 'instance', instance: {sopClassUid: entry.sopClassUid, sopInstanceUid: entry.sopInstanceUid, transferSyntaxUid: entry.transferSyntaxUid}})
     if (outcome.kind !== 'instance') return
     expect(outcome.instance.datasetOffset + outcome.instance.datasetLength).toBe(entry.size)
@@ -27,22 +27,22 @@ describe('inspectInput on the fixtures', () => {
   })
 
   it('fails a file cut inside its pixel data, naming the element', async () => {
-    const outcome = await inspectFile(path.join(fixturesDir, 'broken/truncated-pixel-data.dcm'))
+    const outcome = await prepareFile(path.join(fixturesDir, 'broken/truncated-pixel-data.dcm'))
     expect(outcome).toMatchObject({kind: 'fail', reason: expect.stringMatching(/^truncated: the file ends inside PixelData \(7FE0,0010\)/), hint: expect.stringContaining('cut short')})
   })
 
   it('fails a file cut inside its meta header', async () => {
-    const outcome = await inspectFile(path.join(fixturesDir, 'broken/truncated-meta.dcm'), 'truncated-meta.dcm')
+    const outcome = await prepareFile(path.join(fixturesDir, 'broken/truncated-meta.dcm'), 'truncated-meta.dcm')
     expect(outcome).toMatchObject({kind: 'fail', reason: expect.stringMatching(/^truncated file meta information/)})
   })
 
   it('skips a text file named .dcm', async () => {
-    expect(await inspectFile(path.join(fixturesDir, 'broken/not-dicom.dcm'))).toEqual({kind: 'skip', reason: 'not DICOM (no "DICM" at byte 128)'})
+    expect(await prepareFile(path.join(fixturesDir, 'broken/not-dicom.dcm'))).toEqual({kind: 'skip', reason: 'not DICOM (no "DICM" at byte 128)'})
   })
 
   it.each(['missing-sop-class-meta-ok.dcm', 'missing-sop-class-no-meta-class.dcm'])('fails %s: missing SOPClassUID, with the fix-sop hint', async (name) => {
     const file = path.join(fixturesDir, 'broken', name)
-    const outcome = await inspectFile(file)
+    const outcome = await prepareFile(file)
     expect(outcome.kind).toBe('fail')
     if (outcome.kind !== 'fail') return
     expect(outcome.reason).toMatch(/^missing SOPClassUID \(0008,0016\)/)
@@ -51,7 +51,7 @@ describe('inspectInput on the fixtures', () => {
   })
 
   it('sends a file whose meta header disagrees on the SOP class as its dataset says, with a warning', async () => {
-    const outcome = await inspectFile(path.join(fixturesDir, 'broken/sop-class-mismatch.dcm'))
+    const outcome = await prepareFile(path.join(fixturesDir, 'broken/sop-class-mismatch.dcm'))
     expect(outcome).toMatchObject({kind: 'instance', instance: {sopClassUid: '1.2.840.10008.5.1.4.1.1.2', warning: expect.stringContaining('says MR Image Storage')}})
   })
 })
@@ -60,7 +60,7 @@ describe('truncation check', () => {
   let dir: string
 
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-send-inspect-'))
+    dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-send-prepare-'))
   })
 
   afterAll(async () => {
@@ -72,8 +72,8 @@ describe('truncation check', () => {
     const whole = readFileSync(instance.path)
     const cut = path.join(dir, 'cut.dcm')
     await writeFile(cut, whole.subarray(0, whole.length - 200_000))
-    expect(await inspectFile(instance.path)).toMatchObject({kind: 'instance'})
-    expect(await inspectFile(cut)).toMatchObject({kind: 'fail', reason: expect.stringMatching(/^truncated: the file ends inside PixelData/)})
+    expect(await prepareFile(instance.path)).toMatchObject({kind: 'instance'})
+    expect(await prepareFile(cut)).toMatchObject({kind: 'fail', reason: expect.stringMatching(/^truncated: the file ends inside PixelData/)})
   })
 
   const cuttable = good.filter((f) => f.transferSyntaxUid !== DEFLATED)

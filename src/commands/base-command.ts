@@ -1,15 +1,19 @@
 import {Command, Flags, Interfaces} from '@oclif/core'
 
-import {loadConfig} from './config/load.js'
-import type {DdrConfig} from './config/schema.js'
-import {DdrError, ExitCode} from './errors.js'
+import {loadConfig} from '../lib/config/load.js'
+import type {DdrConfig} from '../lib/config/schema.js'
+import {DdrError, ddrErrorJson, ExitCode, formatErrorReport} from '../lib/errors.js'
 
 export type DdrFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type DdrArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
 
 /**
- * Shared flags (--config, --debug; --json where a command enables it), configuration loaded once,
- * and one mapping from errors to messages and exit codes.
+ * Shared flags (--config, --debug; --json where a command enables it), flags and arguments parsed
+ * once (in init, so run() reads this.flags, this.args and this.positionals), configuration loaded
+ * once, and one mapping from errors to messages and exit codes.
+ *
+ * It lives beside the commands because it is oclif glue, but it is not a command: package.json's
+ * oclif.commands glob leaves base-command.js out.
  */
 export abstract class BaseCommand<T extends typeof Command> extends Command {
   static override baseFlags = {
@@ -23,6 +27,8 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected flags!: DdrFlags<T>
   protected args!: DdrArgs<T>
+  /** Every positional argument, for commands with `strict = false` that take many (paths...). */
+  protected positionals!: string[]
   private loadedConfig?: DdrConfig
 
   /** The validated configuration, loaded on first use so --help never touches it. */
@@ -33,7 +39,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   public override async init(): Promise<void> {
     await super.init()
-    const {args, flags} = await this.parse({
+    const {args, argv, flags} = await this.parse({
       args: this.ctor.args,
       baseFlags: (super.ctor as typeof BaseCommand).baseFlags,
       enableJsonFlag: this.ctor.enableJsonFlag,
@@ -42,6 +48,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     })
     this.flags = flags as DdrFlags<T>
     this.args = args as DdrArgs<T>
+    this.positionals = argv as string[]
   }
 
   /** Log to stderr (stdout is for results). */
@@ -56,25 +63,19 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<any> {
     if (error instanceof DdrError) {
-      if (this.jsonEnabled()) {
-        this.logJson(this.toErrorJson(error))
-      } else {
-        process.stderr.write(`error [${error.code}]: ${error.message}\n`)
-        if (error.hint) process.stderr.write(`  hint: ${error.hint}\n`)
-        if (this.flags?.debug && error.cause) process.stderr.write(`  cause: ${String((error.cause as Error)?.stack ?? error.cause)}\n`)
-      }
-
+      if (this.jsonEnabled()) this.logJson(ddrErrorJson(error))
+      else process.stderr.write(formatErrorReport(error, {debug: this.flags?.debug}))
       this.exit(error.exit)
     }
 
+    // oclif's own errors (unknown flag, missing argument) carry their exit code and usage text.
     if (error.oclif?.exit !== undefined) return super.catch(error)
-    process.stderr.write(`error [UNEXPECTED]: ${error.message}\n`)
-    if (this.flags?.debug) process.stderr.write(`${error.stack}\n`)
+    process.stderr.write(formatErrorReport(error, {debug: this.flags?.debug}))
     this.exit(ExitCode.unexpected)
   }
 
   protected override toErrorJson(error: unknown): any {
-    if (error instanceof DdrError) return {error: {code: error.code, message: error.message, hint: error.hint, exit: error.exit}}
+    if (error instanceof DdrError) return ddrErrorJson(error)
     return super.toErrorJson(error)
   }
 }

@@ -1,9 +1,13 @@
+// Send's first step: is this input a DICOM file that can go out as it is, and where are its dataset
+// bytes? It reads as little as it can (a head, then element headers only), where src/lib/inspect
+// reads a whole file to show it. What both need (readers, UID names) lives in src/lib/dicom, so
+// neither imports the other.
 import {closeSync, openSync} from 'node:fs'
 
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
 import {hasPart10Prefix, META_START, type MetaHeader, readMetaHeader, tryReadMetaHeader} from '../dicom/part10.js'
 import {describeTag, Tag} from '../dicom/tags.js'
-import {isStorageSopClass, sopClassName} from '../dicom/uids.js'
+import {describeSopClass, isStorageSopClass, sopClassName} from '../dicom/uids.js'
 import {DdrError, type DdrErrorCode} from '../errors.js'
 import type {InputItem} from './inputs.js'
 import {bufferSource, type ByteSource, checkDatasetComplete, fileSource} from './integrity.js'
@@ -24,7 +28,7 @@ export interface PreparedInstance {
 }
 
 /** What reading an input found: an instance to send, a file to skip (not DICOM), or a bad DICOM file. */
-export type InspectOutcome =
+export type PrepareOutcome =
   | {kind: 'instance'; instance: PreparedInstance}
   | {kind: 'skip'; reason: string}
   | {kind: 'fail'; reason: string; hint?: string; code?: DdrErrorCode}
@@ -33,30 +37,25 @@ const HEAD_BYTES = 64 * 1024
 const MAX_META_BYTES = 1024 * 1024 + META_START
 const WANTED = [Tag.SOPClassUID, Tag.SOPInstanceUID] as const
 
-function describeClass(uid: string): string {
-  const name = sopClassName(uid)
-  return name === undefined ? uid : `${name} (${uid})`
-}
-
 /**
  * Reads just enough of an input to send it: the meta header, SOPClassUID and SOPInstanceUID, and
  * a walk over the element headers that proves the file is not cut short. Never throws for a bad
  * file: it says why the file is skipped (not DICOM) or cannot be sent (truncated, no
  * SOPClassUID...). I/O errors (permissions) become failures too.
  */
-export async function inspectInput(item: InputItem, index: number): Promise<InspectOutcome> {
+export async function prepareInput(item: InputItem, index: number): Promise<PrepareOutcome> {
   try {
     if (item.source.kind === 'zip-entry') {
       if (/\.zip$/i.test(item.source.entry.name)) return {kind: 'skip', reason: 'a ZIP archive inside a ZIP archive (extract the outer one first)'}
       const bytes = await item.source.archive.read(item.source.entry)
-      return await inspectSource(item, index, bufferSource(bytes), bytes.subarray(0, HEAD_BYTES))
+      return await prepareSource(item, index, bufferSource(bytes), bytes.subarray(0, HEAD_BYTES))
     }
 
     const fd = openSync(item.source.path, 'r')
     try {
       // Discovery has just taken the size; the dataset check notices a file that shrank since.
       const source = fileSource(fd, item.source.path, item.size)
-      return await inspectSource(item, index, source, await source.read(0, HEAD_BYTES))
+      return await prepareSource(item, index, source, await source.read(0, HEAD_BYTES))
     } finally {
       closeSync(fd)
     }
@@ -77,7 +76,7 @@ async function readMeta(item: InputItem, source: ByteSource, head: Buffer): Prom
   }
 }
 
-async function inspectSource(item: InputItem, index: number, source: ByteSource, firstBytes: Buffer): Promise<InspectOutcome> {
+async function prepareSource(item: InputItem, index: number, source: ByteSource, firstBytes: Buffer): Promise<PrepareOutcome> {
   if (!hasPart10Prefix(firstBytes)) {
     return {kind: 'skip', reason: source.size < META_START ? `not DICOM (${source.size} bytes, no Part 10 header)` : 'not DICOM (no "DICM" at byte 128)'}
   }
@@ -91,12 +90,12 @@ async function inspectSource(item: InputItem, index: number, source: ByteSource,
   const sopInstanceUid = values.values.get(Tag.SOPInstanceUID)
 
   if (!sopClassUid) {
-    const metaSays = meta.mediaStorageSopClassUid ? `; its meta header's ${describeTag(Tag.MediaStorageSOPClassUID)} says ${describeClass(meta.mediaStorageSopClassUid)}` : ''
+    const metaSays = meta.mediaStorageSopClassUid ? `; its meta header's ${describeTag(Tag.MediaStorageSOPClassUID)} says ${describeSopClass(meta.mediaStorageSopClassUid)}` : ''
     const where = item.source.kind === 'file' ? item.name : 'the extracted file'
     return {kind: 'fail', code: 'INVALID_DICOM', reason: `missing ${describeTag(Tag.SOPClassUID)}: a receiver would reject or misfile it${metaSays}`, hint: `repair it with "ddr fix-sop ${where}", then send it again`}
   }
   if (sopClassName(sopClassUid) !== undefined && !isStorageSopClass(sopClassUid)) {
-    return {kind: 'skip', reason: `not an instance to store: ${describeClass(sopClassUid)}`}
+    return {kind: 'skip', reason: `not an instance to store: ${describeSopClass(sopClassUid)}`}
   }
   if (!sopInstanceUid) {
     return {kind: 'fail', code: 'INVALID_DICOM', reason: `missing ${describeTag(Tag.SOPInstanceUID)}: no receiver can store it`, hint: 'the file is incomplete; regenerate it from its source'}
@@ -109,7 +108,7 @@ async function inspectSource(item: InputItem, index: number, source: ByteSource,
 
   const warnings: string[] = []
   if (meta.mediaStorageSopClassUid && meta.mediaStorageSopClassUid !== sopClassUid) {
-    warnings.push(`${describeTag(Tag.MediaStorageSOPClassUID)} says ${describeClass(meta.mediaStorageSopClassUid)} but the dataset's ${describeTag(Tag.SOPClassUID)} is ${describeClass(sopClassUid)}; sent as the latter`)
+    warnings.push(`${describeTag(Tag.MediaStorageSOPClassUID)} says ${describeSopClass(meta.mediaStorageSopClassUid)} but the dataset's ${describeTag(Tag.SOPClassUID)} is ${describeSopClass(sopClassUid)}; sent as the latter`)
   }
   if (meta.mediaStorageSopInstanceUid && meta.mediaStorageSopInstanceUid !== sopInstanceUid) {
     warnings.push(`${describeTag(Tag.MediaStorageSOPInstanceUID)} ${meta.mediaStorageSopInstanceUid} differs from the dataset's ${describeTag(Tag.SOPInstanceUID)} ${sopInstanceUid}; sent as the latter`)

@@ -1,0 +1,23 @@
+import {ExitCode} from '../../lib/errors.js'
+import {colorEnabled} from '../../lib/output/table.js'
+import {formatStackTable, stackDown, type StackDownResult} from '../../lib/stack/stack.js'
+import {BaseCommand} from '../base-command.js'
+
+export type {StackDownResult, StackResult} from '../../lib/stack/stack.js'
+
+export default class StackDown extends BaseCommand<typeof StackDown> {
+  static override description = `stop the local Orthanc backends that "ddr stack up" started
+
+Each Orthanc is found by its pid file under <stack.dir>/<backend name>/ and stopped; its data, config and log stay.
+Exit code 3 when an Orthanc fails to stop.`
+
+  static override enableJsonFlag = true
+  static override examples = ['<%= config.bin %> stack down', '<%= config.bin %> stack down --config ./ddr.config.json --json']
+
+  async run(): Promise<StackDownResult> {
+    const result = await stackDown(this.ddrConfig)
+    if (!result.ok) process.exitCode = ExitCode.peer
+    if (!this.jsonEnabled()) this.log(formatStackTable(result, {color: colorEnabled()}))
+    return result
+  }
+}
