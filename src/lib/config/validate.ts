@@ -4,7 +4,7 @@ import {type ValueError, ValueErrorType, Value} from '@sinclair/typebox/value'
 import {pemFileProblem} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
 import {addressEntryProblem} from '../security/access.js'
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../security/secrets.js'
 import {applyEnvOverrides} from './env.js'
 import {type AnnotatedSchema, BACKEND_SCHEMAS, BackendSchema, backendSchemaFor, ConfigSchema, type DdrConfig} from './schema.js'
 
@@ -318,7 +318,7 @@ function checkBackends(problems: Problems, backends: unknown): void {
     if (!isObject(https)) continue
     if (item.url === undefined) problems.add(`${path}.https`, "needs url (https is the trust for the backend's https:// URL)")
     else if (typeof item.url === 'string' && !/^https:/i.test(item.url)) {
-      problems.add(`${path}.https`, `url ${displayUrl(item.url)} is not https://, so these settings would never be used (DICOM TLS on the DIMSE port is "tls")`)
+      problems.add(`${path}.https`, `url ${redactUrl(item.url, {credentials: 'drop'})} is not https://, so these settings would never be used (DICOM TLS on the DIMSE port is "tls")`)
     }
 
     for (const role of PEM_ROLES) {
