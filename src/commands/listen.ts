@@ -4,7 +4,7 @@ import {Flags} from '@oclif/core'
 
 import {BaseCommand} from './base-command.js'
 import {Logger} from '../lib/output/logger.js'
-import {startRouterService} from '../lib/routing/service.js'
+import {startRouterService} from '../lib/listen/service.js'
 
 export default class Listen extends BaseCommand<typeof Listen> {
   static override description = 'run the router: receive C-STORE and forward each study to the best Orthanc backend'

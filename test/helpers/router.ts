@@ -5,7 +5,7 @@ import path from 'node:path'
 import type {DdrConfig} from '../../src/lib/config/schema.js'
 import {validateConfig} from '../../src/lib/config/validate.js'
 import {Logger} from '../../src/lib/output/logger.js'
-import {type RouterService, startRouterService} from '../../src/lib/routing/service.js'
+import {type RouterService, startRouterService} from '../../src/lib/listen/service.js'
 import type {TestOrthanc} from './orthanc.js'
 
 export interface TestRouter {

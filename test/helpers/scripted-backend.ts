@@ -1,7 +1,7 @@
 import type {Backend} from '../../src/lib/backends/backend.js'
 import {type BackendConfig, STORE_TIMEOUT_DEFAULT_MS, type OrthancBackendConfig} from '../../src/lib/config/schema.js'
 import type {DimseResponse} from '../../src/lib/dimse/scu.js'
-import type {ReceivedInstance} from '../../src/lib/routing/instance.js'
+import type {ReceivedInstance} from '../../src/lib/dicom/received-instance.js'
 
 /**
  * A backend whose answers the test scripts (for unit tests of routing decisions; integration

@@ -1,6 +1,6 @@
 import type {BackendConfig} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 
 /**
  * A destination for instances. `store` resolves with the backend's DICOM status (success or not)

@@ -4,7 +4,7 @@ import {DdrError} from '../errors.js'
 import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
 import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {AssociationPool} from './association-pool.js'
 import type {Backend} from './backend.js'
 

@@ -1,13 +1,15 @@
 import {randomBytes} from 'node:crypto'
 import {constants, createReadStream} from 'node:fs'
-import {access, mkdir, open, readdir, readFile, rename, rm, stat, statfs} from 'node:fs/promises'
+import {access, mkdir, readdir, readFile, rm, stat, statfs} from 'node:fs/promises'
+
+import {writeFileAtomic} from '../fs/durable.js'
 import path from 'node:path'
 
 import type {BackendConfig} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Backend} from './backend.js'
 
 /** A path component from a DICOM identifier: anything but letters, digits, ".", "-" and "_" becomes "_". */
@@ -69,16 +71,8 @@ export class FolderBackend implements Backend {
     try {
       await mkdir(folder, {recursive: true})
       if (await sameContent(target, instance)) return {status: Status.success}
-      const handle = await open(temporary, 'wx')
-      try {
-        for await (const chunk of part10Chunks(instance)) await handle.write(chunk)
-        await handle.datasync()
-      } finally {
-        await handle.close()
-      }
-
-      await rename(temporary, target)
-      await syncFolder(folder)
+      // The folder is synced once here (fsyncPath): a folder backend spreads over many study/series folders.
+      await writeFileAtomic(target, part10Chunks(instance), {temp: temporary, syncFolder: true})
       return {status: Status.success}
     } catch (error) {
       await rm(temporary, {force: true}).catch(() => undefined)
@@ -181,13 +175,4 @@ async function countFiles(root: string, limit: number): Promise<number | null> {
   }
 
   return files
-}
-
-async function syncFolder(folder: string): Promise<void> {
-  const handle = await open(folder, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
 }

@@ -10,7 +10,7 @@ import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {type HttpAgents, backendHttpAgents, backendRequestHint, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
 import {displayUrl} from '../security/secrets.js'
-import type {ReceivedInstance} from '../routing/instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Backend} from './backend.js'
 
 /** Part 10 bytes of an instance, streamed: meta header, then the dataset exactly as received. */

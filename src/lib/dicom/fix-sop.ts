@@ -1,8 +1,9 @@
 import {randomBytes} from 'node:crypto'
-import {mkdir, open, readdir, readFile, rename, rm, stat} from 'node:fs/promises'
+import {mkdir, readdir, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {DdrError} from '../errors.js'
+import {writeFileAtomic as writeDurably} from '../fs/durable.js'
 import {type Column, formatTable, painter} from '../output/table.js'
 import {hasPart10Prefix} from './part10.js'
 import {type NewUidOptions, type RepairChange, repairPart10, type SopClassSource} from './repair.js'
@@ -94,19 +95,7 @@ async function collect(paths: string[], outDir: string | undefined): Promise<Inp
 /** Writes through a temp file in the target's folder and a rename: the target is never half written. */
 export async function writeFileAtomic(target: string, bytes: Buffer, mode = 0o644): Promise<void> {
   const temp = path.join(path.dirname(target), `.${path.basename(target)}${TEMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`)
-  try {
-    const handle = await open(temp, 'wx', mode)
-    try {
-      await handle.writeFile(bytes)
-      await handle.sync()
-    } finally {
-      await handle.close()
-    }
-    await rename(temp, target)
-  } catch (error) {
-    await rm(temp, {force: true})
-    throw error
-  }
+  await writeDurably(target, bytes, {temp, mode, fullSync: true})
 }
 
 function uidMapper(): (original: string | undefined) => string {

@@ -23,6 +23,7 @@ import {
   encodeAssociateRq,
   encodeReleaseRq,
 } from './pdu.js'
+import type {DatasetSource} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
 import {maxFragment, writePdvs} from './wire.js'
 
@@ -50,8 +51,7 @@ export interface ConnectOptions {
   tls?: tls.ConnectionOptions
 }
 
-/** Dataset bytes to send: in memory, or a slice of a file (streamed, never loaded whole). */
-export type DatasetSource = {buffer: Buffer} | {path: string; offset: number; length: number}
+export type {DatasetSource}
 
 export interface StoreInstance {
   sopClassUid: string

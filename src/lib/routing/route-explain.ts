@@ -8,7 +8,7 @@ import {Tag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
 import {silentLogger} from '../output/logger.js'
 import {BackendState} from './backend-state.js'
-import {Router} from './router.js'
+import {Placer} from './router.js'
 
 /** What `ddr route --explain FILE` prints: the rule and the backend a file would get, nothing sent. */
 export interface RouteExplainResult {
@@ -47,7 +47,7 @@ class OfflineBackend implements Backend {
 
 /**
  * Which rule and backend a Part 10 file would get, with the router's own placement code
- * (Router.place) and rule engine. Every backend is taken as healthy and idle, and a study the
+ * (Placer.place) and rule engine. Every backend is taken as healthy and idle, and a study the
  * router already placed goes to its remembered home (spool.dir/affinity.jsonl), as it would live.
  */
 export async function explainRoute(config: DdrConfig, file: string, options: {callingAeTitle?: string; calledAeTitle?: string} = {}): Promise<RouteExplainResult> {
@@ -56,14 +56,12 @@ export async function explainRoute(config: DdrConfig, file: string, options: {ca
   const values = read.values
   const size = (await stat(file)).size
   const backends = config.backends.map((b) => new BackendState(new OfflineBackend(b)))
-  const router = new Router(backends, {
+  const router = new Placer(backends, {
     policy: config.routing.policy,
     affinity: config.routing.affinity,
-    failThreshold: config.health.failThreshold,
     logger: silentLogger,
     rules: config.rules,
   })
-  router.mirrors.stop()
   // Read, never opened as the router's map: that would compact (rewrite) a file a running router appends to.
   if (router.affinity !== undefined && instanceStudy(values) !== undefined) {
     const remembered = await rememberedHome(path.join(path.resolve(config.spool.dir), 'affinity.jsonl'), instanceStudy(values)!)

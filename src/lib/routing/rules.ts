@@ -4,7 +4,7 @@ import type {BackendConfig, RoutingRule, RuleTagMatch} from '../config/schema.js
 import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {Tag, parseTag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
-import type {ReceivedInstance} from './instance.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 
 /** What the rules say about one instance. */
 export interface RuleDecision {

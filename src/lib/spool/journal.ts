@@ -3,7 +3,7 @@ import {type FileHandle, open, readdir, readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {crc32} from 'node:zlib'
 
-import {syncDir} from './instance-sink.js'
+import {syncDir} from '../fs/durable.js'
 
 /**
  * An append-only journal for small acknowledged instances: records go into segment files

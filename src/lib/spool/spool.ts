@@ -1,16 +1,14 @@
-import {mkdir, open, readdir, rename, rm, stat, statfs, writeFile} from 'node:fs/promises'
+import {mkdir, open, readdir, rename, rm, statfs, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
-import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
+import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {type MetaHeader, readMetaHeader} from '../dicom/part10.js'
-import {Tag} from '../dicom/tags.js'
-import type {ReceivedInstance} from '../routing/instance.js'
-import {ROUTING_TAGS, fsyncPath} from './instance-sink.js'
-import {Journal, type RecoveredRecord} from './journal.js'
+import {RECOVERY_TAGS, type ReceivedInstance, readPart10Instance, receivedInstanceFromDisk} from '../dicom/received-instance.js'
+import {fsyncPath, readFileSlice} from '../fs/durable.js'
+import {Journal, type JournalRecord, type RecoveredRecord} from './journal.js'
 
 /** Header elements read back from a spooled instance at start. */
-const RECOVERY_TAGS = [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID]
 
 export interface SpoolStats {
   depth: number
@@ -108,7 +106,7 @@ export class Spool {
   /** A backend stored it: the entry goes. (A crash before this only means a harmless re-send.) */
   async remove(instance: ReceivedInstance): Promise<void> {
     this.forget(instance)
-    if (instance.journal !== undefined) await this.journal.release(instance.journal)
+    if (instance.journal !== undefined) await this.journal.release(instance.journal as JournalRecord)
     else if (instance.path) await rm(instance.path, {force: true})
   }
 
@@ -117,9 +115,10 @@ export class Spool {
     this.forget(instance)
     if (instance.journal === undefined) return this.moveToDeadLetter(instance.path!, instance.id, reason)
     const source = instance.dataset
-    const dataset = 'buffer' in source ? source.buffer : await readSlice(source.path, source.offset, source.length)
+    const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
     const target = await this.writeDeadLetter(instance.id, Buffer.concat([instance.metaHeader, dataset]), reason)
-    await this.journal.release(instance.journal)
+    // The spool set it when it appended the instance: it is one of this journal's records.
+    await this.journal.release(instance.journal as JournalRecord)
     return target
   }
 
@@ -193,7 +192,7 @@ export class Spool {
   }
 
   private recovered(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
-    const instance = spooledInstance(id, meta, values, where)
+    const instance = receivedInstanceFromDisk(id, meta, values, where)
     this.added(instance)
     return instance
   }
@@ -208,55 +207,4 @@ export class Spool {
       // keep the last reading
     }
   }
-}
-
-/** An instance read back from disk: its header values, and where its bytes are. */
-function spooledInstance(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
-  return {
-    id,
-    sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
-    sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
-    transferSyntaxUid: meta.transferSyntaxUid,
-    studyInstanceUid: values.get(Tag.StudyInstanceUID),
-    seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
-    patientId: values.get(Tag.PatientID),
-    modality: values.get(Tag.Modality),
-    callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
-    calledAeTitle: '',
-    ...where,
-    datasetLength: 'buffer' in where.dataset ? where.dataset.buffer.length : where.dataset.length,
-    receivedAt: idTime(id) ?? Date.now(),
-  }
-}
-
-/**
- * An instance kept as a Part 10 file of its own (our meta header, then the dataset bytes as
- * received: a spool queue file, a pending mirror copy), read back: meta header, routing values,
- * and the file as its bytes (nothing else is read into memory).
- */
-export async function readPart10Instance(file: string, id: string): Promise<ReceivedInstance> {
-  const {meta, values} = await readDatasetFromFile(file, RECOVERY_TAGS)
-  const length = (await stat(file)).size - meta.datasetOffset
-  return spooledInstance(id, meta, values, {metaHeader: await readHead(file, meta.datasetOffset), dataset: {path: file, offset: meta.datasetOffset, length}, path: file})
-}
-
-function readHead(file: string, length: number): Promise<Buffer> {
-  return readSlice(file, 0, length)
-}
-
-async function readSlice(file: string, offset: number, length: number): Promise<Buffer> {
-  const handle = await open(file, 'r')
-  try {
-    const bytes = Buffer.alloc(length)
-    await handle.read(bytes, 0, length, offset)
-    return bytes
-  } finally {
-    await handle.close()
-  }
-}
-
-/** Instance ids start with the receive time in base 36 (see newInstanceId). */
-function idTime(id: string): number | undefined {
-  const time = Number.parseInt(id.split('-')[0], 36)
-  return Number.isFinite(time) ? time : undefined
 }

@@ -2,8 +2,17 @@ import http from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import type {BackendSnapshot} from '../routing/backend-state.js'
-import type {MirrorQueueStats} from '../routing/mirrors.js'
 import type {SpoolStats} from '../spool/spool.js'
+
+/** The mirror queue in /status. */
+export interface MirrorQueueStats {
+  /** Pending copies survive a restart. */
+  durable: boolean
+  /** Copies waiting or in flight. */
+  pending: number
+  /** Age of the oldest pending copy's instance (seconds since it was received). */
+  oldestAgeSeconds: number | null
+}
 
 export interface RouterStatus {
   version: string

@@ -9,7 +9,7 @@ import type {DicomwebBackend} from '../../../src/lib/backends/dicomweb-backend.j
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Logger} from '../../../src/lib/output/logger.js'
-import {type RouterService, startRouterService} from '../../../src/lib/routing/service.js'
+import {type RouterService, startRouterService} from '../../../src/lib/listen/service.js'
 import {DICOMWEB_PLUGIN} from '../../../src/lib/stack/orthanc-process.js'
 import {datasetOf, fixturesDir, goodFixtures, onTheWire, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'

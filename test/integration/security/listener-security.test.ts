@@ -11,7 +11,7 @@ import {storageSopClasses, transferSyntaxes} from '../../../src/lib/dicom/uids.j
 import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {clientTlsOptions} from '../../../src/lib/dimse/tls.js'
 import {Logger} from '../../../src/lib/output/logger.js'
-import {type RouterService, startRouterService} from '../../../src/lib/routing/service.js'
+import {type RouterService, startRouterService} from '../../../src/lib/listen/service.js'
 import {runCompiledCli} from '../../helpers/compiled-cli.js'
 import {type Storescp, echoscu, makeTestDicom, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {freePort} from '../../helpers/ports.js'

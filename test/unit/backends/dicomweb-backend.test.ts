@@ -2,8 +2,8 @@ import {createServer, type IncomingMessage, type Server} from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import {DicomwebBackend, stowOutcomes} from '../../../src/lib/backends/dicomweb-backend.js'
-import {STORE_TIMEOUT_DEFAULT_MS, DICOMWEB_BATCH_DEFAULTS, type DicomwebBackendConfig} from '../../../src/lib/config/schema.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import {DICOMWEB_BATCH_DEFAULTS, type DicomwebBackendConfig, STORE_TIMEOUT_DEFAULT_MS} from '../../../src/lib/config/schema.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
 
 /** A dicomweb backend with the defaults validation fills. */
 const dicomweb = (name: string, url: string): DicomwebBackendConfig => ({

@@ -3,7 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {FolderBackend, folderLayout, safePathComponent} from '../../../src/lib/backends/folder-backend.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
 
 function instance(fields: Partial<ReceivedInstance> = {}): ReceivedInstance {
   return {

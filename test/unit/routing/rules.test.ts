@@ -3,8 +3,8 @@ import type {RoutingRule} from '../../../src/lib/config/schema.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
-import {Router} from '../../../src/lib/routing/router.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
+import {Router} from '../../../src/lib/listen/delivery.js'
 import {RuleEngine} from '../../../src/lib/routing/rules.js'
 
 function backend(name: string, mirror = false): ScriptedBackend {
@@ -99,7 +99,7 @@ describe('Router with rules and mirrors', () => {
     expect(ct1.stored.length + ct2.stored.length).toBe(10)
     expect(ct1.stored.length).toBeGreaterThan(0)
     expect(ct2.stored.length).toBeGreaterThan(0)
-    expect(router.place(instance('1.2.1', 2, {modality: 'MR'})).why).toMatch(/^rule rules\[0\], study affinity/)
+    expect(router.placer.place(instance('1.2.1', 2, {modality: 'MR'})).why).toMatch(/^rule rules\[0\], study affinity/)
   })
 
   it('refuses a dropped instance with 0xC000 and the reason, sending nothing', async () => {

@@ -1,15 +1,16 @@
 import {randomBytes} from 'node:crypto'
 import {createReadStream} from 'node:fs'
-import {type FileHandle, mkdir, open, rename, rm} from 'node:fs/promises'
+import {type FileHandle, open, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import {ReceivedDatasetCheck} from '../dicom/dataset-check.js'
+import {syncDir} from '../fs/durable.js'
 import {buildMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
-import type {ReceivedInstance} from '../routing/instance.js'
-import type {Journal, JournalRecord} from './journal.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
+import type {Journal, JournalRecord} from '../spool/journal.js'
 
 /** The header elements routing reads from each dataset (the rest is never parsed). */
 export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
@@ -224,47 +225,6 @@ export class InstanceSink implements StoreSink {
   }
 }
 
-const dirSyncs = new Map<string, {running?: Promise<void>; next?: Promise<void>; handle?: FileHandle}>()
-
-/**
- * fsync a folder so the renames in it survive a crash. Concurrent callers share rounds: a caller
- * that arrives while a sync runs waits for the next one (which starts after its rename).
- */
-export function syncDir(dir: string): Promise<void> {
-  let state = dirSyncs.get(dir)
-  if (state === undefined) {
-    state = {}
-    dirSyncs.set(dir, state)
-  }
-
-  const current = state
-  if (current.running === undefined) {
-    // The folder stays open between rounds: an fsync costs one call, not open + fsync + close.
-    current.running = (async () => {
-      current.handle ??= await open(dir, 'r')
-      try {
-        await current.handle.sync()
-      } catch (error) {
-        const stale = current.handle
-        current.handle = undefined
-        await stale?.close().catch(() => {})
-        throw error
-      }
-    })().finally(() => {
-      current.running = undefined
-    })
-    return current.running
-  }
-
-  current.next ??= current.running
-    .catch(() => {})
-    .then(() => {
-      current.next = undefined
-      return syncDir(dir)
-    })
-  return current.next
-}
-
 /** Takes a dataset without keeping it, then answers a fixed outcome: refusals and identical re-sends. */
 export class DiscardSink implements StoreSink {
   constructor(private readonly outcome: StoreOutcome) {}
@@ -280,18 +240,4 @@ export class DiscardSink implements StoreSink {
   }
 
   abort(): void {}
-}
-
-/** fsync a file or a folder (so a rename inside it survives a crash). */
-export async function fsyncPath(target: string): Promise<void> {
-  const handle = await open(target, 'r')
-  try {
-    await handle.sync()
-  } finally {
-    await handle.close()
-  }
-}
-
-export async function ensureDir(dir: string): Promise<void> {
-  await mkdir(dir, {recursive: true})
 }

@@ -2,8 +2,8 @@ import {type ScriptedBackend, scriptedBackend} from '../../helpers/scripted-back
 import {DdrError} from '../../../src/lib/errors.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
-import {Router} from '../../../src/lib/routing/router.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
+import {Router} from '../../../src/lib/listen/delivery.js'
 
 function backend(name: string, weight = 1): ScriptedBackend {
   return scriptedBackend(name, {weight})
@@ -76,7 +76,7 @@ describe('Router', () => {
     const a = backend('a')
     const b = backend('b')
     const {router, states} = makeRouter([a, b])
-    const first = router.place(instance('7.7', 0)).order[0].name
+    const first = router.placer.place(instance('7.7', 0)).order[0].name
     const dead = first === 'a' ? a : b
     dead.answer = async () => {
       throw new DdrError('BACKEND_UNREACHABLE', 'connection refused')
@@ -91,10 +91,10 @@ describe('Router', () => {
     expect(deadState.consecutiveFailures).toBe(1)
     // a second new study that prefers the dead backend: the second failure marks it down
     let s = 0
-    while (router.place(instance(`8.${s}`, 0)).order[0].name !== dead.config.name) s++
+    while (router.placer.place(instance(`8.${s}`, 0)).order[0].name !== dead.config.name) s++
     expect((await router.deliver(instance(`8.${s}`, 0))).status).toBe(0)
     expect(deadState.healthy).toBe(false)
-    expect(router.place(instance('9.9.9', 0)).order.map((b) => b.name)).toEqual([survivor.config.name])
+    expect(router.placer.place(instance('9.9.9', 0)).order.map((b) => b.name)).toEqual([survivor.config.name])
   })
 
   it('passes a refusal (Cxxx) back to the sender without trying elsewhere', async () => {
@@ -112,7 +112,7 @@ describe('Router', () => {
     const b = backend('b')
     a.answer = b.answer = async () => ({status: 0xa700})
     const {router} = makeRouter([a, b])
-    const chosen = router.place(instance('4.4', 0)).order[0].name
+    const chosen = router.placer.place(instance('4.4', 0)).order[0].name
     ;(chosen === 'a' ? b : a).answer = async () => ({status: 0})
     expect((await router.deliver(instance('4.4', 0))).status).toBe(0)
   })

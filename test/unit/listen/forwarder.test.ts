@@ -6,9 +6,9 @@ import path from 'node:path'
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/routing/instance.js'
-import {Router} from '../../../src/lib/routing/router.js'
-import {Forwarder} from '../../../src/lib/spool/forwarder.js'
+import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
+import {Router} from '../../../src/lib/listen/delivery.js'
+import {Forwarder} from '../../../src/lib/listen/forwarder.js'
 import {Spool} from '../../../src/lib/spool/spool.js'
 
 describe('Forwarder', () => {

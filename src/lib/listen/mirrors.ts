@@ -2,12 +2,13 @@ import {copyFile, link, mkdir, open, readdir, rename, rm} from 'node:fs/promises
 import path from 'node:path'
 
 import {storeSlots} from '../backends/backend.js'
+import type {MirrorQueueStats} from '../status/server.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
-import {syncDir} from '../spool/instance-sink.js'
-import {readPart10Instance} from '../spool/spool.js'
-import type {BackendState} from './backend-state.js'
-import type {ReceivedInstance} from './instance.js'
+import {datasyncFile, syncDir, writeFileAtomic} from '../fs/durable.js'
+import {readPart10Instance} from '../dicom/received-instance.js'
+import type {BackendState} from '../routing/backend-state.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
 
 export interface MirrorQueueOptions {
   /**
@@ -39,16 +40,6 @@ export interface MirrorCounters {
   mirrored: number
   mirrorFailed: number
   mirrorPending: number
-}
-
-/** The mirror queue in /status. */
-export interface MirrorQueueStats {
-  /** Pending copies survive a restart. */
-  durable: boolean
-  /** Copies waiting or in flight. */
-  pending: number
-  /** Age of the oldest pending copy's instance (seconds since it was received). */
-  oldestAgeSeconds: number | null
 }
 
 interface Job {
@@ -406,56 +397,34 @@ async function linkOrCopy(source: string, target: string): Promise<void> {
 
   const part = `${target}.part`
   await copyFile(source, part)
-  await syncFile(part)
+  await datasyncFile(part)
   await rename(part, target)
 }
 
 /** The instance as a Part 10 file: written to `.part`, fdatasync'ed, renamed (the caller fsyncs the folder). */
 async function writePart10(instance: ReceivedInstance, target: string): Promise<void> {
-  const part = `${target}.part`
-  try {
-    await writeSynced(instance, part)
-  } catch (error) {
-    await rm(part, {force: true})
-    throw error
-  }
-
-  await rename(part, target)
+  await writeFileAtomic(target, part10Chunks(instance), {temp: `${target}.part`})
 }
 
-async function writeSynced(instance: ReceivedInstance, file: string): Promise<void> {
-  const handle = await open(file, 'w')
+/** Meta header, then the dataset exactly as received (from memory or a file slice, 1 MB at a time). */
+async function* part10Chunks(instance: ReceivedInstance): AsyncGenerator<Buffer> {
+  yield instance.metaHeader
+  const source = instance.dataset
+  if ('buffer' in source) {
+    yield source.buffer
+    return
+  }
+
+  const input = await open(source.path, 'r')
   try {
-    await handle.write(instance.metaHeader)
-    const source = instance.dataset
-    if ('buffer' in source) {
-      await handle.write(source.buffer)
-    } else {
-      const input = await open(source.path, 'r')
-      try {
-        const chunk = Buffer.allocUnsafe(Math.min(source.length, 1024 * 1024))
-        for (let done = 0; done < source.length; ) {
-          const {bytesRead} = await input.read(chunk, 0, Math.min(chunk.length, source.length - done), source.offset + done)
-          if (bytesRead === 0) throw new Error(`${source.path} ended ${source.length - done} bytes early`)
-          await handle.write(chunk.subarray(0, bytesRead))
-          done += bytesRead
-        }
-      } finally {
-        await input.close()
-      }
+    for (let done = 0; done < source.length; ) {
+      const chunk = Buffer.allocUnsafe(Math.min(source.length - done, 1024 * 1024))
+      const {bytesRead} = await input.read(chunk, 0, chunk.length, source.offset + done)
+      if (bytesRead === 0) throw new Error(`${source.path} ended ${source.length - done} bytes early`)
+      yield chunk.subarray(0, bytesRead)
+      done += bytesRead
     }
-
-    await handle.datasync()
   } finally {
-    await handle.close()
-  }
-}
-
-async function syncFile(file: string): Promise<void> {
-  const handle = await open(file, 'r+')
-  try {
-    await handle.datasync()
-  } finally {
-    await handle.close()
+    await input.close()
   }
 }

@@ -12,13 +12,15 @@ import {Status, formatStatus} from '../dimse/status.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
 import {listenerTransferSyntaxes} from '../backends/capabilities.js'
 import type {Logger} from '../output/logger.js'
-import {Forwarder} from '../spool/forwarder.js'
-import {DiscardSink, InstanceSink, ensureDir} from '../spool/instance-sink.js'
+import {Forwarder} from './forwarder.js'
+import {ensureDir} from '../fs/durable.js'
+import {DiscardSink, InstanceSink} from './intake.js'
 import {Spool} from '../spool/spool.js'
 import {StatusServer, type RouterStatus} from '../status/server.js'
-import {BackendState} from './backend-state.js'
-import {HealthMonitor} from './health.js'
-import {DROP_STATUS, Router} from './router.js'
+import {BackendState} from '../routing/backend-state.js'
+import {HealthMonitor} from '../routing/health.js'
+import {DROP_STATUS} from '../routing/router.js'
+import {Router} from './delivery.js'
 
 export interface RouterServiceOptions {
   logger: Logger
@@ -144,7 +146,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       journal: spool.journal,
       deliver: async (instance) => {
         // A rule that drops the instance refuses it now, before it is acknowledged.
-        const drop = router.dropReason(instance)
+        const drop = router.placer.dropReason(instance)
         if (drop !== undefined) {
           router.counters.dropped++
           await spool.remove(instance)

@@ -1,12 +1,12 @@
 import {storeSlots} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
-import type {DatasetSource} from '../dimse/scu.js'
+import type {DatasetSource} from '../dicom/received-instance.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
-import type {ReceivedInstance} from '../routing/instance.js'
-import type {Router} from '../routing/router.js'
-import type {Spool} from './spool.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
+import type {Router} from './delivery.js'
+import type {Spool} from '../spool/spool.js'
 
 interface Entry {
   instance: ReceivedInstance
@@ -160,14 +160,14 @@ export class Forwarder {
 
   /** The backend for an entry now, or undefined when it must wait (none healthy, or its backend is saturated). */
   private target(entry: Entry): {backend: BackendState; why: string} | undefined {
-    const placement = this.router.place(entry.instance, true)
+    const placement = this.router.placer.place(entry.instance, true)
     if (placement.order.length === 0) return undefined
     const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
     const backend = (preferred.length > 0 ? preferred : placement.order)[0]
     // As many at once as the backend's association pool holds (or its batched requests take), so
     // no request waits inside the pool.
     if ((this.active.get(backend.name) ?? 0) >= storeSlots(backend.backend)) return undefined
-    if (entry.tries === 0) this.router.explain(entry.instance, placement)
+    if (entry.tries === 0) this.router.placer.explain(entry.instance, placement)
     return {backend, why: entry.tries === 0 ? placement.why : `retry ${entry.tries} after: ${entry.history.at(-1)}`}
   }
 
