@@ -1,3 +1,5 @@
 export * from './errors.js'
 export * from './config/schema.js'
 export {loadConfig, selectBackends} from './config/load.js'
+export {defaultConfigObject, validateConfig} from './config/validate.js'
+export {configJsonSchema} from './config/json-schema.js'

@@ -1,5 +1,5 @@
 import type {Backend} from '../../src/lib/backends/backend.js'
-import type {BackendConfig} from '../../src/lib/config/schema.js'
+import {type BackendConfig, STORE_TIMEOUT_DEFAULT_MS, type OrthancBackendConfig} from '../../src/lib/config/schema.js'
 import type {DimseResponse} from '../../src/lib/dimse/scu.js'
 import type {ReceivedInstance} from '../../src/lib/dicom/received-instance.js'
 
@@ -29,6 +29,6 @@ export class ScriptedBackend implements Backend {
 }
 
 /** A scripted DIMSE backend named `name` (AE title in upper case). */
-export function scriptedBackend(name: string, overrides: Partial<BackendConfig> = {}): ScriptedBackend {
-  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), url: 'http://127.0.0.1:1', weight: 1, transport: 'dimse', maxAssociations: 4, ...overrides})
+export function scriptedBackend(name: string, overrides: Partial<OrthancBackendConfig> = {}): ScriptedBackend {
+  return new ScriptedBackend({name, host: '127.0.0.1', port: 1, aeTitle: name.toUpperCase(), url: 'http://127.0.0.1:1', weight: 1, transport: 'dimse', maxAssociations: 4, storeTimeoutMs: STORE_TIMEOUT_DEFAULT_MS, ...overrides})
 }

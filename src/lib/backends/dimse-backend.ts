@@ -1,4 +1,4 @@
-import type {BackendConfig} from '../config/schema.js'
+import type {DicomBackendConfig} from '../config/schema.js'
 import {STORE_TIMEOUT_DEFAULT_MS} from '../config/validate.js'
 import {DdrError} from '../errors.js'
 import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
@@ -19,7 +19,7 @@ const VERIFICATION_CONTEXT = {abstractSyntax: VERIFICATION_SOP_CLASS, transferSy
 export class DimseBackend implements Backend {
   private readonly pool: AssociationPool
 
-  constructor(readonly config: BackendConfig, private readonly options: DimseBackendOptions) {
+  constructor(readonly config: DicomBackendConfig, private readonly options: DimseBackendOptions) {
     this.pool = new AssociationPool({
       host: config.host,
       port: config.port,

@@ -14,7 +14,7 @@ export interface BackendFactoryOptions {
 
 /** Makes the Backend for one configured backend, by its type (and, for Orthanc, its transport). */
 export function createBackend(config: BackendConfig, options: BackendFactoryOptions): Backend {
-  switch (config.type ?? 'orthanc') {
+  switch (config.type) {
     case 'folder': {
       return new FolderBackend(config)
     }

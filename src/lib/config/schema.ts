@@ -1,123 +1,124 @@
-/** How a backend is reached for storing instances. */
-export type BackendTransport = 'dimse' | 'rest'
-export type RoutingPolicy = 'least-loaded' | 'round-robin' | 'weighted'
-/**
- * What a backend is: "orthanc" (default: DIMSE or REST transport, load from Orthanc /statistics),
- * "dimse" (any C-STORE SCP: load from the router's own counters), "folder" (files on a disk),
- * "dicomweb" (STOW-RS).
+import {FormatRegistry, type Static, type TSchema, Type} from '@sinclair/typebox'
+
+/*
+ * The configuration as one TypeBox schema: the TypeScript types below are derived from it,
+ * validate.ts checks and defaults a parsed file against it, env.ts reads the environment variables
+ * it names, and json-schema.ts publishes it as ddr.schema.json (`npm run schema`).
+ *
+ * A field with a `default` is required in the types (ddr fills it before anyone reads the config)
+ * and optional in ddr.schema.json (a file may leave it out).
+ *
+ * Besides JSON Schema keywords, fields carry ddr's own annotations (see DdrAnnotations), which
+ * ddr.schema.json leaves out or turns into what editors understand.
  */
-export type BackendType = 'orthanc' | 'dimse' | 'folder' | 'dicomweb'
 
-export interface BackendConfig {
-  /** Short unique name used in logs, flags (`--backend NAME`) and env overrides. */
-  name: string
-  /** Undefined means "orthanc". */
-  type?: BackendType
-  /** DICOM host and port of the backend's C-STORE SCP ("" and 0 for folder and dicomweb backends). */
-  host: string
-  port: number
-  aeTitle: string
+/** ddr's own annotations on a field. */
+export interface DdrAnnotations {
+  /** What a valid value is, for messages ("must be <problem>"), when the JSON Schema keywords do not say it well. */
+  problem?: string
+  /** Words after "is required" when the field is missing. */
+  requiredHint?: string
   /**
-   * Base URL of the Orthanc REST API (health, statistics, uploads with transport "rest").
-   * Leave it out for a DICOM SCP that is not Orthanc: health and load then come from C-ECHO and
-   * the router's own counters.
+   * Environment variable that overrides the field. Inside a backend, the part after
+   * `DDR_BACKEND_<NAME>_` (the backend's name upper-cased, "_" for other characters).
    */
-  url?: string
-  username?: string
-  password?: string
-  /** Relative capacity for the weighted policy and study affinity hashing. */
-  weight: number
-  /** "dimse" forwards over C-STORE (default); "rest" posts to /instances. */
-  transport: BackendTransport
-  /** Associations (or HTTP requests) at once towards this backend; 1 for SCPs that serve one at a time. */
-  maxAssociations: number
-  /** A mirror gets a copy of every instance besides its primary backend, and takes no part in placement. */
-  mirror?: boolean
-  /** Folder backends: the root folder. */
-  path?: string
-  /** Folder backends: below this much free space (MB) the backend is reported down. */
-  minFreeMb?: number
-  /** DICOMweb backends: bearer token (instead of username/password). */
-  token?: string
-  /** DICOMweb backends: instances per STOW-RS request at most (1: one request per instance). */
-  batchMaxInstances?: number
-  /** DICOMweb backends: Part 10 bytes per STOW-RS request at most (a larger instance goes alone). */
-  batchMaxBytes?: number
-  /** DICOMweb backends: how long a request that is not full waits for more instances (ms; 0: only those already waiting). */
-  batchWindowMs?: number
-  /**
-   * The longest one instance's delivery may take (ms): past it the attempt is abandoned and counted
-   * as that instance's failure, not the backend's (not for folder backends).
-   */
-  storeTimeoutMs?: number
-  /**
-   * Transfer syntaxes this backend can store (orthanc and dimse backends); absent: Orthanc 1.10's
-   * set for orthanc, every standard syntax for dimse. The listener accepts only what every backend takes.
-   */
-  transferSyntaxes?: string[]
-  /** DICOM TLS towards this backend (DIMSE transport); absent: plain TCP. */
-  tls?: BackendTlsConfig
-  /**
-   * Trust for the backend's https:// URL (REST API, uploads, health, DICOMweb); absent: Node's
-   * built-in CAs and no client certificate. Separate from `tls`, which is DICOM TLS on the DIMSE port.
-   */
-  https?: BackendHttpsConfig
+  env?: string
+  /** `null` means "not given": the hand-written checker this schema replaced read it so, and configs rely on it. */
+  nullIsAbsent?: boolean
+  /** What a valid key of a record is, for messages. */
+  keyProblem?: string
 }
 
-/** How a rule compares one header value. */
-export interface RuleTagMatch {
-  equals?: string
-  prefix?: string
-  regex?: string
-}
+type Options = DdrAnnotations & {description?: string; default?: unknown}
 
-/** One routing rule: the first rule whose `match` fits an instance decides its `action`. */
-export interface RoutingRule {
-  /** Names the rule in logs and `ddr route --explain` (default: rules[index]). */
-  name?: string
-  match: {
-    callingAeTitle?: string
-    calledAeTitle?: string
-    modality?: string
-    sopClassUid?: string
-    /** Keyed by tag ("0008,0060") or keyword ("Modality"). */
-    tags?: Record<string, RuleTagMatch>
-  }
-  action: {
-    /** Place the instance only on these backends. */
-    backends?: string[]
-    /** Refuse the instance with this reason. */
-    drop?: string
-    /** Copy the instance to these backends too (besides the mirrors for every instance). */
-    mirrors?: string[]
-  }
-}
+const integer = (minimum: number, maximum: number, options: Options = {}) => Type.Integer({minimum, maximum, ...options})
+const nonEmpty = (options: Options = {}) => Type.String({minLength: 1, ...options})
+/** A string that may be empty, and absent when null. */
+const optionalText = (options: Options = {}) => Type.Optional(Type.String({nullIsAbsent: true, ...options}))
 
-export interface DdrConfig {
-  /** Where the config came from: a file path, or "defaults". */
-  source: string
-  listen: {host: string; port: number; aeTitle: string; maxAssociations: number} & ListenSecurityConfig
-  status: {host: string; port: number}
-  spool: {
-    dir: string
-    /** Store-and-forward (default): Success once the instance is fsynced to the spool. Off: pass-through. */
-    enabled: boolean
-    /** Refuse new instances (A700) once the queue holds this many bytes. */
-    maxBytes: number
-    /** Refuse new instances (A700) when the spool's file system has less free space than this. */
-    minFreePercent: number
-    /** Out-of-resources answers (A7xx) tolerated per instance before it goes to dead-letter. */
-    maxAttempts: number
-    retryBaseMs: number
-    retryMaxMs: number
-  }
-  routing: {policy: RoutingPolicy; affinity: boolean}
-  health: {intervalMs: number; timeoutMs: number; failThreshold: number; recoverThreshold: number}
-  stack: {dir: string}
-  backends: BackendConfig[]
-  /** Routing rules, first match wins; none: every instance goes to the balanced primary set. */
-  rules?: RoutingRule[]
-}
+/** Printable ASCII without backslash, 1 to 16 characters: the AE VR of PS3.5. */
+const AE_TITLE_PATTERN = '^[\\x20-\\x5b\\x5d-\\x7e]{1,16}$'
+const AE_TITLE_PROBLEM = 'an AE title of 1 to 16 printable characters'
+const aeTitle = (options: Options = {}) => Type.String({pattern: AE_TITLE_PATTERN, problem: AE_TITLE_PROBLEM, ...options})
+
+/** PS3.5 9.1, as isValidUid in dicom/uids.ts: digit components without leading zeros, single dots, at most 64 characters. */
+export const UID_PATTERN = '^(0|[1-9][0-9]*)(\\.(0|[1-9][0-9]*))*$'
+
+// TypeBox knows no formats by itself; "uri" here is what Node's URL parser takes.
+if (!FormatRegistry.Has('uri')) FormatRegistry.Set('uri', (value) => URL.canParse(value))
+
+/** http:// or https:// (any case); `format: "uri"` checks that the rest parses. */
+const httpUrl = (options: Options = {}) => Type.String({format: 'uri', pattern: '^[Hh][Tt][Tt][Pp][Ss]?://', problem: 'an http(s) URL', ...options})
+
+const pemFile = (what: string, env?: string) => Type.Optional(nonEmpty({description: `${what} (PEM file).`, ...(env === undefined ? {} : {env})}))
+
+// ---------------------------------------------------------------- listener
+
+/** Listener side of DICOM TLS: PEM file paths. */
+export const ListenTlsSchema = Type.Object(
+  {
+    cert: nonEmpty({description: 'Our server certificate (PEM file).', requiredHint: '(PEM certificate file)'}),
+    key: nonEmpty({description: 'Its private key (PEM file, not encrypted).', requiredHint: '(PEM private key file)'}),
+    ca: Type.Optional(nonEmpty({description: 'CA bundle that signs client certificates (PEM file).'})),
+    requireClientCert: Type.Boolean({default: false, description: 'Refuse TLS clients without a certificate signed by `ca`.'}),
+  },
+  {additionalProperties: false, description: 'DICOM TLS on the listener; absent: plain TCP.'},
+)
+
+export const DEFAULT_ROUTER_AE_TITLE = 'DYNAMIC_DICOM_MW'
+export const DEFAULT_ROUTER_PORT = 11113
+
+const ListenSchema = Type.Object(
+  {
+    host: nonEmpty({default: '0.0.0.0', description: 'Address the DICOM listener binds to.'}),
+    port: integer(0, 65535, {default: DEFAULT_ROUTER_PORT, env: 'DDR_LISTEN_PORT', description: 'DICOM port of the router (0: any free port).'}),
+    aeTitle: aeTitle({default: DEFAULT_ROUTER_AE_TITLE, env: 'DDR_LISTEN_AE_TITLE', description: 'AE title of the router.'}),
+    maxAssociations: integer(1, 10000, {default: 64, description: 'Associations accepted at once.'}),
+    allowedCallingAeTitles: Type.Array(
+      // The lookahead: not only spaces (a blank AE title names no one).
+      Type.String({pattern: '^(?=.*[^ ])[\\x20-\\x5b\\x5d-\\x7e]{1,16}$', problem: AE_TITLE_PROBLEM}),
+      {default: [], description: 'Calling AE titles allowed to associate; empty: anyone.'},
+    ),
+    allowedAddresses: Type.Array(Type.String(), {default: [], description: 'Exact IP addresses or CIDR blocks allowed to associate; empty: anyone.'}),
+    requireCalledAeTitle: Type.Boolean({default: false, description: 'Reject associations whose called AE title is not listen.aeTitle.'}),
+    maxPduLength: integer(4096, 16 * 1024 * 1024, {default: 262_144, description: 'Largest PDU we announce and accept; a larger one aborts the association.'}),
+    idleTimeoutMs: integer(1000, 86_400_000, {default: 300_000, description: 'No PDU for this long while idle: the association is aborted.'}),
+    artimTimeoutMs: integer(100, 600_000, {default: 30_000, description: 'No A-ASSOCIATE-RQ (or TLS handshake) this long after connecting: the connection is closed.'}),
+    maxInstanceBytes: integer(1024, Number.MAX_SAFE_INTEGER, {default: 4 * 1024 ** 3, description: 'A C-STORE dataset larger than this is discarded as it arrives and answered A700.'}),
+    tls: Type.Optional(ListenTlsSchema),
+  },
+  {additionalProperties: false, default: {}, description: 'The DICOM listener, and who may connect to it.'},
+)
+
+// ---------------------------------------------------------------- backends
+
+/** Client side of DICOM TLS: PEM file paths. */
+export const BackendTlsSchema = Type.Object(
+  {
+    ca: pemFile("CA bundle that signs the peer's certificate (default: Node's built-in CAs)"),
+    cert: pemFile('Our client certificate, for peers that require one'),
+    key: pemFile('Its private key'),
+    rejectUnauthorized: Type.Boolean({default: true, description: "Check the peer's certificate."}),
+  },
+  {additionalProperties: false, description: 'DICOM TLS towards this backend (DIMSE transport); absent: plain TCP.'},
+)
+
+/**
+ * HTTPS towards a backend's `url`: PEM file paths, read when the backend's HTTP client is made.
+ * `ca` replaces Node's built-in CAs for this backend (a private CA, or a self-signed server certificate itself).
+ */
+export const BackendHttpsSchema = Type.Object(
+  {
+    ca: pemFile("CA bundle (or the self-signed server certificate) that the server's certificate must chain to", 'HTTPS_CA'),
+    cert: pemFile('Our client certificate, for servers (or reverse proxies) that require one', 'HTTPS_CERT'),
+    key: pemFile('Its private key', 'HTTPS_KEY'),
+    rejectUnauthorized: Type.Boolean({default: true, description: "Check the server's certificate and host name (false is for tests only)."}),
+  },
+  {
+    additionalProperties: false,
+    description: "Trust for the backend's https:// URL (REST API, uploads, health, DICOMweb); absent: Node's built-in CAs and no client certificate. Separate from `tls`, which is DICOM TLS on the DIMSE port.",
+  },
+)
 
 /**
  * STOW-RS batching of dicomweb backends: up to 16 instances or 16 MiB per request; a request goes
@@ -125,90 +126,266 @@ export interface DdrConfig {
  */
 export const DICOMWEB_BATCH_DEFAULTS = {maxInstances: 16, maxBytes: 16 * 1024 * 1024, windowMs: 0} as const
 
-export const DEFAULT_ROUTER_AE_TITLE = 'DYNAMIC_DICOM_MW'
-export const DEFAULT_ROUTER_PORT = 11113
+/** How long one instance's delivery may take by default (a 2 GB instance over a slow link fits). */
+export const STORE_TIMEOUT_DEFAULT_MS = 120_000
 
-/** The classic two-Orthanc setup: what ddr uses when no config file is found. */
-export function defaultConfigObject(): Omit<DdrConfig, 'source'> {
-  return {
-    listen: {
-      host: '0.0.0.0',
-      port: DEFAULT_ROUTER_PORT,
-      aeTitle: DEFAULT_ROUTER_AE_TITLE,
-      maxAssociations: 64,
-      allowedCallingAeTitles: [],
-      allowedAddresses: [],
-      requireCalledAeTitle: false,
-      maxPduLength: 262_144,
-      idleTimeoutMs: 300_000,
-      artimTimeoutMs: 30_000,
-      maxInstanceBytes: 4 * 1024 ** 3,
-    },
-    status: {host: '127.0.0.1', port: 11180},
-    spool: {dir: '.ddr/spool', enabled: true, maxBytes: 20 * 1024 ** 3, minFreePercent: 5, maxAttempts: 8, retryBaseMs: 1000, retryMaxMs: 60_000},
-    routing: {policy: 'least-loaded', affinity: true},
-    health: {intervalMs: 5000, timeoutMs: 3000, failThreshold: 2, recoverThreshold: 2},
-    stack: {dir: '.ddr/stack'},
-    backends: [
-      {name: 'orthanc1', host: '127.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://127.0.0.1:8042', weight: 1, transport: 'dimse', maxAssociations: 4},
-      {name: 'orthanc2', host: '127.0.0.1', port: 4252, aeTitle: 'ORTHANC2', url: 'http://127.0.0.1:8052', weight: 1, transport: 'dimse', maxAssociations: 4},
-    ],
-  }
-}
+/** The fields every backend has; each type lists them first, then its own. */
+const backendCommon = () => ({
+  name: Type.String({
+    pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$',
+    problem: 'a name of letters, digits, "_", "." or "-"',
+    description: 'Short unique name used in logs, flags (`--backend NAME`) and environment variables (DDR_BACKEND_<NAME>_...).',
+  }),
+  weight: Type.Number({minimum: 0, default: 1, description: 'Relative capacity for the weighted policy and study affinity hashing.'}),
+  maxAssociations: integer(1, 64, {default: 4, description: 'Associations (or HTTP requests) at once towards this backend; 1 for SCPs that serve one at a time.'}),
+  mirror: Type.Optional(Type.Boolean({description: 'A mirror gets a copy of every instance besides its primary backend, and takes no part in placement.'})),
+})
 
-// ---------------------------------------------------------------- listener security and DICOM TLS
+/** Where a DICOM backend's C-STORE SCP is. */
+const dicomAddress = (type: string) => ({
+  host: nonEmpty({default: '127.0.0.1', description: "DICOM host of the backend's C-STORE SCP."}),
+  port: integer(1, 65535, {requiredHint: `for a${type === 'orthanc' ? 'n' : ''} ${type} backend`, description: "DICOM port of the backend's C-STORE SCP."}),
+  aeTitle: aeTitle({requiredHint: `for a${type === 'orthanc' ? 'n' : ''} ${type} backend`, description: "AE title of the backend's C-STORE SCP."}),
+})
 
-/** Client side of DICOM TLS: PEM file paths. */
-export interface BackendTlsConfig {
-  /** CA bundle that signs the peer's certificate (default: Node's built-in CAs). */
-  ca?: string
-  /** Our client certificate and key, for peers that require one. */
-  cert?: string
-  key?: string
-  /** Check the peer's certificate (default true). */
-  rejectUnauthorized: boolean
-}
+const credentials = () => ({
+  username: optionalText({env: 'USERNAME', description: 'HTTP basic authentication (better from the environment than the file).'}),
+  password: optionalText({env: 'PASSWORD', description: 'HTTP basic authentication (better from the environment than the file).'}),
+})
+
+const storeTimeoutMs = () =>
+  // At most a day: well within what a Node timer can wait (a delay past 2^31-1 ms would fire at once).
+  integer(1000, 86_400_000, {
+    default: STORE_TIMEOUT_DEFAULT_MS,
+    description: "The longest one instance's delivery to this backend may take (ms) before it is abandoned and counted as that instance's failure, not the backend's.",
+  })
+
+const transferSyntaxesOf = (absent: string) =>
+  Type.Optional(
+    Type.Array(Type.String({pattern: UID_PATTERN, maxLength: 64, problem: 'a UID: digits and dots, at most 64 characters (e.g. "1.2.840.10008.1.2.1")'}), {
+      minItems: 1,
+      problem: 'a non-empty array of transfer syntax UIDs',
+      description: `Transfer syntax UIDs this backend can store; absent: ${absent}. The listener accepts only what every backend takes.`,
+    }),
+  )
+
+export const OrthancBackendSchema = Type.Object(
+  {
+    ...backendCommon(),
+    type: Type.Optional(Type.Literal('orthanc', {description: 'An Orthanc (the default when `type` is absent).'})),
+    ...dicomAddress('orthanc'),
+    url: Type.Optional(
+      httpUrl({
+        description:
+          'Base URL of the Orthanc REST API (health, statistics, uploads with transport "rest"). Leave it out for a DICOM SCP that is not Orthanc: health and load then come from C-ECHO and the router\'s own counters.',
+      }),
+    ),
+    ...credentials(),
+    transport: Type.Union([Type.Literal('dimse'), Type.Literal('rest')], {default: 'dimse', description: '"dimse" forwards over C-STORE; "rest" posts to /instances (needs url).'}),
+    tls: Type.Optional(BackendTlsSchema),
+    https: Type.Optional(BackendHttpsSchema),
+    storeTimeoutMs: storeTimeoutMs(),
+    transferSyntaxes: transferSyntaxesOf("the set Orthanc 1.10 accepts"),
+  },
+  {additionalProperties: false, title: 'orthanc backend', description: 'An Orthanc: DIMSE or REST transport; load from its /statistics when it has a url.'},
+)
+
+export const DimseBackendSchema = Type.Object(
+  {
+    ...backendCommon(),
+    type: Type.Literal('dimse', {description: 'Any C-STORE SCP.'}),
+    ...dicomAddress('dimse'),
+    transport: Type.Literal('dimse', {default: 'dimse', description: 'Always "dimse" (C-STORE).'}),
+    tls: Type.Optional(BackendTlsSchema),
+    storeTimeoutMs: storeTimeoutMs(),
+    transferSyntaxes: transferSyntaxesOf('every standard transfer syntax'),
+  },
+  {additionalProperties: false, title: 'dimse backend', description: "Any C-STORE SCP: health from C-ECHO, load from the router's own counters."},
+)
+
+export const FolderBackendSchema = Type.Object(
+  {
+    ...backendCommon(),
+    type: Type.Literal('folder', {description: 'Part 10 files on a disk.'}),
+    path: nonEmpty({requiredHint: 'for a folder backend', description: 'The root folder.'}),
+    minFreeMb: Type.Number({minimum: 0, default: 100, description: 'Below this much free space (MB) the backend is reported down.'}),
+  },
+  {additionalProperties: false, title: 'folder backend', description: 'Part 10 files written into a folder.'},
+)
+
+export const DicomwebBackendSchema = Type.Object(
+  {
+    ...backendCommon(),
+    type: Type.Literal('dicomweb', {description: 'A DICOMweb server (STOW-RS).'}),
+    url: httpUrl({requiredHint: 'for a dicomweb backend (the STOW-RS base, e.g. http://pacs:8042/dicom-web)', description: 'The DICOMweb base URL (STOW-RS posts to <url>/studies).'}),
+    ...credentials(),
+    token: optionalText({description: 'Bearer token (instead of username/password).'}),
+    https: Type.Optional(BackendHttpsSchema),
+    batchMaxInstances: integer(1, 1000, {default: DICOMWEB_BATCH_DEFAULTS.maxInstances, description: 'Instances per STOW-RS request at most (1: one request per instance).'}),
+    batchMaxBytes: integer(1, 2 ** 31, {default: DICOMWEB_BATCH_DEFAULTS.maxBytes, description: 'Part 10 bytes per STOW-RS request at most (a larger instance goes alone).'}),
+    batchWindowMs: integer(0, 10_000, {default: DICOMWEB_BATCH_DEFAULTS.windowMs, description: 'How long a request that is not full waits for more instances (ms; 0: only those already waiting).'}),
+    storeTimeoutMs: storeTimeoutMs(),
+  },
+  {additionalProperties: false, title: 'dicomweb backend', description: 'A DICOMweb server: instances go by STOW-RS, health by QIDO-RS.'},
+)
+
+/** The backend schemas by `type` (absent: "orthanc"). */
+export const BACKEND_SCHEMAS = {orthanc: OrthancBackendSchema, dimse: DimseBackendSchema, folder: FolderBackendSchema, dicomweb: DicomwebBackendSchema} as const
 
 /**
- * HTTPS towards a backend's `url`: PEM file paths, read when the backend's HTTP client is made.
- * `ca` replaces Node's built-in CAs for this backend (a private CA, or a self-signed server
- * certificate itself).
+ * The schema of one backend, picked by its `type` (absent: "orthanc"), or undefined when the
+ * value is not an object or names no known type.
  */
-export interface BackendHttpsConfig {
-  /** CA bundle (or the self-signed server certificate) that the server's certificate must chain to. */
-  ca?: string
-  /** Our client certificate and key, for servers (or reverse proxies) that require one. */
-  cert?: string
-  key?: string
-  /** Check the server's certificate and host name (default true; false is for tests only). */
-  rejectUnauthorized: boolean
+export function backendSchemaFor(value: unknown): AnnotatedSchema | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+  const type = (value as {type?: unknown}).type ?? 'orthanc'
+  return typeof type === 'string' && Object.hasOwn(BACKEND_SCHEMAS, type) ? BACKEND_SCHEMAS[type as BackendType] : undefined
 }
 
-/** Listener side of DICOM TLS: PEM file paths. */
-export interface ListenTlsConfig {
-  cert: string
-  key: string
-  /** CA bundle that signs client certificates. */
-  ca?: string
-  /** Refuse TLS clients without a certificate signed by `ca`. */
-  requireClientCert: boolean
+/** One backend: a union discriminated by `type`. */
+export const BackendSchema = Type.Union(Object.values(BACKEND_SCHEMAS) as [typeof OrthancBackendSchema, typeof DimseBackendSchema, typeof FolderBackendSchema, typeof DicomwebBackendSchema])
+
+/** The classic two-Orthanc setup: the backends when the config has none. */
+const DEFAULT_BACKENDS = [
+  {name: 'orthanc1', host: '127.0.0.1', port: 4242, aeTitle: 'ORTHANC1', url: 'http://127.0.0.1:8042', weight: 1, transport: 'dimse', maxAssociations: 4},
+  {name: 'orthanc2', host: '127.0.0.1', port: 4252, aeTitle: 'ORTHANC2', url: 'http://127.0.0.1:8052', weight: 1, transport: 'dimse', maxAssociations: 4},
+]
+
+// ---------------------------------------------------------------- rules
+
+export const RuleTagMatchSchema = Type.Object(
+  {
+    equals: optionalText({description: 'The value equals this (padding trimmed).'}),
+    prefix: optionalText({description: 'The value starts with this.'}),
+    regex: optionalText({description: 'The value matches this regular expression (JavaScript syntax).'}),
+  },
+  {additionalProperties: false, minProperties: 1, maxProperties: 1, description: 'How a rule compares one header value: exactly one of equals, prefix, regex.'},
+)
+
+export const RoutingRuleSchema = Type.Object(
+  {
+    name: optionalText({description: 'Names the rule in logs and `ddr route --explain` (default: rules[index]).'}),
+    match: Type.Object(
+      {
+        callingAeTitle: optionalText({description: "The sender's AE title equals this."}),
+        calledAeTitle: optionalText({description: 'The AE title the sender called equals this.'}),
+        modality: optionalText({description: 'Modality (0008,0060) equals this.'}),
+        sopClassUid: optionalText({description: 'The SOP class UID equals this.'}),
+        tags: Type.Optional(
+          Type.Record(Type.String({pattern: '^(\\(?[0-9a-fA-F]{4},?[0-9a-fA-F]{4}\\)?|[A-Za-z][A-Za-z0-9]*)$'}), RuleTagMatchSchema, {
+            additionalProperties: false,
+            keyProblem: 'a tag like "0008,0060" or a keyword like "Modality"',
+            description: 'Keyed by tag ("0008,0060") or keyword ("Modality").',
+          }),
+        ),
+      },
+      {additionalProperties: false, requiredHint: '(use {} to match every instance)', description: 'What the instance must have; {} matches every instance.'},
+    ),
+    action: Type.Object(
+      {
+        backends: Type.Optional(Type.Array(Type.String(), {minItems: 1, problem: 'a non-empty array of backend names', description: 'Place the instance only on these backends.'})),
+        drop: Type.Optional(nonEmpty({description: 'Refuse the instance with this reason.'})),
+        mirrors: Type.Optional(Type.Array(Type.String(), {minItems: 1, problem: 'a non-empty array of backend names', description: 'Copy the instance to these backends too (besides the mirrors for every instance).'})),
+      },
+      {additionalProperties: false, description: 'What to do with it: backends, drop or mirrors (mirrors may go with either).'},
+    ),
+  },
+  {additionalProperties: false, description: 'One routing rule: the first rule whose `match` fits an instance decides its `action`.'},
+)
+
+// ---------------------------------------------------------------- the whole file
+
+export const ConfigSchema = Type.Object(
+  {
+    $schema: Type.Optional(Type.String({description: 'The JSON Schema of this file, for editors (e.g. "./ddr.schema.json"); ddr ignores it.'})),
+    listen: ListenSchema,
+    status: Type.Object(
+      {
+        host: nonEmpty({default: '127.0.0.1', description: 'Address of the HTTP status server (/status, /metrics).'}),
+        port: integer(0, 65535, {default: 11180, env: 'DDR_STATUS_PORT', description: 'Its port.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'The HTTP status server.'},
+    ),
+    spool: Type.Object(
+      {
+        dir: nonEmpty({default: '.ddr/spool', env: 'DDR_SPOOL_DIR', description: 'Folder of the durable queue.'}),
+        enabled: Type.Boolean({default: true, description: 'Store-and-forward: Success once the instance is fsynced to the spool. false: pass-through.'}),
+        maxBytes: integer(1024 * 1024, Number.MAX_SAFE_INTEGER, {default: 20 * 1024 ** 3, description: 'Refuse new instances (A700) once the queue holds this many bytes.'}),
+        minFreePercent: Type.Number({minimum: 0, default: 5, description: "Refuse new instances (A700) when the spool's file system has less free space than this."}),
+        maxAttempts: integer(1, 1000, {default: 8, description: 'Out-of-resources answers (A7xx) tolerated per instance before it goes to dead-letter.'}),
+        retryBaseMs: integer(10, 3_600_000, {default: 1000, description: 'First retry delay (ms); it doubles up to retryMaxMs.'}),
+        retryMaxMs: integer(10, 86_400_000, {default: 60_000, description: 'Longest retry delay (ms).'}),
+      },
+      {additionalProperties: false, default: {}, description: 'The durable queue between the listener and the backends.'},
+    ),
+    routing: Type.Object(
+      {
+        policy: Type.Union([Type.Literal('least-loaded'), Type.Literal('round-robin'), Type.Literal('weighted')], {default: 'least-loaded', description: 'How a new study picks its backend.'}),
+        affinity: Type.Boolean({default: true, description: 'Keep a study on the backend that got its first instance.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'Placement of instances on the primary backends.'},
+    ),
+    health: Type.Object(
+      {
+        intervalMs: integer(100, 3_600_000, {default: 5000, description: 'Time between health checks of a backend (ms).'}),
+        timeoutMs: integer(100, 600_000, {default: 3000, description: 'How long one check may take (ms).'}),
+        failThreshold: integer(1, 100, {default: 2, description: 'Failed checks in a row before a backend is marked down.'}),
+        recoverThreshold: integer(1, 100, {default: 2, description: 'Good checks in a row before a down backend is marked up.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'Health checks of the backends.'},
+    ),
+    stack: Type.Object(
+      {dir: nonEmpty({default: '.ddr/stack', env: 'DDR_STACK_DIR', description: 'Where `ddr stack up` keeps the local Orthancs.'})},
+      {additionalProperties: false, default: {}, description: 'The local test stack.'},
+    ),
+    backends: Type.Array(BackendSchema, {
+      minItems: 1,
+      default: DEFAULT_BACKENDS,
+      problem: 'a non-empty array of backends',
+      description: 'Where instances go; default: two local Orthancs (4242/8042 and 4252/8052).',
+    }),
+    rules: Type.Optional(Type.Array(RoutingRuleSchema, {problem: 'an array of rules', description: 'Routing rules, first match wins; none: every instance goes to the balanced primary set.'})),
+  },
+  {additionalProperties: false, title: 'ddr configuration', description: 'ddr.config.json: the configuration of ddr, the Dynamic DICOM Router.'},
+)
+
+// ---------------------------------------------------------------- the types
+
+/** Every member of a union also lists the other members' fields as absent, so any backend's `url` (say) can be read without narrowing. */
+type KeysOfUnion<T> = T extends unknown ? keyof T : never
+type Exclusive<T, K extends PropertyKey = KeysOfUnion<T>> = T extends unknown ? T & {[P in Exclude<K, keyof T>]?: undefined} : never
+
+export type OrthancBackendConfig = Static<typeof OrthancBackendSchema>
+export type DimseBackendConfig = Static<typeof DimseBackendSchema>
+export type FolderBackendConfig = Static<typeof FolderBackendSchema>
+export type DicomwebBackendConfig = Static<typeof DicomwebBackendSchema>
+/** One configured backend; narrow it by `type` (undefined means "orthanc"). */
+export type BackendConfig = Exclusive<OrthancBackendConfig | DimseBackendConfig | FolderBackendConfig | DicomwebBackendConfig>
+/** A backend reached over DICOM: an orthanc or dimse backend (narrowed by `type`, or by `aeTitle !== undefined`). */
+export type DicomBackendConfig = Extract<BackendConfig, {aeTitle: string}>
+/** What a backend is: "orthanc" (when `type` is absent), "dimse", "folder" or "dicomweb". */
+export type BackendType = keyof typeof BACKEND_SCHEMAS
+/** How a DICOM backend is reached for storing instances. */
+export type BackendTransport = OrthancBackendConfig['transport']
+export type BackendTlsConfig = Static<typeof BackendTlsSchema>
+export type BackendHttpsConfig = Static<typeof BackendHttpsSchema>
+export type ListenTlsConfig = Static<typeof ListenTlsSchema>
+export type RoutingPolicy = DdrConfig['routing']['policy']
+export type RuleTagMatch = Static<typeof RuleTagMatchSchema>
+export type RoutingRule = Static<typeof RoutingRuleSchema>
+
+/** A config file as ddr reads it (defaults filled). */
+type ConfigFile = Static<typeof ConfigSchema>
+
+/** The validated configuration, defaults filled. */
+export interface DdrConfig extends Omit<ConfigFile, '$schema' | 'backends'> {
+  /** Where the config came from: a file path, or "defaults". */
+  source: string
+  backends: BackendConfig[]
 }
 
 /** Who may connect to the listener, and how much they may send. */
-export interface ListenSecurityConfig {
-  /** Calling AE titles allowed to associate; empty: anyone. */
-  allowedCallingAeTitles: string[]
-  /** Exact IP addresses or CIDR blocks allowed to associate; empty: anyone. */
-  allowedAddresses: string[]
-  /** Reject associations whose called AE title is not listen.aeTitle. */
-  requireCalledAeTitle: boolean
-  /** Largest PDU we announce and accept; a larger one aborts the association. */
-  maxPduLength: number
-  /** No PDU for this long while idle: the association is aborted. */
-  idleTimeoutMs: number
-  /** No A-ASSOCIATE-RQ (or TLS handshake) this long after connecting: the connection is closed. */
-  artimTimeoutMs: number
-  /** A C-STORE dataset larger than this is discarded as it arrives and answered A700. */
-  maxInstanceBytes: number
-  tls?: ListenTlsConfig
-}
+export type ListenSecurityConfig = Omit<DdrConfig['listen'], 'host' | 'port' | 'aeTitle' | 'maxAssociations'>
+
+/** Any schema node, with ddr's annotations readable. */
+export type AnnotatedSchema = TSchema & DdrAnnotations

@@ -137,7 +137,7 @@ function failure(error: unknown): {status: 'unreachable' | 'refused'; error: {co
 
 const noRestApi = (backend: BackendConfig) => ({
   status: 'no-rest-api' as const,
-  error: {code: 'BACKEND_UNREACHABLE', message: `backend ${backend.name} (${backend.host}:${backend.port}) has no "url": ddr can only ask an Orthanc REST API`},
+  error: {code: 'BACKEND_UNREACHABLE', message: `backend ${backend.name} (${backend.host === undefined ? `${backend.type} backend` : `${backend.host}:${backend.port}`}) has no "url": ddr can only ask an Orthanc REST API`},
 })
 
 async function locateOn(backend: BackendConfig, query: LocateQuery, options: BackendQueryOptions): Promise<BackendLocation> {

@@ -86,11 +86,12 @@ export class BackendState {
   snapshot() {
     return {
       name: this.name,
-      host: this.backend.config.host,
-      port: this.backend.config.port,
-      aeTitle: this.backend.config.aeTitle,
+      // /status keeps its shape: backends without a DICOM address say "", 0 and transport "rest", as before backends had types of their own.
+      host: this.backend.config.host ?? '',
+      port: this.backend.config.port ?? 0,
+      aeTitle: this.backend.config.aeTitle ?? '',
       url: this.backend.config.url === undefined ? undefined : redactUrl(this.backend.config.url),
-      transport: this.backend.config.transport,
+      transport: this.backend.config.transport ?? 'rest',
       weight: this.weight,
       healthy: this.healthy,
       healthReason: this.healthReason,

@@ -46,12 +46,15 @@ export function displayUrl(url: string): string {
 export function redactConfig(config: DdrConfig): DdrConfig {
   return {
     ...config,
-    backends: config.backends.map((backend) => ({
-      ...backend,
-      ...(backend.password === undefined ? {} : {password: REDACTED}),
-      ...(backend.token === undefined ? {} : {token: REDACTED}),
-      ...(backend.url === undefined ? {} : {url: redactUrl(backend.url)}),
-    })),
+    backends: config.backends.map(
+      (backend) =>
+        ({
+          ...backend,
+          ...(backend.password === undefined ? {} : {password: REDACTED}),
+          ...(backend.token === undefined ? {} : {token: REDACTED}),
+          ...(backend.url === undefined ? {} : {url: redactUrl(backend.url)}),
+        }) as typeof backend,
+    ),
   }
 }
 

@@ -87,8 +87,9 @@ function describe(config: DdrConfig, backend: BackendConfig, state: StackBackend
   return {
     name: backend.name,
     state,
-    aeTitle: backend.aeTitle,
-    dicomPort: backend.port,
+    // Folder and dicomweb backends have no DICOM address: "" and 0, as before backends had types of their own.
+    aeTitle: backend.aeTitle ?? '',
+    dicomPort: backend.port ?? 0,
     httpPort: backendHttpPort(backend),
     url: backend.url,
     dir: backendDir(config, backend),
@@ -103,6 +104,7 @@ function localTarget(backend: BackendConfig): LocalTarget {
   const url = new URL(backend.url)
   if (url.protocol !== 'http:') return {skip: `${backend.url} is not plain http: ddr stack only starts local HTTP Orthancs`}
   if (!LOCAL_HOSTS.has(url.hostname)) return {skip: `${backend.url} is not on this machine`}
+  if (backend.host === undefined) return {skip: `a ${backend.type} backend, not an Orthanc (ddr stack only starts Orthanc backends)`}
   if (!LOCAL_HOSTS.has(backend.host)) return {skip: `DICOM host ${backend.host} is not this machine`}
   if (url.pathname !== '/' && url.pathname !== '') return {skip: `${backend.url} has a path: a local Orthanc serves at the root`}
   const host = url.hostname === '0.0.0.0' ? '127.0.0.1' : url.hostname.replace(/^\[|\]$/g, '')
@@ -140,7 +142,7 @@ export async function stackUp(config: DdrConfig, options: StackUpOptions = {}): 
         try {
           const info = await startOrthanc({
             name: backend.name,
-            aeTitle: backend.aeTitle,
+            aeTitle: result.aeTitle,
             dicomPort: result.dicomPort,
             httpPort: target.httpPort,
             dir: result.dir,

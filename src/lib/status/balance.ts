@@ -5,7 +5,7 @@ import {HTTPError} from 'got'
 
 import {DicomwebBackend} from '../backends/dicomweb-backend.js'
 import {checkFolder} from '../backends/folder-backend.js'
-import type {BackendConfig, BackendTransport, BackendType, DdrConfig} from '../config/schema.js'
+import type {BackendConfig, BackendTransport, BackendType, DdrConfig, DicomBackendConfig} from '../config/schema.js'
 import {redactUrl} from '../security/secrets.js'
 import {ScuAssociation} from '../dimse/scu.js'
 import {DdrError, ExitCode, type ExitCodeValue} from '../errors.js'
@@ -177,7 +177,7 @@ async function checkDicomwebBackend(backend: BackendConfig, timeoutMs: number): 
 }
 
 /** Opens an association, sends one C-ECHO, releases; the time of association + echo, or why it failed. */
-async function echoBackend(backend: BackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<number | {message: string; answered: boolean}> {
+async function echoBackend(backend: DicomBackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<number | {message: string; answered: boolean}> {
   const started = performance.now()
   let timedOut = false
   let timer: NodeJS.Timeout | undefined
@@ -230,7 +230,8 @@ function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendCon
       mirror: backend.mirror === true,
       address: address(backend),
       url: backend.url === undefined ? null : redactUrl(backend.url),
-      transport: backend.transport,
+      // Folder and dicomweb backends say "rest", as they did before backends had types of their own.
+      transport: backend.transport ?? 'rest',
       weight: backend.weight,
       healthy: check.problems.length === 0,
       healthReason: check.problems.length === 0 ? null : check.problems.join('; '),

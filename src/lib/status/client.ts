@@ -1,3 +1,5 @@
+import {type Static, type TSchema, Type} from '@sinclair/typebox'
+import {Value} from '@sinclair/typebox/value'
 import got, {HTTPError, RequestError} from 'got'
 
 import type {DdrConfig} from '../config/schema.js'
@@ -102,60 +104,87 @@ export async function fetchRouterStatus(baseUrl: string, options: FetchRouterSta
   return status === undefined ? {url, running: false, error: `${url}/status answered JSON that is not a ddr router status`} : {url, running: true, status}
 }
 
-type Json = Record<string, unknown>
+/*
+ * The /status document as ddr reads it, as TypeBox schemas (the config's machinery): every field a
+ * default, so Value.Cast keeps the fields that have the right type and puts the default in place
+ * of a missing or wrong one. A router of another version (fields added or missing) still reads.
+ */
+const count = () => Type.Number({default: 0})
+const orNull = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()], {default: null})
 
-const isObject = (value: unknown): value is Json => typeof value === 'object' && value !== null && !Array.isArray(value)
-const num = (value: unknown): number | null => (typeof value === 'number' && Number.isFinite(value) ? value : null)
-const str = (value: unknown): string | null => (typeof value === 'string' ? value : null)
+/** What makes a document a router status at all. */
+const RouterStatusShape = Type.Object({counters: Type.Object({}), backends: Type.Array(Type.Unknown()), spool: Type.Optional(Type.Unknown()), mirrors: Type.Optional(Type.Unknown())})
+const AnObject = Type.Object({})
+
+/** `value` read as `schema` says: right fields kept, others defaulted, unknown ones left out; `value` itself is not touched. */
+function read<T extends TSchema>(schema: T, value: unknown): Static<T> {
+  return Value.Clean(schema, Value.Cast(schema, Value.Clone(value))) as Static<T>
+}
+
+const RouterStatusDocument = Type.Object({
+  version: orNull(Type.String()),
+  startedAt: orNull(Type.String()),
+  uptimeSeconds: orNull(Type.Number()),
+  policy: orNull(Type.String()),
+  affinity: orNull(Type.Boolean()),
+  associations: orNull(Type.Number()),
+  counters: Type.Object({
+    received: count(),
+    routed: count(),
+    failed: count(),
+    failovers: count(),
+    mirrored: orNull(Type.Number()),
+    mirrorPending: orNull(Type.Number()),
+    mirrorFailed: count(),
+  }),
+  queueDepth: count(),
+  studiesRemembered: orNull(Type.Number()),
+})
+
+const SpoolDocument = Type.Object({
+  depth: count(),
+  bytes: orNull(Type.Number()),
+  oldestAgeSeconds: orNull(Type.Number()),
+  retries: count(),
+  deadLetters: count(),
+  refusing: orNull(Type.String()),
+})
+
+const MirrorsDocument = Type.Object({durable: orNull(Type.Boolean()), pending: orNull(Type.Number()), oldestAgeSeconds: orNull(Type.Number())})
+
+const BackendDocument = Type.Object({
+  name: Type.String({default: '?'}),
+  healthy: Type.Boolean({default: false}),
+  healthReason: orNull(Type.String()),
+  inFlight: count(),
+  latencyMs: orNull(Type.Number()),
+  score: orNull(Type.Number()),
+  routed: count(),
+  failed: count(),
+  weight: orNull(Type.Number()),
+})
 
 /** Reads a /status document; undefined when it does not look like one (no counters or no backends). */
 export function parseRouterStatus(body: unknown, url: string): RouterStatusView | undefined {
-  if (!isObject(body) || !isObject(body.counters) || !Array.isArray(body.backends)) return undefined
-  const counters = body.counters
-  const spool = isObject(body.spool) ? body.spool : undefined
-  const mirrors = isObject(body.mirrors) ? body.mirrors : undefined
+  if (!Value.Check(RouterStatusShape, body)) return undefined
+  const {counters, ...status} = read(RouterStatusDocument, body)
+  const spool = Value.Check(AnObject, body.spool) ? read(SpoolDocument, body.spool) : null
+  const mirrors = Value.Check(AnObject, body.mirrors) ? read(MirrorsDocument, body.mirrors) : undefined
   return {
     url,
-    version: str(body.version),
-    startedAt: str(body.startedAt),
-    uptimeSeconds: num(body.uptimeSeconds),
-    policy: str(body.policy),
-    affinity: typeof body.affinity === 'boolean' ? body.affinity : null,
-    associations: num(body.associations),
-    counters: {received: num(counters.received) ?? 0, routed: num(counters.routed) ?? 0, failed: num(counters.failed) ?? 0, failovers: num(counters.failovers) ?? 0},
-    queueDepth: num(body.queueDepth) ?? 0,
-    studiesRemembered: num(body.studiesRemembered),
-    spool:
-      spool === undefined
-        ? null
-        : {
-            depth: num(spool.depth) ?? 0,
-            bytes: num(spool.bytes),
-            oldestAgeSeconds: num(spool.oldestAgeSeconds),
-            retries: num(spool.retries) ?? 0,
-            deadLetters: num(spool.deadLetters) ?? 0,
-            refusing: str(spool.refusing),
-          },
+    ...status,
+    counters: {received: counters.received, routed: counters.routed, failed: counters.failed, failovers: counters.failovers},
+    spool,
     mirrors:
-      mirrors === undefined && num(counters.mirrored) === null
+      mirrors === undefined && counters.mirrored === null
         ? null
         : {
-            durable: typeof mirrors?.durable === 'boolean' ? mirrors.durable : null,
-            mirrored: num(counters.mirrored) ?? 0,
-            pending: num(mirrors?.pending) ?? num(counters.mirrorPending) ?? 0,
-            failed: num(counters.mirrorFailed) ?? 0,
-            oldestAgeSeconds: num(mirrors?.oldestAgeSeconds),
+            durable: mirrors?.durable ?? null,
+            mirrored: counters.mirrored ?? 0,
+            pending: mirrors?.pending ?? counters.mirrorPending ?? 0,
+            failed: counters.mirrorFailed,
+            oldestAgeSeconds: mirrors?.oldestAgeSeconds ?? null,
           },
-    backends: body.backends.filter(isObject).map((b) => ({
-      name: str(b.name) ?? '?',
-      healthy: b.healthy === true,
-      healthReason: str(b.healthReason),
-      inFlight: num(b.inFlight) ?? 0,
-      latencyMs: num(b.latencyMs),
-      score: num(b.score),
-      routed: num(b.routed) ?? 0,
-      failed: num(b.failed) ?? 0,
-      weight: num(b.weight),
-    })),
+    backends: body.backends.filter((backend) => Value.Check(AnObject, backend)).map((backend) => read(BackendDocument, backend)),
   }
 }

@@ -2,8 +2,21 @@ import {createServer, type IncomingMessage, type Server} from 'node:http'
 import type {AddressInfo} from 'node:net'
 
 import {DicomwebBackend, stowOutcomes} from '../../../src/lib/backends/dicomweb-backend.js'
-import type {BackendConfig} from '../../../src/lib/config/schema.js'
+import {DICOMWEB_BATCH_DEFAULTS, type DicomwebBackendConfig, STORE_TIMEOUT_DEFAULT_MS} from '../../../src/lib/config/schema.js'
 import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
+
+/** A dicomweb backend with the defaults validation fills. */
+const dicomweb = (name: string, url: string): DicomwebBackendConfig => ({
+  name,
+  type: 'dicomweb',
+  url,
+  weight: 1,
+  maxAssociations: 4,
+  batchMaxInstances: DICOMWEB_BATCH_DEFAULTS.maxInstances,
+  batchMaxBytes: DICOMWEB_BATCH_DEFAULTS.maxBytes,
+  batchWindowMs: DICOMWEB_BATCH_DEFAULTS.windowMs,
+  storeTimeoutMs: STORE_TIMEOUT_DEFAULT_MS,
+})
 
 interface Seen {
   url: string
@@ -100,8 +113,8 @@ describe('DicomwebBackend against a scripted STOW-RS server', () => {
     await new Promise((resolve) => server.close(resolve))
   })
 
-  const backend = (overrides: Partial<BackendConfig> = {}) => {
-    const made = new DicomwebBackend({name: 'web', type: 'dicomweb', host: '', port: 0, aeTitle: '', url, token: 'secret', weight: 1, transport: 'rest', maxAssociations: 2, ...overrides}, 5000)
+  const backend = (overrides: Partial<DicomwebBackendConfig> = {}) => {
+    const made = new DicomwebBackend({...dicomweb('web', url), token: 'secret', maxAssociations: 2, ...overrides}, 5000)
     opened.push(made)
     return made
   }
@@ -212,7 +225,7 @@ describe('DicomwebBackend against a scripted STOW-RS server', () => {
     expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/answered HTTP 401/)
     expect(seen).toHaveLength(1)
 
-    const nowhere = new DicomwebBackend({name: 'gone', type: 'dicomweb', host: '', port: 0, aeTitle: '', url: 'http://127.0.0.1:1/dicom-web', weight: 1, transport: 'rest', maxAssociations: 1}, 2000)
+    const nowhere = new DicomwebBackend({...dicomweb('gone', 'http://127.0.0.1:1/dicom-web'), maxAssociations: 1}, 2000)
     await expect(nowhere.store(instance())).rejects.toMatchObject({code: 'BACKEND_UNREACHABLE'})
   })
 })

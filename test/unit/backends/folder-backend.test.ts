@@ -42,7 +42,7 @@ describe('FolderBackend', () => {
   })
 
   it('writes meta header + dataset exactly, atomically, and takes an identical re-send as success', async () => {
-    const backend = new FolderBackend({name: 'disk', host: '', port: 0, aeTitle: '', weight: 1, transport: 'rest', maxAssociations: 4, type: 'folder', path: root, minFreeMb: 0})
+    const backend = new FolderBackend({name: 'disk', weight: 1, maxAssociations: 4, type: 'folder', path: root, minFreeMb: 0})
     expect(await backend.store(instance())).toEqual({status: 0})
     const file = path.join(root, 'P_.._1_x', '1.2.3', '1.2.3.1', '1.2.3.4.dcm')
     expect((await readFile(file)).toString()).toBe('METADATASET')
@@ -58,7 +58,7 @@ describe('FolderBackend', () => {
   })
 
   it('reports a full disk as unhealthy', async () => {
-    const backend = new FolderBackend({name: 'disk', host: '', port: 0, aeTitle: '', weight: 1, transport: 'rest', maxAssociations: 4, type: 'folder', path: root, minFreeMb: 1e12})
+    const backend = new FolderBackend({name: 'disk', weight: 1, maxAssociations: 4, type: 'folder', path: root, minFreeMb: 1e12})
     await expect(backend.echo()).rejects.toThrow(/MB free, below minFreeMb/)
   })
 })

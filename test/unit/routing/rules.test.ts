@@ -1,6 +1,5 @@
 import {type ScriptedBackend, scriptedBackend} from '../../helpers/scripted-backend.js'
 import type {RoutingRule} from '../../../src/lib/config/schema.js'
-import {validateConfig} from '../../../src/lib/config/validate.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
@@ -144,51 +143,5 @@ describe('Router with rules and mirrors', () => {
     expect(router.counters).toMatchObject({routed: 10, mirrored: 10, mirrorPending: 0, mirrorFailed: 0})
     expect(mirrorState.routed).toBe(10)
     router.mirrors.stop()
-  })
-})
-
-describe('config validation of backends and rules', () => {
-  const base = {listen: {port: 0}}
-
-  it('accepts folder and dicomweb backends without host/port/aeTitle', () => {
-    const config = validateConfig(
-      {
-        ...base,
-        backends: [
-          {name: 'pacs', port: 4242, aeTitle: 'PACS'},
-          {name: 'disk', type: 'folder', path: '/tmp/x', mirror: true},
-          {name: 'web', type: 'dicomweb', url: 'http://web/dicom-web/', token: 't'},
-        ],
-        rules: [{match: {modality: 'CT', tags: {'0008,0080': {prefix: 'A'}}}, action: {backends: ['web']}}],
-      },
-      'test',
-    )
-    expect(config.backends[1]).toMatchObject({type: 'folder', path: '/tmp/x', mirror: true, minFreeMb: 100})
-    expect(config.backends[2]).toMatchObject({type: 'dicomweb', url: 'http://web/dicom-web', token: 't'})
-    expect(config.rules).toHaveLength(1)
-  })
-
-  it('names each bad field', () => {
-    expect(() =>
-      validateConfig(
-        {
-          ...base,
-          backends: [
-            {name: 'disk', type: 'folder', host: 'x'},
-            {name: 'web', type: 'dicomweb'},
-            {name: 'scp', type: 'dimse'},
-            {name: 'copy', type: 'folder', path: '/tmp', mirror: true},
-          ],
-          rules: [{match: {tags: {'0008,0060': {equals: 'CT', regex: '('}}}, action: {backends: ['nope', 'copy']}}, {match: {}}],
-        },
-        'test',
-      ),
-    ).toThrow(
-      expect.objectContaining({
-        message: expect.stringMatching(
-          /backends\[0\]\.host: unknown field[\s\S]*backends\[0\]\.path: is required for a folder backend[\s\S]*backends\[1\]\.url: is required for a dicomweb backend[\s\S]*backends\[2\]\.port: is required[\s\S]*rules\[0\]\.match\.tags\.0008,0060: give exactly one[\s\S]*rules\[0\]\.action\.backends: no backend named "nope"[\s\S]*"copy" is a mirror[\s\S]*rules\[1\]\.action: is required/,
-        ),
-      }),
-    )
   })
 })

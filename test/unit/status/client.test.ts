@@ -54,6 +54,24 @@ describe('parseRouterStatus', () => {
     expect(parseRouterStatus({...statusDocument, spool: null}, 'http://x')!.spool).toBeNull()
   })
 
+  it('reads a field of the wrong type as missing, leaves unknown fields out, and does not touch the document', () => {
+    const document = structuredClone(statusDocument) as Record<string, any>
+    document.uptimeSeconds = 'long'
+    document.counters.routed = '9'
+    document.spool.bytes = 'many'
+    document.backends[0].healthy = 'yes'
+    document.backends.push(42)
+    const before = structuredClone(document)
+    const view = parseRouterStatus(document, 'http://x')!
+    expect(view.uptimeSeconds).toBeNull()
+    expect(view.counters.routed).toBe(0)
+    expect(view.spool).toEqual({depth: 4, bytes: null, oldestAgeSeconds: 12, retries: 5, deadLetters: 1, refusing: null})
+    expect(view.backends.map((b) => [b.name, b.healthy])).toEqual([['orthanc1', false], ['orthanc2', false]])
+    expect(Object.keys(view.backends[0])).not.toContain('host')
+    expect(Object.keys(view)).not.toContain('listen')
+    expect(document).toEqual(before)
+  })
+
   it('refuses documents that are not a router status', () => {
     expect(parseRouterStatus({hello: 'world'}, 'http://x')).toBeUndefined()
     expect(parseRouterStatus([], 'http://x')).toBeUndefined()
