@@ -9,7 +9,7 @@ import {Status, formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {type HttpAgents, backendHttpAgents, destroyHttpAgents} from '../security/https.js'
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import type {Backend} from './backend.js'
 import {backendRequestError, part10Stream} from './rest-backend.js'
 
@@ -164,7 +164,7 @@ export class DicomwebBackend implements Backend {
 
   constructor(readonly config: BackendConfig, private readonly timeoutMs = 60_000) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has type "dicomweb" but no url`)
-    this.shownUrl = displayUrl(config.url)
+    this.shownUrl = redactUrl(config.url, {credentials: 'drop'})
     this.agents = backendHttpAgents(config)
     this.maxInstances = config.batchMaxInstances ?? DICOMWEB_BATCH_DEFAULTS.maxInstances
     this.maxBytes = config.batchMaxBytes ?? DICOMWEB_BATCH_DEFAULTS.maxBytes

@@ -1,5 +1,5 @@
 import type {BackendConfig} from '../config/schema.js'
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import type {Backend} from './backend.js'
 import {DicomwebBackend} from './dicomweb-backend.js'
 import {DimseBackend} from './dimse-backend.js'
@@ -46,11 +46,11 @@ export function describeBackendAddress(config: BackendConfig): string {
     }
 
     case 'dicomweb': {
-      return `STOW-RS ${displayUrl(config.url ?? '')}`
+      return `STOW-RS ${redactUrl(config.url ?? '', {credentials: 'drop'})}`
     }
 
     default: {
-      return config.transport === 'rest' ? `REST ${displayUrl(config.url ?? '')}` : `${config.aeTitle}@${config.host}:${config.port}`
+      return config.transport === 'rest' ? `REST ${redactUrl(config.url ?? '', {credentials: 'drop'})}` : `${config.aeTitle}@${config.host}:${config.port}`
     }
   }
 }

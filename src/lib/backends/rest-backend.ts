@@ -9,7 +9,7 @@ import {DdrError} from '../errors.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {type HttpAgents, backendHttpAgents, backendRequestHint, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
-import {displayUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {Backend} from './backend.js'
 
@@ -51,7 +51,7 @@ export class OrthancRestBackend implements Backend {
 
   constructor(readonly config: BackendConfig, private readonly timeoutMs = config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS) {
     if (config.url === undefined) throw new DdrError('CONFIG_INVALID', `backend ${config.name} has transport "rest" but no url`)
-    this.url = displayUrl(config.url)
+    this.url = redactUrl(config.url, {credentials: 'drop'})
     this.agents = backendHttpAgents(config)
     this.client = got.extend({
       prefixUrl: config.url,

@@ -3,8 +3,8 @@ import {type ValueError, ValueErrorType, Value} from '@sinclair/typebox/value'
 
 import {pemFileProblem} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
-import {addressEntryProblem} from '../security/access.js'
-import {redactUrl} from '../security/secrets.js'
+import {addressEntryProblem} from './addresses.js'
+import {redactUrl} from '../output/redact.js'
 import {applyEnvOverrides} from './env.js'
 import {type AnnotatedSchema, BACKEND_SCHEMAS, BackendSchema, backendSchemaFor, ConfigSchema, type DdrConfig} from './schema.js'
 

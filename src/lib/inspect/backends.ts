@@ -1,4 +1,4 @@
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import type {BackendConfig} from '../config/schema.js'
 import {DdrError, ExitCode, type ExitCodeValue, isDdrError} from '../errors.js'
 import {type OrthancClient, orthancClientFor} from '../orthanc/client.js'

@@ -4,7 +4,7 @@ import type {BackendConfig} from '../config/schema.js'
 import type {ClientTlsFiles} from '../dimse/tls.js'
 import {DdrError} from '../errors.js'
 import {type HttpAgents, backendRequestHint, createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 
 export interface OrthancClientOptions {
   /** Base URL of the Orthanc REST API, e.g. http://127.0.0.1:8042 (a trailing slash is ignored). */

@@ -1,4 +1,4 @@
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import {createInterface} from 'node:readline/promises'
 
 import {Listr, ListrLogger, ProcessOutput} from 'listr2'

@@ -1,5 +1,5 @@
 import type {Backend} from '../backends/backend.js'
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 
 export type Health = 'up' | 'down'
 

@@ -1,6 +1,6 @@
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import type {Delivery, DeliveryReport} from './delivery.js'
 import {deliverOverDimse, describeStatus} from './dimse-sender.js'
 import {discoverInputs} from './inputs.js'

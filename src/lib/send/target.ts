@@ -1,4 +1,4 @@
-import {redactUrl} from '../security/secrets.js'
+import {redactUrl} from '../output/redact.js'
 import {selectBackends} from '../config/load.js'
 import {type DdrConfig, DEFAULT_ROUTER_AE_TITLE, DEFAULT_ROUTER_PORT} from '../config/schema.js'
 import {DdrError} from '../errors.js'

@@ -1,6 +1,7 @@
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import type {AssociateRequest} from '../../../src/lib/dimse/pdu.js'
-import {addressEntryProblem, addressMatcher, createAssociationCheck, normalizeAddress} from '../../../src/lib/security/access.js'
+import {addressEntryProblem} from '../../../src/lib/config/addresses.js'
+import {addressMatcher, createAssociationCheck, normalizeAddress} from '../../../src/lib/security/access.js'
 
 function request(callingAeTitle: string, calledAeTitle = 'DDR'): AssociateRequest {
   return {callingAeTitle, calledAeTitle, applicationContext: '1.2.840.10008.3.1.1.1', presentationContexts: [], userInformation: {maxPduLength: 16384}}

@@ -3,7 +3,8 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import {configPermissionWarning, displayUrl, holdsSecret, redactConfig, redactUrl} from '../../../src/lib/security/secrets.js'
+import {configPermissionWarning, holdsSecret, redactConfig} from '../../../src/lib/security/secrets.js'
+import {redactUrl} from '../../../src/lib/output/redact.js'
 
 describe('secrets', () => {
   let dir: string
@@ -28,7 +29,7 @@ describe('secrets', () => {
     expect(drop('https://u:s3cret@pacs:8043/dicom-web/')).toBe('https://pacs:8043/dicom-web')
     expect(drop('http://PACS:8042/')).toBe('http://pacs:8042')
     expect(drop('http://u:s3cret@[not-a-host')).toBe('http://[not-a-host')
-    expect(displayUrl('http://u:s3cret@pacs:8042')).toBe('http://pacs:8042')
+    expect(redactUrl('http://u:s3cret@pacs:8042', {credentials: 'drop'})).toBe('http://pacs:8042')
   })
 
   it('warns only for a world-readable file that holds a secret', () => {
