@@ -20,7 +20,6 @@ export type DdrErrorCode =
   | 'INVALID_DICOM'
   | 'NOT_IMPLEMENTED'
   | 'PROTOCOL_ERROR'
-  | 'REQUEST_INTERRUPTED'
   | 'STACK_FAILED'
   | 'TIMEOUT'
   | 'USAGE'
@@ -36,7 +35,6 @@ const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
   INVALID_DICOM: ExitCode.usage,
   NOT_IMPLEMENTED: ExitCode.usage,
   PROTOCOL_ERROR: ExitCode.peer,
-  REQUEST_INTERRUPTED: ExitCode.peer,
   STACK_FAILED: ExitCode.unexpected,
   TIMEOUT: ExitCode.peer,
   USAGE: ExitCode.usage,
@@ -46,6 +44,12 @@ export interface DdrErrorOptions {
   exit?: ExitCodeValue
   hint?: string
   cause?: unknown
+  /**
+   * The peer broke off while one request was under way (abort, closed connection, stall, request
+   * timeout), after the connection and association worked: about that request, not the peer's
+   * reachability. The code stays the cause's (ASSOCIATION_ABORTED, TIMEOUT, ...).
+   */
+  duringRequest?: boolean
 }
 
 /** The one error type ddr throws on purpose: a stable code, a message naming the thing, and a hint. */
@@ -54,13 +58,20 @@ export class DdrError extends Error {
   readonly code: DdrErrorCode
   readonly exit: ExitCodeValue
   readonly hint?: string
+  readonly duringRequest: boolean
 
   constructor(code: DdrErrorCode, message: string, options: DdrErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : {cause: options.cause})
     this.code = code
     this.exit = options.exit ?? defaultExit[code]
     this.hint = options.hint
+    this.duringRequest = options.duringRequest ?? false
   }
+}
+
+/** Whether an error says a peer broke off during one request (see DdrErrorOptions.duringRequest). */
+export function isRequestInterruption(error: unknown): error is DdrError {
+  return error instanceof DdrError && error.duringRequest
 }
 
 /** Whether an error is a DdrError with the given code. */

@@ -77,7 +77,7 @@ export class OrthancRestBackend implements Backend {
 
       const failure = backendRequestError(this.config, `POST ${this.url}/instances`, error)
       // The request reached the server and broke off there: this instance's failure, not an unreachable backend.
-      if (brokeOffMidRequest(error)) throw new DdrError('REQUEST_INTERRUPTED', failure.message, {cause: error})
+      if (brokeOffMidRequest(error)) throw new DdrError(failure.code, failure.message, {cause: error, hint: failure.hint, duringRequest: true})
       throw failure
     }
   }

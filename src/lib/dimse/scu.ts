@@ -264,7 +264,7 @@ export class ScuAssociation extends EventEmitter {
 
   /**
    * Sends one request and waits for its answer. A failure once the request is under way (the peer
-   * aborts, closes, stalls or exceeds `deadline`) is a DdrError REQUEST_INTERRUPTED: the
+   * aborts, closes, stalls or exceeds `deadline`) is a DdrError marked `duringRequest`: the
    * association worked, something about this request did not (callers tell that apart from a
    * peer they cannot reach at all).
    */
@@ -303,8 +303,9 @@ export class ScuAssociation extends EventEmitter {
     } catch (error) {
       // The peer is left in the middle of a message: the association cannot carry another one.
       if (this.closedError === undefined) this.abort()
-      if (error instanceof DdrError && !INTERRUPTION_CODES.has(error.code)) throw error
-      throw new DdrError('REQUEST_INTERRUPTED', `${(error as Error).message} (during a request)`, {cause: error})
+      if (!(error instanceof DdrError)) throw new DdrError('BACKEND_UNREACHABLE', `${this.peer}: ${(error as Error).message}`, {cause: error, duringRequest: true})
+      if (!INTERRUPTION_CODES.has(error.code)) throw error
+      throw new DdrError(error.code, error.message, {cause: error, hint: error.hint, duringRequest: true})
     } finally {
       this.busy = false
       this.pending = undefined

@@ -3,7 +3,7 @@ import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {StoreOutcome} from '../dimse/scp.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status, formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
-import {isDdrError} from '../errors.js'
+import {isDdrError, isRequestInterruption} from '../errors.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import {DROP_STATUS, Placer} from '../routing/router.js'
@@ -109,7 +109,7 @@ export class Router {
       const message = `${backend.name}: ${(error as Error).message}`
       if (isDdrError(error, 'BACKEND_REFUSED')) return {kind: 'refused', response: {status: Status.sopClassNotSupported, errorComment: (error as Error).message}, reason: message}
       if (isDdrError(error, 'INVALID_DICOM')) return {kind: 'refused', response: {status: Status.cannotUnderstand, errorComment: (error as Error).message}, reason: message}
-      if (isDdrError(error, 'REQUEST_INTERRUPTED')) {
+      if (isRequestInterruption(error)) {
         // The backend took the association and broke off during this instance (abort, closed
         // connection, stall, store timeout). A C-ECHO tells the two causes apart: a backend that
         // answers it is up and this instance is the problem (not marked down: other instances keep
