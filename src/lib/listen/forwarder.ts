@@ -5,6 +5,7 @@ import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
 import type {Spool} from '../spool/spool.js'
 
@@ -233,8 +234,7 @@ export class Forwarder {
 
   private retryLater(entry: Entry): void {
     this.counters.retries++
-    const exponential = Math.min(this.settings.retryMaxMs, this.settings.retryBaseMs * 2 ** Math.min(entry.tries - 1, 20))
-    const delay = exponential * (0.5 + Math.random() * 0.5)
+    const delay = backoffDelay(entry.tries, this.settings.retryBaseMs, this.settings.retryMaxMs)
     entry.notBefore = Date.now() + delay
     this.delayed.push(entry)
     this.logger.debug('retry-scheduled', {sop: entry.instance.sopInstanceUid, tries: entry.tries, inMs: Math.round(delay)}, entry.history.at(-1))

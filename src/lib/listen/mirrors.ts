@@ -3,6 +3,7 @@ import path from 'node:path'
 
 import {storeSlots} from '../backends/backend.js'
 import type {MirrorQueueStats} from '../status/server.js'
+import {backoffDelay} from './backoff.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {datasyncFile, syncDir, writeFileAtomic} from '../fs/durable.js'
@@ -355,7 +356,7 @@ export class MirrorQueue {
       if (job.tries >= this.maxTries) {
         this.giveUp(job, `${job.tries} attempts failed, last: ${retry}`, false)
       } else {
-        const delay = Math.min(this.retryMaxMs, this.retryBaseMs * 2 ** (job.tries - 1)) * (0.5 + Math.random() * 0.5)
+        const delay = backoffDelay(job.tries, this.retryBaseMs, this.retryMaxMs)
         job.notBefore = Date.now() + delay
         this.enqueue(job)
         log.debug('mirror-retry', {sop: instance.sopInstanceUid, backend: backend.name, tries: job.tries, inMs: Math.round(delay)}, retry)
