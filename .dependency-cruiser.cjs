@@ -8,6 +8,7 @@
 const LAYERS = [
   ['commands', 'index.ts'],
   ['listen'],
+  ['ledger'],
   ['send', 'inspect', 'stack'],
   ['status'],
   ['routing'],

@@ -18,6 +18,7 @@ export type DdrErrorCode =
   | 'CONFIG_NOT_FOUND'
   | 'DEPENDENCY_MISSING'
   | 'INVALID_DICOM'
+  | 'LEDGER_FAILED'
   | 'NOT_IMPLEMENTED'
   | 'PROTOCOL_ERROR'
   | 'STACK_FAILED'
@@ -33,6 +34,7 @@ const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
   CONFIG_NOT_FOUND: ExitCode.usage,
   DEPENDENCY_MISSING: ExitCode.usage,
   INVALID_DICOM: ExitCode.usage,
+  LEDGER_FAILED: ExitCode.unexpected,
   NOT_IMPLEMENTED: ExitCode.usage,
   PROTOCOL_ERROR: ExitCode.peer,
   STACK_FAILED: ExitCode.unexpected,

@@ -318,6 +318,27 @@ export const ConfigSchema = Type.Object(
       },
       {additionalProperties: false, default: {}, description: 'The durable queue between the listener and the backends.'},
     ),
+    ledger: Type.Object(
+      {
+        url: Type.Optional(
+          Type.String({
+            pattern: '^sqlite:.+',
+            problem: 'a ledger URL: sqlite:PATH',
+            env: 'DDR_LEDGER_URL',
+            description: 'Where the study ledger lives: sqlite:PATH (relative to the working directory); default: sqlite:<spool.dir>/ledger.db.',
+          }),
+        ),
+      },
+      {additionalProperties: false, default: {}, description: 'The study ledger: every instance the router acknowledged, per study.'},
+    ),
+    studies: Type.Object(
+      {
+        enabled: Type.Boolean({default: true, description: 'Keep the study ledger (store-and-forward mode only).'}),
+        stableSeconds: integer(1, 86_400, {default: 60, description: 'A study is stable after this long without a new instance; a later instance re-opens it (an amendment).'}),
+        keepDays: integer(1, 36_500, {default: 30, description: 'Studies whose last instance arrived longer ago than this leave the ledger.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'Studies: completion and how long the ledger remembers them.'},
+    ),
     routing: Type.Object(
       {
         policy: Type.Union([Type.Literal('least-loaded'), Type.Literal('round-robin'), Type.Literal('weighted')], {default: 'least-loaded', description: 'How a new study picks its backend.'}),

@@ -16,7 +16,7 @@ export interface JournalSlot {
 }
 
 /** The header elements routing reads from each dataset on receipt (the rest is never parsed). */
-export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
+export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality, Tag.AccessionNumber, Tag.StudyDate]
 
 /** What is read back from a stored instance: the routing values and its identity. */
 export const RECOVERY_TAGS = [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID]
@@ -36,6 +36,8 @@ export interface ReceivedInstance {
   seriesInstanceUid?: string
   patientId?: string
   modality?: string
+  accessionNumber?: string
+  studyDate?: string
   callingAeTitle: string
   calledAeTitle: string
   /** The Part 10 meta header we wrote in front of the received dataset. */
@@ -61,6 +63,8 @@ export function receivedInstanceFromDisk(id: string, meta: MetaHeader, values: M
     seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
     patientId: values.get(Tag.PatientID),
     modality: values.get(Tag.Modality),
+    accessionNumber: values.get(Tag.AccessionNumber),
+    studyDate: values.get(Tag.StudyDate),
     callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
     calledAeTitle: '',
     ...where,

@@ -5,6 +5,7 @@ import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
+import type {StudyLedger} from '../ledger/ledger.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
 import type {Spool} from '../spool/spool.js'
@@ -71,6 +72,7 @@ export class Forwarder {
     private readonly spool: Spool,
     private readonly settings: DdrConfig['spool'],
     private readonly logger: Logger,
+    private readonly ledger?: StudyLedger,
   ) {
     this.timer = setInterval(() => this.pump(), 200)
     this.timer.unref()
@@ -180,6 +182,7 @@ export class Forwarder {
       const result = await this.router.attempt(entry.instance, backend, why)
       if (result.kind === 'stored') {
         if (entry.history.length > 0) this.router.counters.failovers++
+        await this.ledger?.outcome({sopInstanceUid: entry.instance.sopInstanceUid, status: 'stored', backend: backend.name, at: Date.now()})
         await this.spool.remove(entry.instance)
         this.forget(entry)
       } else if (result.kind === 'refused') {
@@ -242,6 +245,7 @@ export class Forwarder {
 
   private async toDeadLetter(entry: Entry, reason: string, status: number): Promise<void> {
     const instance = entry.instance
+    await this.ledger?.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'dead-letter', at: Date.now(), detail: reason})
     const file = await this.spool.deadLetter(instance, {
       reason,
       status: formatStatus(status),

@@ -9,11 +9,9 @@ import {buildMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {ROUTING_TAGS, type ReceivedInstance} from '../dicom/received-instance.js'
 import type {Journal, JournalRecord} from '../spool/journal.js'
 
-/** The header elements routing reads from each dataset (the rest is never parsed). */
-export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality]
 
 export interface SinkOptions {
   /** Folder for instances that are too large for memory (or all of them, with `durable`). */
@@ -212,6 +210,8 @@ export class InstanceSink implements StoreSink {
       seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
       patientId: values.get(Tag.PatientID),
       modality: values.get(Tag.Modality),
+      accessionNumber: values.get(Tag.AccessionNumber),
+      studyDate: values.get(Tag.StudyDate),
       callingAeTitle: this.request.association.callingAeTitle,
       calledAeTitle: this.request.association.calledAeTitle,
       metaHeader: this.metaHeader,

@@ -17,10 +17,13 @@ import {Forwarder} from './forwarder.js'
 import {ensureDir} from '../fs/durable.js'
 import {DiscardSink, InstanceSink} from './intake.js'
 import {Spool} from '../spool/spool.js'
-import {StatusServer, type RouterStatus} from '../status/server.js'
+import {type RouterStatus, type StatusRoutes, StatusServer} from '../status/server.js'
 import {BackendState} from '../routing/backend-state.js'
 import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {StudyLedger} from '../ledger/ledger.js'
+import type {InstanceReceipt} from '../ledger/types.js'
 import {Router} from './delivery.js'
 
 export interface RouterServiceOptions {
@@ -40,8 +43,28 @@ export interface RouterService {
   /** The spool's drain, when store-and-forward is on. */
   forwarder?: Forwarder
   status(): RouterStatus
+  /** The study ledger (store-and-forward with studies.enabled). */
+  ledger?: StudyLedger
   /** Stops accepting, lets in-flight instances finish, closes associations. */
   stop(graceMs?: number): Promise<void>
+}
+
+/** What the ledger records of an acknowledged instance. */
+function receiptOf(instance: ReceivedInstance, remoteAddress?: string): InstanceReceipt {
+  return {
+    sopInstanceUid: instance.sopInstanceUid,
+    sopClassUid: instance.sopClassUid,
+    studyInstanceUid: instance.studyInstanceUid!,
+    seriesInstanceUid: instance.seriesInstanceUid,
+    patientId: instance.patientId,
+    accessionNumber: instance.accessionNumber,
+    modality: instance.modality,
+    studyDate: instance.studyDate,
+    callingAeTitle: instance.callingAeTitle,
+    remoteAddress,
+    bytes: instance.datasetLength,
+    receivedAt: instance.receivedAt,
+  }
 }
 
 function peerOf(request: StoreRequest): string {
@@ -91,10 +114,17 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   let passThroughInFlight = 0
   let spool: Spool | undefined
   let forwarder: Forwarder | undefined
+  let ledger: StudyLedger | undefined
   if (config.spool.enabled) {
     spool = new Spool(spoolDir, config.spool)
     const recovered = await spool.open()
-    forwarder = new Forwarder(router, spool, config.spool, logger)
+    // The ledger follows the spool: what the spool still holds after a crash is recorded again.
+    if (config.studies.enabled) {
+      ledger = StudyLedger.open(config, logger)
+      ledger.recovered(recovered.pending.filter((i) => i.studyInstanceUid).map((i) => receiptOf(i)))
+    }
+
+    forwarder = new Forwarder(router, spool, config.spool, logger, ledger)
     for (const instance of recovered.pending) forwarder.enqueue(instance, true)
     if (recovered.pending.length > 0 || recovered.discardedPartial > 0 || recovered.unreadable.length > 0) {
       logger.info('spool-recovered', {queued: recovered.pending.length, discardedPartial: recovered.discardedPartial, unreadable: recovered.unreadable.length}, recovered.unreadable.join('; ') || undefined)
@@ -134,6 +164,12 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       return new DiscardSink({status: Status.outOfResources, errorComment: 'router spool full, try again later'})
     }
 
+    const ledgerRefusal = ledger?.refusal()
+    if (ledgerRefusal !== undefined) {
+      logger.warn('refused-incoming', {...log, status: '0xA700'}, ledgerRefusal)
+      return new DiscardSink({status: Status.outOfResources, errorComment: 'router cannot record studies, try again later'})
+    }
+
     if (forwarder.has(request.sopInstanceUid)) {
       logger.info('duplicate', log, 'already queued: acknowledged without queueing it twice')
       return new DiscardSink({status: Status.success})
@@ -153,6 +189,17 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
           await spool.remove(instance)
           logger.warn('dropped', {...log, study: instance.studyInstanceUid, status: formatStatus(DROP_STATUS)}, drop)
           return {status: DROP_STATUS, errorComment: `dropped by rule: ${drop}`.slice(0, 64)}
+        }
+
+        if (ledger !== undefined && instance.studyInstanceUid) {
+          // Success promises the instance is in the ledger too: wait for this turn's commit.
+          try {
+            await ledger.received(receiptOf(instance, peerOf(request)))
+          } catch (error) {
+            await spool.remove(instance)
+            logger.warn('refused-incoming', {...log, status: '0xA700'}, (error as Error).message)
+            return {status: Status.outOfResources, errorComment: 'router cannot record studies, try again later'}
+          }
         }
 
         queue.enqueue(instance)
@@ -216,13 +263,14 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     mirrors: router.mirrors.stats(),
     spool: spool === undefined || forwarder === undefined ? null : {...spool.stats(), retries: forwarder.counters.retries},
     studiesRemembered: router.affinity?.size ?? 0,
+    studies: ledger?.counts() ?? null,
     backends: backends.map((b) => b.snapshot()),
   })
 
   let statusServer: StatusServer | undefined
   let statusPort: number | undefined
   if (options.statusServer !== false) {
-    statusServer = new StatusServer(status)
+    statusServer = new StatusServer(status, ledger === undefined ? undefined : studyRoutes(ledger))
     try {
       statusPort = await statusServer.listen(config.status.port, config.status.host)
     } catch (error) {
@@ -247,7 +295,32 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       router.mirrors.stop()
       await health.stop()
       await statusServer?.close()
+      ledger?.close()
       await Promise.all(backends.map((b) => b.backend.close()))
     },
+    ledger,
+  }
+}
+
+/** GET /studies (?state, patient, since in ms, limit) and GET /studies/UID: the ledger as JSON. */
+function studyRoutes(ledger: StudyLedger): StatusRoutes {
+  return (pathname, query) => {
+    if (pathname === '/studies') {
+      const state = query.get('state')
+      const since = query.get('since')
+      const limit = query.get('limit')
+      return {
+        studies: ledger.store.studies({
+          state: state === 'receiving' || state === 'stable' ? state : undefined,
+          patientId: query.get('patient') ?? undefined,
+          since: since === null ? undefined : Number(since),
+          limit: limit === null ? undefined : Number(limit),
+        }),
+      }
+    }
+
+    const match = /^\/studies\/([0-9.]+)$/.exec(pathname)
+    if (match === null) return undefined
+    return ledger.store.study(match[1]) ?? null
   }
 }

@@ -29,17 +29,34 @@ export interface RouterStatus {
   /** Store-and-forward queue; null in pass-through mode. */
   spool: (SpoolStats & {retries: number}) | null
   studiesRemembered: number
+  /** Studies in the ledger by state; null without a ledger (pass-through, or studies.enabled false). */
+  studies?: {receiving: number; stable: number} | null
   backends: BackendSnapshot[]
 }
+
+/**
+ * More JSON routes, served by whoever owns the data (the listener serves the study ledger): the
+ * value to send, null for "not found", undefined for "not mine".
+ */
+export type StatusRoutes = (pathname: string, query: URLSearchParams) => unknown
+
+const json = (response: http.ServerResponse, status: number, value: unknown) =>
+  response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
 
 /** Serves GET /status (JSON) and GET /metrics (Prometheus text) from a snapshot function. */
 export class StatusServer {
   private readonly server: http.Server
 
-  constructor(private readonly snapshot: () => RouterStatus) {
+  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes) {
     this.server = http.createServer((request, response) => {
-      const url = (request.url ?? '/').split('?')[0]
-      if (request.method !== 'GET') {
+      const parsed = new URL(request.url ?? '/', 'http://status')
+      const url = parsed.pathname
+      const extra = request.method === 'GET' ? this.route(url, parsed.searchParams) : undefined
+      if (extra !== undefined) {
+        if (extra instanceof Error) json(response, 500, {error: extra.message})
+        else if (extra === null) json(response, 404, {error: `not found: ${url}`})
+        else json(response, 200, extra)
+      } else if (request.method !== 'GET') {
         response.writeHead(405).end()
       } else if (url === '/status' || url === '/') {
         response.writeHead(200, {'content-type': 'application/json'}).end(`${JSON.stringify(this.snapshot(), null, 2)}\n`)
@@ -51,6 +68,14 @@ export class StatusServer {
         response.writeHead(404, {'content-type': 'text/plain'}).end('not found: try /status or /metrics\n')
       }
     })
+  }
+
+  private route(pathname: string, query: URLSearchParams): unknown {
+    try {
+      return this.routes?.(pathname, query)
+    } catch (error) {
+      return error instanceof Error ? error : new Error(String(error))
+    }
   }
 
   listen(port: number, host: string): Promise<number> {

@@ -6,6 +6,7 @@ import path from 'node:path'
 
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
 import {type Storescp, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
@@ -125,6 +126,23 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
 
     for (const sopInstanceUid of sent.acked) {
       expect({sopInstanceUid, on: (await holders(orthancs, sopInstanceUid)).length}).toEqual({sopInstanceUid, on: 1})
+    }
+
+    // The study ledger agrees with the backends: every acknowledged instance is in it, stored on
+    // the backend that holds it (read while the router still runs, as `ddr study` does).
+    const ledger = new SqliteLedgerStore(path.join(workDir, 'spool', 'ledger.db'), {readonly: true})
+    try {
+      const recorded = new Map<string, {status: string; backend: string | null}>()
+      for (const study of new Set(instances.map((i) => i.studyInstanceUid))) {
+        for (const instance of ledger.study(study)?.instanceList ?? []) recorded.set(instance.sopInstanceUid, instance)
+      }
+
+      for (const sopInstanceUid of sent.acked) {
+        const [holder] = await holders(orthancs, sopInstanceUid)
+        expect({sopInstanceUid, ...recorded.get(sopInstanceUid)}).toMatchObject({sopInstanceUid, status: 'stored', backend: holder})
+      }
+    } finally {
+      ledger.close()
     }
 
     router.kill('SIGTERM')

@@ -1,0 +1,93 @@
+import type {DdrConfig} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
+import {formatBytes} from '../output/units.js'
+import {ledgerFile} from './ledger.js'
+import {SqliteLedgerStore} from './sqlite-store.js'
+import type {StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
+
+/** `ddr studies --json`. */
+export interface StudiesResult {
+  ledger: string
+  studies: StudySummary[]
+}
+
+/** "90s", "15m", "2h", "3d" (or an ISO date) as epoch ms, counting back from now. */
+export function parseSince(text: string, now = Date.now()): number {
+  const match = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(text.trim())
+  if (match !== null) return now - Number(match[1]) * {s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000}[match[2] as 's' | 'm' | 'h' | 'd']
+  const date = Date.parse(text)
+  if (Number.isNaN(date)) throw new DdrError('USAGE', `--since ${text}: not a duration (90s, 15m, 2h, 3d) or a date`, {hint: 'e.g. --since 2h'})
+  return date
+}
+
+/**
+ * The studies in the ledger a config names, newest first. Reads the file read-only, so it works
+ * while the router writes it (SQLite's write-ahead log lets readers and the writer go on together).
+ */
+export function listStudies(config: Pick<DdrConfig, 'ledger' | 'spool'>, query: StudyQuery): StudiesResult {
+  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  try {
+    return {ledger: store.file, studies: store.studies(query)}
+  } finally {
+    store.close()
+  }
+}
+
+/** One study from the ledger, with its series and instances; DdrError USAGE when it is not there. */
+export function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool'>, studyInstanceUid: string): StudyDetail {
+  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  try {
+    const study = store.study(studyInstanceUid)
+    if (study === undefined) throw new DdrError('USAGE', `study ${studyInstanceUid} is not in the ledger ${store.file}`, {hint: '`ddr studies` lists the studies it holds; studies leave it after studies.keepDays'})
+    return study
+  } finally {
+    store.close()
+  }
+}
+
+const short = (uid: string) => (uid.length > 28 ? `…${uid.slice(-27)}` : uid)
+const time = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
+
+/** The table `ddr studies` prints. */
+export function formatStudies(result: StudiesResult): string {
+  if (result.studies.length === 0) return `no studies in ${result.ledger}`
+  const color = colorEnabled()
+  const paint = painter(color)
+  const columns: Array<Column<StudySummary>> = [
+    {header: 'STUDY', value: (s) => short(s.studyInstanceUid)},
+    {header: 'PATIENT', value: (s) => s.patientId ?? ''},
+    {header: 'ACCESSION', value: (s) => s.accessionNumber ?? ''},
+    {header: 'MODALITIES', value: (s) => s.modalities.join(',')},
+    {header: 'INSTANCES', value: (s) => String(s.instances), align: 'right'},
+    {header: 'SIZE', value: (s) => formatBytes(s.bytes), align: 'right'},
+    {header: 'BACKEND', value: (s) => s.backend ?? '-'},
+    {header: 'STATE', value: (s) => s.state, paint: (s, text) => (s.state === 'stable' ? paint.green(text) : paint.yellow(text))},
+    {header: 'DELIVERED', value: (s) => `${s.delivered.stored}/${s.instances}${s.delivered.deadLetter > 0 ? ` (${s.delivered.deadLetter} dead-letter)` : ''}`, paint: (s, text) => (s.delivered.deadLetter > 0 ? paint.red(text) : text)},
+    {header: 'LAST RECEIVED', value: (s) => time(s.lastReceived)},
+  ]
+  return formatTable(result.studies, columns, {color})
+}
+
+/** The timeline `ddr study UID` prints. */
+export function formatStudy(study: StudyDetail): string {
+  const lines = [
+    `study      ${study.studyInstanceUid}`,
+    `patient    ${study.patientId ?? '-'}   accession ${study.accessionNumber ?? '-'}   date ${study.studyDate ?? '-'}`,
+    `state      ${study.state}${study.stableAt ? ` since ${time(study.stableAt)}` : ''}${study.amendments > 0 ? `, ${study.amendments} amendment(s)` : ''}`,
+    `received   ${study.instances} instances, ${formatBytes(study.bytes)}, ${time(study.firstReceived)} .. ${time(study.lastReceived)}`,
+    `delivered  ${study.delivered.stored} stored on ${study.backend ?? '-'}, ${study.delivered.queued} queued, ${study.delivered.deadLetter} in dead-letter`,
+    '',
+    ...study.series.map((s) => `series ${s.seriesInstanceUid ?? '(none)'}  ${s.modality ?? ''}  ${s.instances} instances`),
+    '',
+  ]
+  const columns: Array<Column<StudyInstance>> = [
+    {header: 'SOP INSTANCE', value: (i) => short(i.sopInstanceUid)},
+    {header: 'FROM', value: (i) => i.callingAeTitle},
+    {header: 'RECEIVED', value: (i) => time(i.receivedAt)},
+    {header: 'STATUS', value: (i) => `${i.status}${i.amendment ? ' (amendment)' : ''}`},
+    {header: 'BACKEND', value: (i) => i.backend ?? '-'},
+    {header: 'DELIVERED', value: (i) => (i.deliveredAt === null ? '-' : time(i.deliveredAt))},
+  ]
+  return [...lines, formatTable(study.instanceList, columns, {color: colorEnabled()})].join('\n')
+}

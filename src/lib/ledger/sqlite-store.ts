@@ -1,0 +1,312 @@
+import {mkdirSync} from 'node:fs'
+import path from 'node:path'
+
+import Database from 'better-sqlite3'
+
+import {DdrError} from '../errors.js'
+import type {InstanceOutcome, InstanceReceipt, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
+
+/** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
+const SCHEMA_VERSION = 1
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS studies (
+  study_instance_uid TEXT PRIMARY KEY,
+  patient_id TEXT,
+  accession_number TEXT,
+  study_date TEXT,
+  first_received INTEGER NOT NULL,
+  last_received INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  stable_at INTEGER,
+  amendments INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS studies_last_received ON studies (last_received);
+CREATE INDEX IF NOT EXISTS studies_state ON studies (state);
+CREATE INDEX IF NOT EXISTS studies_patient ON studies (patient_id);
+CREATE TABLE IF NOT EXISTS instances (
+  sop_instance_uid TEXT PRIMARY KEY,
+  study_instance_uid TEXT NOT NULL,
+  series_instance_uid TEXT,
+  sop_class_uid TEXT NOT NULL,
+  modality TEXT,
+  bytes INTEGER NOT NULL,
+  calling_ae TEXT NOT NULL,
+  remote_address TEXT,
+  received_at INTEGER NOT NULL,
+  status TEXT NOT NULL DEFAULT 'queued',
+  backend TEXT,
+  delivered_at INTEGER,
+  detail TEXT,
+  amendment INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
+`
+
+interface StudyRow {
+  study_instance_uid: string
+  patient_id: string | null
+  accession_number: string | null
+  study_date: string | null
+  first_received: number
+  last_received: number
+  state: StudyState
+  stable_at: number | null
+  amendments: number
+  instances: number
+  bytes: number | null
+  modalities: string | null
+  backends: string | null
+  queued: number
+  stored: number
+  dead_letter: number
+}
+
+const SUMMARY_SELECT = `
+SELECT s.*, COUNT(i.sop_instance_uid) AS instances, SUM(i.bytes) AS bytes,
+  GROUP_CONCAT(DISTINCT i.modality) AS modalities, GROUP_CONCAT(DISTINCT i.backend) AS backends,
+  SUM(i.status = 'queued') AS queued, SUM(i.status = 'stored') AS stored, SUM(i.status = 'dead-letter') AS dead_letter
+FROM studies s LEFT JOIN instances i ON i.study_instance_uid = s.study_instance_uid`
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
+
+function summary(row: StudyRow): StudySummary {
+  const backends = (row.backends ?? '').split(',').filter((b) => b !== '').sort()
+  return {
+    studyInstanceUid: row.study_instance_uid,
+    patientId: row.patient_id,
+    accessionNumber: row.accession_number,
+    studyDate: row.study_date,
+    modalities: (row.modalities ?? '').split(',').filter((m) => m !== '').sort(),
+    instances: row.instances,
+    bytes: row.bytes ?? 0,
+    backend: backends.length === 0 ? null : backends.join(','),
+    backends,
+    state: row.state,
+    delivered: {queued: row.queued ?? 0, stored: row.stored ?? 0, deadLetter: row.dead_letter ?? 0},
+    amendments: row.amendments,
+    firstReceived: iso(row.first_received)!,
+    lastReceived: iso(row.last_received)!,
+    stableAt: iso(row.stable_at),
+  }
+}
+
+/** Options for SqliteLedgerStore. */
+export interface SqliteStoreOptions {
+  /** Open an existing ledger for reading only (the commands; a running router keeps writing). */
+  readonly?: boolean
+}
+
+/**
+ * The study ledger in an embedded SQLite file (better-sqlite3). Write-ahead log with
+ * synchronous=NORMAL: a commit is a write to the log, no fsync, so it costs the hot path a few tens
+ * of microseconds and survives a process crash (the page cache keeps it); the spool's own fsyncs
+ * keep every acknowledged instance on disk, and recovery records again what the spool still holds.
+ * Readers (`ddr studies`) never block the router. Methods are synchronous: better-sqlite3 answers
+ * from the calling thread, faster than a round trip to a worker for statements this small.
+ */
+export class SqliteLedgerStore {
+  private readonly db: Database.Database
+  private readonly insertInstance?: Database.Statement
+  private readonly recoverInstance?: Database.Statement
+  private readonly upsertStudy?: Database.Statement
+  private readonly outcome?: Database.Statement
+
+  constructor(readonly file: string, options: SqliteStoreOptions = {}) {
+    try {
+      if (!options.readonly) mkdirSync(path.dirname(file), {recursive: true})
+      this.db = new Database(file, {readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false})
+      if (options.readonly) {
+        this.db.pragma('query_only = ON')
+        this.checkVersion()
+        return
+      }
+
+      this.db.pragma('journal_mode = WAL')
+      this.db.pragma('synchronous = NORMAL')
+      this.checkVersion()
+      this.db.exec(SCHEMA)
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
+    } catch (error) {
+      if (error instanceof DdrError) throw error
+      const missing = options.readonly && /unable to open|does not exist/i.test((error as Error).message)
+      throw new DdrError(missing ? 'CONFIG_NOT_FOUND' : 'LEDGER_FAILED', `study ledger ${file}: ${(error as Error).message}`, {
+        hint: missing ? 'the ledger is written by `ddr listen` (store-and-forward mode): has a router run with this config?' : 'check the file and its folder (permissions, free space); move a damaged file aside and restart to begin a new one',
+        cause: error,
+      })
+    }
+
+    this.insertInstance = this.db.prepare(`
+      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment)
+      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, @amendment)
+      ON CONFLICT (sop_instance_uid) DO UPDATE SET
+        study_instance_uid = excluded.study_instance_uid, series_instance_uid = excluded.series_instance_uid, bytes = excluded.bytes,
+        calling_ae = excluded.calling_ae, remote_address = excluded.remote_address, received_at = excluded.received_at,
+        status = 'queued', backend = NULL, delivered_at = NULL, detail = NULL`)
+    // After a restart, the spool's instances are recorded again without touching what is known.
+    this.recoverInstance = this.db.prepare(`
+      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment)
+      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, 0)
+      ON CONFLICT (sop_instance_uid) DO NOTHING`)
+    this.upsertStudy = this.db.prepare(`
+      INSERT INTO studies (study_instance_uid, patient_id, accession_number, study_date, first_received, last_received, state)
+      VALUES (@studyInstanceUid, @patientId, @accessionNumber, @studyDate, @receivedAt, @receivedAt, 'receiving')
+      ON CONFLICT (study_instance_uid) DO UPDATE SET
+        patient_id = COALESCE(studies.patient_id, excluded.patient_id),
+        accession_number = COALESCE(studies.accession_number, excluded.accession_number),
+        study_date = COALESCE(studies.study_date, excluded.study_date),
+        first_received = MIN(studies.first_received, excluded.first_received),
+        last_received = MAX(studies.last_received, excluded.last_received),
+        amendments = studies.amendments + (studies.state = 'stable'),
+        state = 'receiving', stable_at = NULL`)
+    this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail WHERE sop_instance_uid = @sopInstanceUid`)
+  }
+
+  private checkVersion(): void {
+    const version = this.db.pragma('user_version', {simple: true}) as number
+    if (version > SCHEMA_VERSION) {
+      throw new DdrError('LEDGER_FAILED', `study ledger ${this.file} was written by a newer ddr (schema ${version}, this one knows ${SCHEMA_VERSION})`, {hint: 'run the newer ddr, or move the file aside'})
+    }
+  }
+
+  /**
+   * Records acknowledged instances and their studies in one transaction; returns the studies that
+   * were stable before (their new instances are amendments). `recovered`: read back from the spool
+   * after a restart, recorded only where unknown.
+   */
+  received(receipts: InstanceReceipt[], recovered = false): string[] {
+    const amended: string[] = []
+    const stateOf = this.db.prepare<[string], {state: StudyState}>('SELECT state FROM studies WHERE study_instance_uid = ?')
+    this.db.transaction(() => {
+      for (const receipt of receipts) {
+        const before = stateOf.get(receipt.studyInstanceUid)?.state
+        const amendment = before === 'stable' && !recovered
+        if (amendment) amended.push(receipt.studyInstanceUid)
+        const row = {
+          seriesInstanceUid: null,
+          modality: null,
+          remoteAddress: null,
+          patientId: null,
+          accessionNumber: null,
+          studyDate: null,
+          ...receipt,
+          amendment: amendment ? 1 : 0,
+        }
+        const inserted = (recovered ? this.recoverInstance! : this.insertInstance!).run(row)
+        if (!recovered || inserted.changes > 0) {
+          if (recovered && before === 'stable') continue
+          this.upsertStudy!.run(row)
+        }
+      }
+    })()
+    return [...new Set(amended)]
+  }
+
+  /** Records what became of instances (stored on a backend, dead-lettered). */
+  outcomes(outcomes: InstanceOutcome[]): void {
+    this.db.transaction(() => {
+      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome})
+    })()
+  }
+
+  /** Studies still receiving, with their last arrival: the completion timer's starting point after a restart. */
+  receiving(): Array<{studyInstanceUid: string; lastReceived: number}> {
+    return this.db
+      .prepare<[], {study_instance_uid: string; last_received: number}>("SELECT study_instance_uid, last_received FROM studies WHERE state = 'receiving'")
+      .all()
+      .map((row) => ({studyInstanceUid: row.study_instance_uid, lastReceived: row.last_received}))
+  }
+
+  /** Marks studies stable, unless an instance arrived after `quietSince` (then they stay receiving). */
+  markStable(studyInstanceUids: string[], quietSince: number, at: number): StudySummary[] {
+    const update = this.db.prepare("UPDATE studies SET state = 'stable', stable_at = ? WHERE study_instance_uid = ? AND state = 'receiving' AND last_received <= ?")
+    const marked: string[] = []
+    this.db.transaction(() => {
+      for (const uid of studyInstanceUids) if (update.run(at, uid, quietSince).changes > 0) marked.push(uid)
+    })()
+    return marked.map((uid) => this.summary(uid)!).filter(Boolean)
+  }
+
+  /** Studies, newest last arrival first. */
+  studies(query: StudyQuery = {}): StudySummary[] {
+    const where: string[] = []
+    const values: Array<string | number> = []
+    if (query.state !== undefined) {
+      where.push('s.state = ?')
+      values.push(query.state)
+    }
+
+    if (query.patientId !== undefined) {
+      where.push('s.patient_id = ?')
+      values.push(query.patientId)
+    }
+
+    if (query.since !== undefined) {
+      where.push('s.last_received >= ?')
+      values.push(query.since)
+    }
+
+    const sql = `${SUMMARY_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ?`
+    return this.db
+      .prepare<Array<string | number>, StudyRow>(sql)
+      .all(...values, query.limit ?? 100)
+      .map(summary)
+  }
+
+  summary(studyInstanceUid: string): StudySummary | undefined {
+    const row = this.db.prepare<[string], StudyRow>(`${SUMMARY_SELECT} WHERE s.study_instance_uid = ? GROUP BY s.study_instance_uid`).get(studyInstanceUid)
+    return row === undefined ? undefined : summary(row)
+  }
+
+  /** One study with its series and every instance, or undefined. */
+  study(studyInstanceUid: string): StudyDetail | undefined {
+    const head = this.summary(studyInstanceUid)
+    if (head === undefined) return undefined
+    const rows = this.db
+      .prepare<[string], Record<string, unknown>>('SELECT * FROM instances WHERE study_instance_uid = ? ORDER BY series_instance_uid, received_at, sop_instance_uid')
+      .all(studyInstanceUid)
+    const instanceList: StudyInstance[] = rows.map((row) => ({
+      sopInstanceUid: row.sop_instance_uid as string,
+      seriesInstanceUid: row.series_instance_uid as string | null,
+      sopClassUid: row.sop_class_uid as string,
+      modality: row.modality as string | null,
+      bytes: row.bytes as number,
+      callingAeTitle: row.calling_ae as string,
+      remoteAddress: row.remote_address as string | null,
+      receivedAt: iso(row.received_at as number)!,
+      status: row.status as StudyInstance['status'],
+      backend: row.backend as string | null,
+      deliveredAt: iso(row.delivered_at as number | null),
+      detail: row.detail as string | null,
+      amendment: row.amendment === 1,
+    }))
+    const series = new Map<string | null, {seriesInstanceUid: string | null; modality: string | null; instances: number}>()
+    for (const instance of instanceList) {
+      const entry = series.get(instance.seriesInstanceUid) ?? {seriesInstanceUid: instance.seriesInstanceUid, modality: instance.modality, instances: 0}
+      entry.instances++
+      series.set(instance.seriesInstanceUid, entry)
+    }
+
+    return {...head, series: [...series.values()], instanceList}
+  }
+
+  counts(): StudyCounts {
+    const counts: StudyCounts = {receiving: 0, stable: 0}
+    for (const row of this.db.prepare<[], {state: StudyState; n: number}>('SELECT state, COUNT(*) AS n FROM studies GROUP BY state').all()) counts[row.state] = row.n
+    return counts
+  }
+
+  /** Forgets studies whose last instance arrived before `before` (epoch ms); returns how many. */
+  prune(before: number): number {
+    let removed = 0
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM instances WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
+      removed = this.db.prepare('DELETE FROM studies WHERE last_received < ?').run(before).changes
+    })()
+    return removed
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close()
+  }
+}

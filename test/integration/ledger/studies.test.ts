@@ -1,0 +1,103 @@
+import {execFile} from 'node:child_process'
+import {copyFile, mkdtemp, rm, writeFile} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import {promisify} from 'node:util'
+
+import type {StudiesResult} from '../../../src/lib/ledger/query.js'
+import type {StudyDetail} from '../../../src/lib/ledger/types.js'
+import {runCompiledCli} from '../../helpers/compiled-cli.js'
+import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
+import {storescu} from '../../helpers/dcmtk.js'
+import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
+import {type TestRouter, startTestRouter} from '../../helpers/router.js'
+import {waitFor} from '../../helpers/wait.js'
+
+const run = promisify(execFile)
+
+describe('the study ledger behind a running router', () => {
+  let orthancs: TestOrthanc[] = []
+  let router: TestRouter
+  let workDir: string
+  let configFile: string
+  let instances: SyntheticInstance[]
+  let late: string
+  let study: string
+
+  beforeAll(async () => {
+    orthancs = await Promise.all([startTestOrthanc({name: 'east', aeTitle: 'EAST'}), startTestOrthanc({name: 'west', aeTitle: 'WEST'})])
+    router = await startTestRouter(orthancs, {studies: {stableSeconds: 1}})
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-studies-'))
+    instances = await writeSyntheticStudies(path.join(workDir, 'in'), {studies: 1, instancesPerStudy: 10, pixelBytes: 4096, prefix: 'LEDGER'})
+    study = instances[0].studyInstanceUid
+    // A late series of the same study, made from one of its files.
+    late = path.join(workDir, 'late.dcm')
+    await copyFile(instances[0].path, late)
+    await run('dcmodify', ['-nb', '-m', '(0008,0018)=1.2.826.0.1.3680043.10.1.88.1', '-m', '(0020,000e)=1.2.826.0.1.3680043.10.1.88.2', '-m', '(0008,0060)=SR', late])
+    configFile = path.join(workDir, 'ddr.config.json')
+    await writeFile(configFile, JSON.stringify({spool: {dir: router.config.spool.dir}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle}))}))
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await Promise.all(orthancs.map((o) => o.stop()))
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('records a study sent over two associations as one study on one backend; it becomes stable, and a late series is an amendment that follows it', async () => {
+    const [first, second] = [instances.slice(0, 5), instances.slice(5)]
+    const sends = await Promise.all([first, second].map((part) => storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...part.map((i) => i.path)])))
+    expect(sends.map((s) => s.code)).toEqual([0, 0])
+    await router.drained()
+    await waitFor('the study to become stable', () => router.logs.some((l) => l.includes('study-stable') && l.includes(study)), 10_000)
+
+    const sendLate = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), late])
+    expect(sendLate.code).toBe(0)
+    await router.drained()
+    await waitFor('the amendment in the log', () => router.logs.some((l) => l.includes('study-amended') && l.includes(study)), 5000)
+
+    // `ddr studies --json`: what the compiled CLI reads from the ledger file while the router runs.
+    const listed = await runCompiledCli(['studies', '--json', '--config', configFile])
+    expect(listed.code).toBe(0)
+    const result = JSON.parse(listed.stdout) as StudiesResult
+    expect(result.studies).toHaveLength(1)
+    const holder = orthancs.find((o) => o.name === result.studies[0].backend)!
+    expect(result.studies[0]).toMatchObject({
+      studyInstanceUid: study,
+      patientId: 'LEDGER-0',
+      modalities: ['CT', 'SR'],
+      instances: 11,
+      backends: [holder.name],
+      delivered: {queued: 0, stored: 11, deadLetter: 0},
+      amendments: 1,
+    })
+    expect((await holder.client.statistics()).CountInstances).toBe(11)
+
+    // `ddr study UID --json`: two series, every instance stored on that backend, the late one marked.
+    const shown = await runCompiledCli(['study', study, '--json', '--config', configFile])
+    expect(shown.code).toBe(0)
+    const detail = JSON.parse(shown.stdout) as StudyDetail
+    expect(detail.series.map((s) => [s.modality, s.instances]).sort()).toEqual([
+      ['CT', 10],
+      ['SR', 1],
+    ])
+    expect(new Set(detail.instanceList.map((i) => `${i.status}@${i.backend}`))).toEqual(new Set([`stored@${holder.name}`]))
+    expect(detail.instanceList.filter((i) => i.amendment).map((i) => i.sopInstanceUid)).toEqual(['1.2.826.0.1.3680043.10.1.88.1'])
+    expect(detail.instanceList.every((i) => i.callingAeTitle === 'STORESCU' && /^127\.0\.0\.1:\d+$/.test(i.remoteAddress ?? ''))).toBe(true)
+
+    // The human table names the study, and an unknown study is a usage error.
+    const table = await runCompiledCli(['studies', '--config', configFile])
+    expect(table.stdout).toMatch(/LEDGER-0\s+CT,SR\s+11/)
+    const unknown = await runCompiledCli(['study', '1.2.3.4', '--config', configFile])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toMatch(/study 1\.2\.3\.4 is not in the ledger/)
+
+    // The same through the status server, and the counts in /status.
+    const base = `http://127.0.0.1:${router.service.statusPort}`
+    const overHttp = (await (await fetch(`${base}/studies?patient=LEDGER-0`)).json()) as {studies: Array<{studyInstanceUid: string}>}
+    expect(overHttp.studies.map((s) => s.studyInstanceUid)).toEqual([study])
+    expect(((await (await fetch(`${base}/studies/${study}`)).json()) as StudyDetail).instanceList).toHaveLength(11)
+    expect((await fetch(`${base}/studies/1.2.3.4`)).status).toBe(404)
+    await waitFor('stable again', () => router.service.status().studies?.stable === 1, 10_000)
+  })
+})

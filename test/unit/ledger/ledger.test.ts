@@ -1,0 +1,104 @@
+import {mkdtemp, rm} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+
+import {StudyLedger} from '../../../src/lib/ledger/ledger.js'
+import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
+import type {InstanceReceipt} from '../../../src/lib/ledger/types.js'
+import {Logger} from '../../../src/lib/output/logger.js'
+import {waitFor} from '../../helpers/wait.js'
+
+const CT = '1.2.840.10008.5.1.4.1.1.2'
+
+function receipt(study: string, n: number, overrides: Partial<InstanceReceipt> = {}): InstanceReceipt {
+  return {sopInstanceUid: `${study}.${n}`, sopClassUid: CT, studyInstanceUid: study, seriesInstanceUid: `${study}.100`, patientId: 'P1', accessionNumber: 'A1', modality: 'CT', studyDate: '20261201', callingAeTitle: 'CT1', remoteAddress: '10.0.0.5:4000', bytes: 1000, receivedAt: Date.now(), ...overrides}
+}
+
+describe('the study ledger (SQLite)', () => {
+  let dir: string
+  let file: string
+
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-ledger-'))
+    file = path.join(dir, 'ledger.db')
+  })
+
+  afterEach(async () => {
+    await rm(dir, {recursive: true, force: true})
+  })
+
+  it('records instances per study, their outcomes, and lists studies newest first', () => {
+    const store = new SqliteLedgerStore(file)
+    store.received([receipt('1.2.1', 1, {receivedAt: 1000}), receipt('1.2.1', 2, {receivedAt: 2000, modality: 'SR', seriesInstanceUid: '1.2.1.200'}), receipt('1.2.2', 1, {receivedAt: 3000, patientId: 'P2'})])
+    store.outcomes([
+      {sopInstanceUid: '1.2.1.1', status: 'stored', backend: 'orthanc1', at: 5000},
+      {sopInstanceUid: '1.2.1.2', status: 'dead-letter', at: 6000, detail: 'refused'},
+    ])
+    expect(store.studies().map((s) => s.studyInstanceUid)).toEqual(['1.2.2', '1.2.1'])
+    expect(store.summary('1.2.1')).toMatchObject({
+      patientId: 'P1',
+      accessionNumber: 'A1',
+      modalities: ['CT', 'SR'],
+      instances: 2,
+      bytes: 2000,
+      backend: 'orthanc1',
+      state: 'receiving',
+      delivered: {queued: 0, stored: 1, deadLetter: 1},
+      firstReceived: new Date(1000).toISOString(),
+      lastReceived: new Date(2000).toISOString(),
+    })
+    expect(store.studies({patientId: 'P2'}).map((s) => s.studyInstanceUid)).toEqual(['1.2.2'])
+    expect(store.studies({since: 2500}).map((s) => s.studyInstanceUid)).toEqual(['1.2.2'])
+    const detail = store.study('1.2.1')!
+    expect(detail.series).toEqual([
+      {seriesInstanceUid: '1.2.1.100', modality: 'CT', instances: 1},
+      {seriesInstanceUid: '1.2.1.200', modality: 'SR', instances: 1},
+    ])
+    expect(detail.instanceList[1]).toMatchObject({sopInstanceUid: '1.2.1.2', status: 'dead-letter', detail: 'refused', callingAeTitle: 'CT1', remoteAddress: '10.0.0.5:4000'})
+    store.close()
+  })
+
+  it('marks a quiet study stable, re-opens it for a late instance (an amendment), and recovery does not undo what it knows', () => {
+    const store = new SqliteLedgerStore(file)
+    store.received([receipt('1.2.3', 1, {receivedAt: 1000})])
+    expect(store.markStable(['1.2.3'], 500, 2000)).toEqual([]) // an instance arrived after the quiet point
+    expect(store.markStable(['1.2.3'], 1500, 2000).map((s) => s.state)).toEqual(['stable'])
+    expect(store.counts()).toEqual({receiving: 0, stable: 1})
+    store.outcomes([{sopInstanceUid: '1.2.3.1', status: 'stored', backend: 'b', at: 1500}])
+    // Read back from the spool after a restart: known instances keep their outcome.
+    store.received([receipt('1.2.3', 1, {receivedAt: 1000})], true)
+    expect(store.summary('1.2.3')).toMatchObject({state: 'stable', delivered: {stored: 1, queued: 0}})
+    expect(store.received([receipt('1.2.3', 2, {receivedAt: 3000})])).toEqual(['1.2.3'])
+    expect(store.summary('1.2.3')).toMatchObject({state: 'receiving', amendments: 1, instances: 2, stableAt: null})
+    expect(store.study('1.2.3')!.instanceList.map((i) => i.amendment)).toEqual([false, true])
+    store.close()
+  })
+
+  it('prunes studies older than keepDays and opens read-only for the commands', () => {
+    const store = new SqliteLedgerStore(file)
+    store.received([receipt('1.2.4', 1, {receivedAt: 1000}), receipt('1.2.5', 1, {receivedAt: 10_000})])
+    expect(store.prune(5000)).toBe(1)
+    const reader = new SqliteLedgerStore(file, {readonly: true})
+    expect(reader.studies().map((s) => s.studyInstanceUid)).toEqual(['1.2.5'])
+    expect(() => reader.received([receipt('1.2.6', 1)])).toThrow()
+    reader.close()
+    store.close()
+    expect(() => new SqliteLedgerStore(path.join(dir, 'missing.db'), {readonly: true})).toThrow(expect.objectContaining({code: 'CONFIG_NOT_FOUND'}))
+  })
+
+  it('StudyLedger commits each turn before resolving, logs a study stable after stableSeconds, and an amendment', async () => {
+    const lines: string[] = []
+    const ledger = new StudyLedger(new SqliteLedgerStore(file), {stableSeconds: 1, keepDays: 30, tickMs: 50, logger: new Logger({write: (line) => lines.push(line)})})
+    await Promise.all([ledger.received(receipt('1.2.7', 1)), ledger.received(receipt('1.2.7', 2))])
+    // Committed: another connection sees both at once.
+    const reader = new SqliteLedgerStore(file, {readonly: true})
+    expect(reader.summary('1.2.7')).toMatchObject({instances: 2, state: 'receiving'})
+    await waitFor('the study to become stable', () => reader.summary('1.2.7')?.state === 'stable', 5000)
+    expect(lines.some((l) => l.includes('study-stable') && l.includes('1.2.7'))).toBe(true)
+    await ledger.received(receipt('1.2.7', 3))
+    expect(lines.some((l) => l.includes('study-amended') && l.includes('1.2.7'))).toBe(true)
+    expect(reader.summary('1.2.7')).toMatchObject({state: 'receiving', amendments: 1})
+    reader.close()
+    ledger.close()
+  })
+})
