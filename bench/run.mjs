@@ -105,7 +105,7 @@ async function orthanc(name) {
 }
 
 /** `ddr listen` as its own process (so its RSS is its own), in front of the given backends. */
-async function router(name, backends, {spool = true} = {}) {
+async function router(name, backends, {spool = true, ledger = true} = {}) {
   const dir = path.join(work, `router-${name}`)
   mkdirSync(dir, {recursive: true})
   const port = await freePort()
@@ -117,6 +117,7 @@ async function router(name, backends, {spool = true} = {}) {
       listen: {host: '127.0.0.1', port, aeTitle: 'DDR_BENCH'},
       status: {host: '127.0.0.1', port: statusPort},
       spool: {dir: path.join(dir, 'spool'), enabled: spool},
+      studies: {enabled: ledger},
       backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
     }),
   )
@@ -217,6 +218,7 @@ async function main() {
     log(`P1 end-to-end: storescu -> ddr -> two Orthanc (all stored) vs storescu -> one Orthanc, ${ROUNDS} rounds on fresh servers`)
     const spoolRounds = []
     const passRounds = []
+    const ledgerRounds = []
     for (let round = 1; round <= ROUNDS; round++) {
       const reference = await orthanc(`reference${round}`)
       const direct = await timed(() => storescuFiles(reference, small))
@@ -231,16 +233,28 @@ async function main() {
       // Every instance must really be in the two Orthancs (checked outside the timing).
       const stored = (await a.count()) + (await b.count())
       if (stored !== small.length) throw new Error(`P1: the router said all were stored, the Orthancs hold ${stored} of ${small.length}`)
+      // The same with the study ledger off: P1L is the ledger's cost on this path (same run, fresh servers).
+      const [c, d] = [await orthanc(`epsilon${round}`), await orthanc(`zeta${round}`)]
+      const ddrNoLedger = await router(`p1-noledger-${round}`, [c, d], {ledger: false})
+      const withoutLedger = await timed(async () => {
+        await storescuFiles(ddrNoLedger, small)
+        await ddrNoLedger.drained()
+      })
+      const storedNoLedger = (await c.count()) + (await d.count())
+      if (storedNoLedger !== small.length) throw new Error(`P1L: the router said all were stored, the Orthancs hold ${storedNoLedger} of ${small.length}`)
+      ledgerRounds.push([withoutLedger, routed])
+      await ddrNoLedger.stop()
       const ddrPass = await router(`p1-pass-${round}`, [await orthanc(`gamma${round}`), await orthanc(`delta${round}`)], {spool: false})
       const passThrough = await timed(() => storescuFiles(ddrPass, small))
       spoolRounds.push([direct, routed])
       passRounds.push([direct, passThrough])
-      log(`P1 round ${round}: direct ${direct.toFixed(2)} s, ddr spool ${routed.toFixed(2)} s (sender done after ${accepted.toFixed(2)} s, router CPU ${((ddr.cpuSeconds() - cpuBefore) * 1000 / small.length).toFixed(2)} ms per instance), ddr --no-spool ${passThrough.toFixed(2)} s`)
+      log(`P1 round ${round}: direct ${direct.toFixed(2)} s, ddr spool ${routed.toFixed(2)} s (ledger off: ${withoutLedger.toFixed(2)} s; sender done after ${accepted.toFixed(2)} s, router CPU ${((ddr.cpuSeconds() - cpuBefore) * 1000 / small.length).toFixed(2)} ms per instance), ddr --no-spool ${passThrough.toFixed(2)} s`)
       await Promise.all([ddr.stop(), ddrPass.stop()])
     }
 
     recordMedian('P1', `end-to-end, ${small.length} x 40 KB, spool on`, spoolRounds, 0.9)
     recordMedian('P1b', `end-to-end, ${small.length} x 40 KB, --no-spool`, passRounds, 0.9)
+    recordMedian('P1L', `end-to-end, ${small.length} x 40 KB, spool on: study ledger on vs off`, ledgerRounds, 0.95)
   }
 
   if (want('P2')) {
