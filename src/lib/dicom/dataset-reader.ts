@@ -5,6 +5,7 @@ import {DdrError} from '../errors.js'
 import {readMetaHeader, tryReadMetaHeader, type MetaHeader} from './part10.js'
 import {describeTag, Tag, TagVr} from './tags.js'
 import {transferSyntaxInfo} from './uids.js'
+import {CHARSET_VRS, KEEP_LEADING_SPACE_VRS, SHORT_LENGTH_VRS, TEXT_VRS} from './vr.js'
 
 /** What readTopLevelElements found. */
 export interface ReadElementsResult {
@@ -63,12 +64,6 @@ const ITEM = Tag.Item
 const ITEM_DELIMITER = Tag.ItemDelimitationItem
 const SEQUENCE_DELIMITER = Tag.SequenceDelimitationItem
 
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
-const TEXT_VRS = new Set(['AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT'])
-// Text VRs whose bytes follow SpecificCharacterSet; the others are plain ASCII.
-const CHARSET_VRS = new Set(['LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT'])
-// Leading spaces are significant in these.
-const KEEP_LEADING_SPACE_VRS = new Set(['LT', 'ST', 'UT'])
 
 /** Where a scan stands: kept between calls when the caller feeds more bytes. */
 interface ScanState {

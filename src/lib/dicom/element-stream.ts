@@ -1,13 +1,13 @@
 import {DdrError} from '../errors.js'
 import type {DatasetEncoding} from './dataset-reader.js'
 import {describeTag, Tag} from './tags.js'
+import {SHORT_LENGTH_VRS} from './vr.js'
 
 const UNDEFINED_LENGTH = 0xffffffff
 // Real datasets nest a few levels (SR trees some dozens); deeper than this is corrupt or hostile.
 const MAX_DEPTH = 256
 /** A captured value larger than this is skipped, not kept (the wanted elements are UIDs and short strings). */
 const MAX_CAPTURE = 64 * 1024
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
 
 /** What a container is: the dataset itself, a sequence, one item, or encapsulated pixel data fragments. */
 type FrameKind = 'dataset' | 'sequence' | 'item' | 'fragments'

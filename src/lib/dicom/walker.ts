@@ -5,13 +5,13 @@ import {datasetEncoding} from './dataset-reader.js'
 import {dictionaryEntry} from './dictionary.js'
 import {type MetaHeader, readMetaHeader} from './part10.js'
 import {describeTag, Tag} from './tags.js'
+import {SHORT_LENGTH_VRS} from './vr.js'
 
 /** The length DICOM writes for "until the delimiter". */
 export const UNDEFINED_LENGTH = 0xffffffff
 
 // Real datasets nest a few levels (SR trees some dozens); deeper than this is corrupt or hostile.
 const MAX_DEPTH = 256
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
 
 /** One element of a dataset, as found in the bytes. Offsets are into the walked buffer. */
 export interface DatasetElement {

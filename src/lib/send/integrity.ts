@@ -5,6 +5,7 @@ import {createInflate, createInflateRaw} from 'node:zlib'
 
 import {datasetEncoding} from '../dicom/dataset-reader.js'
 import {describeTag, Tag} from '../dicom/tags.js'
+import {SHORT_LENGTH_VRS} from '../dicom/vr.js'
 
 /** Random access to the bytes of a file or of a buffer. */
 export interface ByteSource {
@@ -59,7 +60,6 @@ export type DatasetCheck = {complete: true} | {complete: false; reason: string}
 const UNDEFINED_LENGTH = 0xffffffff
 const MAX_DEPTH = 256
 const WINDOW = 64 * 1024
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
 
 class Cut extends Error {}
 class Malformed extends Error {}
