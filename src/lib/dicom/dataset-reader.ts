@@ -4,8 +4,11 @@ import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib
 import {DdrError} from '../errors.js'
 import {readMetaHeader, tryReadMetaHeader, type MetaHeader} from './part10.js'
 import {describeTag, Tag, TagVr} from './tags.js'
-import {transferSyntaxInfo} from './uids.js'
+import {datasetEncoding, type DatasetEncoding} from './uids.js'
 import {CHARSET_VRS, KEEP_LEADING_SPACE_VRS, SHORT_LENGTH_VRS, TEXT_VRS} from './vr.js'
+
+// Kept here too: callers read the encoding where they read the elements.
+export {datasetEncoding, type DatasetEncoding} from './uids.js'
 
 /** What readTopLevelElements found. */
 export interface ReadElementsResult {
@@ -32,28 +35,6 @@ export interface ReadElementsOptions {
   endOfData?: boolean
   /** Names the input in error messages. */
   source?: string
-}
-
-/** How a dataset's bytes are laid out. */
-export interface DatasetEncoding {
-  explicitVr: boolean
-  littleEndian: boolean
-  deflated: boolean
-}
-
-// GE's private "implicit VR big endian" syntax keeps the dataset in implicit little endian.
-const privateEncodings: Record<string, DatasetEncoding> = {
-  '1.2.840.113619.5.2': {explicitVr: false, littleEndian: true, deflated: false},
-}
-
-/**
- * The encoding of the dataset for a transfer syntax. Unknown UIDs are read as explicit VR little
- * endian: PS3.5 A.4 requires that of every syntax other than the three base ones and deflate.
- */
-export function datasetEncoding(transferSyntaxUid: string): DatasetEncoding {
-  const known = transferSyntaxInfo(transferSyntaxUid) ?? privateEncodings[transferSyntaxUid]
-  if (!known) return {explicitVr: true, littleEndian: true, deflated: false}
-  return {explicitVr: known.explicitVr, littleEndian: known.littleEndian, deflated: known.deflated}
 }
 
 const UNDEFINED_LENGTH = 0xffffffff

@@ -1,5 +1,5 @@
 import {DdrError} from '../errors.js'
-import type {DatasetEncoding} from './dataset-reader.js'
+import type {DatasetEncoding} from './uids.js'
 import {describeTag, Tag} from './tags.js'
 import {SHORT_LENGTH_VRS} from './vr.js'
 

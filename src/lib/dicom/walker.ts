@@ -1,10 +1,10 @@
 import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
 import {DdrError} from '../errors.js'
-import {datasetEncoding} from './dataset-reader.js'
 import {dictionaryEntry} from './dictionary.js'
 import {type MetaHeader, readMetaHeader} from './part10.js'
 import {describeTag, Tag} from './tags.js'
+import {datasetEncoding} from './uids.js'
 import {SHORT_LENGTH_VRS} from './vr.js'
 
 /** The length DICOM writes for "until the delimiter". */

@@ -3,8 +3,8 @@ import {Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createInflate, createInflateRaw} from 'node:zlib'
 
-import {datasetEncoding} from '../dicom/dataset-reader.js'
 import {describeTag, Tag} from '../dicom/tags.js'
+import {datasetEncoding} from '../dicom/uids.js'
 import {SHORT_LENGTH_VRS} from '../dicom/vr.js'
 
 /** Random access to the bytes of a file or of a buffer. */
