@@ -90,7 +90,7 @@ export interface ElementVisitor {
  */
 export type StreamCut =
   | {inside: 'value'; tag: number; offset: number; valueOffset: number; length: number; missing: number; path: string[]}
-  | {inside: 'header'; offset: number; path: string[]}
+  | {inside: 'header'; offset: number; /** When the bytes there hold it. */ tag?: number; path: string[]}
   | {inside: ContainerKind; tag: number; offset: number; length: number; path: string[]}
 
 /** How a dataset ended: whole, or cut short (with what was open at the end). */
@@ -228,7 +228,13 @@ export class ElementStream {
 
     if (this.carry !== undefined) {
       const offset = length - this.carry.length
-      return {complete: false, length, cut: {inside: 'header', offset, path: this.path()}, problem: `the data ends inside an element header at byte ${offset}`}
+      const cut: StreamCut = {inside: 'header', offset, path: this.path()}
+      if (this.carry.length >= 4) {
+        const littleEndian = this.stack.at(-1)!.littleEndian
+        cut.tag = (littleEndian ? this.carry.readUInt16LE(0) : this.carry.readUInt16BE(0)) * 0x10000 + (littleEndian ? this.carry.readUInt16LE(2) : this.carry.readUInt16BE(2))
+      }
+
+      return {complete: false, length, cut, problem: `the data ends inside an element header at byte ${offset}`}
     }
 
     const open = this.stack.at(-1)!
