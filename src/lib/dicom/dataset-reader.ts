@@ -56,6 +56,7 @@ const READER_HINT = 'the sender wrote bytes that do not follow the transfer synt
  * every wanted element seen, or a top-level tag past the largest wanted one (tags ascend).
  */
 class TopLevelScan implements ElementVisitor {
+  readonly topLevelOnly = true
   readonly stream: ElementStream
   readonly values = new Map<number, string>()
   /** The answer is final before the end of the data (the reader was stopped). */
@@ -74,7 +75,6 @@ class TopLevelScan implements ElementVisitor {
   }
 
   element(header: ElementHeader): void {
-    if (header.depth !== 0) return
     if (header.tag > this.target.maxWanted) {
       this.finish()
       return

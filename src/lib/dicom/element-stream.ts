@@ -16,6 +16,13 @@ const ITEM_GROUP_FIRST = 0xfffe0000
 const ITEM_GROUP_LAST = 0xfffeffff
 const EMPTY = Buffer.alloc(0)
 
+/** An unsigned 32-bit length at `at` (the caller checked the bounds). */
+function uint32(bytes: Buffer, at: number, littleEndian: boolean): number {
+  return littleEndian
+    ? (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16)) + bytes[at + 3] * 0x1000000
+    : bytes[at] * 0x1000000 + ((bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3])
+}
+
 /** A container inside a dataset: a sequence, one of its items, or encapsulated pixel data fragments. */
 export type ContainerKind = 'sequence' | 'item' | 'fragments'
 
@@ -64,6 +71,8 @@ export interface ElementHeader {
  * scan for some top-level values. Every method is optional; offsets are stream offsets.
  */
 export interface ElementVisitor {
+  /** Call element() for top-level elements only: a scan of the top level is then not called for every element inside its sequences. */
+  readonly topLevelOnly?: boolean
   /**
    * An element header, before its value. Return true to read a value of defined length as the
    * items of a sequence (a tree walker's SQ); a value of undefined length is always read as
@@ -134,8 +143,12 @@ export class ElementStream {
   /** Raw value bytes of the captured top-level elements that were present. */
   readonly values = new Map<number, Buffer>()
   private readonly stack: Frame[]
+  /** The innermost open container: the stack's last frame, kept at hand for every header. */
+  private top: Frame
   private readonly wanted: Set<number>
   private readonly visitor: ElementVisitor | undefined
+  /** Which elements the visitor's element() wants: none, top-level ones, or all. */
+  private readonly elementCalls: 'none' | 'top' | 'all'
   private readonly header: ElementHeader = {tag: 0, vr: '', length: 0, offset: 0, headerLength: 0, depth: 0, explicitVr: false, littleEndian: true, captured: false}
   /** Stream offset of the next byte push() will see. */
   private position = 0
@@ -152,9 +165,11 @@ export class ElementStream {
   private valueLength = 0
 
   constructor(encoding: Pick<DatasetEncoding, 'explicitVr' | 'littleEndian'>, private readonly options: ElementStreamOptions = {}) {
-    this.stack = [{kind: 'dataset', end: Number.POSITIVE_INFINITY, explicitVr: encoding.explicitVr, littleEndian: encoding.littleEndian, tag: 0, offset: 0, length: UNDEFINED_LENGTH, count: 0}]
+    this.top = {kind: 'dataset', end: Number.POSITIVE_INFINITY, explicitVr: encoding.explicitVr, littleEndian: encoding.littleEndian, tag: 0, offset: 0, length: UNDEFINED_LENGTH, count: 0}
+    this.stack = [this.top]
     this.wanted = new Set((options.capture ?? []).map((tag) => tag >>> 0))
     this.visitor = options.visitor
+    this.elementCalls = this.visitor?.element === undefined ? 'none' : this.visitor.topLevelOnly ? 'top' : 'all'
   }
 
   /** Bytes seen so far (skipped ones included). */
@@ -230,14 +245,14 @@ export class ElementStream {
       const offset = length - this.carry.length
       const cut: StreamCut = {inside: 'header', offset, path: this.path()}
       if (this.carry.length >= 4) {
-        const littleEndian = this.stack.at(-1)!.littleEndian
+        const littleEndian = this.top.littleEndian
         cut.tag = (littleEndian ? this.carry.readUInt16LE(0) : this.carry.readUInt16BE(0)) * 0x10000 + (littleEndian ? this.carry.readUInt16LE(2) : this.carry.readUInt16BE(2))
       }
 
       return {complete: false, length, cut, problem: `the data ends inside an element header at byte ${offset}`}
     }
 
-    const open = this.stack.at(-1)!
+    const open = this.top
     if (open.kind !== 'dataset') {
       const what = open.kind === 'item' ? 'an item of' : open.kind === 'fragments' ? 'the fragments of' : 'the sequence'
       return {
@@ -267,9 +282,10 @@ export class ElementStream {
 
   /** Pops the defined-length containers that end at `offset`; an element that ran past one is an error. */
   private closeEndedFrames(offset: number): void {
-    for (let frame = this.stack.at(-1)!; frame.end <= offset; frame = this.stack.at(-1)!) {
-      if (frame.end < offset) throw this.invalid('an element runs past the end of the item or sequence it is in', frame.end)
-      this.pop(frame.end)
+    while (this.top.end <= offset) {
+      const {end} = this.top
+      if (end < offset) throw this.invalid('an element runs past the end of the item or sequence it is in', end)
+      this.pop(end)
     }
   }
 
@@ -297,28 +313,30 @@ export class ElementStream {
 
       if (at === bytes.length) return at
       const offset = base + at
-      this.closeEndedFrames(offset)
-      const frame = this.stack.at(-1)!
+      if (this.top.end <= offset) this.closeEndedFrames(offset)
+      const frame = this.top
       if (at + 8 > bytes.length) return at
       const littleEndian = frame.littleEndian
-      const group = littleEndian ? bytes.readUInt16LE(at) : bytes.readUInt16BE(at)
-      const element = littleEndian ? bytes.readUInt16LE(at + 2) : bytes.readUInt16BE(at + 2)
+      // Byte arithmetic rather than readUInt16LE and friends: the bounds are checked above, and
+      // this runs for every header of every received instance.
+      const group = littleEndian ? bytes[at] | (bytes[at + 1] << 8) : (bytes[at] << 8) | bytes[at + 1]
+      const element = littleEndian ? bytes[at + 2] | (bytes[at + 3] << 8) : (bytes[at + 2] << 8) | bytes[at + 3]
       const tag = group * 0x10000 + element
       let vr = ''
       let length: number
       let headerLength = 8
       // Items and delimiters (group FFFE) carry no VR in any syntax.
       if (!frame.explicitVr || group === 0xfffe) {
-        length = littleEndian ? bytes.readUInt32LE(at + 4) : bytes.readUInt32BE(at + 4)
+        length = uint32(bytes, at + 4, littleEndian)
       } else {
         const index = vrIndex(bytes[at + 4], bytes[at + 5])
         if (index < 0) throw this.invalid(`${describeTag(tag)} has no valid VR (bytes 0x${bytes[at + 4].toString(16)} 0x${bytes[at + 5].toString(16)})`, offset)
         vr = vrName(index)
         if (vrHasShortLength(index)) {
-          length = littleEndian ? bytes.readUInt16LE(at + 6) : bytes.readUInt16BE(at + 6)
+          length = littleEndian ? bytes[at + 6] | (bytes[at + 7] << 8) : (bytes[at + 6] << 8) | bytes[at + 7]
         } else {
           if (at + 12 > bytes.length) return at
-          length = littleEndian ? bytes.readUInt32LE(at + 8) : bytes.readUInt32BE(at + 8)
+          length = uint32(bytes, at + 8, littleEndian)
           headerLength = 12
         }
       }
@@ -377,7 +395,7 @@ export class ElementStream {
 
         const capture = defined && frame.kind === 'dataset' && length <= MAX_CAPTURE && this.wanted.has(tag)
         let readItems = false
-        if (this.visitor?.element !== undefined) {
+        if (this.elementCalls === 'all' || (this.elementCalls === 'top' && frame.kind === 'dataset')) {
           const header = this.header
           header.tag = tag
           header.vr = vr
@@ -388,7 +406,7 @@ export class ElementStream {
           header.explicitVr = frame.explicitVr
           header.littleEndian = frame.littleEndian
           header.captured = capture
-          readItems = this.visitor.element(header) === true
+          readItems = this.visitor!.element!(header) === true
         }
 
         if (defined) {
@@ -435,11 +453,13 @@ export class ElementStream {
   private open(frame: Frame, offset: number): void {
     if (this.stack.length > MAX_DEPTH) throw this.invalid(`sequences nested more than ${MAX_DEPTH} deep`, offset)
     this.stack.push(frame)
+    this.top = frame
     this.visitor?.open?.(frame.kind as ContainerKind, frame.offset, frame.length, frame.littleEndian)
   }
 
   private pop(end: number): void {
     const frame = this.stack.pop()!
+    this.top = this.stack.at(-1)!
     this.visitor?.close?.(frame.kind as ContainerKind, end)
   }
 

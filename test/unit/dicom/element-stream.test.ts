@@ -205,6 +205,14 @@ describe('ElementStream as the one reader', () => {
     ])
   })
 
+  it('calls a top-level visitor for top-level elements only', () => {
+    const seen: number[] = []
+    const stream = new ElementStream(explicitLittle, {visitor: {topLevelOnly: true, element: (h) => void seen.push(h.tag)}})
+    stream.push(dataset)
+    expect(stream.end().complete).toBe(true)
+    expect(seen).toEqual([Tag.SOPInstanceUID, 0x00081140, Tag.StudyInstanceUID, Tag.PixelData])
+  })
+
   it('reads a defined-length value as items when the visitor asks, tolerating a redundant delimiter', () => {
     const items = encodeDataset([{tag: 0x00081140, vr: 'SQ', items: [[{tag: 0x00081155, vr: 'UI', value: '1.2.3.5'}]]}], explicitLittle)
     // A sequence of defined length that also ends with a sequence delimiter (dcmtk reads it).
@@ -225,7 +233,7 @@ describe('ElementStream as the one reader', () => {
   })
 
   it('stops when told to and takes nothing after', () => {
-    const stream = new ElementStream(explicitLittle, {visitor: {element: (h) => (h.tag === 0x00081140 ? stream.stop() : undefined)}})
+    const stream: ElementStream = new ElementStream(explicitLittle, {visitor: {element: (h) => (h.tag === 0x00081140 ? stream.stop() : undefined)}})
     stream.push(dataset)
     expect(stream.isStopped).toBe(true)
     expect(stream.length).toBe(dataset.length)
