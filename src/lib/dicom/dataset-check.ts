@@ -2,9 +2,10 @@ import {Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createInflate, createInflateRaw} from 'node:zlib'
 
-import {datasetEncoding, decodeElementValue} from './dataset-reader.js'
+import {decodeElementValue} from './dataset-reader.js'
 import {ElementStream} from './element-stream.js'
 import {Tag} from './tags.js'
+import {datasetEncoding} from './uids.js'
 
 /** What a receiver was told the dataset is, in the C-STORE command and its presentation context. */
 export interface ExpectedIdentity {

@@ -3,15 +3,20 @@ import {TextDecoder} from 'node:util'
 import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 import {DdrError} from '../errors.js'
 import {readMetaHeader, tryReadMetaHeader, type MetaHeader} from './part10.js'
-import {describeTag, Tag, TagVr} from './tags.js'
-import {transferSyntaxInfo} from './uids.js'
+import {type ElementHeader, ElementStream, type ElementVisitor} from './element-stream.js'
+import {Tag, TagVr} from './tags.js'
+import {datasetEncoding, type DatasetEncoding} from './uids.js'
+import {CHARSET_VRS, KEEP_LEADING_SPACE_VRS, TEXT_VRS} from './vr.js'
+
+// Kept here too: callers read the encoding where they read the elements.
+export {datasetEncoding, type DatasetEncoding} from './uids.js'
 
 /** What readTopLevelElements found. */
 export interface ReadElementsResult {
   /**
    * String values of the wanted elements that were found, padding trimmed (UIDs without their
    * NUL). Numbers (US, UL, FL...) come as decimal text, several values joined by a backslash.
-   * Sequences and bulk data (OB, OW, UN...) are skipped, never returned.
+   * Sequences and bulk data (OB, OW, UN...) are skipped, never returned; so is a value over 64 KB.
    */
   values: Map<number, string>
   /**
@@ -33,192 +38,73 @@ export interface ReadElementsOptions {
   source?: string
 }
 
-/** How a dataset's bytes are laid out. */
-export interface DatasetEncoding {
-  explicitVr: boolean
-  littleEndian: boolean
-  deflated: boolean
-}
-
-// GE's private "implicit VR big endian" syntax keeps the dataset in implicit little endian.
-const privateEncodings: Record<string, DatasetEncoding> = {
-  '1.2.840.113619.5.2': {explicitVr: false, littleEndian: true, deflated: false},
-}
-
-/**
- * The encoding of the dataset for a transfer syntax. Unknown UIDs are read as explicit VR little
- * endian: PS3.5 A.4 requires that of every syntax other than the three base ones and deflate.
- */
-export function datasetEncoding(transferSyntaxUid: string): DatasetEncoding {
-  const known = transferSyntaxInfo(transferSyntaxUid) ?? privateEncodings[transferSyntaxUid]
-  if (!known) return {explicitVr: true, littleEndian: true, deflated: false}
-  return {explicitVr: known.explicitVr, littleEndian: known.littleEndian, deflated: known.deflated}
-}
-
-const UNDEFINED_LENGTH = 0xffffffff
-const NEED_MORE = -1
-// Real datasets nest a few levels (SR trees some dozens); deeper than this is corrupt or hostile.
-const MAX_DEPTH = 256
-const ITEM = Tag.Item
-const ITEM_DELIMITER = Tag.ItemDelimitationItem
-const SEQUENCE_DELIMITER = Tag.SequenceDelimitationItem
-
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
-const TEXT_VRS = new Set(['AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT'])
-// Text VRs whose bytes follow SpecificCharacterSet; the others are plain ASCII.
-const CHARSET_VRS = new Set(['LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT'])
-// Leading spaces are significant in these.
-const KEEP_LEADING_SPACE_VRS = new Set(['LT', 'ST', 'UT'])
-
-/** Where a scan stands: kept between calls when the caller feeds more bytes. */
-interface ScanState {
-  /** Dataset offset of the next top-level element. */
-  position: number
-  values: Map<number, string>
-  seen: Set<number>
-  charset?: string
-}
-
 interface ScanTarget {
   wanted: Set<number>
   maxWanted: number
 }
 
+function scanTarget(wanted: readonly number[]): ScanTarget {
+  const set = new Set(wanted.map((tag) => tag >>> 0))
+  return {wanted: set, maxWanted: set.size === 0 ? -1 : Math.max(...set)}
+}
+
+const READER_HINT = 'the sender wrote bytes that do not follow the transfer syntax it declared; dcmdump shows the same file'
+
 /**
- * Walks a buffer that holds dataset bytes from offset `start` on. Reads element headers; skips
- * values, sequences (defined and undefined lengths, nested) and encapsulated pixel data. Never
- * reads outside the buffer: where it needs bytes it does not have, it says so.
+ * Reads some top-level values through the element reader: it keeps the wanted values (and
+ * SpecificCharacterSet, to decode them) and stops the reader as soon as the answer is final:
+ * every wanted element seen, or a top-level tag past the largest wanted one (tags ascend).
  */
-class Scanner {
-  tag = 0
-  vr = ''
-  length = 0
-  headerLength = 0
+class TopLevelScan implements ElementVisitor {
+  readonly topLevelOnly = true
+  readonly stream: ElementStream
+  readonly values = new Map<number, string>()
+  /** The answer is final before the end of the data (the reader was stopped). */
+  done = false
+  private readonly seen = new Set<number>()
+  private readonly littleEndian: boolean
+  private charset: string | undefined
 
   constructor(
-    readonly buffer: Buffer,
-    readonly start: number,
-    readonly source: string | undefined,
-  ) {}
-
-  private invalid(what: string, at: number): DdrError {
-    const where = `at dataset byte ${this.start + at}`
-    return new DdrError('INVALID_DICOM', `${this.source ? `${this.source}: ` : ''}malformed dataset: ${what} ${where}`, {
-      hint: 'the sender wrote bytes that do not follow the transfer syntax it declared; dcmdump shows the same file',
-    })
+    private readonly target: ScanTarget,
+    encoding: Pick<DatasetEncoding, 'explicitVr' | 'littleEndian'>,
+    source: string | undefined,
+  ) {
+    this.littleEndian = encoding.littleEndian
+    this.stream = new ElementStream(encoding, {capture: [...target.wanted, Tag.SpecificCharacterSet], source, hint: READER_HINT, visitor: this})
   }
 
-  /** Reads the element header at `at` into the fields; false when the buffer ends first. */
-  readHeader(at: number, explicitVr: boolean, littleEndian: boolean): boolean {
-    const buffer = this.buffer
-    if (at + 8 > buffer.length) return false
-    const group = littleEndian ? buffer.readUInt16LE(at) : buffer.readUInt16BE(at)
-    const element = littleEndian ? buffer.readUInt16LE(at + 2) : buffer.readUInt16BE(at + 2)
-    this.tag = group * 0x10000 + element
-    // Items and delimiters (group FFFE) carry no VR in any syntax.
-    if (!explicitVr || group === 0xfffe) {
-      this.vr = ''
-      this.length = littleEndian ? buffer.readUInt32LE(at + 4) : buffer.readUInt32BE(at + 4)
-      this.headerLength = 8
-      return true
+  element(header: ElementHeader): void {
+    if (header.tag > this.target.maxWanted) {
+      this.finish()
+      return
     }
-    const first = buffer[at + 4]
-    const second = buffer[at + 5]
-    if (first < 0x41 || first > 0x5a || second < 0x41 || second > 0x5a) {
-      throw this.invalid(`${describeTag(this.tag)} has no valid VR (bytes 0x${first.toString(16)} 0x${second.toString(16)})`, at)
-    }
-    this.vr = String.fromCharCode(first, second)
-    // Unknown VRs take the 4-byte length form, as every VR added since 2000 does.
-    if (SHORT_LENGTH_VRS.has(this.vr)) {
-      this.length = littleEndian ? buffer.readUInt16LE(at + 6) : buffer.readUInt16BE(at + 6)
-      this.headerLength = 8
-      return true
-    }
-    if (at + 12 > buffer.length) return false
-    this.length = littleEndian ? buffer.readUInt32LE(at + 8) : buffer.readUInt32BE(at + 8)
-    this.headerLength = 12
-    return true
+
+    // A kept value counts once it is whole (captured()); a sequence or an oversized value counts now.
+    if (!header.captured && this.target.wanted.has(header.tag)) this.saw(header.tag)
   }
 
-  /**
-   * The offset just past the element whose header is in the fields and starts at `at`; it may
-   * lie past the buffer for a defined length. NEED_MORE when an undefined-length value runs
-   * past the buffer.
-   */
-  skipElement(at: number, explicitVr: boolean, littleEndian: boolean, depth: number): number {
-    if (this.length !== UNDEFINED_LENGTH) return at + this.headerLength + this.length
-    // Undefined length: a sequence, encapsulated pixel data, or (CP-246) a UN sequence whose
-    // items are implicit VR little endian. All are items up to a sequence delimiter.
-    const isUn = explicitVr && this.vr === 'UN'
-    return this.skipItems(at + this.headerLength, explicitVr && !isUn, littleEndian || isUn, depth + 1)
+  captured(tag: number, vr: string, value: Buffer): void {
+    if (tag === Tag.SpecificCharacterSet) this.charset = decodeValue(value, 0, value.length, 'CS', this.littleEndian, undefined)
+    if (!this.target.wanted.has(tag)) return
+    const text = decodeValue(value, 0, value.length, vr || TagVr[tag] || 'LO', this.littleEndian, this.charset)
+    if (text !== undefined) this.values.set(tag, text)
+    this.saw(tag)
   }
 
-  /** From the first item of an undefined-length sequence to just past its delimiter. */
-  private skipItems(at: number, explicitVr: boolean, littleEndian: boolean, depth: number): number {
-    if (depth > MAX_DEPTH) throw this.invalid(`sequences nested more than ${MAX_DEPTH} deep`, at)
-    let position = at
-    for (;;) {
-      if (!this.readHeader(position, explicitVr, littleEndian)) return NEED_MORE
-      if (this.tag === SEQUENCE_DELIMITER) return position + 8
-      if (this.tag !== ITEM) throw this.invalid(`expected an item or a sequence delimiter, found ${describeTag(this.tag)}`, position)
-      if (this.length !== UNDEFINED_LENGTH) {
-        position += 8 + this.length
-        if (position > this.buffer.length) return NEED_MORE
-        continue
-      }
-      position = this.skipItemContent(position + 8, explicitVr, littleEndian, depth)
-      if (position === NEED_MORE) return NEED_MORE
-    }
+  /** Whether the answer is final when the data ends here (`endOfData`) or may go on. */
+  complete(endOfData: boolean): boolean {
+    return this.done || (endOfData && this.stream.end().complete)
   }
 
-  /** From the first element of an undefined-length item to just past its delimiter. */
-  private skipItemContent(at: number, explicitVr: boolean, littleEndian: boolean, depth: number): number {
-    let position = at
-    for (;;) {
-      if (!this.readHeader(position, explicitVr, littleEndian)) return NEED_MORE
-      if (this.tag === ITEM_DELIMITER) return position + 8
-      if (this.tag === SEQUENCE_DELIMITER || this.tag === ITEM) throw this.invalid(`${describeTag(this.tag)} inside an item before its delimiter`, position)
-      const end = this.skipElement(position, explicitVr, littleEndian, depth)
-      if (end === NEED_MORE || end > this.buffer.length) return NEED_MORE
-      position = end
-    }
+  private saw(tag: number): void {
+    this.seen.add(tag)
+    if (this.seen.size === this.target.wanted.size) this.finish()
   }
 
-  /**
-   * Walks top-level elements from `state.position`, recording wanted values. Returns true when
-   * the result is final, false when more bytes are needed (state.position then says from where).
-   */
-  scan(state: ScanState, target: ScanTarget, encoding: DatasetEncoding, endOfData: boolean): boolean {
-    const {explicitVr, littleEndian} = encoding
-    const buffer = this.buffer
-    for (;;) {
-      const at = state.position - this.start
-      if (at < 0) throw new Error(`scan position ${state.position} is before the buffer start ${this.start}`)
-      if (!this.readHeader(at, explicitVr, littleEndian)) {
-        return endOfData && at === buffer.length
-      }
-      const tag = this.tag
-      if (tag > target.maxWanted) return true
-      const isWanted = target.wanted.has(tag)
-      if ((isWanted || tag === Tag.SpecificCharacterSet) && this.length !== UNDEFINED_LENGTH) {
-        const valueStart = at + this.headerLength
-        const valueEnd = valueStart + this.length
-        if (valueEnd > buffer.length) return false
-        const vr = this.vr || TagVr[tag] || 'LO'
-        if (tag === Tag.SpecificCharacterSet) state.charset = decodeValue(buffer, valueStart, valueEnd, 'CS', littleEndian, undefined)
-        if (isWanted) {
-          const value = decodeValue(buffer, valueStart, valueEnd, vr, littleEndian, state.charset)
-          if (value !== undefined) state.values.set(tag, value)
-        }
-      }
-      if (isWanted) {
-        state.seen.add(tag)
-        if (state.seen.size === target.wanted.size) return true
-      }
-      const end = this.skipElement(at, explicitVr, littleEndian, 0)
-      if (end === NEED_MORE) return false
-      state.position = this.start + end
-    }
+  private finish(): void {
+    this.done = true
+    this.stream.stop()
   }
 }
 
@@ -319,15 +205,6 @@ function decodeValue(buffer: Buffer, start: number, end: number, vr: string, lit
   }
 }
 
-function newState(): ScanState {
-  return {position: 0, values: new Map(), seen: new Set()}
-}
-
-function scanTarget(wanted: readonly number[]): ScanTarget {
-  const set = new Set(wanted.map((tag) => tag >>> 0))
-  return {wanted: set, maxWanted: set.size === 0 ? -1 : Math.max(...set)}
-}
-
 const FIRST_INFLATE_INPUT = 16 * 1024
 
 /**
@@ -362,8 +239,10 @@ function inflatePrefix(compressed: Buffer, source: string | undefined): Buffer {
  *
  * Works on a prefix of the dataset: it stops as soon as every wanted tag was seen or a tag past
  * the largest wanted one appears, and reports `complete: false` when the bytes ran out first.
- * It never copies or re-encodes the dataset, and never reads past the buffer. Throws DdrError
- * INVALID_DICOM only for bytes that cannot be a dataset in that syntax.
+ * It reads through ElementStream (the one element reader), so the structure it walks to get
+ * there is checked as on receive; it copies only the wanted values (values over 64 KB are not
+ * kept), never the dataset. Throws DdrError INVALID_DICOM only for bytes that cannot be a
+ * dataset in that syntax.
  */
 export function readTopLevelElements(dataset: Buffer, transferSyntaxUid: string, wanted: readonly number[], options: ReadElementsOptions = {}): ReadElementsResult {
   const encoding = datasetEncoding(transferSyntaxUid)
@@ -371,9 +250,9 @@ export function readTopLevelElements(dataset: Buffer, transferSyntaxUid: string,
   if (target.wanted.size === 0) return {values: new Map(), complete: true}
   const endOfData = options.endOfData ?? false
   if (!encoding.deflated) {
-    const state = newState()
-    const complete = new Scanner(dataset, 0, options.source).scan(state, target, encoding, endOfData)
-    return {values: state.values, complete}
+    const scan = new TopLevelScan(target, encoding, options.source)
+    scan.stream.push(dataset)
+    return {values: scan.values, complete: scan.complete(endOfData)}
   }
   // Inflate growing prefixes: the wanted elements are usually in the first few KB, and a
   // large deflated dataset should not be inflated whole to find them.
@@ -381,9 +260,10 @@ export function readTopLevelElements(dataset: Buffer, transferSyntaxUid: string,
   for (;;) {
     const inflated = inflatePrefix(dataset.subarray(0, take), options.source)
     const whole = take === dataset.length
-    const state = newState()
-    const complete = new Scanner(inflated, 0, options.source).scan(state, target, encoding, endOfData && whole)
-    if (complete || whole) return {values: state.values, complete}
+    const scan = new TopLevelScan(target, encoding, options.source)
+    scan.stream.push(inflated)
+    const complete = scan.complete(endOfData && whole)
+    if (complete || whole) return {values: scan.values, complete}
     take = Math.min(dataset.length, take * 4)
   }
 }
@@ -419,7 +299,8 @@ const DEFAULT_CHUNK = 64 * 1024
 /**
  * Reads the meta header and some top-level elements of a Part 10 file, a chunk at a time: bulk
  * data it does not need (pixel data, long sequences of known length) is skipped on disk, not
- * read. `complete` is false only for a file that ends inside an element (truncated).
+ * read. `complete` is false for a file that ends (is truncated) before the answer is final:
+ * inside an element, item or sequence, also inside a value it skipped on disk.
  * Throws DdrError INVALID_DICOM for a file that is not DICOM.
  */
 export async function readDatasetFromFile(path: string, wanted: readonly number[], options: ReadFileOptions = {}): Promise<FileElementsResult> {
@@ -466,31 +347,26 @@ export async function readDatasetFromFile(path: string, wanted: readonly number[
       }
     }
 
-    const state = newState()
-    let bufferStart = 0
-    let buffer = head.subarray(datasetOffset)
-    let lastResume = -1
-    let growth = chunkSize
+    // Value bytes it does not keep (pixel data, sequences of known length) are skipped on disk:
+    // the reader is told they passed (advance) and the next read starts after them.
+    const scan = new TopLevelScan(target, encoding, path)
+    const stream = scan.stream
+    let position = datasetOffset
+    let chunk = head.subarray(datasetOffset)
     for (;;) {
-      const atEnd = bufferStart + buffer.length >= datasetSize
-      const complete = new Scanner(buffer, bufferStart, path).scan(state, target, encoding, atEnd)
-      if (complete || atEnd) return {meta, values: state.values, complete, bytesRead}
-      const resume = state.position
-      if (resume >= bufferStart + buffer.length) {
-        // Past everything read so far (a value of known length was skipped): seek, do not read it.
-        bufferStart = resume
-        buffer = await readAt(datasetOffset + resume, chunkSize)
-        growth = chunkSize
-      } else {
-        // An element straddles the end of the buffer: keep its start, read more behind it, and
-        // read more each time the same element is still not whole.
-        growth = resume === lastResume ? growth * 2 : chunkSize
-        const kept = buffer.subarray(resume - bufferStart)
-        buffer = Buffer.concat([kept, await readAt(datasetOffset + resume + kept.length, growth)])
-        bufferStart = resume
-      }
-      lastResume = resume
+      stream.push(chunk)
+      position += chunk.length
+      if (scan.done) break
+      const skip = Math.min(stream.skippable, size - position)
+      stream.advance(skip)
+      position += skip
+      if (position >= size) break
+      chunk = await readAt(position, chunkSize)
+      if (chunk.length === 0) break
     }
+
+    // A file cut inside a value it skipped is not complete: the reader knows the value's length.
+    return {meta, values: scan.values, complete: scan.complete(true), bytesRead}
   } finally {
     await handle.close()
   }

@@ -3,14 +3,9 @@ import {dictionaryEntry, isPrivateCreator} from './dictionary.js'
 import type {MetaElement} from './part10.js'
 import {formatTag, Tag, tagElement, tagGroup} from './tags.js'
 import {sopClassName, transferSyntaxInfo} from './uids.js'
+import {CHARSET_VRS, KEEP_LEADING_SPACE_VRS, NUMBER_VR_SIZES, TEXT_VRS} from './vr.js'
 import {type DatasetElement, UNDEFINED_LENGTH} from './walker.js'
 
-const TEXT_VRS = new Set(['AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT'])
-// Text VRs whose bytes follow SpecificCharacterSet; the others are plain ASCII.
-const CHARSET_VRS = new Set(['LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT'])
-// Leading spaces are significant in these.
-const KEEP_LEADING_SPACE_VRS = new Set(['LT', 'ST', 'UT'])
-const NUMBER_SIZES: Record<string, number> = {US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, AT: 4, SV: 8, UV: 8}
 // Bulk VRs are shown as a preview of their first values (dcmdump does the same).
 const BULK_SIZES: Record<string, number> = {OB: 1, UN: 1, OW: 2, OL: 4, OF: 4, OD: 8, OV: 8}
 const MAX_NUMBERS = 32
@@ -115,7 +110,7 @@ export function elementValue(element: Pick<DatasetElement, 'vr' | 'value' | 'lit
   const {value, vr, littleEndian} = element
   if (value === undefined) return undefined
   if (TEXT_VRS.has(vr)) return trimText(CHARSET_VRS.has(vr) ? decodeText(value, charset) : value.toString('latin1'), vr)
-  const size = NUMBER_SIZES[vr]
+  const size = NUMBER_VR_SIZES[vr]
   if (size !== undefined) return listValues(value, size, MAX_NUMBERS, (at) => readNumber(value, at, vr, littleEndian))
   return bulkPreview(value, vr, littleEndian)
 }

@@ -1,6 +1,7 @@
 import {DdrError} from '../errors.js'
 import {describeTag, Tag, tagGroup} from './tags.js'
 import {MAX_UID_LENGTH} from './uids.js'
+import {hasShortLength, TEXT_VRS} from './vr.js'
 
 /** Bytes of the Part 10 preamble, before "DICM". */
 export const PREAMBLE_LENGTH = 128
@@ -16,8 +17,6 @@ export const DDR_IMPLEMENTATION_VERSION_NAME = 'DDR_0.1'
 // on a garbage length.
 const MAX_META_LENGTH = 1024 * 1024
 const DICM = Buffer.from('DICM', 'latin1')
-const LONG_LENGTH_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV'])
-const TEXT_VRS = new Set(['AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT'])
 
 /** One element of group 0002 as found in the file. */
 export interface MetaElement {
@@ -122,7 +121,7 @@ function parseMeta(buffer: Buffer, final: boolean, source: string | undefined): 
     let headerLength: number
     if (isUpperLetter(buffer[position + 4]) && isUpperLetter(buffer[position + 5])) {
       vr = buffer.toString('latin1', position + 4, position + 6)
-      if (LONG_LENGTH_VRS.has(vr)) {
+      if (!hasShortLength(vr)) {
         if (position + 12 > buffer.length) {
           if (!final) return undefined
           throw truncated(`the header of ${describeTag(tag)}`)
@@ -200,7 +199,7 @@ function checkUid(field: string, tag: number, value: string): string {
 }
 
 function element(tag: number, vr: string, value: Buffer): Buffer {
-  const long = LONG_LENGTH_VRS.has(vr)
+  const long = !hasShortLength(vr)
   const header = Buffer.alloc(long ? 12 : 8)
   header.writeUInt16LE(tagGroup(tag), 0)
   header.writeUInt16LE(tag & 0xffff, 2)

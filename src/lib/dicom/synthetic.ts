@@ -4,12 +4,13 @@ import path from 'node:path'
 import {buildMetaHeader} from './part10.js'
 import {Tag} from './tags.js'
 import {generateUid} from './uids.js'
+import {hasShortLength} from './vr.js'
 
 const CT_IMAGE_STORAGE = '1.2.840.10008.5.1.4.1.1.2'
 const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1'
 
 function element(tag: number, vr: string, value: Buffer): Buffer {
-  const long = ['OB', 'OW', 'SQ', 'UN', 'UT', 'UC', 'UR'].includes(vr)
+  const long = !hasShortLength(vr)
   const padded = value.length % 2 === 0 ? value : Buffer.concat([value, Buffer.from([vr === 'UI' || vr === 'OB' ? 0 : 0x20])])
   const header = Buffer.alloc(long ? 12 : 8)
   header.writeUInt16LE(tag >>> 16, 0)

@@ -98,6 +98,28 @@ export function transferSyntaxInfo(uid: string): TransferSyntaxInfo | undefined 
   return transferSyntaxes.get(uid)
 }
 
+/** How a dataset's bytes are laid out. */
+export interface DatasetEncoding {
+  explicitVr: boolean
+  littleEndian: boolean
+  deflated: boolean
+}
+
+// GE's private "implicit VR big endian" syntax keeps the dataset in implicit little endian.
+const privateEncodings: Record<string, DatasetEncoding> = {
+  '1.2.840.113619.5.2': {explicitVr: false, littleEndian: true, deflated: false},
+}
+
+/**
+ * The encoding of the dataset for a transfer syntax. Unknown UIDs are read as explicit VR little
+ * endian: PS3.5 A.4 requires that of every syntax other than the three base ones and deflate.
+ */
+export function datasetEncoding(transferSyntaxUid: string): DatasetEncoding {
+  const known = transferSyntaxInfo(transferSyntaxUid) ?? privateEncodings[transferSyntaxUid]
+  if (!known) return {explicitVr: true, littleEndian: true, deflated: false}
+  return {explicitVr: known.explicitVr, littleEndian: known.littleEndian, deflated: known.deflated}
+}
+
 /** Well-known SOP class UIDs that ddr refers to by name. */
 export const SopClass = {
   Verification: '1.2.840.10008.1.1',

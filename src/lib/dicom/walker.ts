@@ -1,17 +1,14 @@
 import {constants as zlibConstants, inflateRawSync, inflateSync} from 'node:zlib'
 
 import {DdrError} from '../errors.js'
-import {datasetEncoding} from './dataset-reader.js'
 import {dictionaryEntry} from './dictionary.js'
+import {type ContainerKind, type ElementHeader, ElementStream, type ElementVisitor, type StreamCut, UNDEFINED_LENGTH} from './element-stream.js'
 import {type MetaHeader, readMetaHeader} from './part10.js'
 import {describeTag, Tag} from './tags.js'
+import {datasetEncoding} from './uids.js'
 
-/** The length DICOM writes for "until the delimiter". */
-export const UNDEFINED_LENGTH = 0xffffffff
-
-// Real datasets nest a few levels (SR trees some dozens); deeper than this is corrupt or hostile.
-const MAX_DEPTH = 256
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
+// The tree's lengths are compared with it: its users find it beside the tree's types.
+export {UNDEFINED_LENGTH} from './element-stream.js'
 
 /** One element of a dataset, as found in the bytes. Offsets are into the walked buffer. */
 export interface DatasetElement {
@@ -64,192 +61,143 @@ export interface WalkOptions {
   deep?: boolean
 }
 
-interface Header {
-  tag: number
-  vr: string
-  length: number
-  headerLength: number
-}
-
-/** Walks a dataset held in memory into the tree of its elements (values are views, never copies). */
-class DatasetTreeWalker {
-  private readonly path: string[] = []
+/**
+ * Builds the element tree from what the element reader reports. It only assembles: headers,
+ * lengths, nesting and the checks on them are ElementStream's. Values and fragments are views
+ * into the walked buffer, never copies.
+ */
+class TreeBuilder implements ElementVisitor {
+  readonly elements: DatasetElement[] = []
+  /** The element lists being filled: the dataset's, then each open item's. */
+  private readonly lists: DatasetElement[][] = [this.elements]
+  /** The open containers: a sequence's or fragments' element, or an item. */
+  private readonly containers: Array<DatasetElement | DatasetItem> = []
+  private last: DatasetElement | undefined
 
   constructor(
-    readonly buffer: Buffer,
-    readonly options: WalkOptions,
+    private readonly buffer: Buffer,
+    private readonly deep: boolean,
   ) {}
 
-  private where(at: number): string {
-    return `${this.options.offsetNoun ?? 'byte'} ${(this.options.baseOffset ?? 0) + at}`
-  }
-
-  private inside(): string {
-    return this.path.length === 0 ? '' : ` (inside ${this.path.join(' > ')})`
-  }
-
-  private prefix(): string {
-    return this.options.source ? `${this.options.source}: ` : ''
-  }
-
-  truncated(what: string, detail = ''): DdrError {
-    return new DdrError('INVALID_DICOM', `${this.prefix()}truncated: the data ends at ${this.where(this.buffer.length)}, inside ${what}${detail}${this.inside()}`, {
-      hint: 'the file was cut short (an interrupted copy or transfer?); get it again from its source',
-    })
-  }
-
-  malformed(what: string, at: number): DdrError {
-    return new DdrError('INVALID_DICOM', `${this.prefix()}malformed dataset: ${what} at ${this.where(at)}${this.inside()}`, {
-      hint: 'the bytes do not follow the transfer syntax the file declares; dcmdump shows the same file',
-    })
-  }
-
-  header(at: number, explicitVr: boolean, littleEndian: boolean): Header {
-    const buffer = this.buffer
-    if (at + 8 > buffer.length) throw this.truncated(`an element header at ${this.where(at)}`)
-    const group = littleEndian ? buffer.readUInt16LE(at) : buffer.readUInt16BE(at)
-    const element = littleEndian ? buffer.readUInt16LE(at + 2) : buffer.readUInt16BE(at + 2)
-    const tag = (group * 0x10000 + element) >>> 0
-    // Items and delimiters (group FFFE) carry no VR in any syntax.
-    if (!explicitVr || group === 0xfffe) {
-      return {tag, vr: '', length: littleEndian ? buffer.readUInt32LE(at + 4) : buffer.readUInt32BE(at + 4), headerLength: 8}
-    }
-    const first = buffer[at + 4]
-    const second = buffer[at + 5]
-    if (first < 0x41 || first > 0x5a || second < 0x41 || second > 0x5a) {
-      throw this.malformed(`${describeTag(tag)} has no valid VR (bytes 0x${first.toString(16)} 0x${second.toString(16)})`, at)
-    }
-    const vr = String.fromCharCode(first, second)
-    // Unknown VRs take the 4-byte length form, as every VR added since 2000 does.
-    if (SHORT_LENGTH_VRS.has(vr)) return {tag, vr, length: littleEndian ? buffer.readUInt16LE(at + 6) : buffer.readUInt16BE(at + 6), headerLength: 8}
-    if (at + 12 > buffer.length) throw this.truncated(`the header of ${describeTag(tag)} at ${this.where(at)}`)
-    return {tag, vr, length: littleEndian ? buffer.readUInt32LE(at + 8) : buffer.readUInt32BE(at + 8), headerLength: 12}
-  }
-
-  /**
-   * Elements from `at` on: up to `limit` (a defined-length item), to the item delimiter
-   * (`untilDelimiter`), or to the end of the buffer (the top level).
-   */
-  elements(at: number, limit: number | undefined, untilDelimiter: boolean, explicitVr: boolean, littleEndian: boolean, depth: number): {elements: DatasetElement[]; end: number} {
-    const elements: DatasetElement[] = []
-    let position = at
-    for (;;) {
-      if (limit !== undefined && position === limit) return {elements, end: position}
-      if (limit === undefined && !untilDelimiter && position === this.buffer.length) return {elements, end: position}
-      if (untilDelimiter) {
-        const next = this.header(position, explicitVr, littleEndian)
-        if (next.tag === Tag.ItemDelimitationItem) return {elements, end: position + 8}
-      }
-      const element = this.element(position, explicitVr, littleEndian, depth)
-      if (limit !== undefined && element.end > limit) throw this.malformed(`${describeTag(element.tag)} runs past the end of its item`, position)
-      elements.push(element)
-      position = element.end
-    }
-  }
-
-  element(at: number, explicitVr: boolean, littleEndian: boolean, depth: number): DatasetElement {
-    const header = this.header(at, explicitVr, littleEndian)
-    const {tag, length, headerLength} = header
-    if (tag >>> 16 === 0xfffe) throw this.malformed(`${describeTag(tag)} where an element was expected`, at)
+  element(header: ElementHeader): boolean {
     const vrInData = header.vr !== ''
-    const vr = vrInData ? header.vr : (dictionaryEntry(tag)?.vr || 'UN')
-    const valueStart = at + headerLength
-    const base = {tag, vrInData, offset: at, headerLength, length, littleEndian}
-
-    if (length === UNDEFINED_LENGTH) {
-      this.path.push(describeTag(tag))
-      try {
-        if (tag === Tag.PixelData) {
-          const {fragments, end} = this.fragments(valueStart, littleEndian)
-          return {...base, vr, end, fragments}
-        }
-        // Undefined length means a sequence. CP-246: an explicit-VR UN sequence holds implicit
-        // VR little endian items.
-        const un = explicitVr && vr === 'UN'
-        const {items, end} = this.items(valueStart, undefined, explicitVr && !un, littleEndian || un, depth + 1)
-        return {...base, vr: vrInData ? vr : 'SQ', end, littleEndian: littleEndian || un, items}
-      } finally {
-        this.path.pop()
-      }
+    const vr = vrInData ? header.vr : dictionaryEntry(header.tag)?.vr || 'UN'
+    const valueStart = header.offset + header.headerLength
+    const element: DatasetElement = {
+      tag: header.tag,
+      vr,
+      vrInData,
+      offset: header.offset,
+      headerLength: header.headerLength,
+      length: header.length,
+      end: valueStart + header.length,
+      littleEndian: header.littleEndian,
     }
-
-    const end = valueStart + length
-    if (end > this.buffer.length) {
-      throw this.truncated(`the value of ${describeTag(tag)}`, ` (${length} bytes from ${this.where(valueStart)})`)
-    }
-    if (vr === 'SQ' && (this.options.deep ?? true)) {
-      this.path.push(describeTag(tag))
-      try {
-        const {items} = this.items(valueStart, end, explicitVr, littleEndian, depth + 1)
-        return {...base, vr, end, items}
-      } finally {
-        this.path.pop()
-      }
-    }
-    return {...base, vr, end, value: this.buffer.subarray(valueStart, end)}
+    this.lists.at(-1)!.push(element)
+    this.last = element
+    // Undefined length: items or fragments follow, and close() says where it ends.
+    if (header.length === UNDEFINED_LENGTH) return false
+    if (vr === 'SQ' && this.deep) return true
+    element.value = this.buffer.subarray(valueStart, element.end)
+    return false
   }
 
-  items(at: number, limit: number | undefined, explicitVr: boolean, littleEndian: boolean, depth: number): {items: DatasetItem[]; end: number} {
-    if (depth > MAX_DEPTH) throw this.malformed(`sequences nested more than ${MAX_DEPTH} deep`, at)
-    const items: DatasetItem[] = []
-    let position = at
-    for (;;) {
-      if (limit !== undefined && position >= limit) {
-        if (position > limit) throw this.malformed('an item runs past the end of its sequence', position)
-        return {items, end: position}
-      }
-      const header = this.header(position, false, littleEndian)
-      if (header.tag === Tag.SequenceDelimitationItem) {
-        if (limit === undefined) return {items, end: position + 8}
-        // A delimiter inside a defined-length sequence is redundant: tolerated, as dcmtk does.
-        position += 8
-        continue
-      }
-      if (header.tag !== Tag.Item) throw this.malformed(`expected an item or a sequence delimiter, found ${describeTag(header.tag)}`, position)
-      this.path.push(`item ${items.length + 1}`)
-      try {
-        if (header.length === UNDEFINED_LENGTH) {
-          const {elements, end} = this.elements(position + 8, undefined, true, explicitVr, littleEndian, depth)
-          items.push({offset: position, length: header.length, end, elements})
-          position = end
-        } else {
-          const end = position + 8 + header.length
-          if (end > this.buffer.length) throw this.truncated(`an item`, ` (${header.length} bytes from ${this.where(position)})`)
-          const {elements} = this.elements(position + 8, end, false, explicitVr, littleEndian, depth)
-          items.push({offset: position, length: header.length, end, elements})
-          position = end
-        }
-      } finally {
-        this.path.pop()
-      }
+  open(kind: ContainerKind, offset: number, length: number, littleEndian: boolean): void {
+    if (kind === 'item') {
+      const item: DatasetItem = {offset, length, end: offset + 8 + length, elements: []}
+      ;(this.containers.at(-1) as DatasetElement).items!.push(item)
+      this.containers.push(item)
+      this.lists.push(item.elements)
+      return
+    }
+
+    const element = this.last!
+    if (kind === 'sequence') {
+      element.items = []
+      // Implicit VR: a value of undefined length is a sequence whatever the dictionary says.
+      if (!element.vrInData) element.vr = 'SQ'
+      // CP-246: a UN sequence's items are little endian whatever the dataset is.
+      element.littleEndian = littleEndian
+    } else {
+      element.fragments = []
+    }
+
+    this.containers.push(element)
+  }
+
+  close(kind: ContainerKind, end: number): void {
+    this.containers.pop()!.end = end
+    if (kind === 'item') this.lists.pop()
+  }
+
+  fragment(offset: number, length: number): void {
+    ;(this.containers.at(-1) as DatasetElement).fragments!.push(this.buffer.subarray(offset + 8, offset + 8 + length))
+  }
+
+  /** How many fragments the innermost open fragments hold (the last one is the cut one, if any). */
+  fragmentCount(): number {
+    return (this.containers.at(-1) as DatasetElement | undefined)?.fragments?.length ?? 0
+  }
+}
+
+/** The INVALID_DICOM error for data that ends inside something, in the words inspect and fix-sop use. */
+function truncatedError(cut: StreamCut, dataLength: number, options: WalkOptions, fragments: number): DdrError {
+  const where = (at: number): string => `${options.offsetNoun ?? 'byte'} ${(options.baseOffset ?? 0) + at}`
+  let what: string
+  switch (cut.inside) {
+    case 'value': {
+      // Only fragments are skipped as values of an Item tag.
+      const name = cut.tag === Tag.Item ? `pixel data fragment ${fragments - 1}` : `the value of ${describeTag(cut.tag)}`
+      what = `${name} (${cut.length} bytes from ${where(cut.tag === Tag.Item ? cut.offset : cut.valueOffset)})`
+      break
+    }
+
+    case 'header': {
+      what = cut.tag === undefined ? `an element header at ${where(cut.offset)}` : `the header of ${describeTag(cut.tag)} at ${where(cut.offset)}`
+      break
+    }
+
+    case 'item': {
+      what = cut.length === UNDEFINED_LENGTH ? 'an item with no item delimiter' : `an item (${cut.length} bytes from ${where(cut.offset)})`
+      break
+    }
+
+    case 'sequence': {
+      what = `the sequence ${describeTag(cut.tag)}${cut.length === UNDEFINED_LENGTH ? ' (no sequence delimiter)' : ` (${cut.length} bytes from ${where(cut.offset)})`}`
+      break
+    }
+
+    case 'fragments': {
+      what = `the pixel data fragments of ${describeTag(cut.tag)} (no sequence delimiter)`
+      break
     }
   }
 
-  fragments(at: number, littleEndian: boolean): {fragments: Buffer[]; end: number} {
-    const fragments: Buffer[] = []
-    let position = at
-    for (;;) {
-      const header = this.header(position, false, littleEndian)
-      if (header.tag === Tag.SequenceDelimitationItem) return {fragments, end: position + 8}
-      if (header.tag !== Tag.Item || header.length === UNDEFINED_LENGTH) {
-        throw this.malformed(`expected a pixel data fragment or a sequence delimiter, found ${describeTag(header.tag)}`, position)
-      }
-      const end = position + 8 + header.length
-      if (end > this.buffer.length) throw this.truncated(`pixel data fragment ${fragments.length}`, ` (${header.length} bytes from ${this.where(position)})`)
-      fragments.push(this.buffer.subarray(position + 8, end))
-      position = end
-    }
-  }
+  const inside = cut.path.length === 0 ? '' : ` (inside ${cut.path.join(' > ')})`
+  return new DdrError('INVALID_DICOM', `${options.source ? `${options.source}: ` : ''}truncated: the data ends at ${where(dataLength)}, inside ${what}${inside}`, {
+    hint: 'the file was cut short (an interrupted copy or transfer?); get it again from its source',
+  })
 }
 
 /**
  * Walks a whole dataset (no meta header) into its elements, sequences and fragments, without
- * copying values (each is a view into `buffer`). Throws DdrError INVALID_DICOM naming the element
- * and offset when the bytes end early ("truncated: ...") or break the encoding ("malformed ...").
+ * copying values (each is a view into `buffer`). The headers come from ElementStream, the one
+ * element reader. Throws DdrError INVALID_DICOM naming the element and offset when the bytes
+ * end early ("truncated: ...") or break the encoding ("malformed ...").
  */
 export function walkDataset(buffer: Buffer, options: WalkOptions): DatasetElement[] {
-  const walker = new DatasetTreeWalker(buffer, options)
-  return walker.elements(0, undefined, false, options.explicitVr, options.littleEndian, 0).elements
+  const tree = new TreeBuilder(buffer, options.deep ?? true)
+  const stream = new ElementStream(options, {
+    visitor: tree,
+    source: options.source,
+    baseOffset: options.baseOffset,
+    offsetNoun: options.offsetNoun ?? 'byte',
+    hint: 'the bytes do not follow the transfer syntax the file declares; dcmdump shows the same file',
+  })
+  stream.push(buffer)
+  const end = stream.end()
+  if (!end.complete) throw truncatedError(end.cut, buffer.length, options, tree.fragmentCount())
+  return tree.elements
 }
 
 /** A Part 10 file read into memory: its meta header and its dataset bytes, inflated when deflated. */

@@ -3,8 +3,10 @@ import {Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createInflate, createInflateRaw} from 'node:zlib'
 
-import {datasetEncoding} from '../dicom/dataset-reader.js'
-import {describeTag, Tag} from '../dicom/tags.js'
+import {ElementStream, type StreamCut} from '../dicom/element-stream.js'
+import {describeTag} from '../dicom/tags.js'
+import {datasetEncoding, type DatasetEncoding} from '../dicom/uids.js'
+import {isDdrError} from '../errors.js'
 
 /** Random access to the bytes of a file or of a buffer. */
 export interface ByteSource {
@@ -56,148 +58,119 @@ export function fileSource(fd: number, filePath: string, size: number): ByteSour
 /** Whether the dataset is whole; when not, what was cut and where. */
 export type DatasetCheck = {complete: true} | {complete: false; reason: string}
 
-const UNDEFINED_LENGTH = 0xffffffff
-const MAX_DEPTH = 256
+// Reads of this size keep the walk to a few reads per file; values are skipped, not read.
 const WINDOW = 64 * 1024
-const SHORT_LENGTH_VRS = new Set(['AE', 'AS', 'AT', 'CS', 'DA', 'DS', 'DT', 'FD', 'FL', 'IS', 'LO', 'LT', 'PN', 'SH', 'SL', 'SS', 'ST', 'TM', 'UI', 'UL', 'US'])
-
-class Cut extends Error {}
-class Malformed extends Error {}
-
-interface Header {
-  tag: number
-  vr: string
-  length: number
-  headerLength: number
-}
 
 /**
- * Proves a dataset is not cut short by reading element headers only, through a window, so walking a
- * file costs a few reads, not one per element.
+ * Words a cut the way `ddr send` reports it ("truncated: the file ends inside PixelData
+ * (7FE0,0010) ..."); offsets count from the first dataset byte.
  */
-class CompletenessWalker {
-  private window: Buffer = Buffer.alloc(0)
-  private windowStart = 0
-
-  constructor(private readonly source: ByteSource, private readonly datasetOffset: number) {}
-
-  private async bytes(position: number, length: number): Promise<Buffer | undefined> {
-    if (position + length > this.source.size) return undefined
-    if (position < this.windowStart || position + length > this.windowStart + this.window.length) {
-      this.window = await this.source.read(position, Math.max(WINDOW, length))
-      this.windowStart = position
-      if (this.window.length < length) return undefined
+function describeCut(cut: StreamCut, what: string): string {
+  const container = cut.path.length === 0 ? 'the dataset' : cut.path.join(' > ')
+  switch (cut.inside) {
+    case 'value': {
+      return `${what} ends inside ${describeTag(cut.tag)} (its value needs ${cut.length} bytes from dataset byte ${cut.valueOffset}, ${cut.length - cut.missing} are there)`
     }
-    return this.window.subarray(position - this.windowStart, position - this.windowStart + length)
-  }
 
-  private where(position: number): string {
-    return `dataset byte ${position - this.datasetOffset}`
-  }
-
-  async header(position: number, explicitVr: boolean, littleEndian: boolean, inside: string): Promise<Header> {
-    const head = await this.bytes(position, 8)
-    if (head === undefined) throw new Cut(`the file ends inside ${inside} (an element header at ${this.where(position)})`)
-    const group = littleEndian ? head.readUInt16LE(0) : head.readUInt16BE(0)
-    const element = littleEndian ? head.readUInt16LE(2) : head.readUInt16BE(2)
-    const tag = group * 0x10000 + element
-    if (!explicitVr || group === 0xfffe) return {tag, vr: '', length: littleEndian ? head.readUInt32LE(4) : head.readUInt32BE(4), headerLength: 8}
-    const first = head[4]
-    const second = head[5]
-    if (first < 0x41 || first > 0x5a || second < 0x41 || second > 0x5a) {
-      throw new Malformed(`${describeTag(tag)} at ${this.where(position)} has no valid VR (bytes 0x${first.toString(16)} 0x${second.toString(16)})`)
+    case 'header': {
+      return cut.tag === undefined ? `${what} ends inside ${container} (an element header at dataset byte ${cut.offset})` : `${what} ends inside the header of ${describeTag(cut.tag)} at dataset byte ${cut.offset}`
     }
-    const vr = String.fromCharCode(first, second)
-    if (SHORT_LENGTH_VRS.has(vr)) return {tag, vr, length: littleEndian ? head.readUInt16LE(6) : head.readUInt16BE(6), headerLength: 8}
-    const long = await this.bytes(position, 12)
-    if (long === undefined) throw new Cut(`the file ends inside the header of ${describeTag(tag)} at ${this.where(position)}`)
-    return {tag, vr, length: littleEndian ? long.readUInt32LE(8) : long.readUInt32BE(8), headerLength: 12}
-  }
 
-  /** Walks the elements from `position` to `end` (the end of the data) and checks each fits. */
-  async elements(position: number, explicitVr: boolean, littleEndian: boolean): Promise<void> {
-    let at = position
-    while (at < this.source.size) {
-      const header = await this.header(at, explicitVr, littleEndian, 'the dataset')
-      at = await this.skip(at, header, explicitVr, littleEndian, 0)
+    case 'item': {
+      return `${what} ends inside an item of ${describeTag(cut.tag)} (at dataset byte ${cut.offset})`
     }
-  }
 
-  /** The offset just past the element whose header starts at `at`. */
-  private async skip(at: number, header: Header, explicitVr: boolean, littleEndian: boolean, depth: number): Promise<number> {
-    if (header.length !== UNDEFINED_LENGTH) {
-      const end = at + header.headerLength + header.length
-      if (end > this.source.size) {
-        throw new Cut(`the file ends inside ${describeTag(header.tag)} (its value needs ${header.length} bytes from ${this.where(at + header.headerLength)}, ${this.source.size - at - header.headerLength} are there)`)
-      }
-      return end
-    }
-    // Undefined length: a sequence, encapsulated pixel data, or (CP-246) a UN sequence whose items
-    // are implicit VR little endian. All are items up to a sequence delimiter.
-    if (depth >= MAX_DEPTH) throw new Malformed(`sequences nested more than ${MAX_DEPTH} deep at ${this.where(at)}`)
-    const name = describeTag(header.tag)
-    const isUn = explicitVr && header.vr === 'UN'
-    const itemsExplicit = explicitVr && !isUn
-    const itemsLittle = littleEndian || isUn
-    let position = at + header.headerLength
-    for (;;) {
-      const item = await this.header(position, itemsExplicit, itemsLittle, name)
-      if (item.tag === Tag.SequenceDelimitationItem) return position + 8
-      if (item.tag !== Tag.Item) throw new Malformed(`expected an item or a sequence delimiter in ${name}, found ${describeTag(item.tag)} at ${this.where(position)}`)
-      if (item.length !== UNDEFINED_LENGTH) {
-        position += 8 + item.length
-        if (position > this.source.size) throw new Cut(`the file ends inside an item of ${name} (at ${this.where(position - 8 - item.length)})`)
-        continue
-      }
-      position += 8
-      for (;;) {
-        const inner = await this.header(position, itemsExplicit, itemsLittle, name)
-        if (inner.tag === Tag.ItemDelimitationItem) {
-          position += 8
-          break
-        }
-        position = await this.skip(position, inner, itemsExplicit, itemsLittle, depth + 1)
-      }
+    default: {
+      return `${what} ends inside ${describeTag(cut.tag)} (no sequence delimiter)`
     }
   }
 }
 
+/** The verdict of the element reader on a dataset it was fed to the end, or that it refused. */
+function verdict(stream: ElementStream, what: string): DatasetCheck {
+  const end = stream.end()
+  return end.complete ? {complete: true} : {complete: false, reason: `truncated: ${describeCut(end.cut, what)}`}
+}
+
+function refusal(error: unknown): DatasetCheck {
+  if (isDdrError(error) && error.code === 'INVALID_DICOM') return {complete: false, reason: error.message}
+  throw error
+}
+
 /**
- * Checks that a Part 10 file's dataset is not cut short: every element (sequences and
- * encapsulated pixel data included) must end within the data. Reads only element headers (a
- * few reads per file; bulk values are skipped, not read). A deflated dataset is inflated as a
- * stream (nothing kept) and must end its deflate stream.
+ * Checks that a Part 10 file's dataset is not cut short and walks in its transfer syntax: every
+ * element (sequences, items and encapsulated pixel data included) must end within the data and
+ * inside its container. The walk is ElementStream's (the router's check on receive), fed through
+ * a read window: it reads element headers only, and seeks past values (a few reads per file).
+ * A deflated dataset is inflated as a stream (nothing kept): its deflate stream must end, and
+ * the inflated elements must walk to their end too.
  */
 export async function checkDatasetComplete(source: ByteSource, datasetOffset: number, transferSyntaxUid: string): Promise<DatasetCheck> {
   const encoding = datasetEncoding(transferSyntaxUid)
+  if (encoding.deflated) return checkDeflatedDataset(source, datasetOffset, encoding)
+  const stream = new ElementStream(encoding)
   try {
-    if (encoding.deflated) return await checkDeflateStream(source, datasetOffset)
-    await new CompletenessWalker(source, datasetOffset).elements(datasetOffset, encoding.explicitVr, encoding.littleEndian)
-    return {complete: true}
+    let position = datasetOffset
+    while (position < source.size) {
+      const skip = Math.min(stream.skippable, source.size - position)
+      if (skip > 0) {
+        stream.advance(skip)
+        position += skip
+        continue
+      }
+
+      const chunk = await source.read(position, WINDOW)
+      if (chunk.length === 0) break
+      stream.push(chunk)
+      position += chunk.length
+    }
+
+    return verdict(stream, 'the file')
   } catch (error) {
-    if (error instanceof Cut) return {complete: false, reason: `truncated: ${error.message}`}
-    if (error instanceof Malformed) return {complete: false, reason: `malformed dataset: ${error.message}`}
-    throw error
+    return refusal(error)
   }
 }
 
-async function inflates(source: ByteSource, datasetOffset: number, raw: boolean): Promise<void> {
-  const sink = new Writable({write: (_chunk, _encoding, done) => done()})
-  await pipeline(source.stream(datasetOffset), raw ? createInflateRaw() : createInflate(), sink)
-}
+/**
+ * Inflates the dataset into the element reader; a failed inflate is reported as the old check did
+ * (a cut stream is "truncated"), a malformed inflated dataset as the reader says.
+ */
+async function checkDeflatedDataset(source: ByteSource, datasetOffset: number, encoding: DatasetEncoding): Promise<DatasetCheck> {
+  const walk = async (raw: boolean): Promise<DatasetCheck> => {
+    const stream = new ElementStream(encoding, {offsetNoun: 'inflated dataset byte'})
+    // The reader's refusal is kept, not thrown into the pipeline: an inflate error must still win.
+    let refused: DatasetCheck | undefined
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        if (refused === undefined) {
+          try {
+            stream.push(chunk)
+          } catch (error) {
+            refused = refusal(error)
+          }
+        }
 
-async function checkDeflateStream(source: ByteSource, datasetOffset: number): Promise<DatasetCheck> {
+        done()
+      },
+    })
+    await pipeline(source.stream(datasetOffset), raw ? createInflateRaw() : createInflate(), sink)
+    if (refused !== undefined) return refused
+    try {
+      return verdict(stream, 'the inflated dataset')
+    } catch (error) {
+      return refusal(error)
+    }
+  }
+
   try {
-    await inflates(source, datasetOffset, true)
-    return {complete: true}
+    return await walk(true)
   } catch (rawError) {
     // Some writers wrap the stream in zlib (RFC 1950) although DICOM asks for raw deflate.
     const head = await source.read(datasetOffset, 2)
     const zlibHeader = head.length === 2 && (head[0] & 0x0f) === 8 && ((head[0] << 8) | head[1]) % 31 === 0
     if (zlibHeader) {
       try {
-        await inflates(source, datasetOffset, false)
-        return {complete: true}
+        return await walk(false)
       } catch {
         // report the raw error: it describes the standard encoding
       }

@@ -368,6 +368,23 @@ describe('readDatasetFromFile', () => {
     expect(statSync(path).size).toBeGreaterThan(20 * 1024 * 1024)
   })
 
+  it('says incomplete for a file cut inside a long value it skips on disk', async () => {
+    // The element after the pixel data is wanted, so the answer depends on bytes the cut took away.
+    const dataset = encodeDataset([
+      {tag: Tag.SOPClassUID, vr: 'UI', value: SopClass.SecondaryCaptureImageStorage},
+      {tag: Tag.StudyInstanceUID, vr: 'UI', value: '1.2.3'},
+      {tag: Tag.PixelData, vr: 'OB', value: Buffer.alloc(300 * 1024, 0x55)},
+      {tag: 0x7fe10010, vr: 'LO', value: 'TAIL'},
+    ], explicitLittle)
+    const file = Buffer.concat([buildMetaHeader({sopClassUid: SopClass.SecondaryCaptureImageStorage, sopInstanceUid: '1.2.3.4', transferSyntaxUid: TransferSyntax.ExplicitVRLittleEndian}), dataset])
+    const path = join(dir, 'cut-in-pixels.dcm')
+    writeFileSync(path, file.subarray(0, file.length - 100 * 1024))
+    for (const chunkSize of [undefined, 256, 4096]) {
+      const result = await readDatasetFromFile(path, [Tag.StudyInstanceUID, 0x7fe10010], {chunkSize})
+      expect({chunkSize, complete: result.complete, values: result.values}).toEqual({chunkSize, complete: false, values: new Map([[Tag.StudyInstanceUID, '1.2.3']])})
+    }
+  })
+
   it('reads a long undefined-length sequence that spans many chunks', async () => {
     const elements: TestElement[] = [
       {tag: Tag.SOPClassUID, vr: 'UI', value: SopClass.CTImageStorage},

@@ -2,6 +2,7 @@ import {readFileSync} from 'node:fs'
 import {mkdtemp, rm, stat, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import {deflateRawSync, inflateRawSync} from 'node:zlib'
 
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import type {InputItem} from '../../../src/lib/send/inputs.js'
@@ -98,6 +99,16 @@ describe('truncation check', () => {
     // those pass, and a file has a few dozen of them, not thousands of bytes.
     expect(undetected.length).toBeLessThan(30)
     expect(undetected.every((at) => (at - datasetOffset) % 2 === 0)).toBe(true)
+  })
+
+  it.each(good.filter((f) => f.transferSyntaxUid === DEFLATED).map((f) => [f.path]))('walks the inflated elements of %s: a whole deflate stream around a cut dataset is not whole', async (name) => {
+    const file = readFileSync(path.join(fixturesDir, name))
+    const {datasetOffset, transferSyntaxUid} = readMetaHeader(file)
+    const dataset = inflateRawSync(file.subarray(datasetOffset))
+    // Re-deflated properly, but 7 bytes short of the last element's end.
+    const cut = Buffer.concat([file.subarray(0, datasetOffset), deflateRawSync(dataset.subarray(0, dataset.length - 7))])
+    const check = await checkDatasetComplete(bufferSource(cut), datasetOffset, transferSyntaxUid)
+    expect(check).toEqual({complete: false, reason: expect.stringMatching(/^truncated: the inflated dataset ends inside .*\(its value needs \d+ bytes from dataset byte \d+, \d+ are there\)$/)})
   })
 
   it.each(good.filter((f) => f.transferSyntaxUid === DEFLATED).map((f) => [f.path]))('finds a cut in the deflate stream of %s', async (name) => {
