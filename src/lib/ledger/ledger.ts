@@ -1,14 +1,72 @@
 import path from 'node:path'
 
-import type {DdrConfig} from '../config/schema.js'
+import type {BackendConfig, DdrConfig} from '../config/schema.js'
+import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {DdrError} from '../errors.js'
 import type {Logger} from '../output/logger.js'
+import {studyHoldings} from './holdings.js'
+import {RetentionStore} from './retention.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
-import type {InstanceOutcome, InstanceReceipt, StudyCounts} from './types.js'
+import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts} from './types.js'
+
+/** Queues a kept Part 10 file for delivery again (a repair); provided by the pipeline that owns the spool. */
+export type Resender = (file: string, sopInstanceUid: string) => Promise<void>
 
 /** The ledger file a config names: `ledger.url` (sqlite:PATH), else spool.dir/ledger.db. */
 export function ledgerFile(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
   const url = config.ledger.url
   return url === undefined ? path.resolve(config.spool.dir, 'ledger.db') : path.resolve(url.slice('sqlite:'.length))
+}
+
+/** What the backends hold of a study against what the ledger says they stored. */
+export interface HoldingsComparison {
+  expected: number
+  found: number
+  missing: string[]
+  /** Backends that cannot be asked. */
+  unverifiable: string[]
+}
+
+/**
+ * Asks each backend that stored instances of a study what it holds (see studyHoldings) and
+ * compares SOP Instance UIDs; undefined when the ledger does not know the study. Throws DdrError
+ * BACKEND_UNREACHABLE when a backend does not answer.
+ */
+export async function compareHoldings(store: SqliteLedgerStore, backends: readonly BackendConfig[], studyInstanceUid: string): Promise<HoldingsComparison | undefined> {
+  const study = store.summary(studyInstanceUid)
+  if (study === undefined) return undefined
+  const comparison: HoldingsComparison = {expected: 0, found: 0, missing: [], unverifiable: []}
+  for (const [name, sops] of store.storedByBackend(studyInstanceUid)) {
+    const backend = backends.find((b) => b.name === name)
+    const held = backend === undefined ? undefined : await studyHoldings(backend, studyInstanceUid, study.patientId)
+    if (held === undefined) {
+      comparison.unverifiable.push(name)
+      continue
+    }
+
+    comparison.expected += sops.length
+    for (const sop of sops) {
+      if (held.has(sop)) comparison.found++
+      else comparison.missing.push(sop)
+    }
+  }
+
+  return comparison
+}
+
+/** The receipt a comparison makes (repaired: how many missing ones were queued again). */
+export function receiptOf(comparison: HoldingsComparison, repaired: number): Receipt {
+  const {expected, found, missing, unverifiable} = comparison
+  const state = missing.length === 0 ? (unverifiable.length > 0 && expected === 0 ? 'unverifiable' : 'verified') : repaired > 0 ? 'repairing' : 'incomplete'
+  return {
+    state,
+    expected,
+    found,
+    missing,
+    repaired,
+    checkedAt: new Date().toISOString(),
+    ...(unverifiable.length > 0 ? {detail: `cannot ask ${unverifiable.join(', ')} what it holds (a DICOM SCP without a REST API)`} : {}),
+  }
 }
 
 /** Options for StudyLedger. */
@@ -18,6 +76,12 @@ export interface StudyLedgerOptions {
   logger: Logger
   /** How often the completion timer looks (default 1 s, at most stableSeconds / 4). */
   tickMs?: number
+  /** The configured backends, to ask what they hold of a study (receipts). */
+  backends?: readonly BackendConfig[]
+  /** Delivered instances kept for repairs. */
+  retention?: RetentionStore
+  /** Check receipts of stable, delivered studies in the background (default true with backends). */
+  autoReceipts?: boolean
 }
 
 const DAY_MS = 86_400_000
@@ -39,6 +103,9 @@ export class StudyLedger {
   private lastPrune = 0
   /** Set when a write failed: new instances are refused until a write works again. */
   private failure?: string
+  private resender?: Resender
+  /** A background receipt check is running (one at a time). */
+  private checking = false
 
   constructor(readonly store: SqliteLedgerStore, private readonly options: StudyLedgerOptions) {
     for (const study of store.receiving()) this.receivingSince.set(study.studyInstanceUid, study.lastReceived)
@@ -47,9 +114,67 @@ export class StudyLedger {
     this.timer.unref()
   }
 
-  /** Opens (or creates) the ledger a config names. */
-  static open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies'>, logger: Logger): StudyLedger {
-    return new StudyLedger(new SqliteLedgerStore(ledgerFile(config)), {stableSeconds: config.studies.stableSeconds, keepDays: config.studies.keepDays, logger})
+  /** Opens (or creates) the ledger a config names, with its retention store. */
+  static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends'>, logger: Logger): Promise<StudyLedger> {
+    const retention = new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes})
+    await retention.open()
+    return new StudyLedger(new SqliteLedgerStore(ledgerFile(config)), {
+      stableSeconds: config.studies.stableSeconds,
+      keepDays: config.studies.keepDays,
+      logger,
+      backends: config.backends,
+      retention,
+      autoReceipts: config.studies.receipts,
+    })
+  }
+
+  /** Who re-sends missing instances from retention (the listener, which owns the spool). */
+  setResender(resender: Resender): void {
+    this.resender = resender
+  }
+
+  /**
+   * A backend stored an instance: the outcome is written (resolves once committed) and a copy is
+   * kept in retention, both before the spool lets the instance go.
+   */
+  async delivered(instance: ReceivedInstance, backend: string): Promise<void> {
+    const kept = this.options.retention?.keep(instance).catch((error: Error) => this.options.logger.warn('retention-failed', {sop: instance.sopInstanceUid}, error.message))
+    await Promise.all([this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()}), kept])
+  }
+
+  /**
+   * Asks the backends what they hold of a study and compares it with what the ledger says they
+   * stored. Missing instances found in retention are queued again (with `repair`), which makes
+   * the receipt `repairing` until they are delivered and checked again. Throws DdrError
+   * BACKEND_UNREACHABLE when a backend does not answer (the receipt is left as it was).
+   */
+  async verify(studyInstanceUid: string, options: {repair: boolean}): Promise<Receipt | undefined> {
+    const compared = await compareHoldings(this.store, this.options.backends ?? [], studyInstanceUid)
+    if (compared === undefined) return undefined
+    const {expected, found, missing} = compared
+    let repaired = 0
+    if (options.repair && missing.length > 0 && this.resender !== undefined && this.options.retention !== undefined) {
+      const resend: Array<{sop: string; file: string}> = []
+      for (const sop of missing) {
+        const file = this.options.retention.get(sop)
+        if (file !== undefined) resend.push({sop, file})
+      }
+
+      this.store.requeued(resend.map((r) => r.sop))
+      for (const {sop, file} of resend) {
+        await this.resender(file, sop)
+        repaired++
+      }
+    }
+
+    const receipt = receiptOf(compared, repaired)
+    const state = receipt.state
+    this.store.setReceipt(studyInstanceUid, receipt)
+    const log = {study: studyInstanceUid, expected, found, missing: missing.length || undefined, repaired: repaired || undefined}
+    if (state === 'verified') this.options.logger.info('receipt-verified', log)
+    else if (state === 'unverifiable') this.options.logger.info('receipt-unverifiable', log, receipt.detail)
+    else this.options.logger.warn(`receipt-${state}`, log, `${missing.length} instance(s) the backend should hold are missing${repaired > 0 ? `; ${repaired} re-sent from retention` : ''}${missing.length > repaired ? `; ${missing.length - repaired} not in retention` : ''}`)
+    return receipt
   }
 
   /** Why new instances must be refused now (the last write failed), or undefined. */
@@ -93,6 +218,22 @@ export class StudyLedger {
     clearInterval(this.timer)
     this.flush()
     this.store.close()
+  }
+
+  /**
+   * verify() with repair, then, while missing instances are being re-sent, waits (up to waitMs)
+   * for them to be delivered and checks again: the receipt an operator asked for.
+   */
+  async verifyAndRepair(studyInstanceUid: string, waitMs = 60_000): Promise<Receipt | undefined> {
+    let receipt = await this.verify(studyInstanceUid, {repair: true})
+    const deadline = Date.now() + waitMs
+    while (receipt?.state === 'repairing' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      if ((this.store.summary(studyInstanceUid)?.delivered.queued ?? 0) > 0) continue
+      receipt = await this.verify(studyInstanceUid, {repair: false})
+    }
+
+    return receipt
   }
 
   private scheduleFlush(): void {
@@ -148,6 +289,23 @@ export class StudyLedger {
         for (const uid of due) this.receivingSince.delete(uid)
       } catch (error) {
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
+      }
+    }
+
+    if ((this.options.autoReceipts ?? true) && this.options.backends !== undefined && !this.checking) {
+      const [study] = this.store.dueForReceipt(1)
+      if (study !== undefined) {
+        this.checking = true
+        this.verify(study, {repair: true})
+          .catch((error: Error) => {
+            const unreachable = error instanceof DdrError && error.code === 'BACKEND_UNREACHABLE'
+            this.options.logger.warn('receipt-failed', {study}, `${error.message}${unreachable ? '; checked again later' : ''}`)
+            // Not checked again at once: a backend that is down would be asked every tick.
+            if (!unreachable) this.store.setReceipt(study, {state: 'unverifiable', expected: 0, found: 0, missing: [], repaired: 0, checkedAt: new Date().toISOString(), detail: error.message})
+          })
+          .finally(() => {
+            this.checking = false
+          })
       }
     }
 

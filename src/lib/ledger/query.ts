@@ -2,9 +2,17 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
-import {ledgerFile} from './ledger.js'
+import {compareHoldings, ledgerFile, receiptOf} from './ledger.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
-import type {StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
+import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
+
+/** `ddr study UID --verify --json`. */
+export interface VerifyResult {
+  receipt: Receipt
+  study: StudyDetail
+  /** `router`: the running router checked and repaired from retention; `ledger`: no router answered, checked only. */
+  by: 'router' | 'ledger'
+}
 
 /** `ddr studies --json`. */
 export interface StudiesResult {
@@ -39,11 +47,57 @@ export function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool'>, studyInst
   const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
   try {
     const study = store.study(studyInstanceUid)
-    if (study === undefined) throw new DdrError('USAGE', `study ${studyInstanceUid} is not in the ledger ${store.file}`, {hint: '`ddr studies` lists the studies it holds; studies leave it after studies.keepDays'})
+    if (study === undefined) throw notInLedger(studyInstanceUid, store.file)
     return study
   } finally {
     store.close()
   }
+}
+
+/**
+ * Checks a study's receipt now. When the router runs (its status port answers) it asks the
+ * backends, re-sends what is missing from retention, waits for those to be delivered and checks
+ * again; otherwise the backends are asked from here and nothing can be repaired. Throws DdrError
+ * BACKEND_UNREACHABLE when a backend does not answer, USAGE when the study is not in the ledger.
+ */
+export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends'>, studyInstanceUid: string): Promise<VerifyResult> {
+  const host = config.status.host === '0.0.0.0' || config.status.host === '::' ? '127.0.0.1' : config.status.host
+  let response: Response | undefined
+  try {
+    response = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${config.status.port}/studies/${studyInstanceUid}/verify`, {method: 'POST', signal: AbortSignal.timeout(120_000)})
+  } catch {
+    response = undefined // no router: check from here
+  }
+
+  if (response !== undefined && response.status !== 405) {
+    const body = (await response.json().catch(() => ({}))) as {receipt?: Receipt; study?: StudyDetail; error?: string; code?: string}
+    if (response.status === 404) throw notInLedger(studyInstanceUid, ledgerFile(config))
+    if (response.status === 502) throw new DdrError('BACKEND_UNREACHABLE', body.error ?? `a backend did not answer for study ${studyInstanceUid}`)
+    if (!response.ok || body.receipt === undefined || body.study === undefined) throw new DdrError('BACKEND_REFUSED', `the router at ${host}:${config.status.port} answered HTTP ${response.status}: ${body.error ?? 'no receipt'}`)
+    return {receipt: body.receipt, study: body.study, by: 'router'}
+  }
+
+  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  try {
+    const comparison = await compareHoldings(store, config.backends, studyInstanceUid)
+    const study = store.study(studyInstanceUid)
+    if (comparison === undefined || study === undefined) throw notInLedger(studyInstanceUid, store.file)
+    return {receipt: receiptOf(comparison, 0), study, by: 'ledger'}
+  } finally {
+    store.close()
+  }
+}
+
+function notInLedger(studyInstanceUid: string, file: string): DdrError {
+  return new DdrError('USAGE', `study ${studyInstanceUid} is not in the ledger ${file}`, {hint: '`ddr studies` lists the studies it holds; studies leave it after studies.keepDays'})
+}
+
+/** The receipt line `ddr study --verify` prints first. */
+export function formatReceipt(result: VerifyResult): string {
+  const r = result.receipt
+  const repaired = r.repaired > 0 ? `, ${r.repaired} re-sent from retention` : ''
+  const missing = r.missing.length > 0 ? `; missing: ${r.missing.join(' ')}` : ''
+  return `receipt    ${r.state}: ${r.found} of ${r.expected} instances found on the backend${repaired}${missing}${r.detail ? ` (${r.detail})` : ''}${result.by === 'ledger' ? ' [no router running: checked, not repaired]' : ''}`
 }
 
 const short = (uid: string) => (uid.length > 28 ? `…${uid.slice(-27)}` : uid)
@@ -77,6 +131,7 @@ export function formatStudy(study: StudyDetail): string {
     `state      ${study.state}${study.stableAt ? ` since ${time(study.stableAt)}` : ''}${study.amendments > 0 ? `, ${study.amendments} amendment(s)` : ''}`,
     `received   ${study.instances} instances, ${formatBytes(study.bytes)}, ${time(study.firstReceived)} .. ${time(study.lastReceived)}`,
     `delivered  ${study.delivered.stored} stored on ${study.backend ?? '-'}, ${study.delivered.queued} queued, ${study.delivered.deadLetter} in dead-letter`,
+    `receipt    ${study.receipt === null ? 'not checked yet' : `${study.receipt.state} at ${time(study.receipt.checkedAt)}: ${study.receipt.found} of ${study.receipt.expected} found`}`,
     '',
     ...study.series.map((s) => `series ${s.seriesInstanceUid ?? '(none)'}  ${s.modality ?? ''}  ${s.instances} instances`),
     '',

@@ -4,7 +4,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
-import type {InstanceOutcome, InstanceReceipt, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
+import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
 const SCHEMA_VERSION = 1
@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS studies (
   last_received INTEGER NOT NULL,
   state TEXT NOT NULL,
   stable_at INTEGER,
-  amendments INTEGER NOT NULL DEFAULT 0
+  amendments INTEGER NOT NULL DEFAULT 0,
+  receipt TEXT
 );
 CREATE INDEX IF NOT EXISTS studies_last_received ON studies (last_received);
 CREATE INDEX IF NOT EXISTS studies_state ON studies (state);
@@ -53,6 +54,7 @@ interface StudyRow {
   state: StudyState
   stable_at: number | null
   amendments: number
+  receipt: string | null
   instances: number
   bytes: number | null
   modalities: string | null
@@ -88,6 +90,7 @@ function summary(row: StudyRow): StudySummary {
     firstReceived: iso(row.first_received)!,
     lastReceived: iso(row.last_received)!,
     stableAt: iso(row.stable_at),
+    receipt: row.receipt === null ? null : (JSON.parse(row.receipt) as Receipt),
   }
 }
 
@@ -158,7 +161,7 @@ export class SqliteLedgerStore {
         first_received = MIN(studies.first_received, excluded.first_received),
         last_received = MAX(studies.last_received, excluded.last_received),
         amendments = studies.amendments + (studies.state = 'stable'),
-        state = 'receiving', stable_at = NULL`)
+        state = 'receiving', stable_at = NULL, receipt = NULL`)
     this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail WHERE sop_instance_uid = @sopInstanceUid`)
   }
 
@@ -291,9 +294,44 @@ export class SqliteLedgerStore {
   }
 
   counts(): StudyCounts {
-    const counts: StudyCounts = {receiving: 0, stable: 0}
+    const counts: StudyCounts = {receiving: 0, stable: 0, receipts: {verified: 0, repairing: 0, incomplete: 0, unverifiable: 0, unchecked: 0}}
     for (const row of this.db.prepare<[], {state: StudyState; n: number}>('SELECT state, COUNT(*) AS n FROM studies GROUP BY state').all()) counts[row.state] = row.n
+    const receipts = this.db.prepare<[], {state: ReceiptState | null; n: number}>("SELECT json_extract(receipt, '$.state') AS state, COUNT(*) AS n FROM studies WHERE state = 'stable' GROUP BY 1").all()
+    for (const row of receipts) counts.receipts[row.state ?? 'unchecked'] = row.n
     return counts
+  }
+
+  /** The SOP Instance UIDs each backend stored of a study, by backend name. */
+  storedByBackend(studyInstanceUid: string): Map<string, string[]> {
+    const byBackend = new Map<string, string[]>()
+    const rows = this.db.prepare<[string], {sop_instance_uid: string; backend: string}>("SELECT sop_instance_uid, backend FROM instances WHERE study_instance_uid = ? AND status = 'stored' AND backend IS NOT NULL").all(studyInstanceUid)
+    for (const row of rows) byBackend.set(row.backend, [...(byBackend.get(row.backend) ?? []), row.sop_instance_uid])
+    return byBackend
+  }
+
+  /** Marks instances queued again (a repair re-sends them), so the study is not checked before they arrive. */
+  requeued(sopInstanceUids: string[]): void {
+    const update = this.db.prepare("UPDATE instances SET status = 'queued', delivered_at = NULL WHERE sop_instance_uid = ?")
+    this.db.transaction(() => {
+      for (const sop of sopInstanceUids) update.run(sop)
+    })()
+  }
+
+  setReceipt(studyInstanceUid: string, receipt: Receipt): void {
+    this.db.prepare('UPDATE studies SET receipt = ? WHERE study_instance_uid = ?').run(JSON.stringify(receipt), studyInstanceUid)
+  }
+
+  /** Stable studies whose instances are all delivered and that have no final receipt yet (or are being repaired), oldest first. */
+  dueForReceipt(limit: number): string[] {
+    return this.db
+      .prepare<[number], {study_instance_uid: string}>(
+        `SELECT s.study_instance_uid FROM studies s WHERE s.state = 'stable'
+          AND (s.receipt IS NULL OR json_extract(s.receipt, '$.state') = 'repairing')
+          AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_instance_uid = s.study_instance_uid AND i.status = 'queued')
+          ORDER BY s.stable_at LIMIT ?`,
+      )
+      .all(limit)
+      .map((row) => row.study_instance_uid)
   }
 
   /** Forgets studies whose last instance arrived before `before` (epoch ms); returns how many. */

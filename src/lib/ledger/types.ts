@@ -27,6 +27,27 @@ export interface InstanceOutcome {
   detail?: string
 }
 
+/**
+ * What a backend was found to hold of a study, against what the ledger says it stored there:
+ * `verified` (all there), `repairing` (missing ones re-sent from retention), `incomplete` (missing,
+ * and not in retention), `unverifiable` (the backend cannot be asked: a DICOM SCP without REST).
+ */
+export type ReceiptState = 'verified' | 'repairing' | 'incomplete' | 'unverifiable'
+
+export interface Receipt {
+  state: ReceiptState
+  /** Instances the ledger says backends stored. */
+  expected: number
+  /** Of those, how many the backends hold. */
+  found: number
+  /** SOP Instance UIDs a backend should hold and does not. */
+  missing: string[]
+  /** Of the missing, how many were queued again from retention by this check. */
+  repaired: number
+  checkedAt: string
+  detail?: string
+}
+
 /** `receiving` while instances arrive; `stable` after studies.stableSeconds without one. */
 export type StudyState = 'receiving' | 'stable'
 
@@ -50,6 +71,8 @@ export interface StudySummary {
   firstReceived: string
   lastReceived: string
   stableAt: string | null
+  /** The last receipt check; null before the first. */
+  receipt: Receipt | null
 }
 
 /** One instance in `ddr study UID`. */
@@ -90,4 +113,6 @@ export interface StudyQuery {
 export interface StudyCounts {
   receiving: number
   stable: number
+  /** Stable studies by receipt state (null: not checked yet). */
+  receipts: Record<ReceiptState | 'unchecked', number>
 }

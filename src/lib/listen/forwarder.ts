@@ -182,7 +182,7 @@ export class Forwarder {
       const result = await this.router.attempt(entry.instance, backend, why)
       if (result.kind === 'stored') {
         if (entry.history.length > 0) this.router.counters.failovers++
-        await this.ledger?.outcome({sopInstanceUid: entry.instance.sopInstanceUid, status: 'stored', backend: backend.name, at: Date.now()})
+        await this.ledger?.delivered(entry.instance, backend.name)
         await this.spool.remove(entry.instance)
         this.forget(entry)
       } else if (result.kind === 'refused') {

@@ -1,4 +1,4 @@
-import {rm} from 'node:fs/promises'
+import {copyFile, link, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {Backend} from '../backends/backend.js'
@@ -14,14 +14,14 @@ import {transferSyntaxInfo} from '../dicom/uids.js'
 import {listenerTransferSyntaxes} from '../backends/capabilities.js'
 import type {Logger} from '../output/logger.js'
 import {Forwarder} from './forwarder.js'
-import {ensureDir} from '../fs/durable.js'
-import {DiscardSink, InstanceSink} from './intake.js'
+import {ensureDir, syncDir} from '../fs/durable.js'
+import {DiscardSink, InstanceSink, newInstanceId} from './intake.js'
 import {Spool} from '../spool/spool.js'
 import {type RouterStatus, type StatusRoutes, StatusServer} from '../status/server.js'
 import {BackendState} from '../routing/backend-state.js'
 import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {type ReceivedInstance, readPart10Instance} from '../dicom/received-instance.js'
 import {StudyLedger} from '../ledger/ledger.js'
 import type {InstanceReceipt} from '../ledger/types.js'
 import {Router} from './delivery.js'
@@ -120,12 +120,23 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const recovered = await spool.open()
     // The ledger follows the spool: what the spool still holds after a crash is recorded again.
     if (config.studies.enabled) {
-      ledger = StudyLedger.open(config, logger)
+      ledger = await StudyLedger.open(config, logger)
       ledger.recovered(recovered.pending.filter((i) => i.studyInstanceUid).map((i) => receiptOf(i)))
     }
 
     forwarder = new Forwarder(router, spool, config.spool, logger, ledger)
     for (const instance of recovered.pending) forwarder.enqueue(instance, true)
+    const queue = forwarder
+    const queueDir = spool.queueDir
+    // A repair: the kept copy becomes a spool file of its own again and goes through the forwarder
+    // like any instance (durable, retried, bytes unchanged, to the study's backend).
+    ledger?.setResender(async (file) => {
+      const id = newInstanceId()
+      const target = path.join(queueDir, `${id}.dcm`)
+      await link(file, target).catch(async () => copyFile(file, target))
+      await syncDir(queueDir)
+      queue.enqueue(await readPart10Instance(target, id), true)
+    })
     if (recovered.pending.length > 0 || recovered.discardedPartial > 0 || recovered.unreadable.length > 0) {
       logger.info('spool-recovered', {queued: recovered.pending.length, discardedPartial: recovered.discardedPartial, unreadable: recovered.unreadable.length}, recovered.unreadable.join('; ') || undefined)
     }
@@ -304,7 +315,13 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
 
 /** GET /studies (?state, patient, since in ms, limit) and GET /studies/UID: the ledger as JSON. */
 function studyRoutes(ledger: StudyLedger): StatusRoutes {
-  return (pathname, query) => {
+  return (method, pathname, query) => {
+    const verify = /^\/studies\/([0-9.]+)\/verify$/.exec(pathname)
+    if (verify !== null && method === 'POST') {
+      return ledger.verifyAndRepair(verify[1]).then((receipt) => (receipt === undefined ? null : {receipt, study: ledger.store.study(verify[1])}))
+    }
+
+    if (method !== 'GET') return undefined
     if (pathname === '/studies') {
       const state = query.get('state')
       const since = query.get('since')

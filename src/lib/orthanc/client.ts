@@ -193,6 +193,12 @@ export class OrthancClient {
     return this.json<string[]>('POST', 'tools/find', {json: body})
   }
 
+  /** The SOP Instance UIDs Orthanc holds for a study (one request, whatever the study's size). */
+  async studyInstanceUids(studyInstanceUid: string): Promise<string[]> {
+    const found = await this.json<Array<{MainDicomTags?: {SOPInstanceUID?: string}}>>('POST', 'tools/find', {json: {Level: 'Instance', Query: {StudyInstanceUID: studyInstanceUid}, Expand: true}})
+    return found.map((instance) => instance.MainDicomTags?.SOPInstanceUID).filter((uid): uid is string => uid !== undefined)
+  }
+
   /** Deletes a patient with all its studies. */
   async deletePatient(id: string): Promise<void> {
     await this.request('DELETE', `patients/${encodeURIComponent(id)}`)

@@ -36,9 +36,10 @@ export interface RouterStatus {
 
 /**
  * More JSON routes, served by whoever owns the data (the listener serves the study ledger): the
- * value to send, null for "not found", undefined for "not mine".
+ * value to send (or a promise of it), null for "not found", undefined for "not mine". A DdrError
+ * thrown (or rejected) is answered 502 for an unreachable backend, 500 otherwise, with its message.
  */
-export type StatusRoutes = (pathname: string, query: URLSearchParams) => unknown
+export type StatusRoutes = (method: string, pathname: string, query: URLSearchParams) => unknown
 
 const json = (response: http.ServerResponse, status: number, value: unknown) =>
   response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
@@ -51,11 +52,18 @@ export class StatusServer {
     this.server = http.createServer((request, response) => {
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
-      const extra = request.method === 'GET' ? this.route(url, parsed.searchParams) : undefined
+      let extra: unknown
+      try {
+        extra = this.routes?.(request.method ?? 'GET', url, parsed.searchParams)
+      } catch (error) {
+        extra = Promise.reject(error)
+      }
+
       if (extra !== undefined) {
-        if (extra instanceof Error) json(response, 500, {error: extra.message})
-        else if (extra === null) json(response, 404, {error: `not found: ${url}`})
-        else json(response, 200, extra)
+        void Promise.resolve(extra).then(
+          (value) => (value === null ? json(response, 404, {error: `not found: ${url}`}) : json(response, 200, value)),
+          (error: Error & {code?: string}) => json(response, error.code === 'BACKEND_UNREACHABLE' ? 502 : 500, {error: error.message, code: error.code}),
+        )
       } else if (request.method !== 'GET') {
         response.writeHead(405).end()
       } else if (url === '/status' || url === '/') {
@@ -68,14 +76,6 @@ export class StatusServer {
         response.writeHead(404, {'content-type': 'text/plain'}).end('not found: try /status or /metrics\n')
       }
     })
-  }
-
-  private route(pathname: string, query: URLSearchParams): unknown {
-    try {
-      return this.routes?.(pathname, query)
-    } catch (error) {
-      return error instanceof Error ? error : new Error(String(error))
-    }
   }
 
   listen(port: number, host: string): Promise<number> {

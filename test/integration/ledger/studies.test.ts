@@ -1,5 +1,5 @@
 import {execFile} from 'node:child_process'
-import {copyFile, mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {copyFile, mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {promisify} from 'node:util'
@@ -9,6 +9,7 @@ import type {StudyDetail} from '../../../src/lib/ledger/types.js'
 import {runCompiledCli} from '../../helpers/compiled-cli.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
 import {storescu} from '../../helpers/dcmtk.js'
+import {datasetOf} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
 import {waitFor} from '../../helpers/wait.js'
@@ -35,7 +36,14 @@ describe('the study ledger behind a running router', () => {
     await copyFile(instances[0].path, late)
     await run('dcmodify', ['-nb', '-m', '(0008,0018)=1.2.826.0.1.3680043.10.1.88.1', '-m', '(0020,000e)=1.2.826.0.1.3680043.10.1.88.2', '-m', '(0008,0060)=SR', late])
     configFile = path.join(workDir, 'ddr.config.json')
-    await writeFile(configFile, JSON.stringify({spool: {dir: router.config.spool.dir}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle}))}))
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        spool: {dir: router.config.spool.dir},
+        status: {host: '127.0.0.1', port: router.service.statusPort},
+        backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url})),
+      }),
+    )
   })
 
   afterAll(async () => {
@@ -99,5 +107,33 @@ describe('the study ledger behind a running router', () => {
     expect(((await (await fetch(`${base}/studies/${study}`)).json()) as StudyDetail).instanceList).toHaveLength(11)
     expect((await fetch(`${base}/studies/1.2.3.4`)).status).toBe(404)
     await waitFor('stable again', () => router.service.status().studies?.stable === 1, 10_000)
+  })
+
+  it('checks the receipt of a stable study by itself, and `ddr study --verify` restores instances deleted from Orthanc behind its back, byte for byte', async () => {
+    await waitFor('the automatic receipt', () => router.logs.some((l) => l.includes('receipt-verified') && l.includes(study)), 15_000)
+    const holderName = router.service.ledger!.store.summary(study)!.backend!
+    const holder = orthancs.find((o) => o.name === holderName)!
+    const victims = [instances[2], instances[7]]
+    for (const victim of victims) await holder.client.deleteInstance((await holder.client.lookupInstance(victim.sopInstanceUid))!)
+    expect((await holder.client.statistics()).CountInstances).toBe(9)
+
+    const verified = await runCompiledCli(['study', study, '--verify', '--json', '--config', configFile], {timeoutMs: 120_000})
+    expect({code: verified.code, stderr: verified.stderr}).toEqual({code: 0, stderr: ''})
+    const result = JSON.parse(verified.stdout) as {receipt: {state: string; repaired: number; expected: number; found: number}; by: string}
+    expect(result).toMatchObject({by: 'router', receipt: {state: 'verified', expected: 11, found: 11}})
+    expect(router.logs.some((l) => l.includes('receipt-repairing') && l.includes(study))).toBe(true)
+    for (const victim of victims) {
+      const id = await holder.client.lookupInstance(victim.sopInstanceUid)
+      expect(id).toBeDefined()
+      expect(datasetOf(await holder.client.instanceFile(id!)).equals(datasetOf(await readFile(victim.path)))).toBe(true)
+    }
+
+    // Without a router nothing can be repaired: the check alone says what is missing (exit 4).
+    await holder.client.deleteInstance((await holder.client.lookupInstance(victims[0].sopInstanceUid))!)
+    const offline = path.join(workDir, 'offline.json')
+    await writeFile(offline, JSON.stringify({spool: {dir: router.config.spool.dir}, status: {host: '127.0.0.1', port: 1}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url}))}))
+    const checked = await runCompiledCli(['study', study, '--verify', '--json', '--config', offline])
+    expect(checked.code).toBe(4)
+    expect(JSON.parse(checked.stdout)).toMatchObject({by: 'ledger', receipt: {state: 'incomplete', missing: [victims[0].sopInstanceUid]}})
   })
 })
