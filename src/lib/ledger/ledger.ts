@@ -209,8 +209,13 @@ export class StudyLedger {
     })
   }
 
-  counts(): StudyCounts {
-    return this.store.counts()
+  /** Studies by state and receipt; null when the ledger cannot be read (/status must still answer). */
+  counts(): StudyCounts | null {
+    try {
+      return this.store.counts()
+    } catch {
+      return null
+    }
   }
 
   /** Writes what is pending and stops the timer. */

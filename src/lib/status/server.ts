@@ -29,8 +29,8 @@ export interface RouterStatus {
   /** Store-and-forward queue; null in pass-through mode. */
   spool: (SpoolStats & {retries: number}) | null
   studiesRemembered: number
-  /** Studies in the ledger by state; null without a ledger (pass-through, or studies.enabled false). */
-  studies?: {receiving: number; stable: number} | null
+  /** Studies in the ledger by state, and stable ones by receipt; null without a ledger (pass-through, or studies.enabled false). */
+  studies?: {receiving: number; stable: number; receipts: Record<string, number>} | null
   backends: BackendSnapshot[]
 }
 
@@ -120,6 +120,14 @@ export function prometheus(status: RouterStatus): string {
     metric('ddr_spool_retries_total', 'counter', 'Delivery retries.', [[{}, status.spool.retries]])
     metric('ddr_dead_letters', 'gauge', 'Instances in the dead-letter folder.', [[{}, status.spool.deadLetters]])
     metric('ddr_spool_refusing', 'gauge', '1 while new instances are refused (high-water mark).', [[{}, status.spool.refusing === null ? 0 : 1]])
+  }
+
+  if (status.studies != null) {
+    metric('ddr_studies', 'gauge', 'Studies in the ledger by state.', [
+      [{state: 'receiving'}, status.studies.receiving],
+      [{state: 'stable'}, status.studies.stable],
+    ])
+    metric('ddr_study_receipts', 'gauge', 'Stable studies by receipt state (unchecked: not asked yet).', Object.entries(status.studies.receipts).map(([state, n]) => [{state}, n]))
   }
 
   metric('ddr_mirror_copies_total', 'counter', 'Copies stored by mirror backends.', [[{}, status.counters.mirrored]])

@@ -137,3 +137,33 @@ describe('the study ledger behind a running router', () => {
     expect(JSON.parse(checked.stdout)).toMatchObject({by: 'ledger', receipt: {state: 'incomplete', missing: [victims[0].sopInstanceUid]}})
   })
 })
+
+describe('a study ledger that cannot be written', () => {
+  let orthanc: TestOrthanc
+  let router: TestRouter
+  let workDir: string
+
+  beforeAll(async () => {
+    orthanc = await startTestOrthanc({name: 'ledgerless', aeTitle: 'LEDGERLESS'})
+    router = await startTestRouter([orthanc])
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-ledger-broken-'))
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await orthanc?.stop()
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('refuses instances with A700 and says why, keeping none of them, instead of acknowledging what it cannot record', async () => {
+    const [instance] = await writeSyntheticStudies(workDir, {studies: 1, instancesPerStudy: 1, pixelBytes: 1024})
+    // The database goes away under the router (as a disk that fails would make every write fail).
+    router.service.ledger!.store.close()
+    const sent = await storescu(['-v', '-aec', router.aeTitle, '127.0.0.1', String(router.port), instance.path])
+    expect(`${sent.stdout}${sent.stderr}`).toMatch(/Received Store Response \(Refused: OutOfResources\)/)
+    await router.drained()
+    expect(router.logs.some((l) => l.includes('ledger-failed'))).toBe(true)
+    expect(router.service.status().spool?.depth).toBe(0)
+    expect(await orthanc.client.lookupInstance(instance.sopInstanceUid)).toBeUndefined()
+  })
+})
