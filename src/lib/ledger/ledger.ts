@@ -106,6 +106,7 @@ export class StudyLedger {
   private resender?: Resender
   /** A background receipt check is running (one at a time). */
   private checking = false
+  private countsCache?: {at: number; counts: StudyCounts | null}
 
   constructor(readonly store: SqliteLedgerStore, private readonly options: StudyLedgerOptions) {
     for (const study of store.receiving()) this.receivingSince.set(study.studyInstanceUid, study.lastReceived)
@@ -116,8 +117,10 @@ export class StudyLedger {
 
   /** Opens (or creates) the ledger a config names, with its retention store. */
   static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends'>, logger: Logger): Promise<StudyLedger> {
-    const retention = new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes})
-    await retention.open()
+    // retentionHours 0 or retentionBytes 0: no copies kept (receipts then find, but cannot repair).
+    const keep = config.studies.retentionHours > 0 && config.studies.retentionBytes > 0
+    const retention = keep ? new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes}) : undefined
+    await retention?.open()
     return new StudyLedger(new SqliteLedgerStore(ledgerFile(config)), {
       stableSeconds: config.studies.stableSeconds,
       keepDays: config.studies.keepDays,
@@ -139,7 +142,10 @@ export class StudyLedger {
    */
   async delivered(instance: ReceivedInstance, backend: string): Promise<void> {
     const kept = this.options.retention?.keep(instance).catch((error: Error) => this.options.logger.warn('retention-failed', {sop: instance.sopInstanceUid}, error.message))
-    await Promise.all([this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()}), kept])
+    const recorded = this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()})
+    // Bytes held in memory need not be waited for; bytes in a spool file must be read (or linked)
+    // before the spool lets the file go.
+    await Promise.all([recorded, 'buffer' in instance.dataset && instance.path === undefined ? undefined : kept])
   }
 
   /**
@@ -209,13 +215,22 @@ export class StudyLedger {
     })
   }
 
-  /** Studies by state and receipt; null when the ledger cannot be read (/status must still answer). */
+  /**
+   * Studies by state and receipt, at most a second old (monitoring polls /status often, and the
+   * counts are two grouped queries); null when the ledger cannot be read (/status must still answer).
+   */
   counts(): StudyCounts | null {
+    const now = Date.now()
+    if (this.countsCache !== undefined && now - this.countsCache.at < 1000) return this.countsCache.counts
+    let counts: StudyCounts | null
     try {
-      return this.store.counts()
+      counts = this.store.counts()
     } catch {
-      return null
+      counts = null
     }
+
+    this.countsCache = {at: now, counts}
+    return counts
   }
 
   /** Writes what is pending and stops the timer. */

@@ -1,4 +1,4 @@
-import {link, mkdir, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {link, mkdir, open, readdir, rename, rm, stat, unlink} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {ReceivedInstance} from '../dicom/received-instance.js'
@@ -50,19 +50,26 @@ export class RetentionStore {
   async keep(instance: ReceivedInstance): Promise<void> {
     const target = this.file(instance.sopInstanceUid)
     const bytes = instance.metaHeader.length + instance.datasetLength
-    await rm(target, {force: true})
-    const linked = instance.path !== undefined && (await link(instance.path, target).then(() => true, () => false))
+    // A hard link to the spool file costs one call; a re-sent instance replaces its earlier copy.
+    const linked = instance.path !== undefined && (await linkReplacing(instance.path, target))
     if (!linked) {
       const source = instance.dataset
       const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
+      // Written beside and renamed: a repair must never send a half-written copy.
       const part = `${target}.part`
-      await writeFile(part, [instance.metaHeader, dataset])
+      const handle = await open(part, 'w')
+      try {
+        await handle.writev([instance.metaHeader, dataset])
+      } finally {
+        await handle.close()
+      }
+
       await rename(part, target)
     }
 
     this.forget(instance.sopInstanceUid)
     this.remember(instance.sopInstanceUid, bytes, Date.now())
-    await this.evict()
+    if (this.bytes > this.options.maxBytes || this.oldestAt() < Date.now() - this.options.maxAgeMs) await this.evict()
   }
 
   /** The kept Part 10 file of an instance, or undefined. */
@@ -83,6 +90,11 @@ export class RetentionStore {
     return dropped
   }
 
+  private oldestAt(): number {
+    for (const entry of this.entries.values()) return entry.at
+    return Number.POSITIVE_INFINITY
+  }
+
   private file(sopInstanceUid: string): string {
     return path.join(this.dir, `${sopInstanceUid.replaceAll(/[^0-9.]/g, '_')}.dcm`)
   }
@@ -99,4 +111,20 @@ export class RetentionStore {
     this.entries.delete(sop)
     this.bytes -= entry.bytes
   }
+}
+
+/** Hard-links `source` as `target`, replacing an older `target`; false when links are not possible (another file system). */
+async function linkReplacing(source: string, target: string): Promise<boolean> {
+  try {
+    await link(source, target)
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return false
+  }
+
+  await unlink(target).catch(() => {})
+  return link(source, target).then(
+    () => true,
+    () => false,
+  )
 }
