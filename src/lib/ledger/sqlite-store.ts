@@ -9,6 +9,7 @@ import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCount
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
 const SCHEMA_VERSION = 1
 
+// WITHOUT ROWID: rows live in their primary key's b-tree, one page write fewer per instance recorded.
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS studies (
   study_instance_uid TEXT PRIMARY KEY,
@@ -21,7 +22,7 @@ CREATE TABLE IF NOT EXISTS studies (
   stable_at INTEGER,
   amendments INTEGER NOT NULL DEFAULT 0,
   receipt TEXT
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS studies_last_received ON studies (last_received);
 CREATE INDEX IF NOT EXISTS studies_state ON studies (state);
 CREATE INDEX IF NOT EXISTS studies_patient ON studies (patient_id);
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS instances (
   delivered_at INTEGER,
   detail TEXT,
   amendment INTEGER NOT NULL DEFAULT 0
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
 `
 
