@@ -85,6 +85,13 @@ export interface StudyLedgerOptions {
 }
 
 const DAY_MS = 86_400_000
+/**
+ * Writes are gathered this long (or up to FLUSH_MAX of them) into one transaction: a commit costs
+ * about as much for one instance as for fifty, and a sender waiting for each Success would
+ * otherwise pay one per instance.
+ */
+const FLUSH_MS = 10
+const FLUSH_MAX = 256
 
 /**
  * The router's record of studies: every acknowledged instance, batched into one transaction per
@@ -94,9 +101,10 @@ const DAY_MS = 86_400_000
  * amendment, logged). Old studies are pruned after keepDays.
  */
 export class StudyLedger {
-  private pendingReceipts: Array<{receipt: InstanceReceipt; resolve: () => void; reject: (error: Error) => void}> = []
+  private pendingReceipts: InstanceReceipt[] = []
   private pendingOutcomes: Array<{outcome: InstanceOutcome; resolve: () => void}> = []
   private flushScheduled = false
+  private flushTimer?: NodeJS.Timeout
   /** Studies receiving, with their last arrival (epoch ms). */
   private readonly receivingSince = new Map<string, number>()
   private readonly timer: NodeJS.Timeout
@@ -142,10 +150,7 @@ export class StudyLedger {
    */
   async delivered(instance: ReceivedInstance, backend: string): Promise<void> {
     const kept = this.options.retention?.keep(instance).catch((error: Error) => this.options.logger.warn('retention-failed', {sop: instance.sopInstanceUid}, error.message))
-    const recorded = this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()})
-    // Bytes held in memory need not be waited for; bytes in a spool file must be read (or linked)
-    // before the spool lets the file go.
-    await Promise.all([recorded, 'buffer' in instance.dataset && instance.path === undefined ? undefined : kept])
+    await Promise.all([this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()}), kept])
   }
 
   /**
@@ -188,12 +193,14 @@ export class StudyLedger {
     return this.failure
   }
 
-  /** Records an acknowledged instance; resolves once it is committed (with the others of this turn). */
-  received(receipt: InstanceReceipt): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.pendingReceipts.push({receipt, resolve, reject})
-      this.scheduleFlush()
-    })
+  /**
+   * Records an acknowledged instance, with the others of the next few milliseconds in one
+   * transaction. Nothing waits for it: the instance is already safe in the spool, and if the
+   * process dies before the commit, the spool hands it back on restart and recovered() records it.
+   */
+  received(receipt: InstanceReceipt): void {
+    this.pendingReceipts.push(receipt)
+    this.scheduleFlush()
   }
 
   /** Instances read back from the spool after a restart: recorded where the ledger does not know them. */
@@ -233,9 +240,10 @@ export class StudyLedger {
     return counts
   }
 
-  /** Writes what is pending and stops the timer. */
+  /** Writes what is pending and stops the timers. */
   close(): void {
     clearInterval(this.timer)
+    clearTimeout(this.flushTimer)
     this.flush()
     this.store.close()
   }
@@ -257,9 +265,16 @@ export class StudyLedger {
   }
 
   private scheduleFlush(): void {
+    if (this.pendingReceipts.length + this.pendingOutcomes.length >= FLUSH_MAX) {
+      clearTimeout(this.flushTimer)
+      this.flushScheduled = false
+      this.flush()
+      return
+    }
+
     if (this.flushScheduled) return
     this.flushScheduled = true
-    setImmediate(() => this.flush())
+    this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS)
   }
 
   private flush(): void {
@@ -270,18 +285,17 @@ export class StudyLedger {
     this.pendingOutcomes = []
     if (receipts.length > 0) {
       try {
-        const amended = this.store.received(receipts.map((r) => r.receipt))
+        const amended = this.store.received(receipts)
         const now = Date.now()
-        for (const {receipt} of receipts) this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
+        for (const receipt of receipts) this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
         for (const study of amended) this.options.logger.info('study-amended', {study}, 'an instance arrived after the study was stable: it is receiving again')
         if (this.failure !== undefined) this.options.logger.info('ledger-writable', {}, 'the study ledger takes writes again: accepting instances')
         this.failure = undefined
-        for (const r of receipts) r.resolve()
       } catch (error) {
         const message = `study ledger ${this.store.file}: ${(error as Error).message}`
-        if (this.failure === undefined) this.options.logger.error('ledger-failed', {}, `${message}; refusing new instances with A700`)
+        // They are safe in the spool and will be delivered; a restart records those it still holds.
+        this.options.logger.error('ledger-failed', {unrecorded: receipts.length}, `${message}; ${receipts.map((r) => r.sopInstanceUid).join(' ')} acknowledged but not recorded; refusing new instances with A700`)
         this.failure = message
-        for (const r of receipts) r.reject(new Error(message))
       }
     }
 

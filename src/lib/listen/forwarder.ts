@@ -61,6 +61,8 @@ export class Forwarder {
   private readonly bySop = new Map<string, Entry>()
   private readonly timer: NodeJS.Timeout
   private inFlight = 0
+  /** Stored instances whose ledger record and spool release are still being written. */
+  private releasing = 0
   /** Bytes of queued datasets held in memory (see IN_MEMORY_BYTES). */
   private memoryBytes = 0
   private stopping = false
@@ -79,7 +81,19 @@ export class Forwarder {
   }
 
   get depth(): number {
-    return this.ready.length - this.head + this.delayed.length + this.inFlight
+    return this.ready.length - this.head + this.delayed.length + this.inFlight + this.releasing
+  }
+
+  private release(instance: ReceivedInstance, backend: string, ledger: StudyLedger): void {
+    this.releasing++
+    void ledger
+      .delivered(instance, backend)
+      .then(() => this.spool.remove(instance))
+      .catch((error: Error) => this.logger.error('spool-error', {sop: instance.sopInstanceUid}, `${error.message}; the instance stays in the spool and is delivered again after a restart`))
+      .finally(() => {
+        this.releasing--
+        if (this.depth === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
+      })
   }
 
   /** Whether an instance with this SOP Instance UID is already queued (an identical re-send). */
@@ -117,7 +131,7 @@ export class Forwarder {
     this.stopping = true
     clearInterval(this.timer)
     const deadline = Date.now() + graceMs
-    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    while ((this.inFlight > 0 || this.releasing > 0) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
   }
 
   private pump(): void {
@@ -182,9 +196,16 @@ export class Forwarder {
       const result = await this.router.attempt(entry.instance, backend, why)
       if (result.kind === 'stored') {
         if (entry.history.length > 0) this.router.counters.failovers++
-        await this.ledger?.delivered(entry.instance, backend.name)
-        await this.spool.remove(entry.instance)
-        this.forget(entry)
+        if (this.ledger === undefined) {
+          await this.spool.remove(entry.instance)
+          this.forget(entry)
+        } else {
+          // The slot is free at once; the spool lets the instance go only after the ledger has
+          // recorded where it went (a crash in between delivers it again instead of leaving the
+          // ledger behind). Still counted in depth, so idle() means released too.
+          this.forget(entry)
+          this.release(entry.instance, backend.name, this.ledger)
+        }
       } else if (result.kind === 'refused') {
         await this.toDeadLetter(entry, result.reason, result.response.status)
       } else if (result.kind === 'busy') {

@@ -202,17 +202,8 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
           return {status: DROP_STATUS, errorComment: `dropped by rule: ${drop}`.slice(0, 64)}
         }
 
-        if (ledger !== undefined && instance.studyInstanceUid) {
-          // Success promises the instance is in the ledger too: wait for this turn's commit.
-          try {
-            await ledger.received(receiptOf(instance, peerOf(request)))
-          } catch (error) {
-            await spool.remove(instance)
-            logger.warn('refused-incoming', {...log, status: '0xA700'}, (error as Error).message)
-            return {status: Status.outOfResources, errorComment: 'router cannot record studies, try again later'}
-          }
-        }
-
+        // Recorded with the others of the next few ms; the spool already holds the instance.
+        if (ledger !== undefined && instance.studyInstanceUid) ledger.received(receiptOf(instance, peerOf(request)))
         queue.enqueue(instance)
         return {status: Status.success}
       },

@@ -155,15 +155,21 @@ describe('a study ledger that cannot be written', () => {
     if (workDir) await rm(workDir, {recursive: true, force: true})
   })
 
-  it('refuses instances with A700 and says why, keeping none of them, instead of acknowledging what it cannot record', async () => {
-    const [instance] = await writeSyntheticStudies(workDir, {studies: 1, instancesPerStudy: 1, pixelBytes: 1024})
+  it('logs which acknowledged instances it could not record, delivers them, and refuses further instances with A700', async () => {
+    const [first, second] = await writeSyntheticStudies(workDir, {studies: 1, instancesPerStudy: 2, pixelBytes: 1024})
     // The database goes away under the router (as a disk that fails would make every write fail).
     router.service.ledger!.store.close()
-    const sent = await storescu(['-v', '-aec', router.aeTitle, '127.0.0.1', String(router.port), instance.path])
-    expect(`${sent.stdout}${sent.stderr}`).toMatch(/Received Store Response \(Refused: OutOfResources\)/)
+    // The first instance is safe in the spool before the ledger write fails: Success, and it is delivered.
+    const sentFirst = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), first.path])
+    expect(sentFirst.code).toBe(0)
     await router.drained()
-    expect(router.logs.some((l) => l.includes('ledger-failed'))).toBe(true)
+    await waitFor('the ledger failure in the log', () => router.logs.some((l) => l.includes('ledger-failed') && l.includes(first.sopInstanceUid)), 5000)
+    expect(await orthanc.client.lookupInstance(first.sopInstanceUid)).toBeDefined()
+    // From then on the router refuses what it could not record.
+    const sentSecond = await storescu(['-v', '-aec', router.aeTitle, '127.0.0.1', String(router.port), second.path])
+    expect(`${sentSecond.stdout}${sentSecond.stderr}`).toMatch(/Received Store Response \(Refused: OutOfResources\)/)
+    await router.drained()
     expect(router.service.status().spool?.depth).toBe(0)
-    expect(await orthanc.client.lookupInstance(instance.sopInstanceUid)).toBeUndefined()
+    expect(await orthanc.client.lookupInstance(second.sopInstanceUid)).toBeUndefined()
   })
 })
