@@ -5,12 +5,12 @@ import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {DdrError} from '../errors.js'
 import type {Logger} from '../output/logger.js'
 import {studyHoldings} from './holdings.js'
-import {RetentionStore} from './retention.js'
+import {type RetentionLocation, RetentionStore} from './retention.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts} from './types.js'
 
-/** Queues a kept Part 10 file for delivery again (a repair); provided by the pipeline that owns the spool. */
-export type Resender = (file: string, sopInstanceUid: string) => Promise<void>
+/** Queues a kept copy for delivery again (a repair); provided by the pipeline that owns the spool. */
+export type Resender = (kept: RetentionLocation, sopInstanceUid: string) => Promise<void>
 
 /** The ledger file a config names: `ledger.url` (sqlite:PATH), else spool.dir/ledger.db. */
 export function ledgerFile(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
@@ -149,8 +149,14 @@ export class StudyLedger {
    * kept in retention, both before the spool lets the instance go.
    */
   async delivered(instance: ReceivedInstance, backend: string): Promise<void> {
-    const kept = this.options.retention?.keep(instance).catch((error: Error) => this.options.logger.warn('retention-failed', {sop: instance.sopInstanceUid}, error.message))
-    await Promise.all([this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now()}), kept])
+    let kept: RetentionLocation | undefined
+    try {
+      kept = await this.options.retention?.keep(instance)
+    } catch (error) {
+      this.options.logger.warn('retention-failed', {sop: instance.sopInstanceUid}, (error as Error).message)
+    }
+
+    await this.outcome({sopInstanceUid: instance.sopInstanceUid, status: 'stored', backend, at: Date.now(), kept})
   }
 
   /**
@@ -165,15 +171,15 @@ export class StudyLedger {
     const {expected, found, missing} = compared
     let repaired = 0
     if (options.repair && missing.length > 0 && this.resender !== undefined && this.options.retention !== undefined) {
-      const resend: Array<{sop: string; file: string}> = []
+      const resend: Array<{sop: string; kept: RetentionLocation}> = []
       for (const sop of missing) {
-        const file = this.options.retention.get(sop)
-        if (file !== undefined) resend.push({sop, file})
+        const kept = this.store.kept(sop)
+        if (kept !== undefined && this.options.retention.holds(kept)) resend.push({sop, kept})
       }
 
       this.store.requeued(resend.map((r) => r.sop))
-      for (const {sop, file} of resend) {
-        await this.resender(file, sop)
+      for (const {sop, kept} of resend) {
+        await this.resender(kept, sop)
         repaired++
       }
     }
@@ -245,6 +251,7 @@ export class StudyLedger {
     clearInterval(this.timer)
     clearTimeout(this.flushTimer)
     this.flush()
+    this.options.retention?.close()
     this.store.close()
   }
 

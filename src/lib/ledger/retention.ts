@@ -1,5 +1,5 @@
-import {closeSync, linkSync, openSync, renameSync, unlinkSync, writevSync} from 'node:fs'
-import {mkdir, readdir, rm, stat} from 'node:fs/promises'
+import {closeSync, fstatSync, linkSync, openSync, readdirSync, statSync, unlinkSync, writeSync, writevSync} from 'node:fs'
+import {mkdir, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {ReceivedInstance} from '../dicom/received-instance.js'
@@ -7,128 +7,170 @@ import {readFileSlice} from '../fs/durable.js'
 
 /** Options for RetentionStore. */
 export interface RetentionOptions {
-  /** Copies older than this are dropped. */
+  /** Copies older than this are dropped (whole files, oldest first). */
   maxAgeMs: number
-  /** Above this many bytes the oldest copies are dropped first. */
+  /** Above this many bytes the oldest files are dropped first. */
   maxBytes: number
+  /** A segment is closed and a new one started beyond this size (default 64 MiB). */
+  segmentBytes?: number
 }
 
 /**
- * Delivered instances kept for a while (spool.dir/retention/SOP.dcm, the Part 10 file as received),
- * so that a receipt that finds instances missing on a backend can send them again without asking
- * the modality. A cache, not a promise: no fsync, bounded by age and bytes, oldest evicted first.
+ * Where a kept copy is: a Part 10 file of its own (`offset` 0, the whole file), or a slice of a
+ * retention segment (the Part 10 bytes of one instance, meta header first). The ledger records it
+ * with the instance, so it survives a restart.
+ */
+export interface RetentionLocation {
+  file: string
+  offset: number
+  length: number
+}
+
+const SEGMENT = /^r-(\d+)\.seg$/
+
+/**
+ * Delivered instances kept for a while in spool.dir/retention, so that a receipt that finds
+ * instances missing on a backend can send them again without asking the modality. Small
+ * instances are appended to a segment file that stays open (one write per instance: on this kind
+ * of disk, creating a file per instance costs more than the rest of the ledger); large ones, which
+ * already have a spool file of their own, are hard-linked. A cache, not a promise: no fsync, and
+ * bounded by age and bytes, the oldest files going first.
  */
 export class RetentionStore {
-  private readonly entries = new Map<string, {bytes: number; at: number}>()
+  /** Every retention file with its size and time, oldest first. */
+  private files: Array<{name: string; bytes: number; at: number}> = []
   private bytes = 0
+  private segment?: {fd: number; name: string; size: number}
+  private nextSegment = 1
 
   constructor(readonly dir: string, private readonly options: RetentionOptions) {}
 
-  /** Reads what an earlier run kept. */
+  /** Reads what an earlier run kept (its locations are in the ledger). */
   async open(): Promise<void> {
     await mkdir(this.dir, {recursive: true})
-    const found: Array<{sop: string; bytes: number; at: number}> = []
-    for (const name of await readdir(this.dir)) {
-      if (!name.endsWith('.dcm')) {
+    for (const name of readdirSync(this.dir)) {
+      if (name.endsWith('.part')) {
         await rm(path.join(this.dir, name), {force: true})
         continue
       }
 
-      const info = await stat(path.join(this.dir, name)).catch(() => undefined)
-      if (info !== undefined) found.push({sop: name.slice(0, -4), bytes: info.size, at: info.mtimeMs})
+      const info = statSync(path.join(this.dir, name), {throwIfNoEntry: false})
+      if (info === undefined) continue
+      this.files.push({name, bytes: info.size, at: info.mtimeMs})
+      this.bytes += info.size
+      const number = SEGMENT.exec(name)
+      if (number !== null) this.nextSegment = Math.max(this.nextSegment, Number(number[1]) + 1)
     }
 
-    for (const entry of found.sort((a, b) => a.at - b.at)) this.remember(entry.sop, entry.bytes, entry.at)
-
-    await this.evict()
+    this.files.sort((a, b) => a.at - b.at)
+    this.evict()
   }
 
-  get size(): {instances: number; bytes: number} {
-    return {instances: this.entries.size, bytes: this.bytes}
+  get size(): {files: number; bytes: number} {
+    return {files: this.files.length, bytes: this.bytes}
   }
 
-  /** Keeps a copy of a delivered instance: a hard link to its spool file, or its bytes written out. */
-  async keep(instance: ReceivedInstance): Promise<void> {
-    const target = this.file(instance.sopInstanceUid)
-    const bytes = instance.metaHeader.length + instance.datasetLength
-    // Synchronous calls on purpose: for a copy this small they cost a few tens of microseconds,
-    // where each promise-based call costs more than that in dispatch alone.
-    const linked = instance.path !== undefined && linkReplacing(instance.path, target)
-    if (!linked) {
-      const source = instance.dataset
-      const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
-      // Written beside and renamed: a repair must never send a half-written copy.
-      const part = `${target}.part`
-      const fd = openSync(part, 'w')
+  /** Keeps a copy of a delivered instance; returns where. */
+  async keep(instance: ReceivedInstance): Promise<RetentionLocation> {
+    const length = instance.metaHeader.length + instance.datasetLength
+    if (instance.path !== undefined) {
+      const name = `${instance.id}.dcm`
+      const target = path.join(this.dir, name)
       try {
-        writevSync(fd, [instance.metaHeader, dataset])
-      } finally {
-        closeSync(fd)
+        linkSync(instance.path, target)
+        this.add(name, length)
+        this.evict()
+        return {file: target, offset: 0, length}
+      } catch {
+        // another file system, or already linked: append it instead
+      }
+    }
+
+    const source = instance.dataset
+    const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
+    const segment = this.openSegment()
+    const offset = segment.size
+    // Synchronous on purpose: one write call for a small copy, where a promise-based call costs
+    // more than that in dispatch alone.
+    writevSync(segment.fd, [instance.metaHeader, dataset], offset)
+    segment.size += length
+    this.grow(segment.name, length)
+    if (segment.size >= (this.options.segmentBytes ?? 64 * 1024 * 1024)) this.closeSegment()
+    this.evict()
+    return {file: path.join(this.dir, segment.name), offset, length}
+  }
+
+  /** Whether a location still holds its copy (evicted files do not). */
+  holds(location: RetentionLocation): boolean {
+    const info = statSync(location.file, {throwIfNoEntry: false})
+    return info !== undefined && info.size >= location.offset + location.length
+  }
+
+  /** Drops files past the age or byte limit, oldest first (never the segment being written). */
+  evict(now = Date.now()): number {
+    let dropped = 0
+    while (this.files.length > 0) {
+      const oldest = this.files[0]
+      if (now - oldest.at <= this.options.maxAgeMs && this.bytes <= this.options.maxBytes) break
+      if (oldest.name === this.segment?.name) this.closeSegment()
+      this.files.shift()
+      this.bytes -= oldest.bytes
+      try {
+        unlinkSync(path.join(this.dir, oldest.name))
+      } catch {
+        // already gone
       }
 
-      renameSync(part, target)
-    }
-
-    this.forget(instance.sopInstanceUid)
-    this.remember(instance.sopInstanceUid, bytes, Date.now())
-    if (this.bytes > this.options.maxBytes || this.oldestAt() < Date.now() - this.options.maxAgeMs) await this.evict()
-  }
-
-  /** The kept Part 10 file of an instance, or undefined. */
-  get(sopInstanceUid: string): string | undefined {
-    return this.entries.has(sopInstanceUid) ? this.file(sopInstanceUid) : undefined
-  }
-
-  /** Drops copies past the age or byte limit, oldest first. */
-  async evict(now = Date.now()): Promise<number> {
-    let dropped = 0
-    for (const [sop, entry] of this.entries) {
-      if (now - entry.at <= this.options.maxAgeMs && this.bytes <= this.options.maxBytes) break
-      this.forget(sop)
-      await rm(this.file(sop), {force: true})
       dropped++
     }
 
     return dropped
   }
 
-  private oldestAt(): number {
-    for (const entry of this.entries.values()) return entry.at
-    return Number.POSITIVE_INFINITY
+  close(): void {
+    this.closeSegment()
   }
 
-  private file(sopInstanceUid: string): string {
-    return path.join(this.dir, `${sopInstanceUid.replaceAll(/[^0-9.]/g, '_')}.dcm`)
+  private openSegment(): {fd: number; name: string; size: number} {
+    if (this.segment !== undefined) return this.segment
+    const name = `r-${this.nextSegment++}.seg`
+    const fd = openSync(path.join(this.dir, name), 'w')
+    this.segment = {fd, name, size: fstatSync(fd).size}
+    this.add(name, 0)
+    return this.segment
   }
 
-  /** Map order is insertion order: kept oldest first. */
-  private remember(sop: string, bytes: number, at: number): void {
-    this.entries.set(sop, {bytes, at})
+  private closeSegment(): void {
+    if (this.segment === undefined) return
+    closeSync(this.segment.fd)
+    this.segment = undefined
+  }
+
+  private add(name: string, bytes: number): void {
+    this.files.push({name, bytes, at: Date.now()})
     this.bytes += bytes
   }
 
-  private forget(sop: string): void {
-    const entry = this.entries.get(sop)
-    if (entry === undefined) return
-    this.entries.delete(sop)
-    this.bytes -= entry.bytes
+  private grow(name: string, bytes: number): void {
+    let file: {name: string; bytes: number; at: number} | undefined
+    for (let i = this.files.length - 1; i >= 0 && file === undefined; i--) if (this.files[i].name === name) file = this.files[i]
+    if (file !== undefined) {
+      file.bytes += bytes
+      file.at = Date.now()
+    }
+
+    this.bytes += bytes
   }
 }
 
-/** Hard-links `source` as `target`, replacing an older `target`; false when links are not possible (another file system). */
-function linkReplacing(source: string, target: string): boolean {
+/** Writes a kept copy out as a Part 10 file of its own (for a repair). */
+export async function extractRetained(location: RetentionLocation, target: string): Promise<void> {
+  const bytes = await readFileSlice(location.file, location.offset, location.length)
+  if (bytes.length !== location.length) throw new Error(`${location.file} holds ${bytes.length} of the ${location.length} bytes kept at ${location.offset}`)
+  const fd = openSync(target, 'wx')
   try {
-    linkSync(source, target)
-    return true
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return false
-  }
-
-  try {
-    unlinkSync(target)
-    linkSync(source, target)
-    return true
-  } catch {
-    return false
+    writeSync(fd, bytes)
+  } finally {
+    closeSync(fd)
   }
 }

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS instances (
   backend TEXT,
   delivered_at INTEGER,
   detail TEXT,
-  amendment INTEGER NOT NULL DEFAULT 0
+  amendment INTEGER NOT NULL DEFAULT 0,
+  kept TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
 `
@@ -168,7 +169,7 @@ export class SqliteLedgerStore {
         amendments = studies.amendments + (studies.state = 'stable'),
         state = 'receiving', stable_at = NULL, receipt = NULL`)
     this.stateOf = this.db.prepare<[string], {state: StudyState}>('SELECT state FROM studies WHERE study_instance_uid = ?')
-    this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail WHERE sop_instance_uid = @sopInstanceUid`)
+    this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail, kept = COALESCE(@kept, kept) WHERE sop_instance_uid = @sopInstanceUid`)
   }
 
   private checkVersion(): void {
@@ -214,7 +215,7 @@ export class SqliteLedgerStore {
   /** Records what became of instances (stored on a backend, dead-lettered). */
   outcomes(outcomes: InstanceOutcome[]): void {
     this.db.transaction(() => {
-      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome})
+      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
     })()
   }
 
@@ -321,6 +322,12 @@ export class SqliteLedgerStore {
     this.db.transaction(() => {
       for (const sop of sopInstanceUids) update.run(sop)
     })()
+  }
+
+  /** Where a copy of an instance was kept for repairs, if it was. */
+  kept(sopInstanceUid: string): {file: string; offset: number; length: number} | undefined {
+    const row = this.db.prepare<[string], {kept: string | null}>('SELECT kept FROM instances WHERE sop_instance_uid = ?').get(sopInstanceUid)
+    return row?.kept ? (JSON.parse(row.kept) as {file: string; offset: number; length: number}) : undefined
   }
 
   setReceipt(studyInstanceUid: string, receipt: Receipt): void {

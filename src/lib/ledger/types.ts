@@ -25,6 +25,8 @@ export interface InstanceOutcome {
   backend?: string
   at: number
   detail?: string
+  /** Where a copy was kept for repairs (stored instances, with retention on). */
+  kept?: {file: string; offset: number; length: number}
 }
 
 /**

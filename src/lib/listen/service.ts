@@ -1,4 +1,4 @@
-import {copyFile, link, rm} from 'node:fs/promises'
+import {rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {Backend} from '../backends/backend.js'
@@ -14,7 +14,7 @@ import {transferSyntaxInfo} from '../dicom/uids.js'
 import {listenerTransferSyntaxes} from '../backends/capabilities.js'
 import type {Logger} from '../output/logger.js'
 import {Forwarder} from './forwarder.js'
-import {ensureDir, syncDir} from '../fs/durable.js'
+import {datasyncFile, ensureDir, syncDir} from '../fs/durable.js'
 import {DiscardSink, InstanceSink, newInstanceId} from './intake.js'
 import {Spool} from '../spool/spool.js'
 import {type RouterStatus, type StatusRoutes, StatusServer} from '../status/server.js'
@@ -23,6 +23,7 @@ import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
 import {type ReceivedInstance, readPart10Instance} from '../dicom/received-instance.js'
 import {StudyLedger} from '../ledger/ledger.js'
+import {extractRetained} from '../ledger/retention.js'
 import type {InstanceReceipt} from '../ledger/types.js'
 import {Router} from './delivery.js'
 
@@ -130,10 +131,11 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const queueDir = spool.queueDir
     // A repair: the kept copy becomes a spool file of its own again and goes through the forwarder
     // like any instance (durable, retried, bytes unchanged, to the study's backend).
-    ledger?.setResender(async (file) => {
+    ledger?.setResender(async (kept) => {
       const id = newInstanceId()
       const target = path.join(queueDir, `${id}.dcm`)
-      await link(file, target).catch(async () => copyFile(file, target))
+      await extractRetained(kept, target)
+      await datasyncFile(target)
       await syncDir(queueDir)
       queue.enqueue(await readPart10Instance(target, id), true)
     })
