@@ -6,6 +6,7 @@ import type {ReceivedInstance} from '../dicom/received-instance.js'
  * A destination for instances. `store` resolves with the backend's DICOM status (success or not)
  * and throws only when the backend could not be asked (network, association, timeout): the
  * router treats a throw as "try elsewhere" and a non-success status as the backend's verdict.
+ * The router and `ddr send` both store through these classes: one way to each kind of backend.
  */
 export interface Backend {
   readonly config: BackendConfig
@@ -18,6 +19,11 @@ export interface Backend {
   store(instance: ReceivedInstance): Promise<DimseResponse>
   /** Verification: C-ECHO for DICOM backends. Resolves with the round-trip time in ms. */
   echo(timeoutMs: number): Promise<number>
+  /**
+   * Lets go of connections no call is using now (idle associations), so a peer that serves one
+   * association at a time can take another caller's; `ddr send` calls it when its queue runs dry.
+   */
+  releaseIdle?(): Promise<void>
   close(): Promise<void>
 }
 

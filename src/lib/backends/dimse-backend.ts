@@ -1,7 +1,9 @@
+import type tls from 'node:tls'
+
 import type {DicomBackendConfig} from '../config/schema.js'
 import {STORE_TIMEOUT_DEFAULT_MS} from '../config/validate.js'
 import {DdrError} from '../errors.js'
-import {type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
+import {type ContextRequest, type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from '../dimse/scu.js'
 import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
@@ -11,6 +13,14 @@ import type {Backend} from './backend.js'
 export interface DimseBackendOptions {
   callingAeTitle: string
   requestTimeoutMs?: number
+  /** How long to wait for an association (default 5 s). */
+  connectTimeoutMs?: number
+  /** The longest one C-STORE may take (default: the config's storeTimeoutMs); null: no limit while it makes progress. */
+  storeTimeoutMs?: number | null
+  /** DICOM TLS options already read (`ddr send` reads its --tls files itself, naming the flag); default: from the config's `tls`. */
+  tls?: tls.ConnectionOptions
+  /** Pairs to propose from the first association on (`ddr send` knows every file's before it starts). */
+  contexts?: readonly ContextRequest[]
 }
 
 const VERIFICATION_CONTEXT = {abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntax: IMPLICIT_VR_LITTLE_ENDIAN}
@@ -20,6 +30,8 @@ export class DimseBackend implements Backend {
   private readonly pool: AssociationPool
 
   constructor(readonly config: DicomBackendConfig, private readonly options: DimseBackendOptions) {
+    const storeTimeoutMs = options.storeTimeoutMs === undefined ? (config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS) : options.storeTimeoutMs
+    const tlsOptions = options.tls ?? (config.tls === undefined ? undefined : clientTlsOptions(config.tls, `backends[${config.name}].tls`))
     this.pool = new AssociationPool({
       host: config.host,
       port: config.port,
@@ -28,10 +40,11 @@ export class DimseBackend implements Backend {
       maxAssociations: config.maxAssociations,
       idleMs: 15_000,
       requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
-      connectTimeoutMs: 5000,
-      storeTimeoutMs: config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS,
-      ...(config.tls === undefined ? {} : {tls: clientTlsOptions(config.tls, `backends[${config.name}].tls`)}),
+      connectTimeoutMs: options.connectTimeoutMs ?? 5000,
+      ...(storeTimeoutMs === null ? {} : {storeTimeoutMs}),
+      ...(tlsOptions === undefined ? {} : {tls: tlsOptions}),
     })
+    if (options.contexts !== undefined) this.pool.expect(options.contexts)
   }
 
   store(instance: ReceivedInstance): Promise<DimseResponse> {
@@ -49,13 +62,14 @@ export class DimseBackend implements Backend {
   /** C-ECHO on a pooled association (a new one only when none is idle), so it also works with SCPs that serve one association at a time. */
   async echo(timeoutMs: number): Promise<number> {
     const started = performance.now()
+    const peer = `${this.config.aeTitle}@${this.config.host}:${this.config.port}`
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new DdrError('TIMEOUT', `no C-ECHO answer from ${this.config.aeTitle}@${this.config.host}:${this.config.port} within ${timeoutMs} ms`)), timeoutMs)
+      timer = setTimeout(() => reject(new DdrError('TIMEOUT', `no C-ECHO answer from ${peer} within ${timeoutMs} ms`)), timeoutMs)
     })
     try {
       const response = await Promise.race([this.pool.with(VERIFICATION_CONTEXT, (association) => association.echo()), timeout])
-      if (response.status !== 0) throw new DdrError('BACKEND_REFUSED', `C-ECHO answered status 0x${response.status.toString(16)}`)
+      if (response.status !== 0) throw new DdrError('BACKEND_REFUSED', `${peer} answered C-ECHO with status 0x${response.status.toString(16).padStart(4, '0')}`)
       return performance.now() - started
     } finally {
       clearTimeout(timer)
@@ -64,6 +78,10 @@ export class DimseBackend implements Backend {
 
   get openAssociations(): number {
     return this.pool.size
+  }
+
+  releaseIdle(): Promise<void> {
+    return this.pool.releaseIdle()
   }
 
   close(): Promise<void> {
