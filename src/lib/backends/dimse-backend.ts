@@ -7,8 +7,10 @@ import {type ContextRequest, type DimseResponse, IMPLICIT_VR_LITTLE_ENDIAN} from
 import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
+import type {OrthancClient} from '../orthanc/client.js'
 import {AssociationPool} from './association-pool.js'
-import type {Backend} from './backend.js'
+import type {Backend, BackendCheck, CheckOptions} from './backend.js'
+import {askOrthanc, emptyCheck, hasOrthancStatistics, roundMs} from './check.js'
 
 export interface DimseBackendOptions {
   callingAeTitle: string
@@ -28,6 +30,8 @@ const VERIFICATION_CONTEXT = {abstractSyntax: VERIFICATION_SOP_CLASS, transferSy
 /** Forwards instances over DIMSE C-STORE on reused associations, bytes unchanged. */
 export class DimseBackend implements Backend {
   private readonly pool: AssociationPool
+  /** Orthanc's REST API for /statistics (an Orthanc with a url), opened at the first check. */
+  private statisticsClient?: OrthancClient
 
   constructor(readonly config: DicomBackendConfig, private readonly options: DimseBackendOptions) {
     const storeTimeoutMs = options.storeTimeoutMs === undefined ? (config.storeTimeoutMs ?? STORE_TIMEOUT_DEFAULT_MS) : options.storeTimeoutMs
@@ -76,6 +80,33 @@ export class DimseBackend implements Backend {
     }
   }
 
+  /**
+   * C-ECHO (unless passive), then, for an Orthanc with a url, its /statistics (after a GET /system
+   * in a survey, so the timed request runs on a warm connection). A C-ECHO refused (association
+   * rejected, a non-success status) is still an answer: the SCP is up but does not take us.
+   */
+  async check(options: CheckOptions): Promise<BackendCheck> {
+    const check = emptyCheck()
+    // One part after the other, so neither's timing includes the other's work.
+    if (!options.passive) {
+      try {
+        check.echoMs = roundMs(await this.echo(options.timeoutMs))
+        check.answered = true
+      } catch (error) {
+        if (error instanceof DdrError && (error.code === 'ASSOCIATION_REJECTED' || error.code === 'BACKEND_REFUSED')) check.answered = true
+        check.problems.push(`C-ECHO: ${(error as Error).message}`)
+      }
+    }
+
+    if (hasOrthancStatistics(this.config)) {
+      // got loads in ~70 ms: `ddr send` over DIMSE never checks, so it does not pay for it.
+      this.statisticsClient ??= (await import('../orthanc/client.js')).orthancClientFor(this.config, {timeoutMs: options.timeoutMs})
+      await askOrthanc(this.statisticsClient, check, {system: options.survey === true})
+    }
+
+    return check
+  }
+
   get openAssociations(): number {
     return this.pool.size
   }
@@ -85,6 +116,7 @@ export class DimseBackend implements Backend {
   }
 
   close(): Promise<void> {
+    this.statisticsClient?.close()
     return this.pool.close()
   }
 }

@@ -11,8 +11,9 @@ import {Status} from '../dimse/status.js'
 import {type HttpAgents, backendRequestHint, createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
 import {redactUrl} from '../output/redact.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
-import {orthancErrorDetail} from '../orthanc/client.js'
-import type {Backend} from './backend.js'
+import {type OrthancClient, orthancClientFor, orthancErrorDetail} from '../orthanc/client.js'
+import type {Backend, BackendCheck, CheckOptions} from './backend.js'
+import {askOrthanc, emptyCheck, roundMs} from './check.js'
 
 /** Part 10 bytes of an instance, streamed: meta header, then the dataset exactly as received. */
 export function part10Stream(instance: ReceivedInstance): Readable {
@@ -72,6 +73,8 @@ export class OrthancRestBackend implements Backend {
   private readonly client
   private readonly agents: HttpAgents
   private readonly url: string
+  /** Orthanc's REST API for /system and /statistics, opened at the first check. */
+  private statisticsClient?: OrthancClient
 
   constructor(readonly config: BackendConfig, timeoutOrOptions: number | OrthancRestOptions = {}) {
     const options = typeof timeoutOrOptions === 'number' ? {timeoutMs: timeoutOrOptions} : timeoutOrOptions
@@ -132,7 +135,17 @@ export class OrthancRestBackend implements Backend {
     return performance.now() - started
   }
 
+  /** GET /system (its round trip is the echo; left out when passive, unless in a survey), then a timed GET /statistics. */
+  async check(options: CheckOptions): Promise<BackendCheck> {
+    const check = emptyCheck()
+    this.statisticsClient ??= orthancClientFor(this.config, {timeoutMs: options.timeoutMs})
+    const systemMs = await askOrthanc(this.statisticsClient, check, {system: options.survey === true || !options.passive})
+    if (systemMs !== undefined) check.echoMs = roundMs(systemMs)
+    return check
+  }
+
   async close(): Promise<void> {
+    this.statisticsClient?.close()
     destroyHttpAgents(this.agents)
   }
 }
