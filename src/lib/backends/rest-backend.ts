@@ -61,7 +61,7 @@ export interface OrthancRestOptions {
   timeoutMs?: number
   /** Connections at once (default: no limit). */
   maxSockets?: number
-  /** How errors name the `https` PEM fields (default "backends.<name>.https"; "--ca" for a flag). */
+  /** How errors name the `https` PEM fields (default "backends.<name>.https"; `ddr send --rest URL` says "https"). */
   httpsField?: string
 }
 
