@@ -1,5 +1,8 @@
 import {DdrError} from '../errors.js'
-import {type ConnectOptions, type ContextRequest, ScuAssociation} from '../dimse/scu.js'
+import {VERIFICATION_SOP_CLASS} from '../dimse/pdu.js'
+import {type ConnectOptions, type ContextRequest, IMPLICIT_VR_LITTLE_ENDIAN, ScuAssociation} from '../dimse/scu.js'
+import {sopClassName, transferSyntaxInfo} from '../dicom/uids.js'
+import {ContextPlan, contextKey} from './context-plan.js'
 
 export interface PoolOptions extends Omit<ConnectOptions, 'contexts'> {
   /** Most associations open at once towards this peer. */
@@ -8,22 +11,32 @@ export interface PoolOptions extends Omit<ConnectOptions, 'contexts'> {
   idleMs: number
 }
 
-const MAX_CONTEXTS = 127
+/** Every association proposes Verification (ScuAssociation adds it): it is never part of the plan. */
+const VERIFICATION_KEY = contextKey({abstractSyntax: VERIFICATION_SOP_CLASS, transferSyntax: IMPLICIT_VR_LITTLE_ENDIAN})
 
-function contextKey(context: ContextRequest): string {
-  return `${context.abstractSyntax}|${context.transferSyntax}`
+/** The refusal of an instance whose SOP class and transfer syntax the peer did not accept, in names a person reads. */
+function notAccepted(peer: string, context: ContextRequest): DdrError {
+  const syntax = transferSyntaxInfo(context.transferSyntax)?.name ?? context.transferSyntax
+  return new DdrError('BACKEND_REFUSED', `${peer} did not accept ${sopClassName(context.abstractSyntax) ?? `SOP class ${context.abstractSyntax}`} in ${syntax}`)
 }
 
 /**
- * Reused associations towards one peer. Each association proposes every (SOP class, transfer
- * syntax) pair seen so far, one context per pair, so the bytes go out in the syntax they came in.
+ * Reused associations towards one peer: the one place ddr decides which presentation contexts
+ * to propose (the router's DIMSE backends and `ddr send` both go through it). Each association
+ * proposes one context per (SOP class, transfer syntax) pair seen so far, or made known up front
+ * with expect() (see ContextPlan), so the bytes go out in the syntax they came in. A pair an open
+ * association proposed and the peer did not accept is refused at once, without asking again.
  */
 export class AssociationPool {
   private readonly idle: ScuAssociation[] = []
   private readonly idleSince = new Map<ScuAssociation, number>()
+  /** Every open association, busy or idle, with the contexts it proposed. */
+  private readonly proposed = new Map<ScuAssociation, Set<string>>()
   private open = 0
   private readonly waiters: Array<() => void> = []
-  private readonly known = new Map<string, ContextRequest>()
+  private readonly plan = new ContextPlan()
+  /** The plan group the latest association proposed (what a Verification-only request reuses). */
+  private lastGroup = 0
   private closed = false
   private readonly sweeper: NodeJS.Timeout
 
@@ -36,42 +49,77 @@ export class AssociationPool {
     return this.open
   }
 
-  /** Runs `work` on an association that accepted `context`, returning the association to the pool after. */
-  async with<T>(context: ContextRequest, work: (association: ScuAssociation) => Promise<T>): Promise<T> {
-    const association = await this.acquire(context)
-    try {
-      return await work(association)
-    } finally {
-      this.releaseToPool(association)
-    }
+  /** Makes pairs known before their first instance, so the first association already proposes them all. */
+  expect(contexts: readonly ContextRequest[]): void {
+    for (const context of contexts) if (contextKey(context) !== VERIFICATION_KEY) this.plan.add(context)
+  }
+
+  /**
+   * Runs `work` on an association that accepted `context`, returning the association to the pool
+   * after. With an idle association at hand, `work` starts before this returns (a C-STORE's bytes
+   * are on their way while the caller reads the next file).
+   */
+  with<T>(context: ContextRequest, work: (association: ScuAssociation) => Promise<T>): Promise<T> {
+    const ready = this.closed ? undefined : this.takeIdle(context)
+    if (ready !== undefined) return this.run(ready, work)
+    return this.acquire(context).then((association) => this.run(association, work))
+  }
+
+  /** Releases every idle association now (busy ones go on): a peer that serves one association at a time can then take the next. */
+  async releaseIdle(): Promise<void> {
+    const all = this.idle.splice(0)
+    for (const association of all) this.idleSince.delete(association)
+    await Promise.all(all.map((association) => association.release()))
   }
 
   async close(): Promise<void> {
     this.closed = true
     clearInterval(this.sweeper)
-    const all = this.idle.splice(0)
-    await Promise.all(all.map((association) => association.release()))
+    await this.releaseIdle()
+  }
+
+  private run<T>(association: ScuAssociation, work: (association: ScuAssociation) => Promise<T>): Promise<T> {
+    let result: Promise<T>
+    try {
+      result = work(association)
+    } catch (error) {
+      result = Promise.reject(error)
+    }
+
+    return result.finally(() => this.releaseToPool(association))
+  }
+
+  private takeIdle(context: ContextRequest): ScuAssociation | undefined {
+    const index = this.idle.findIndex((a) => a.isIdle && a.supports(context.abstractSyntax, context.transferSyntax))
+    if (index < 0) return undefined
+    const [association] = this.idle.splice(index, 1)
+    this.idleSince.delete(association)
+    return association
+  }
+
+  /** The refusal, when an open association proposed `context` and the peer did not accept it (asking again would not help). */
+  private refusedBy(context: ContextRequest): DdrError | undefined {
+    const key = contextKey(context)
+    for (const [association, keys] of this.proposed) {
+      if (keys.has(key) && association.isOpen && !association.supports(context.abstractSyntax, context.transferSyntax)) return notAccepted(association.peer, context)
+    }
+
+    return undefined
   }
 
   private async acquire(context: ContextRequest): Promise<ScuAssociation> {
     if (this.closed) throw new DdrError('BACKEND_UNREACHABLE', `association pool for ${this.options.calledAeTitle} is closed`)
-    if (!this.known.has(contextKey(context)) && this.known.size < MAX_CONTEXTS) this.known.set(contextKey(context), context)
+    if (contextKey(context) !== VERIFICATION_KEY) this.plan.add(context)
     for (;;) {
-      const index = this.idle.findIndex((a) => a.isIdle && a.supports(context.abstractSyntax, context.transferSyntax))
-      if (index >= 0) {
-        const [association] = this.idle.splice(index, 1)
-        this.idleSince.delete(association)
-        return association
-      }
-
+      const ready = this.takeIdle(context)
+      if (ready !== undefined) return ready
+      const refusal = this.refusedBy(context)
+      if (refusal !== undefined) throw refusal
       if (this.idle.length > 0) {
-        // No idle association speaks this syntax. The new one proposes every context seen so far,
-        // so the idle ones are redundant: release them first, which also frees the slot of an SCP
-        // that serves one association at a time.
-        for (const stale of this.idle.splice(0)) {
-          this.idleSince.delete(stale)
-          await stale.release()
-        }
+        // No idle association speaks this syntax. The new one proposes every context of its
+        // group, so the idle ones are redundant: release them first, which also frees the slot of
+        // an SCP that serves one association at a time.
+        await this.releaseIdle()
       }
 
       if (this.open < this.options.maxAssociations) return this.connect(context)
@@ -81,9 +129,10 @@ export class AssociationPool {
 
   private async connect(context: ContextRequest): Promise<ScuAssociation> {
     this.open++
+    const group = contextKey(context) === VERIFICATION_KEY ? this.lastGroup : this.plan.groupOf(context)!
+    const contexts = this.plan.group(group)
     let association: ScuAssociation
     try {
-      const contexts = [context, ...[...this.known.values()].filter((c) => contextKey(c) !== contextKey(context))]
       association = await ScuAssociation.connect({...this.options, contexts})
     } catch (error) {
       this.open--
@@ -91,16 +140,19 @@ export class AssociationPool {
       throw error
     }
 
+    this.lastGroup = group
+    this.proposed.set(association, new Set([VERIFICATION_KEY, ...contexts.map((c) => contextKey(c))]))
     association.once('close', () => {
       this.open--
       const index = this.idle.indexOf(association)
       if (index >= 0) this.idle.splice(index, 1)
       this.idleSince.delete(association)
+      this.proposed.delete(association)
       this.wakeOne()
     })
     if (!association.supports(context.abstractSyntax, context.transferSyntax)) {
       this.releaseToPool(association)
-      throw new DdrError('BACKEND_REFUSED', `${association.peer} does not accept SOP class ${context.abstractSyntax} in transfer syntax ${context.transferSyntax}`)
+      throw notAccepted(association.peer, context)
     }
 
     return association

@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {Readable} from 'node:stream'
 
-import got, {type Response} from 'got'
+import got, {HTTPError, type Response} from 'got'
 
 import {type BackendConfig, DICOMWEB_BATCH_DEFAULTS} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
@@ -10,7 +10,8 @@ import {DdrError} from '../errors.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {type HttpAgents, backendHttpAgents, destroyHttpAgents} from '../security/https.js'
 import {redactUrl} from '../output/redact.js'
-import type {Backend} from './backend.js'
+import type {Backend, BackendCheck, CheckOptions} from './backend.js'
+import {emptyCheck, roundMs} from './check.js'
 import {backendRequestError, part10Stream} from './rest-backend.js'
 
 /** STOW-RS response attributes (PS3.18 10.5.3), as DICOM JSON keys. */
@@ -203,6 +204,26 @@ export class DicomwebBackend implements Backend {
     }
 
     return performance.now() - started
+  }
+
+  /**
+   * QIDO-RS `GET <url>/studies?limit=1` with the backend's credentials (unless passive; in a
+   * survey twice, the second timed on the connection the first opened). Any HTTP answer counts as
+   * an answer: the server is there, even when it refuses us or fails.
+   */
+  async check(options: CheckOptions): Promise<BackendCheck> {
+    const check = emptyCheck()
+    if (options.passive) return check
+    try {
+      if (options.survey) await this.echo(options.timeoutMs)
+      check.echoMs = roundMs(await this.echo(options.timeoutMs))
+      check.answered = true
+    } catch (error) {
+      if ((error as Error).cause instanceof HTTPError) check.answered = true
+      check.problems.push(`QIDO-RS: ${(error as Error).message}`)
+    }
+
+    return check
   }
 
   /** Instances still waiting for a request are rejected (the router keeps them in its spool). */

@@ -1,8 +1,7 @@
 import type {BackendConfig} from '../config/schema.js'
-import {redactUrl} from '../output/redact.js'
 import type {Backend} from './backend.js'
 import {DicomwebBackend} from './dicomweb-backend.js'
-import {DimseBackend} from './dimse-backend.js'
+import {DimseBackend, type DimseBackendOptions} from './dimse-backend.js'
 import {FolderBackend} from './folder-backend.js'
 import {OrthancRestBackend} from './rest-backend.js'
 
@@ -10,6 +9,8 @@ import {OrthancRestBackend} from './rest-backend.js'
 export interface BackendFactoryOptions {
   /** Our AE title, for DIMSE backends. */
   callingAeTitle: string
+  /** DIMSE backends: how long to wait for an association (default 5 s). */
+  connectTimeoutMs?: number
 }
 
 /** Makes the Backend for one configured backend, by its type (and, for Orthanc, its transport). */
@@ -24,33 +25,15 @@ export function createBackend(config: BackendConfig, options: BackendFactoryOpti
     }
 
     case 'dimse': {
-      return new DimseBackend(config, {callingAeTitle: options.callingAeTitle})
+      return new DimseBackend(config, dimseOptions(options))
     }
 
     default: {
-      return config.transport === 'rest' ? new OrthancRestBackend(config) : new DimseBackend(config, {callingAeTitle: options.callingAeTitle})
+      return config.transport === 'rest' ? new OrthancRestBackend(config) : new DimseBackend(config, dimseOptions(options))
     }
   }
 }
 
-/** Whether a backend is an Orthanc whose REST API gives /statistics (load and stored counts). */
-export function hasOrthancStatistics(config: BackendConfig): boolean {
-  return (config.type ?? 'orthanc') === 'orthanc' && config.url !== undefined
-}
-
-/** How a backend is reached, for logs and health messages. */
-export function describeBackendAddress(config: BackendConfig): string {
-  switch (config.type ?? 'orthanc') {
-    case 'folder': {
-      return `folder ${config.path}`
-    }
-
-    case 'dicomweb': {
-      return `STOW-RS ${redactUrl(config.url ?? '', {credentials: 'drop'})}`
-    }
-
-    default: {
-      return config.transport === 'rest' ? `REST ${redactUrl(config.url ?? '', {credentials: 'drop'})}` : `${config.aeTitle}@${config.host}:${config.port}`
-    }
-  }
+function dimseOptions(options: BackendFactoryOptions): DimseBackendOptions {
+  return {callingAeTitle: options.callingAeTitle, ...(options.connectTimeoutMs === undefined ? {} : {connectTimeoutMs: options.connectTimeoutMs})}
 }

@@ -10,7 +10,8 @@ import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
-import type {Backend} from './backend.js'
+import type {Backend, BackendCheck, CheckOptions} from './backend.js'
+import {emptyCheck, roundMs} from './check.js'
 
 /** A path component from a DICOM identifier: anything but letters, digits, ".", "-" and "_" becomes "_". */
 export function safePathComponent(value: string | undefined): string {
@@ -88,6 +89,24 @@ export class FolderBackend implements Backend {
     const health = await checkFolder(this.root, this.config.minFreeMb, {create: true})
     if (health.problems.length > 0) throw new DdrError('BACKEND_UNREACHABLE', health.problems.join('; '))
     return performance.now() - started
+  }
+
+  /**
+   * The folder's health (unless passive): the router's check creates a missing root, a survey
+   * only reports it and counts the files (see checkFolder).
+   */
+  async check(options: CheckOptions): Promise<BackendCheck> {
+    const check = emptyCheck()
+    if (options.passive) return check
+    const started = performance.now()
+    const health = await checkFolder(this.root, this.config.minFreeMb, options.survey ? {count: true} : {create: true})
+    check.problems = health.problems.map((problem) => `folder: ${problem}`)
+    check.answered = health.exists
+    if (check.problems.length === 0) check.echoMs = roundMs(performance.now() - started)
+    check.instances = health.files
+    check.freeBytes = health.freeBytes
+    check.minFreeBytes = health.minFreeBytes
+    return check
   }
 
   async close(): Promise<void> {}

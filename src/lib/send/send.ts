@@ -1,8 +1,8 @@
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import {redactUrl} from '../output/redact.js'
-import type {Delivery, DeliveryReport} from './delivery.js'
-import {deliverOverDimse, describeStatus} from './dimse-sender.js'
+import {openChannel} from './channels.js'
+import {type Delivery, type DeliveryReport, deliver, describeStatus} from './delivery.js'
 import {discoverInputs} from './inputs.js'
 import {prepareInput, type PrepareOutcome, type PreparedInstance} from './prepare.js'
 import type {SendFailure, SendProgressEvent, SendResult, SendSkip, SendTarget, SendTargetSummary, SendWarning} from './types.js'
@@ -131,16 +131,9 @@ export async function sendFiles(inputs: string[], options: SendOptions): Promise
     let report: DeliveryReport = {deliveries: [], connected: false}
     if (instances.length > 0) {
       progress()
-      const deliveryOptions = {concurrency, signal: options.signal, onDelivery}
-      const target = options.target
-      if (target.protocol === 'dimse') {
-        report = await deliverOverDimse(instances, target, {...deliveryOptions, connectTimeoutMs: options.connectTimeoutMs, requestTimeoutMs: options.requestTimeoutMs})
-      } else if (target.protocol === 'rest') {
-        // got loads in ~70 ms: only HTTP sends pay for it.
-        report = await (await import('./rest-sender.js')).deliverOverRest(instances, target, deliveryOptions)
-      } else {
-        report = await (await import('./backend-sender.js')).deliverToBackend(instances, target, deliveryOptions)
-      }
+      // Through the router's own Backend classes, one channel per kind of target (channels.ts).
+      const {channel, order} = await openChannel(options.target, instances, {concurrency, connectTimeoutMs: options.connectTimeoutMs, requestTimeoutMs: options.requestTimeoutMs})
+      report = await deliver(order, channel, {signal: options.signal, onDelivery})
     }
 
     if (instances.length > 0 && !report.connected && sent === 0 && report.connectionError !== undefined && !options.signal?.aborted) {

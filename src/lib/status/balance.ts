@@ -1,15 +1,12 @@
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {HTTPError} from 'got'
-
-import {DicomwebBackend} from '../backends/dicomweb-backend.js'
-import {checkFolder} from '../backends/folder-backend.js'
-import type {BackendConfig, BackendTransport, BackendType, DdrConfig, DicomBackendConfig} from '../config/schema.js'
+import type {Backend, BackendCheck} from '../backends/backend.js'
+import {checkBackend, emptyCheck} from '../backends/check.js'
+import {createBackend} from '../backends/factory.js'
+import type {BackendConfig, BackendTransport, BackendType, DdrConfig} from '../config/schema.js'
 import {redactUrl} from '../output/redact.js'
-import {ScuAssociation} from '../dimse/scu.js'
-import {DdrError, ExitCode, type ExitCodeValue} from '../errors.js'
-import {orthancClientFor} from '../orthanc/client.js'
+import {ExitCode, type ExitCodeValue} from '../errors.js'
 import {formatTable, painter} from '../output/table.js'
 import {formatBytes, formatDuration} from '../output/units.js'
 import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerStatusUrl} from './client.js'
@@ -87,139 +84,34 @@ export interface GatherBalanceOptions {
 export async function gatherBalance(config: DdrConfig, options: GatherBalanceOptions = {}): Promise<BalanceStatusResult> {
   const timeoutMs = options.timeoutMs ?? config.health.timeoutMs
   const backends = options.backends ?? config.backends
-  const checks = await Promise.all(backends.map((backend) => checkBackend(backend, {timeoutMs, callingAeTitle: config.listen.aeTitle})))
+  const checks = await Promise.all(backends.map((backend) => surveyBackend(backend, {timeoutMs, callingAeTitle: config.listen.aeTitle})))
   // Asked after the backends, not beside them: the latencies measured are then the backends' own.
   const probe = await fetchRouterStatus(routerStatusUrl(config.status), {timeoutMs: Math.min(timeoutMs, 2000), signal: options.signal})
   return combine(probe, checks, backends)
 }
 
-/** What we measured ourselves. */
-interface DirectCheck {
-  problems: string[]
-  answered: boolean
-  echoMs: number | null
-  restMs: number | null
-  instances: number | null
-  studies: number | null
-  diskBytes: number | null
-  freeBytes: number | null
-  minFreeBytes: number | null
-}
-
-function emptyCheck(): DirectCheck {
-  return {problems: [], answered: false, echoMs: null, restMs: null, instances: null, studies: null, diskBytes: null, freeBytes: null, minFreeBytes: null}
-}
-
-async function checkBackend(backend: BackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<DirectCheck> {
-  if (backend.type === 'folder') return checkFolderBackend(backend)
-  if (backend.type === 'dicomweb') return checkDicomwebBackend(backend, options.timeoutMs)
-  const check = emptyCheck()
-  // One check after the other, so neither's timing includes the other's work.
-  if (backend.transport === 'dimse') {
-    const result = await echoBackend(backend, options)
-    if (typeof result === 'number') {
-      check.echoMs = result
-      check.answered = true
-    } else {
-      if (result.answered) check.answered = true
-      check.problems.push(`C-ECHO: ${result.message}`)
-    }
-  }
-
-  if (backend.url !== undefined) {
-    const client = orthancClientFor(backend, {timeoutMs: options.timeoutMs})
-    try {
-      // GET /system first opens the kept-alive connection and warms the HTTP client up: the timed
-      // /statistics then measures Orthanc, not this process starting.
-      await client.system()
-      const started = performance.now()
-      const stats = await client.statistics()
-      check.restMs = round(performance.now() - started)
-      check.answered = true
-      check.instances = stats.CountInstances
-      check.studies = stats.CountStudies
-      check.diskBytes = Number(stats.TotalDiskSize)
-    } catch (error) {
-      // An HTTP error status is still an answer: the server is there.
-      if (error instanceof DdrError && error.code === 'BACKEND_REFUSED') check.answered = true
-      check.problems.push(`REST: ${(error as Error).message}`)
-    } finally {
-      client.close()
-    }
-  }
-
-  return check
-}
-
-/** A folder backend: exists, writable, free space above minFreeMb, and its files counted when cheap. Creates nothing. */
-async function checkFolderBackend(backend: BackendConfig): Promise<DirectCheck> {
-  const health = await checkFolder(path.resolve(backend.path ?? ''), backend.minFreeMb, {count: true})
-  return {...emptyCheck(), problems: health.problems.map((problem) => `folder: ${problem}`), answered: health.exists, instances: health.files, freeBytes: health.freeBytes, minFreeBytes: health.minFreeBytes}
-}
-
-/** A dicomweb backend: QIDO-RS `GET <url>/studies?limit=1` with its credentials (a first one warms the connection up, the second is timed). */
-async function checkDicomwebBackend(backend: BackendConfig, timeoutMs: number): Promise<DirectCheck> {
-  const check = emptyCheck()
-  const web = new DicomwebBackend(backend, timeoutMs)
+/**
+ * Asks one backend directly, with the same check the router's health monitor makes (a survey: a
+ * fresh association for the C-ECHO, HTTP timed on a warm connection, a folder looked at, not
+ * created), then lets go of it.
+ */
+async function surveyBackend(config: BackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<BackendCheck> {
+  let backend: Backend
   try {
-    await web.echo(timeoutMs)
-    check.restMs = round(await web.echo(timeoutMs))
-    check.answered = true
+    backend = createBackend(config, {callingAeTitle: options.callingAeTitle, connectTimeoutMs: options.timeoutMs})
   } catch (error) {
-    // An HTTP error status is still an answer: the server is there (but refuses us, or fails).
-    if ((error as Error).cause instanceof HTTPError) check.answered = true
-    check.problems.push(`QIDO-RS: ${(error as Error).message}`)
-  } finally {
-    await web.close()
-  }
-
-  return check
-}
-
-/** Opens an association, sends one C-ECHO, releases; the time of association + echo, or why it failed. */
-async function echoBackend(backend: DicomBackendConfig, options: {timeoutMs: number; callingAeTitle: string}): Promise<number | {message: string; answered: boolean}> {
-  const started = performance.now()
-  let timedOut = false
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      timedOut = true
-      reject(new DdrError('TIMEOUT', `no C-ECHO answer from ${address(backend)} within ${options.timeoutMs} ms`))
-    }, options.timeoutMs)
-  })
-  const attempt = async () => {
-    const association = await ScuAssociation.connect({
-      host: backend.host,
-      port: backend.port,
-      callingAeTitle: options.callingAeTitle,
-      calledAeTitle: backend.aeTitle,
-      contexts: [],
-      connectTimeoutMs: options.timeoutMs,
-      requestTimeoutMs: options.timeoutMs,
-    })
-    try {
-      if (timedOut) throw new DdrError('TIMEOUT', 'timed out')
-      return await association.echo()
-    } finally {
-      // Released in the background (aborted if the peer does not answer): the result is known already.
-      association.release(1000).catch(() => association.abort())
-    }
+    // A DICOM TLS file that cannot be read (the config check leaves those to first use): this backend's problem, not the command's.
+    return {...emptyCheck(), problems: [`${isDicom(config) ? 'C-ECHO' : 'REST'}: ${(error as Error).message}`]}
   }
 
   try {
-    const response = await Promise.race([attempt(), timeout])
-    const elapsed = round(performance.now() - started)
-    if (response.status !== 0) return {message: `${address(backend)} answered C-ECHO with status 0x${response.status.toString(16).padStart(4, '0')}`, answered: true}
-    return elapsed
-  } catch (error) {
-    // A rejected association is an answer too: the SCP is up but does not accept us.
-    return {message: (error as Error).message, answered: error instanceof DdrError && error.code === 'ASSOCIATION_REJECTED'}
+    return await checkBackend(backend, {timeoutMs: options.timeoutMs, survey: true})
   } finally {
-    clearTimeout(timer)
+    await backend.close()
   }
 }
 
-function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendConfig[]): BalanceStatusResult {
+function combine(probe: RouterProbe, checks: BackendCheck[], backends: BackendConfig[]): BalanceStatusResult {
   const status = probe.running ? probe.status : undefined
   const rows = backends.map((backend, index): BackendBalance => {
     const check = checks[index]
@@ -236,8 +128,9 @@ function combine(probe: RouterProbe, checks: DirectCheck[], backends: BackendCon
       healthy: check.problems.length === 0,
       healthReason: check.problems.length === 0 ? null : check.problems.join('; '),
       reachable: check.answered,
-      echoMs: check.echoMs,
-      restMs: check.restMs,
+      // The C-ECHO column is DICOM's; a dicomweb backend's QIDO-RS is its REST round trip, an Orthanc's is /statistics.
+      echoMs: isDicom(backend) ? check.echoMs : null,
+      restMs: backend.type === 'dicomweb' ? check.echoMs : check.statisticsMs,
       instances: check.instances,
       studies: check.studies,
       diskBytes: check.diskBytes,
@@ -384,8 +277,9 @@ function address(backend: BackendConfig): string {
   return `${backend.aeTitle}@${backend.host}:${backend.port}`
 }
 
-function round(ms: number): number {
-  return Math.round(ms * 10) / 10
+/** Stores over DIMSE: its check's round trip is a C-ECHO. */
+function isDicom(backend: BackendConfig): boolean {
+  return backend.type === 'dimse' || ((backend.type ?? 'orthanc') === 'orthanc' && backend.transport !== 'rest')
 }
 
 function formatMs(ms: number): string {

@@ -61,4 +61,20 @@ describe('FolderBackend', () => {
     const backend = new FolderBackend({name: 'disk', weight: 1, maxAssociations: 4, type: 'folder', path: root, minFreeMb: 1e12})
     await expect(backend.echo()).rejects.toThrow(/MB free, below minFreeMb/)
   })
+
+  it('checks as the router does (a missing root is created) or as balance-status does (only looked at, files counted)', async () => {
+    const missing = path.join(root, 'archive')
+    const survey = await new FolderBackend({name: 'disk', weight: 1, maxAssociations: 4, type: 'folder', path: missing, minFreeMb: 0}).check({timeoutMs: 1000, survey: true})
+    expect(survey).toMatchObject({answered: false, echoMs: null, instances: null, problems: [expect.stringMatching(/^folder: .*archive does not exist/)]})
+    await expect(readdir(missing)).rejects.toMatchObject({code: 'ENOENT'})
+
+    const backend = new FolderBackend({name: 'disk', weight: 1, maxAssociations: 4, type: 'folder', path: missing, minFreeMb: 0})
+    const routerCheck = await backend.check({timeoutMs: 1000})
+    expect(routerCheck).toMatchObject({answered: true, problems: [], instances: null})
+    expect(routerCheck.echoMs).toBeGreaterThanOrEqual(0)
+    await backend.store(instance())
+    expect(await backend.check({timeoutMs: 1000, survey: true})).toMatchObject({answered: true, problems: [], instances: 1, minFreeBytes: 0})
+    // Passive (a store just worked): nothing is looked at.
+    expect(await backend.check({timeoutMs: 1000, passive: true})).toMatchObject({answered: false, problems: [], echoMs: null})
+  })
 })

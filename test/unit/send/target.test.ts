@@ -3,9 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
-import {contextGroups, MAX_CONTEXTS_PER_ASSOCIATION} from '../../../src/lib/send/dimse-sender.js'
 import {formatSendSummary} from '../../../src/lib/send/format.js'
-import type {PreparedInstance} from '../../../src/lib/send/prepare.js'
 import {describeSendProgress} from '../../../src/lib/send/progress.js'
 import {dcmtkStyleArgv, resolveSendTarget} from '../../../src/lib/send/target.js'
 import type {SendResult} from '../../../src/lib/send/types.js'
@@ -105,28 +103,6 @@ describe('resolveSendTarget --ca (HTTPS uploads)', () => {
 describe('dcmtkStyleArgv', () => {
   it('rewrites -aet and -aec (dcmtk spelling) to the long flags, and nothing else', () => {
     expect(dcmtkStyleArgv(['study', '-aet', 'CT1', '-aec=PACS', '-p', '104', '--', '-aet'])).toEqual(['study', '--calling-ae', 'CT1', '--called-ae=PACS', '-p', '104', '--', '-aet'])
-  })
-})
-
-describe('contextGroups', () => {
-  const instance = (sopClassUid: string, transferSyntaxUid: string, index: number) => ({sopClassUid, transferSyntaxUid, index, sopInstanceUid: `1.2.3.${index}`}) as unknown as PreparedInstance
-
-  it('proposes each (SOP class, transfer syntax) pair once, in input order', () => {
-    const instances = [instance('1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 0), instance('1.2.840.10008.5.1.4.1.1.4', '1.2.840.10008.1.2.4.70', 1), instance('1.2.840.10008.5.1.4.1.1.2', '1.2.840.10008.1.2.1', 2)]
-    const groups = contextGroups(instances)
-    expect(groups).toHaveLength(1)
-    expect(groups[0].contexts).toEqual([
-      {abstractSyntax: '1.2.840.10008.5.1.4.1.1.2', transferSyntax: '1.2.840.10008.1.2.1'},
-      {abstractSyntax: '1.2.840.10008.5.1.4.1.1.4', transferSyntax: '1.2.840.10008.1.2.4.70'},
-    ])
-    expect(groups[0].instances.map((i) => i.index)).toEqual([0, 1, 2])
-  })
-
-  it('splits more pairs than one association can propose into several associations', () => {
-    const instances = Array.from({length: 300}, (_, index) => instance(`1.2.840.10008.5.1.4.1.1.${index}`, '1.2.840.10008.1.2.1', index))
-    const groups = contextGroups(instances)
-    expect(groups.map((group) => group.contexts.length)).toEqual([MAX_CONTEXTS_PER_ASSOCIATION, MAX_CONTEXTS_PER_ASSOCIATION, 300 - 2 * MAX_CONTEXTS_PER_ASSOCIATION])
-    expect(groups.flatMap((group) => group.instances)).toHaveLength(300)
   })
 })
 
