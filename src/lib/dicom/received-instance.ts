@@ -52,6 +52,18 @@ export interface ReceivedInstance {
   receivedAt: number
 }
 
+/** The ROUTING_TAGS values as the received instance's fields. */
+export function routingValues(values: Map<number, string>): Pick<ReceivedInstance, 'studyInstanceUid' | 'seriesInstanceUid' | 'patientId' | 'modality' | 'accessionNumber' | 'studyDate'> {
+  return {
+    studyInstanceUid: values.get(Tag.StudyInstanceUID),
+    seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
+    patientId: values.get(Tag.PatientID),
+    modality: values.get(Tag.Modality),
+    accessionNumber: values.get(Tag.AccessionNumber),
+    studyDate: values.get(Tag.StudyDate),
+  }
+}
+
 /** An instance read back from disk: its header values, and where its bytes are. */
 export function receivedInstanceFromDisk(id: string, meta: MetaHeader, values: Map<number, string>, where: Pick<ReceivedInstance, 'metaHeader' | 'dataset' | 'path' | 'journal'>): ReceivedInstance {
   return {
@@ -59,12 +71,7 @@ export function receivedInstanceFromDisk(id: string, meta: MetaHeader, values: M
     sopClassUid: meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID) ?? '',
     sopInstanceUid: meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID) ?? '',
     transferSyntaxUid: meta.transferSyntaxUid,
-    studyInstanceUid: values.get(Tag.StudyInstanceUID),
-    seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
-    patientId: values.get(Tag.PatientID),
-    modality: values.get(Tag.Modality),
-    accessionNumber: values.get(Tag.AccessionNumber),
-    studyDate: values.get(Tag.StudyDate),
+    ...routingValues(values),
     callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
     calledAeTitle: '',
     ...where,

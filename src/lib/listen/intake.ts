@@ -6,10 +6,9 @@ import path from 'node:path'
 import {ReceivedDatasetCheck} from '../dicom/dataset-check.js'
 import {syncDir} from '../fs/durable.js'
 import {buildMetaHeader} from '../dicom/part10.js'
-import {Tag} from '../dicom/tags.js'
 import type {StoreOutcome, StoreRequest, StoreSink} from '../dimse/scp.js'
 import {Status} from '../dimse/status.js'
-import {ROUTING_TAGS, type ReceivedInstance} from '../dicom/received-instance.js'
+import {ROUTING_TAGS, type ReceivedInstance, routingValues} from '../dicom/received-instance.js'
 import type {Journal, JournalRecord} from '../spool/journal.js'
 
 
@@ -206,12 +205,7 @@ export class InstanceSink implements StoreSink {
       sopClassUid: this.request.sopClassUid,
       sopInstanceUid: this.request.sopInstanceUid,
       transferSyntaxUid: this.request.transferSyntaxUid,
-      studyInstanceUid: values.get(Tag.StudyInstanceUID),
-      seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
-      patientId: values.get(Tag.PatientID),
-      modality: values.get(Tag.Modality),
-      accessionNumber: values.get(Tag.AccessionNumber),
-      studyDate: values.get(Tag.StudyDate),
+      ...routingValues(values),
       callingAeTitle: this.request.association.callingAeTitle,
       calledAeTitle: this.request.association.calledAeTitle,
       metaHeader: this.metaHeader,
