@@ -165,7 +165,8 @@ describe('MirrorQueue, durable', () => {
     for (let n = 0; n < 40; n++) await q.copy(received(n % goodFixtures.length), [away.state])
     await q.copy(received(6), [there.state])
     const deadline = Date.now() + 5000
-    while (there.copies.size === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    // The copy is stored a moment before its pending count drops: wait for both.
+    while ((there.copies.size === 0 || c.mirrorPending !== 40) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
     expect([...there.copies.keys()]).toEqual([goodFixtures[6].sopInstanceUid])
     expect(c.mirrorPending).toBe(40)
   })
