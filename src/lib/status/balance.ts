@@ -220,6 +220,13 @@ export function formatBalance(result: BalanceStatusResult, options: {color?: boo
         `${mirrors.oldestAgeSeconds === null ? '' : `, oldest ${formatDuration(mirrors.oldestAgeSeconds)}`}, ${mirrors.failed} given up`
       lines.push(mirrors.failed > 0 ? paint.yellow(text) : text)
     }
+
+    const studies = router.studies
+    if (studies !== null) {
+      const r = studies.receipts
+      const text = `  studies: ${studies.receiving} receiving, ${studies.stable} stable (receipts: ${r.verified} verified, ${r.repairing} repairing, ${r.incomplete} incomplete, ${r.unverifiable} unverifiable, ${r.unchecked} not checked yet)`
+      lines.push(r.incomplete > 0 ? paint.yellow(text) : text)
+    }
   }
 
   const withRouter = router !== null

@@ -59,7 +59,16 @@ export interface RouterStatusView {
   spool: RouterSpoolStatus | null
   /** Null from a router version without mirrors. */
   mirrors: RouterMirrorStatus | null
+  /** The study ledger's studies by state, and stable ones by receipt; null without a ledger. */
+  studies: RouterStudiesStatus | null
   backends: RouterBackendStatus[]
+}
+
+/** Studies in the router's ledger. */
+export interface RouterStudiesStatus {
+  receiving: number
+  stable: number
+  receipts: {verified: number; repairing: number; incomplete: number; unverifiable: number; unchecked: number}
 }
 
 /** Either the router answered, or why not (`running: false` when nothing listens there). */
@@ -150,6 +159,12 @@ const SpoolDocument = Type.Object({
   refusing: orNull(Type.String()),
 })
 
+const StudiesDocument = Type.Object({
+  receiving: count(),
+  stable: count(),
+  receipts: Type.Object({verified: count(), repairing: count(), incomplete: count(), unverifiable: count(), unchecked: count()}, {default: {}}),
+})
+
 const MirrorsDocument = Type.Object({durable: orNull(Type.Boolean()), pending: orNull(Type.Number()), oldestAgeSeconds: orNull(Type.Number())})
 
 const BackendDocument = Type.Object({
@@ -170,6 +185,8 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
   const {counters, ...status} = read(RouterStatusDocument, body)
   const spool = Value.Check(AnObject, body.spool) ? read(SpoolDocument, body.spool) : null
   const mirrors = Value.Check(AnObject, body.mirrors) ? read(MirrorsDocument, body.mirrors) : undefined
+  const studiesBody = (body as {studies?: unknown}).studies
+  const studies = Value.Check(AnObject, studiesBody) ? read(StudiesDocument, studiesBody) : null
   return {
     url,
     ...status,
@@ -185,6 +202,7 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
             failed: counters.mirrorFailed,
             oldestAgeSeconds: mirrors?.oldestAgeSeconds ?? null,
           },
+    studies,
     backends: body.backends.filter((backend) => Value.Check(AnObject, backend)).map((backend) => read(BackendDocument, backend)),
   }
 }

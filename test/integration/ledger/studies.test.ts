@@ -128,6 +128,10 @@ describe('the study ledger behind a running router', () => {
       expect(datasetOf(await holder.client.instanceFile(id!)).equals(datasetOf(await readFile(victim.path)))).toBe(true)
     }
 
+    // balance-status shows the router's studies by state and receipt.
+    const balance = await runCompiledCli(['balance-status', '--json', '--config', configFile])
+    expect(JSON.parse(balance.stdout).router.studies).toEqual({receiving: 0, stable: 1, receipts: {verified: 1, repairing: 0, incomplete: 0, unverifiable: 0, unchecked: 0}})
+
     // Without a router nothing can be repaired: the check alone says what is missing (exit 4).
     await holder.client.deleteInstance((await holder.client.lookupInstance(victims[0].sopInstanceUid))!)
     const offline = path.join(workDir, 'offline.json')

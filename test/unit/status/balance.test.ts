@@ -68,6 +68,7 @@ const runningRouter: NonNullable<BalanceStatusResult['router']> = {
   studiesRemembered: 4,
   spool: {depth: 4, bytes: 2048, oldestAgeSeconds: 75, retries: 5, deadLetters: 1, refusing: null},
   mirrors: null,
+  studies: {receiving: 2, stable: 5, receipts: {verified: 3, repairing: 0, incomplete: 1, unverifiable: 0, unchecked: 1}},
 }
 
 describe('formatBalance', () => {
@@ -94,6 +95,7 @@ describe('formatBalance', () => {
     expect(text).toContain('router http://127.0.0.1:11180 (ddr 0.1.0, up 1h 2m): policy least-loaded, affinity on')
     expect(text).toContain('  received 10, routed 9, failed 1, failovers 2; queue depth 3; 1 association open')
     expect(text).toContain('  spool: 4 waiting (2.0 KiB), oldest 1m 15s, 5 retries, 1 dead letters')
+    expect(text).toContain('  studies: 2 receiving, 5 stable (receipts: 3 verified, 0 repairing, 1 incomplete, 0 unverifiable, 1 not checked yet)')
     expect(text).toMatch(/ROUTED\s+FAILED\s+IN-FLIGHT\s+SCORE/)
     expect(text).toMatch(/^orthanc1 .* up .*\s6\s+0\s+1\s+4\.5$/m)
     expect(text).toMatch(/^orthanc2\s+ORTHANC2@127\.0\.0\.1:4252\s+down\s+-\s+-\s+-\s+-\s+-\s+1\s+3\s+1\s+0\s+8$/m)
