@@ -1,10 +1,9 @@
 import {storeSlots} from '../backends/backend.js'
 import type {DdrConfig} from '../config/schema.js'
-import type {DatasetSource} from '../dicom/received-instance.js'
+import type {DatasetSource, ReceivedInstance} from '../dicom/received-instance.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
 import type {StudyLedger} from '../ledger/ledger.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
@@ -47,9 +46,11 @@ function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
 /**
  * Drains the spool to the backends. Each entry goes where the router places it (study affinity,
  * health, load); a backend's out-of-resources answer is retried with exponential backoff and
- * jitter, then elsewhere, and after spool.maxAttempts such answers the entry goes to dead-letter;
- * a refusal (Cxxx, A9xx) goes to dead-letter at once; an unreachable backend is marked down by
- * the router and the entry waits, with backoff, for a healthy one (it never dead-letters).
+ * jitter, then elsewhere; a transfer the backend broke off is retried and, after
+ * INTERRUPTIONS_BEFORE_DEAD_LETTER of them, dead-lettered; charged attempts (answers and broken-off
+ * transfers) never exceed spool.maxAttempts; a refusal (Cxxx, A9xx) goes to dead-letter at once; an
+ * unreachable backend is marked down by the router and the entry waits, with backoff, for a healthy
+ * one (that never dead-letters). See docs/reliability.md.
  */
 export class Forwarder {
   /** Entries to send, oldest first, from `head` on (a queue without O(n) shifts). */
