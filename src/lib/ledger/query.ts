@@ -6,6 +6,81 @@ import {compareHoldings, ledgerFile, receiptOf} from './ledger.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
 import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
 
+/** How one sender's instances of one modality arrive within their studies. */
+export interface ArrivalGaps {
+  callingAeTitle: string
+  modality: string | null
+  studies: number
+  /** Pauses between consecutive instances of a study (amendments left out), in seconds. */
+  gaps: {count: number; p50: number; p95: number; max: number}
+  /** Late instances that re-opened a stable study, and the longest pause before one (seconds). */
+  amendments: {count: number; longestGap: number | null}
+  /** A stable timer that waits out every pause seen: the longest one plus a quarter, to 5 s. */
+  suggestedStableSeconds: number
+}
+
+/** `ddr studies gaps --json`. */
+export interface GapsResult {
+  ledger: string
+  since: string
+  stableSeconds: number
+  senders: ArrivalGaps[]
+}
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+
+/**
+ * Per sender and modality, how long the pauses between instances of one study are, and how often
+ * a late instance re-opened a study: what studies.stableSeconds should wait out.
+ */
+export function arrivalGaps(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies'>, since: number): GapsResult {
+  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  try {
+    const groups = new Map<string, {callingAeTitle: string; modality: string | null; studies: Set<string>; gaps: number[]; amendments: number[]}>()
+    for (const gap of store.arrivalGaps(since)) {
+      const key = `${gap.callingAeTitle}\u0000${gap.modality ?? ''}`
+      const group = groups.get(key) ?? {callingAeTitle: gap.callingAeTitle, modality: gap.modality, studies: new Set<string>(), gaps: [], amendments: []}
+      group.studies.add(gap.studyInstanceUid)
+      ;(gap.amendment ? group.amendments : group.gaps).push(gap.gapMs / 1000)
+      groups.set(key, group)
+    }
+
+    const senders = [...groups.values()].map((group): ArrivalGaps => {
+      const sorted = [...group.gaps].sort((a, b) => a - b)
+      const max = sorted.at(-1) ?? 0
+      return {
+        callingAeTitle: group.callingAeTitle,
+        modality: group.modality,
+        studies: group.studies.size,
+        gaps: {count: sorted.length, p50: quantile(sorted, 0.5) ?? 0, p95: quantile(sorted, 0.95) ?? 0, max},
+        amendments: {count: group.amendments.length, longestGap: group.amendments.length === 0 ? null : Math.max(...group.amendments)},
+        suggestedStableSeconds: Math.max(5, Math.ceil((max * 1.25) / 5) * 5),
+      }
+    })
+    senders.sort((a, b) => a.callingAeTitle.localeCompare(b.callingAeTitle) || (a.modality ?? '').localeCompare(b.modality ?? ''))
+    return {ledger: store.file, since: new Date(since).toISOString(), stableSeconds: config.studies.stableSeconds, senders}
+  } finally {
+    store.close()
+  }
+}
+
+/** The table `ddr studies gaps` prints. */
+export function formatGaps(result: GapsResult): string {
+  if (result.senders.length === 0) return `no studies received since ${result.since} in ${result.ledger}`
+  const seconds = (n: number | null) => (n === null ? '-' : `${n < 10 ? n.toFixed(1) : Math.round(n)} s`)
+  const columns: Array<Column<ArrivalGaps>> = [
+    {header: 'SENDER', value: (g) => g.callingAeTitle},
+    {header: 'MODALITY', value: (g) => g.modality ?? '-'},
+    {header: 'STUDIES', value: (g) => String(g.studies), align: 'right'},
+    {header: 'PAUSE P50', value: (g) => seconds(g.gaps.p50), align: 'right'},
+    {header: 'P95', value: (g) => seconds(g.gaps.p95), align: 'right'},
+    {header: 'MAX', value: (g) => seconds(g.gaps.max), align: 'right'},
+    {header: 'AMENDMENTS', value: (g) => (g.amendments.count === 0 ? '0' : `${g.amendments.count} (after ${seconds(g.amendments.longestGap)})`), align: 'right'},
+    {header: 'SUGGESTED', value: (g) => `${g.suggestedStableSeconds} s`, align: 'right'},
+  ]
+  return `${formatTable(result.senders, columns, {color: colorEnabled()})}\n\nstudies.stableSeconds is ${result.stableSeconds} s; SUGGESTED waits out the longest pause seen inside a study (plus a quarter).`
+}
+
 /** `ddr study UID --verify --json`. */
 export interface VerifyResult {
   receipt: Receipt

@@ -263,6 +263,22 @@ export class SqliteLedgerStore {
       .map(summary)
   }
 
+  /**
+   * For each instance received since `since` (epoch ms), the time since the previous instance of
+   * its study: how long senders pause inside a study, to tune studies.stableSeconds.
+   */
+  arrivalGaps(since: number): Array<{callingAeTitle: string; modality: string | null; studyInstanceUid: string; gapMs: number; amendment: boolean}> {
+    return this.db
+      .prepare<[number], {calling_ae: string; modality: string | null; study_instance_uid: string; gap: number | null; amendment: number}>(
+        `SELECT calling_ae, modality, study_instance_uid, amendment,
+           received_at - LAG(received_at) OVER (PARTITION BY study_instance_uid ORDER BY received_at) AS gap
+         FROM instances WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received >= ?)`,
+      )
+      .all(since)
+      .filter((row) => row.gap !== null)
+      .map((row) => ({callingAeTitle: row.calling_ae, modality: row.modality, studyInstanceUid: row.study_instance_uid, gapMs: row.gap!, amendment: row.amendment === 1}))
+  }
+
   summary(studyInstanceUid: string): StudySummary | undefined {
     const row = this.db.prepare<[string], StudyRow>(`${SUMMARY_SELECT} WHERE s.study_instance_uid = ? GROUP BY s.study_instance_uid`).get(studyInstanceUid)
     return row === undefined ? undefined : summary(row)

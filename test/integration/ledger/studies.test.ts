@@ -93,6 +93,13 @@ describe('the study ledger behind a running router', () => {
     expect(detail.instanceList.filter((i) => i.amendment).map((i) => i.sopInstanceUid)).toEqual(['1.2.826.0.1.3680043.10.1.88.1'])
     expect(detail.instanceList.every((i) => i.callingAeTitle === 'STORESCU' && /^127\.0\.0\.1:\d+$/.test(i.remoteAddress ?? ''))).toBe(true)
 
+    // `ddr studies gaps`: the pauses inside the study per sender and modality; the late SR is an amendment.
+    const gaps = await runCompiledCli(['studies', 'gaps', '--json', '--config', configFile])
+    expect(gaps.code).toBe(0)
+    const senders = (JSON.parse(gaps.stdout) as {senders: Array<{callingAeTitle: string; modality: string; gaps: {count: number}; amendments: {count: number}}>}).senders
+    expect(senders.find((g) => g.modality === 'CT')).toMatchObject({callingAeTitle: 'STORESCU', gaps: {count: 9}, amendments: {count: 0}})
+    expect(senders.find((g) => g.modality === 'SR')).toMatchObject({callingAeTitle: 'STORESCU', gaps: {count: 0}, amendments: {count: 1}})
+
     // The human table names the study, and an unknown study is a usage error.
     const table = await runCompiledCli(['studies', '--config', configFile])
     expect(table.stdout).toMatch(/LEDGER-0\s+CT,SR\s+11/)

@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {StudyLedger} from '../../../src/lib/ledger/ledger.js'
+import {arrivalGaps, formatGaps} from '../../../src/lib/ledger/query.js'
 import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 import type {InstanceReceipt} from '../../../src/lib/ledger/types.js'
 import {Logger} from '../../../src/lib/output/logger.js'
@@ -84,6 +85,22 @@ describe('the study ledger (SQLite)', () => {
     reader.close()
     store.close()
     expect(() => new SqliteLedgerStore(path.join(dir, 'missing.db'), {readonly: true})).toThrow(expect.objectContaining({code: 'CONFIG_NOT_FOUND'}))
+  })
+
+  it('measures the pauses inside studies per sender and modality, and suggests a stable timer that waits them out', () => {
+    const store = new SqliteLedgerStore(file)
+    // CT1 pauses 1, 2 and 9 s inside study 1.3.1; MR1 sends 1.3.2 in one go, then an amendment 40 s later.
+    store.received([0, 1000, 3000, 12_000].map((at, n) => receipt('1.3.1', n, {receivedAt: 100_000 + at})))
+    store.received([0, 500].map((at, n) => receipt('1.3.2', n, {receivedAt: 100_000 + at, callingAeTitle: 'MR1', modality: 'MR'})))
+    store.markStable(['1.3.2'], 200_000, 200_000)
+    store.received([receipt('1.3.2', 9, {receivedAt: 140_500, callingAeTitle: 'MR1', modality: 'MR'})])
+    store.close()
+    const result = arrivalGaps({ledger: {url: `sqlite:${file}`}, spool: {dir}, studies: {stableSeconds: 60}} as never, 0)
+    expect(result.senders).toEqual([
+      {callingAeTitle: 'CT1', modality: 'CT', studies: 1, gaps: {count: 3, p50: 2, p95: 9, max: 9}, amendments: {count: 0, longestGap: null}, suggestedStableSeconds: 15},
+      {callingAeTitle: 'MR1', modality: 'MR', studies: 1, gaps: {count: 1, p50: 0.5, p95: 0.5, max: 0.5}, amendments: {count: 1, longestGap: 40}, suggestedStableSeconds: 5},
+    ])
+    expect(formatGaps(result)).toMatch(/^CT1\s+CT\s+1\s+2\.0 s\s+9\.0 s\s+9\.0 s\s+0\s+15 s$/m)
   })
 
   it('StudyLedger commits what arrived within a few milliseconds together, logs a study stable after stableSeconds, and an amendment', async () => {
