@@ -55,7 +55,7 @@ export async function compareHoldings(store: SqliteLedgerStore, backends: readon
 }
 
 /** The receipt a comparison makes (repaired: how many missing ones were queued again). */
-export function receiptOf(comparison: HoldingsComparison, repaired: number): Receipt {
+export function receiptFromComparison(comparison: HoldingsComparison, repaired: number): Receipt {
   const {expected, found, missing, unverifiable} = comparison
   const state = missing.length === 0 ? (unverifiable.length > 0 && expected === 0 ? 'unverifiable' : 'verified') : repaired > 0 ? 'repairing' : 'incomplete'
   return {
@@ -184,7 +184,7 @@ export class StudyLedger {
       }
     }
 
-    const receipt = receiptOf(compared, repaired)
+    const receipt = receiptFromComparison(compared, repaired)
     const state = receipt.state
     this.store.setReceipt(studyInstanceUid, receipt)
     const log = {study: studyInstanceUid, expected, found, missing: missing.length || undefined, repaired: repaired || undefined}

@@ -2,7 +2,7 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
-import {compareHoldings, ledgerFile, receiptOf} from './ledger.js'
+import {compareHoldings, ledgerFile, receiptFromComparison} from './ledger.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
 import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
 
@@ -157,7 +157,7 @@ export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | '
     const comparison = await compareHoldings(store, config.backends, studyInstanceUid)
     const study = store.study(studyInstanceUid)
     if (comparison === undefined || study === undefined) throw notInLedger(studyInstanceUid, store.file)
-    return {receipt: receiptOf(comparison, 0), study, by: 'ledger'}
+    return {receipt: receiptFromComparison(comparison, 0), study, by: 'ledger'}
   } finally {
     store.close()
   }

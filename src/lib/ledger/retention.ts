@@ -66,10 +66,6 @@ export class RetentionStore {
     this.evict()
   }
 
-  get size(): {files: number; bytes: number} {
-    return {files: this.files.length, bytes: this.bytes}
-  }
-
   /** Keeps a copy of a delivered instance; returns where. */
   async keep(instance: ReceivedInstance): Promise<RetentionLocation> {
     const length = instance.metaHeader.length + instance.datasetLength
