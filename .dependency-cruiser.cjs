@@ -9,6 +9,7 @@ const LAYERS = [
   ['commands', 'index.ts'],
   ['listen'],
   ['ledger'],
+  ['qr'],
   ['send', 'inspect', 'stack'],
   ['status'],
   ['routing'],

@@ -86,6 +86,7 @@ const ListenSchema = Type.Object(
     artimTimeoutMs: integer(100, 600_000, {default: 30_000, description: 'No A-ASSOCIATE-RQ (or TLS handshake) this long after connecting: the connection is closed.'}),
     maxInstanceBytes: integer(1024, Number.MAX_SAFE_INTEGER, {default: 4 * 1024 ** 3, description: 'A C-STORE dataset larger than this is discarded as it arrives and answered A700.'}),
     tls: Type.Optional(ListenTlsSchema),
+    allowQuery: Type.Boolean({default: true, description: 'Answer C-FIND, C-MOVE and C-GET for the whole fleet (same allow-lists and TLS as storage); false: storage only.'}),
   },
   {additionalProperties: false, default: {}, description: 'The DICOM listener, and who may connect to it.'},
 )
@@ -358,6 +359,24 @@ export const ConfigSchema = Type.Object(
       },
       {additionalProperties: false, default: {}, description: 'Health checks of the backends.'},
     ),
+    retrieve: Type.Object(
+      {
+        destinations: Type.Array(
+          Type.Object(
+            {
+              aeTitle: aeTitle({requiredHint: 'for a move destination', description: 'The AE title a C-MOVE names (Move Destination).'}),
+              host: nonEmpty({requiredHint: 'for a move destination', description: "Host of the destination's C-STORE SCP."}),
+              port: integer(1, 65535, {requiredHint: 'for a move destination', description: "Port of the destination's C-STORE SCP."}),
+              tls: Type.Optional(BackendTlsSchema),
+            },
+            {additionalProperties: false, description: 'A C-MOVE destination: where a viewer or workstation receives instances.'},
+          ),
+          {default: [], description: 'C-MOVE destinations by AE title; a C-MOVE to any other AE title is refused (A801).'},
+        ),
+        queryTimeoutMs: integer(100, 600_000, {default: 10_000, description: 'How long a backend may take to answer its part of a fleet-wide query (ms); a slower one is named in the warning.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'Query/retrieve across the fleet (C-FIND, C-MOVE, C-GET, ddr find/get).'},
+    ),
     stack: Type.Object(
       {dir: nonEmpty({default: '.ddr/stack', env: 'DDR_STACK_DIR', description: 'Where `ddr stack up` keeps the local Orthancs.'})},
       {additionalProperties: false, default: {}, description: 'The local test stack.'},
@@ -394,6 +413,7 @@ export type BackendTransport = OrthancBackendConfig['transport']
 export type BackendTlsConfig = Static<typeof BackendTlsSchema>
 export type BackendHttpsConfig = Static<typeof BackendHttpsSchema>
 export type ListenTlsConfig = Static<typeof ListenTlsSchema>
+export type MoveDestinationConfig = DdrConfig['retrieve']['destinations'][number]
 export type RoutingPolicy = DdrConfig['routing']['policy']
 export type RuleTagMatch = Static<typeof RuleTagMatchSchema>
 export type RoutingRule = Static<typeof RoutingRuleSchema>

@@ -17,6 +17,10 @@ export const CommandTag = {
   errorComment: 0x00000902,
   affectedSopInstanceUid: 0x00001000,
   requestedSopInstanceUid: 0x00001001,
+  numberOfRemainingSuboperations: 0x00001020,
+  numberOfCompletedSuboperations: 0x00001021,
+  numberOfFailedSuboperations: 0x00001022,
+  numberOfWarningSuboperations: 0x00001023,
   moveOriginatorAeTitle: 0x00001030,
   moveOriginatorMessageId: 0x00001031,
 } as const
@@ -25,8 +29,11 @@ export const CommandField = {
   cStoreRq: 0x0001,
   cStoreRsp: 0x8001,
   cGetRq: 0x0010,
+  cGetRsp: 0x8010,
   cFindRq: 0x0020,
+  cFindRsp: 0x8020,
   cMoveRq: 0x0021,
+  cMoveRsp: 0x8021,
   cEchoRq: 0x0030,
   cEchoRsp: 0x8030,
   cCancelRq: 0x0fff,
@@ -34,6 +41,8 @@ export const CommandField = {
 
 /** CommandDataSetType value meaning "no dataset follows". */
 export const NO_DATASET = 0x0101
+/** A CommandDataSetType value meaning "a dataset follows" (any value but 0x0101 does). */
+export const DATASET_FOLLOWS = 0x0102
 
 type Vr = 'UI' | 'US' | 'UL' | 'AE' | 'LO'
 
@@ -51,6 +60,10 @@ const VR_OF: Record<number, Vr> = {
   [CommandTag.errorComment]: 'LO',
   [CommandTag.affectedSopInstanceUid]: 'UI',
   [CommandTag.requestedSopInstanceUid]: 'UI',
+  [CommandTag.numberOfRemainingSuboperations]: 'US',
+  [CommandTag.numberOfCompletedSuboperations]: 'US',
+  [CommandTag.numberOfFailedSuboperations]: 'US',
+  [CommandTag.numberOfWarningSuboperations]: 'US',
   [CommandTag.moveOriginatorAeTitle]: 'AE',
   [CommandTag.moveOriginatorMessageId]: 'US',
 }

@@ -77,8 +77,16 @@ export interface PresentationContextResult {
   transferSyntax: string
 }
 
+/** SCP/SCU role selection for one SOP class (PS3.7 D.3.3.4): C-GET asks the acceptor to act as SCU of storage. */
+export interface RoleSelection {
+  sopClassUid: string
+  scuRole: boolean
+  scpRole: boolean
+}
+
 export interface UserInformation {
   maxPduLength: number
+  roleSelections?: RoleSelection[]
   implementationClassUid?: string
   implementationVersionName?: string
   maxOperationsInvoked?: number
@@ -157,6 +165,16 @@ function userInformationItem(info: UserInformation): Buffer {
     window.writeUInt16BE(info.maxOperationsInvoked, 0)
     window.writeUInt16BE(info.maxOperationsPerformed ?? 1, 2)
     parts.push(item(ItemType.asyncOperations, window))
+  }
+
+  for (const role of info.roleSelections ?? []) {
+    const uid = Buffer.from(role.sopClassUid, 'latin1')
+    const body = Buffer.alloc(2 + uid.length + 2)
+    body.writeUInt16BE(uid.length, 0)
+    uid.copy(body, 2)
+    body[2 + uid.length] = role.scuRole ? 1 : 0
+    body[3 + uid.length] = role.scpRole ? 1 : 0
+    parts.push(item(ItemType.roleSelection, body))
   }
 
   parts.push(uidItem(ItemType.implementationVersionName, info.implementationVersionName ?? IMPLEMENTATION_VERSION_NAME))
@@ -278,7 +296,16 @@ function decodeUserInformation(value: Buffer): UserInformation {
         break
       }
 
-      default: // role selection, extended negotiation, user identity: not used by a storage router
+      case ItemType.roleSelection: {
+        if (sub.value.length < 4) break
+        const length = sub.value.readUInt16BE(0)
+        if (2 + length + 2 > sub.value.length) break
+        const sopClassUid = trimUid(sub.value.subarray(2, 2 + length))
+        info.roleSelections = [...(info.roleSelections ?? []), {sopClassUid, scuRole: sub.value[2 + length] === 1, scpRole: sub.value[3 + length] === 1}]
+        break
+      }
+
+      default: // extended negotiation, user identity: not used
     }
   }
 

@@ -2,7 +2,7 @@ import {EventEmitter} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
 
-import {CommandField, CommandTag, type CommandSet, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
+import {CommandField, CommandTag, type CommandSet, DATASET_FOLLOWS, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
 import {
   APPLICATION_CONTEXT,
   AbortReason,
@@ -13,6 +13,7 @@ import {
   PduReader,
   PduType,
   type PresentationContextResult,
+  type RoleSelection,
   RejectReason,
   RejectResult,
   RejectSource,
@@ -25,10 +26,43 @@ import {
   encodeReleaseRp,
 } from './pdu.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
-import {Status} from './status.js'
+import type {DimseResponse, StoreInstance} from './scu.js'
+import {Status, isPending} from './status.js'
 import {writePdvs} from './wire.js'
 
 const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.'
+
+/** Query/retrieve information models (PS3.4 C.6): Patient Root and Study Root, FIND/MOVE/GET. */
+export const QueryModel = {
+  patientRootFind: '1.2.840.10008.5.1.4.1.2.1.1',
+  patientRootMove: '1.2.840.10008.5.1.4.1.2.1.2',
+  patientRootGet: '1.2.840.10008.5.1.4.1.2.1.3',
+  studyRootFind: '1.2.840.10008.5.1.4.1.2.2.1',
+  studyRootMove: '1.2.840.10008.5.1.4.1.2.2.2',
+  studyRootGet: '1.2.840.10008.5.1.4.1.2.2.3',
+} as const
+
+export type QueryKind = 'find' | 'move' | 'get'
+
+const QUERY_KIND_OF: Record<string, QueryKind> = {
+  [QueryModel.patientRootFind]: 'find',
+  [QueryModel.studyRootFind]: 'find',
+  [QueryModel.patientRootMove]: 'move',
+  [QueryModel.studyRootMove]: 'move',
+  [QueryModel.patientRootGet]: 'get',
+  [QueryModel.studyRootGet]: 'get',
+}
+
+const QUERY_FIELD: Record<QueryKind, {rq: number; rsp: number}> = {
+  find: {rq: CommandField.cFindRq, rsp: CommandField.cFindRsp},
+  move: {rq: CommandField.cMoveRq, rsp: CommandField.cMoveRsp},
+  get: {rq: CommandField.cGetRq, rsp: CommandField.cGetRsp},
+}
+
+/** Identifiers are small: a query longer than this is not one. */
+const MAX_IDENTIFIER_BYTES = 1 << 20
+/** Identifiers are exchanged in the uncompressed little endian syntaxes only. */
+const QUERY_TRANSFER_SYNTAXES = ['1.2.840.10008.1.2.1', '1.2.840.10008.1.2']
 
 export interface AssociationInfo {
   id: number
@@ -63,6 +97,54 @@ export interface StoreSink {
   abort(reason: string): void
 }
 
+/** A C-FIND, C-MOVE or C-GET request with its identifier (still encoded, in `transferSyntaxUid`). */
+export interface QueryRequest {
+  association: AssociationInfo
+  kind: QueryKind
+  messageId: number
+  /** The information model's SOP class (Patient Root or Study Root). */
+  sopClassUid: string
+  transferSyntaxUid: string
+  priority: number
+  identifier: Buffer
+  /** C-MOVE: where the instances go. */
+  moveDestination?: string
+  /** Aborted when the requester sends C-CANCEL or the association ends. */
+  signal: AbortSignal
+}
+
+/** C-MOVE and C-GET sub-operation counts (PS3.7 9.1.4 and 9.1.3). */
+export interface SubOperations {
+  remaining: number
+  completed: number
+  failed: number
+  warning: number
+}
+
+/** How a query handler answers while it works. */
+export interface QueryResponder {
+  /** C-FIND: one match, sent at once with status Pending; the identifier is in the request's transfer syntax. */
+  match(identifier: Buffer): void
+  /** C-MOVE and C-GET: a Pending response with the sub-operation counts. */
+  progress(counts: SubOperations): void
+  /**
+   * C-GET: one C-STORE sub-operation over the requesting association, in the instance's own
+   * transfer syntax (a context the requester proposed for it). Resolves with the requester's status.
+   */
+  store(instance: StoreInstance): Promise<DimseResponse>
+  /** C-GET: whether the requester accepted this SOP class in this transfer syntax (with the SCP role). */
+  canStore(sopClassUid: string, transferSyntaxUid: string): boolean
+}
+
+/** The final response of a query/retrieve operation. */
+export interface QueryOutcome {
+  status: number
+  errorComment?: string
+  counts?: SubOperations
+  /** C-MOVE/C-GET with failures: the Failed SOP Instance UID List (0008,0058) goes back in a dataset. */
+  failedSopInstanceUids?: string[]
+}
+
 export type AssociationDecision = {accept: true} | {accept: false; result: number; source: number; reason: number; why: string}
 
 export interface ScpOptions {
@@ -87,6 +169,12 @@ export interface ScpOptions {
   maxInstanceBytes?: number
   /** DICOM TLS (see tls.ts): the listener speaks TLS only; the handshake must end within artimTimeoutMs. */
   tls?: tls.TlsOptions
+  /**
+   * Query/retrieve: the information models to accept (QueryModel values) and the handler that
+   * answers C-FIND, C-MOVE and C-GET. Without it those contexts are refused. The handler must not
+   * reject: its outcome is the final response.
+   */
+  query?: {models: string[]; handle: (request: QueryRequest, responder: QueryResponder) => Promise<QueryOutcome>}
 }
 
 /** A presentation context we did not accept, and why ('contextRejected' event). */
@@ -212,6 +300,15 @@ class ScpAssociation {
   private discardDataset = false
   /** A dataset being dropped (too large, odd fragment, command that does not fit its context): answered once its last fragment is in. */
   private refusedStore?: RefusedStore
+  /** A C-FIND/C-MOVE/C-GET whose identifier is still arriving. */
+  private identifier?: {kind: QueryKind; set: CommandSet; contextId: number; parts: Buffer[]; bytes: number}
+  /** Running query operations by message id, for C-CANCEL. */
+  private readonly queries = new Map<number, AbortController>()
+  /** C-GET sub-operations waiting for the requester's C-STORE-RSP, by message id. */
+  private readonly outgoing = new Map<number, {resolve: (r: DimseResponse) => void; reject: (e: Error) => void}>()
+  private outgoingMessageId = 0
+  /** Storage SOP classes for which the requester took the SCP role (C-GET). */
+  private readonly scpRoles = new Set<string>()
   private queue: Promise<void> = Promise.resolve()
   private busy = false
   private releaseRequested = false
@@ -314,9 +411,12 @@ class ScpAssociation {
     }
 
     const accepted = new Set(options.transferSyntaxes)
+    const queryModels = new Set(options.query?.models ?? [])
+    const queryTransferSyntaxes = new Set(QUERY_TRANSFER_SYNTAXES)
     const results = request.presentationContexts.map((proposal) => {
-      const abstractOk = proposal.abstractSyntax === VERIFICATION_SOP_CLASS || proposal.abstractSyntax.startsWith(STORAGE_PREFIX)
-      const transferSyntax = proposal.transferSyntaxes.find((ts) => accepted.has(ts))
+      const isQuery = queryModels.has(proposal.abstractSyntax)
+      const abstractOk = isQuery || proposal.abstractSyntax === VERIFICATION_SOP_CLASS || proposal.abstractSyntax.startsWith(STORAGE_PREFIX)
+      const transferSyntax = proposal.transferSyntaxes.find((ts) => (isQuery ? queryTransferSyntaxes : accepted).has(ts))
       let result: number = ContextResult.acceptance
       if (!abstractOk) result = ContextResult.abstractSyntaxNotSupported
       else if (transferSyntax === undefined) result = ContextResult.transferSyntaxesNotSupported
@@ -324,13 +424,23 @@ class ScpAssociation {
       if (result === ContextResult.acceptance) this.contexts.set(proposal.id, context)
       return context
     })
+    // C-GET: the requester asks to be the SCP of storage classes; we agree for those we offer it.
+    const roleSelections: RoleSelection[] = []
+    if (queryModels.has(QueryModel.studyRootGet) || queryModels.has(QueryModel.patientRootGet)) {
+      for (const role of request.userInformation.roleSelections ?? []) {
+        if (!role.scpRole || !role.sopClassUid.startsWith(STORAGE_PREFIX)) continue
+        this.scpRoles.add(role.sopClassUid)
+        roleSelections.push({sopClassUid: role.sopClassUid, scuRole: false, scpRole: true})
+      }
+    }
+
     this.socket.write(
       encodeAssociateAc({
         calledAeTitle: request.calledAeTitle,
         callingAeTitle: request.callingAeTitle,
         applicationContext: APPLICATION_CONTEXT,
         presentationContexts: results,
-        userInformation: {maxPduLength: options.maxPduLength ?? 262_144},
+        userInformation: {maxPduLength: options.maxPduLength ?? 262_144, roleSelections},
       }),
     )
     this.state = 'established'
@@ -356,6 +466,20 @@ class ScpAssociation {
       const set = decodeCommand(this.commandParts.length === 1 ? this.commandParts[0] : Buffer.concat(this.commandParts))
       this.commandParts = []
       this.onCommand(set, contextId)
+      return
+    }
+
+    if (this.identifier !== undefined) {
+      const pending = this.identifier
+      if (contextId !== pending.contextId) throw new PduError(`identifier fragment on presentation context ${contextId}, command was on ${pending.contextId}`)
+      pending.parts.push(Buffer.from(data))
+      pending.bytes += data.length
+      if (pending.bytes > MAX_IDENTIFIER_BYTES) throw new PduError(`query identifier longer than ${MAX_IDENTIFIER_BYTES} bytes`)
+      if (isLast) {
+        this.identifier = undefined
+        this.startQuery(pending.kind, pending.set, pending.contextId, Buffer.concat(pending.parts))
+      }
+
       return
     }
 
@@ -446,11 +570,130 @@ class ScpAssociation {
       return
     }
 
-    if (field === CommandField.cCancelRq) return
-    // Query/retrieve and N-services are not ours: answer "unrecognized operation" and drop any dataset.
+    if (field === CommandField.cCancelRq) {
+      this.queries.get(commandNumber(set, CommandTag.messageIdBeingRespondedTo) ?? -1)?.abort()
+      return
+    }
+
+    if (field === CommandField.cStoreRsp) {
+      const respondedTo = commandNumber(set, CommandTag.messageIdBeingRespondedTo) ?? -1
+      const waiting = this.outgoing.get(respondedTo)
+      if (waiting === undefined) throw new PduError(`C-STORE-RSP for message ${respondedTo}, which we did not send`, AbortReason.unexpectedPdu)
+      this.outgoing.delete(respondedTo)
+      if (hasDataset) this.discardDataset = true
+      waiting.resolve({status: commandNumber(set, CommandTag.status) ?? 0xffff, errorComment: commandString(set, CommandTag.errorComment)})
+      return
+    }
+
+    const kind = QUERY_KIND_OF[context.abstractSyntax]
+    if (kind !== undefined && field === QUERY_FIELD[kind].rq && hasDataset && this.server.options.query !== undefined) {
+      this.busy = true
+      this.identifier = {kind, set, contextId, parts: [], bytes: 0}
+      return
+    }
+
+    // N-services and anything else are not ours: answer "unrecognized operation" and drop any dataset.
     if (hasDataset) this.discardDataset = true
     const sopClass = commandString(set, CommandTag.affectedSopClassUid) ?? context.abstractSyntax
     this.enqueue(async () => this.respond(contextId, ((field ?? 0) | 0x8000) & 0xffff, messageId, sopClass, undefined, {status: Status.unrecognizedOperation}))
+  }
+
+  private startQuery(kind: QueryKind, set: CommandSet, contextId: number, identifier: Buffer): void {
+    const context = this.contexts.get(contextId)!
+    const messageId = commandNumber(set, CommandTag.messageId) ?? 0
+    const controller = new AbortController()
+    this.queries.set(messageId, controller)
+    const request: QueryRequest = {
+      association: this.info,
+      kind,
+      messageId,
+      sopClassUid: context.abstractSyntax,
+      transferSyntaxUid: context.transferSyntax,
+      priority: commandNumber(set, CommandTag.priority) ?? 0,
+      identifier,
+      moveDestination: commandString(set, CommandTag.moveDestination),
+      signal: controller.signal,
+    }
+    const rsp = QUERY_FIELD[kind].rsp
+    const responder: QueryResponder = {
+      match: (dataset) => {
+        if (!controller.signal.aborted) this.respondQuery(contextId, rsp, messageId, context.abstractSyntax, {status: Status.pending}, dataset)
+      },
+      progress: (counts) => {
+        if (!controller.signal.aborted) this.respondQuery(contextId, rsp, messageId, context.abstractSyntax, {status: Status.pending, counts})
+      },
+      store: (instance) => this.sendStore(instance, messageId),
+      canStore: (sopClassUid, transferSyntaxUid) => this.storeContext(sopClassUid, transferSyntaxUid) !== undefined,
+    }
+    // Queries run one at a time, in order with the other requests; C-CANCEL and C-STORE-RSP are read meanwhile.
+    this.enqueue(async () => {
+      const outcome = await this.server.options.query!.handle(request, responder)
+      this.queries.delete(messageId)
+      let dataset: Buffer | undefined
+      if (outcome.failedSopInstanceUids !== undefined && outcome.failedSopInstanceUids.length > 0) {
+        dataset = encodeFailedList(outcome.failedSopInstanceUids, context.transferSyntax)
+      }
+
+      this.respondQuery(contextId, rsp, messageId, context.abstractSyntax, outcome, dataset)
+      this.busy = false
+    })
+  }
+
+  /** The accepted context for storing this SOP class in this syntax towards the requester (C-GET). */
+  private storeContext(sopClassUid: string, transferSyntaxUid: string): number | undefined {
+    if (!this.scpRoles.has(sopClassUid)) return undefined
+    for (const [id, context] of this.contexts) {
+      if (context.abstractSyntax === sopClassUid && context.transferSyntax === transferSyntaxUid) return id
+    }
+
+    return undefined
+  }
+
+  private sendStore(instance: StoreInstance, moveOriginatorMessageId: number): Promise<DimseResponse> {
+    const contextId = this.storeContext(instance.sopClassUid, instance.transferSyntaxUid)
+    if (contextId === undefined) return Promise.reject(new Error(`the requester did not accept ${instance.sopClassUid} in ${instance.transferSyntaxUid} with the SCP role`))
+    if (this.state !== 'established') return Promise.reject(new Error('the association has ended'))
+    if (!('buffer' in instance.dataset)) return Promise.reject(new Error('C-GET sub-operations send datasets held in memory'))
+    this.outgoingMessageId = (this.outgoingMessageId % 0xffff) + 1
+    const messageId = this.outgoingMessageId
+    const response = new Promise<DimseResponse>((resolve, reject) => this.outgoing.set(messageId, {resolve, reject}))
+    const command = encodeCommand([
+      [CommandTag.affectedSopClassUid, instance.sopClassUid],
+      [CommandTag.commandField, CommandField.cStoreRq],
+      [CommandTag.messageId, messageId],
+      [CommandTag.priority, 0],
+      [CommandTag.commandDataSetType, 0x0000],
+      [CommandTag.affectedSopInstanceUid, instance.sopInstanceUid],
+      [CommandTag.moveOriginatorMessageId, moveOriginatorMessageId],
+      [CommandTag.moveOriginatorAeTitle, this.info.callingAeTitle],
+    ])
+    writePdvs(this.socket, contextId, true, command, this.peerMaxPduLength)
+    writePdvs(this.socket, contextId, false, instance.dataset.buffer, this.peerMaxPduLength)
+    return response
+  }
+
+  private respondQuery(contextId: number, field: number, messageId: number, sopClassUid: string, outcome: QueryOutcome, dataset?: Buffer): void {
+    if (this.state !== 'established') return
+    const fields: Array<[number, number | string]> = [
+      [CommandTag.affectedSopClassUid, sopClassUid],
+      [CommandTag.commandField, field],
+      [CommandTag.messageIdBeingRespondedTo, messageId],
+      [CommandTag.commandDataSetType, dataset === undefined ? NO_DATASET : DATASET_FOLLOWS],
+      [CommandTag.status, outcome.status],
+    ]
+    if (outcome.counts !== undefined) {
+      // Remaining is meaningful only while pending (PS3.7 C.4.2.1.6).
+      if (isPending(outcome.status)) fields.push([CommandTag.numberOfRemainingSuboperations, outcome.counts.remaining])
+      fields.push(
+        [CommandTag.numberOfCompletedSuboperations, outcome.counts.completed],
+        [CommandTag.numberOfFailedSuboperations, outcome.counts.failed],
+        [CommandTag.numberOfWarningSuboperations, outcome.counts.warning],
+      )
+    }
+
+    if (outcome.errorComment && outcome.status !== 0 && !isPending(outcome.status)) fields.push([CommandTag.errorComment, outcome.errorComment.slice(0, 64)])
+    writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
+    if (dataset !== undefined) writePdvs(this.socket, contextId, false, dataset, this.peerMaxPduLength)
   }
 
   private refuse(request: StoreRequest, contextId: number, status: number, why: string, errorComment: string): void {
@@ -510,13 +753,21 @@ class ScpAssociation {
 
   private close(): void {
     if (this.state === 'closed') return
+    this.endQueries()
     this.state = 'closed'
     clearTimeout(this.artim)
     if (!this.releaseRequested) this.socket.end()
   }
 
+  private endQueries(): void {
+    for (const controller of this.queries.values()) controller.abort()
+    for (const waiting of this.outgoing.values()) waiting.reject(new Error('the association ended before the requester answered the C-STORE'))
+    this.outgoing.clear()
+  }
+
   private onClose(): void {
     clearTimeout(this.artim)
+    this.endQueries()
     if (this.store !== undefined) {
       this.store.sink.abort('connection closed mid-dataset')
       this.store = undefined
@@ -528,4 +779,22 @@ class ScpAssociation {
       this.server.emit('associationEnd', {...this.info, ...this.stats, durationMs: Date.now() - this.startedAt, ending: this.ending} satisfies AssociationSummary)
     }
   }
+}
+
+/** The Failed SOP Instance UID List (0008,0058, UI) as a one-element dataset. */
+function encodeFailedList(uids: string[], transferSyntaxUid: string): Buffer {
+  let value = Buffer.from(uids.join('\\'), 'latin1')
+  if (value.length % 2 === 1) value = Buffer.concat([value, Buffer.from([0])])
+  const explicit = transferSyntaxUid !== '1.2.840.10008.1.2'
+  const header = Buffer.alloc(8)
+  header.writeUInt16LE(0x0008, 0)
+  header.writeUInt16LE(0x0058, 2)
+  if (explicit && value.length <= 0xffff) {
+    header.write('UI', 4, 'latin1')
+    header.writeUInt16LE(value.length, 6)
+  } else {
+    header.writeUInt32LE(value.length, 4)
+  }
+
+  return Buffer.concat([header, value])
 }

@@ -4,7 +4,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 
 import {DdrError} from '../errors.js'
-import {CommandField, CommandTag, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
+import {CommandField, CommandTag, type CommandSet, DATASET_FOLLOWS, NO_DATASET, commandNumber, commandString, decodeCommand, encodeCommand} from './command.js'
 import {
   APPLICATION_CONTEXT,
   AbortReason,
@@ -25,6 +25,7 @@ import {
 } from './pdu.js'
 import type {DatasetSource} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
+import {isPending} from './status.js'
 import {maxFragment, writePdvs} from './wire.js'
 
 export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
@@ -66,6 +67,10 @@ export interface StoreInstance {
 export interface DimseResponse {
   status: number
   errorComment?: string
+  /** The whole response command (query/retrieve responses carry sub-operation counts). */
+  command?: CommandSet
+  /** The dataset that came with the response (a C-FIND match, a Failed SOP Instance UID List). */
+  dataset?: Buffer
 }
 
 const READ_CHUNK = 256 * 1024
@@ -86,8 +91,11 @@ export class ScuAssociation extends EventEmitter {
   private readonly accepted = new Map<string, number>()
   private peerMaxPduLength = 0
   private messageId = 0
-  private pending?: {messageId: number; resolve: (r: DimseResponse) => void; reject: (e: Error) => void}
+  private pending?: {messageId: number; resolve: (r: DimseResponse) => void; reject: (e: Error) => void; onPending?: (r: DimseResponse) => void}
   private commandParts: Buffer[] = []
+  /** A response command whose dataset is still arriving. */
+  private responseCommand?: CommandSet
+  private datasetParts: Buffer[] = []
   private releasing?: {resolve: () => void}
   private lastActivity = Date.now()
   private timer?: NodeJS.Timeout
@@ -216,6 +224,49 @@ export class ScuAssociation extends EventEmitter {
     })
   }
 
+  /**
+   * C-FIND (or C-MOVE, whose pending responses carry counts): sends the identifier on the
+   * model's context and calls onPending for every pending response (a C-FIND match comes with its
+   * identifier in `dataset`); resolves with the final response. `signal` sends C-CANCEL.
+   */
+  async query(field: number, model: string, transferSyntax: string, identifier: Buffer, options: {onPending?: (response: DimseResponse) => void; signal?: AbortSignal; moveDestination?: string} = {}): Promise<DimseResponse> {
+    let cancel: (() => void) | undefined
+    try {
+      return await this.request(
+        model,
+        transferSyntax,
+        (contextId, messageId) => {
+          const fields: Array<[number, number | string]> = [
+            [CommandTag.affectedSopClassUid, model],
+            [CommandTag.commandField, field],
+            [CommandTag.messageId, messageId],
+            [CommandTag.priority, 0],
+            [CommandTag.commandDataSetType, DATASET_FOLLOWS],
+          ]
+          if (options.moveDestination !== undefined) fields.push([CommandTag.moveDestination, options.moveDestination])
+          writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
+          writePdvs(this.socket, contextId, false, identifier, this.peerMaxPduLength)
+          cancel = () => {
+            const command = encodeCommand([
+              [CommandTag.commandField, CommandField.cCancelRq],
+              [CommandTag.messageIdBeingRespondedTo, messageId],
+              [CommandTag.commandDataSetType, NO_DATASET],
+            ])
+            if (this.closedError === undefined) writePdvs(this.socket, contextId, true, command, this.peerMaxPduLength)
+          }
+
+          if (options.signal?.aborted) cancel()
+          else options.signal?.addEventListener('abort', cancel, {once: true})
+          return Promise.resolve()
+        },
+        undefined,
+        options.onPending,
+      )
+    } finally {
+      if (cancel !== undefined) options.signal?.removeEventListener('abort', cancel)
+    }
+  }
+
   /** Sends one instance's dataset bytes unchanged and resolves with the peer's status (any status, success or not). */
   async store(instance: StoreInstance): Promise<DimseResponse> {
     const length = 'buffer' in instance.dataset ? instance.dataset.buffer.length : instance.dataset.length
@@ -268,7 +319,13 @@ export class ScuAssociation extends EventEmitter {
    * association worked, something about this request did not (callers tell that apart from a
    * peer they cannot reach at all).
    */
-  private async request(abstractSyntax: string, transferSyntax: string, send: (contextId: number, messageId: number) => Promise<void>, deadline?: {timeoutMs: number; what: string}): Promise<DimseResponse> {
+  private async request(
+    abstractSyntax: string,
+    transferSyntax: string,
+    send: (contextId: number, messageId: number) => Promise<void>,
+    deadline?: {timeoutMs: number; what: string},
+    onPending?: (response: DimseResponse) => void,
+  ): Promise<DimseResponse> {
     if (this.closedError !== undefined) throw this.closedError
     if (this.busy) throw new Error(`association with ${this.peer} is busy: one request at a time`)
     const contextId = this.accepted.get(key(abstractSyntax, transferSyntax))
@@ -280,7 +337,7 @@ export class ScuAssociation extends EventEmitter {
     this.messageId = (this.messageId % 0xffff) + 1
     const messageId = this.messageId
     const response = new Promise<DimseResponse>((resolve, reject) => {
-      this.pending = {messageId, resolve, reject}
+      this.pending = {messageId, resolve, reject, onPending}
     })
     // Rejected by shutdown() while send() may still be running: observed below, never unhandled.
     response.catch(() => {})
@@ -389,15 +446,24 @@ export class ScuAssociation extends EventEmitter {
     switch (type) {
       case PduType.pData: {
         for (const pdv of decodePData(body)) {
-          if (!pdv.isCommand) continue // we never ask for datasets back
+          if (!pdv.isCommand) {
+            if (this.responseCommand === undefined) throw new PduError('dataset fragment without a response command', AbortReason.unexpectedPdu)
+            this.datasetParts.push(Buffer.from(pdv.data))
+            if (!pdv.isLast) continue
+            const command = this.responseCommand
+            const dataset = Buffer.concat(this.datasetParts)
+            this.responseCommand = undefined
+            this.datasetParts = []
+            this.onResponse(command, dataset)
+            continue
+          }
+
           this.commandParts.push(pdv.data)
           if (!pdv.isLast) continue
           const command = decodeCommand(Buffer.concat(this.commandParts))
           this.commandParts = []
-          const respondedTo = commandNumber(command, CommandTag.messageIdBeingRespondedTo)
-          if (this.pending !== undefined && respondedTo === this.pending.messageId) {
-            this.pending.resolve({status: commandNumber(command, CommandTag.status) ?? 0xffff, errorComment: commandString(command, CommandTag.errorComment)})
-          }
+          if (commandNumber(command, CommandTag.commandDataSetType) !== NO_DATASET) this.responseCommand = command
+          else this.onResponse(command, undefined)
         }
 
         break
@@ -427,6 +493,14 @@ export class ScuAssociation extends EventEmitter {
         throw new PduError(`unexpected PDU type 0x${type.toString(16)}`, AbortReason.unexpectedPdu)
       }
     }
+  }
+
+  private onResponse(command: CommandSet, dataset: Buffer | undefined): void {
+    const respondedTo = commandNumber(command, CommandTag.messageIdBeingRespondedTo)
+    if (this.pending === undefined || respondedTo !== this.pending.messageId) return
+    const response: DimseResponse = {status: commandNumber(command, CommandTag.status) ?? 0xffff, errorComment: commandString(command, CommandTag.errorComment), command, dataset}
+    if (isPending(response.status) && this.pending.onPending !== undefined) this.pending.onPending(response)
+    else if (!isPending(response.status)) this.pending.resolve(response)
   }
 
   private shutdown(error: Error): void {

@@ -12,6 +12,14 @@ export const Status = {
   /** Error: cannot understand. */
   cannotUnderstand: 0xc000,
   processingFailure: 0x0110,
+  /** Query/retrieve (PS3.4 C.4): matches are pending; a cancelled operation; sub-operations with failures. */
+  pending: 0xff00,
+  pendingWithWarnings: 0xff01,
+  cancel: 0xfe00,
+  subOperationsCompleteWithFailures: 0xb000,
+  moveDestinationUnknown: 0xa801,
+  identifierDoesNotMatchSopClass: 0xa900,
+  unableToProcess: 0xc000,
   noSuchSopClass: 0x0118,
   unrecognizedOperation: 0x0211,
   sopClassNotSupported: 0x0122,
@@ -26,6 +34,11 @@ export function statusKind(status: number): StatusKind {
   if ((status & 0xff00) === 0xa700 || (status & 0xf000) === 0xa000) return (status & 0xff00) === 0xa700 ? 'refused' : 'error'
   if ((status & 0xf000) === 0xc000) return 'error'
   return 'failure'
+}
+
+/** A query/retrieve response that more responses follow. */
+export function isPending(status: number): boolean {
+  return status === 0xff00 || status === 0xff01
 }
 
 /** True when the peer stored the instance (success or warning). */

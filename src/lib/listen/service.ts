@@ -25,6 +25,7 @@ import {type ReceivedInstance, readPart10Instance} from '../dicom/received-insta
 import {StudyLedger} from '../ledger/ledger.js'
 import {extractRetained} from '../ledger/retention.js'
 import type {InstanceReceipt} from '../ledger/types.js'
+import {QUERY_MODELS, createQueryHandler} from '../qr/service.js'
 import {Router} from './delivery.js'
 
 export interface RouterServiceOptions {
@@ -226,6 +227,9 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     maxAssociations: config.listen.maxAssociations,
     beginStore,
     ...listenerSecurityOptions(config.listen),
+    ...(config.listen.allowQuery
+      ? {query: {models: [...QUERY_MODELS], handle: createQueryHandler({config, logger, isHealthy: (name) => backends.find((b) => b.name === name)?.healthy ?? true})}}
+      : {}),
   })
   server.on('instanceRefused', (r) => logger.warn('instance-refused', {id: r.info.id, from: r.info.callingAeTitle, peer: `${r.info.remoteAddress}:${r.info.remotePort}`, sop: r.sopInstanceUid, status: formatStatus(r.status)}, r.why))
   server.on('contextRejected', (r) => {

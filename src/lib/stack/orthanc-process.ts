@@ -108,6 +108,8 @@ export function orthancConfig(options: OrthancProcessOptions): Record<string, un
     DicomCheckCalledAet: false,
     DicomAlwaysAllowStore: true,
     DicomAlwaysAllowEcho: true,
+    // ddr answers queries for the fleet by asking each Orthanc (C-FIND), as any AE may here.
+    DicomAlwaysAllowFind: true,
     UnknownSopClassAccepted: true,
     StorageCompression: false,
     // Orthanc keeps the first copy of a SOPInstanceUID: re-sends after a retry are harmless.

@@ -1,0 +1,152 @@
+import {execFile} from 'node:child_process'
+import {mkdir, mkdtemp, readFile, readdir, rm} from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import {promisify} from 'node:util'
+
+import {Identifier} from '../../../src/lib/dicom/identifier.js'
+import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
+import {Tag} from '../../../src/lib/dicom/tags.js'
+import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
+import {type Storescp, runDcmtk, startStorescp, storescu} from '../../helpers/dcmtk.js'
+import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
+import {type TestRouter, startTestRouter} from '../../helpers/router.js'
+
+const run = promisify(execFile)
+
+/** The dataset bytes of a Part 10 file (what a byte-exact retrieval must preserve). */
+function datasetOf(file: Buffer): Buffer {
+  return file.subarray(readMetaHeader(file).datasetOffset)
+}
+
+/** The identifiers findscu received (its --extract files), in arrival order. */
+async function findResults(dir: string): Promise<Identifier[]> {
+  const files = (await readdir(dir)).filter((f) => f.startsWith('rsp')).sort()
+  return Promise.all(
+    files.map(async (f) => {
+      const bytes = await readFile(path.join(dir, f))
+      const meta = readMetaHeader(bytes)
+      return Identifier.decode(bytes.subarray(meta.datasetOffset), meta.transferSyntaxUid)
+    }),
+  )
+}
+
+describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)', () => {
+  let orthancs: TestOrthanc[] = []
+  let router: TestRouter
+  let viewer: Storescp
+  let workDir: string
+  let split: SyntheticInstance[]
+  let single: SyntheticInstance[]
+
+  const find = async (name: string, keys: string[], model = '-S') => {
+    const out = path.join(workDir, `find-${name}`)
+    await mkdir(out, {recursive: true})
+    const result = await runDcmtk('findscu', [model, '-v', '-X', '-od', out, '-aec', router.aeTitle, ...keys.flatMap((k) => ['-k', k]), '127.0.0.1', String(router.port)], {timeoutMs: 30_000})
+    return {...result, matches: await findResults(out)}
+  }
+
+  beforeAll(async () => {
+    orthancs = await Promise.all([startTestOrthanc({name: 'east', aeTitle: 'EAST'}), startTestOrthanc({name: 'west', aeTitle: 'WEST'})])
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-'))
+    await mkdir(path.join(workDir, 'viewer'), {recursive: true})
+    viewer = await startStorescp({dir: path.join(workDir, 'viewer'), aeTitle: 'VIEWER'})
+    split = await writeSyntheticStudies(path.join(workDir, 'split'), {studies: 1, instancesPerStudy: 6, pixelBytes: 2048, prefix: 'QRSPLIT'})
+    single = await writeSyntheticStudies(path.join(workDir, 'single'), {studies: 1, instancesPerStudy: 3, pixelBytes: 2048, prefix: 'QRONE'})
+    await run('dcmodify', ['-nb', '-i', '(0008,0020)=20260115', ...split.map((i) => i.path)])
+    await run('dcmodify', ['-nb', '-i', '(0008,0020)=20250601', ...single.map((i) => i.path)])
+    // A study split over both backends (as a failover leaves it), and one on west only.
+    const [east, west] = orthancs
+    const sends = await Promise.all([
+      storescu(['-aec', east.aeTitle, '127.0.0.1', String(east.dicomPort), ...split.slice(0, 3).map((i) => i.path)]),
+      storescu(['-aec', west.aeTitle, '127.0.0.1', String(west.dicomPort), ...split.slice(3).map((i) => i.path), ...single.map((i) => i.path)]),
+    ])
+    expect(sends.map((s) => s.code)).toEqual([0, 0])
+    router = await startTestRouter(
+      orthancs.map((o) => ({...o, url: o.url})),
+      {retrieve: {destinations: [{aeTitle: 'VIEWER', host: '127.0.0.1', port: viewer.port}], queryTimeoutMs: 3000}, health: {intervalMs: 60_000}},
+    )
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await viewer?.stop()
+    await Promise.all(orthancs.map((o) => o.stop()))
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('answers a STUDY-level C-FIND with a wildcard and a date range with the union of both Orthancs, a split study once with its counts summed', async () => {
+    const result = await find('study', ['QueryRetrieveLevel=STUDY', 'PatientID=QR*', 'StudyDate=20260101-20260131', 'StudyInstanceUID', 'NumberOfStudyRelatedInstances', 'ModalitiesInStudy'])
+    expect(result.code).toBe(0)
+    expect(result.matches).toHaveLength(1)
+    const [match] = result.matches
+    expect(match.get(Tag.StudyInstanceUID)).toBe(split[0].studyInstanceUid)
+    expect(match.get(Tag.NumberOfStudyRelatedInstances)).toBe('6')
+    expect(match.get(Tag.ModalitiesInStudy)).toBe('CT')
+
+    const all = await find('study-all', ['QueryRetrieveLevel=STUDY', 'PatientID=QR*', 'StudyInstanceUID'])
+    expect(all.matches.map((m) => m.get(Tag.StudyInstanceUID)).sort()).toEqual([split[0].studyInstanceUid, single[0].studyInstanceUid].sort())
+    expect(router.logs.some((l) => l.includes('"event":"query"') || l.includes('query '))).toBe(true)
+  })
+
+  it('answers SERIES and IMAGE levels (Patient Root too) without duplicates', async () => {
+    const series = await find('series', ['QueryRetrieveLevel=SERIES', `StudyInstanceUID=${split[0].studyInstanceUid}`, 'SeriesInstanceUID', 'NumberOfSeriesRelatedInstances'])
+    expect(series.matches).toHaveLength(1)
+    expect(series.matches[0].get(Tag.NumberOfSeriesRelatedInstances)).toBe('6')
+
+    const images = await find('image', ['QueryRetrieveLevel=IMAGE', `StudyInstanceUID=${split[0].studyInstanceUid}`, `SeriesInstanceUID=${split[0].seriesInstanceUid}`, 'SOPInstanceUID'])
+    expect(images.matches.map((m) => m.get(Tag.SOPInstanceUID)).sort()).toEqual(split.map((i) => i.sopInstanceUid).sort())
+
+    const patients = await find('patient', ['QueryRetrieveLevel=PATIENT', 'PatientID=QRONE*', 'PatientName'], '-P')
+    expect(patients.matches.map((m) => m.get(Tag.PatientID))).toEqual([single[0].patientId])
+  })
+
+  it('C-MOVE sends every instance of the split study to the destination, byte-identical to what each Orthanc stores', async () => {
+    const move = await runDcmtk('movescu', ['-S', '-v', '-aec', router.aeTitle, '-aem', 'VIEWER', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 60_000})
+    expect(move.code).toBe(0)
+    const received = await readdir(viewer.dir)
+    expect(received).toHaveLength(split.length)
+    for (const instance of split) {
+      const file = received.find((f) => f.endsWith(instance.sopInstanceUid))
+      expect(file).toBeDefined()
+      const holder = orthancs[split.indexOf(instance) < 3 ? 0 : 1]
+      const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
+      expect(datasetOf(await readFile(path.join(viewer.dir, file!))).equals(datasetOf(stored))).toBe(true)
+    }
+  })
+
+  it('C-GET returns every instance of the split study over the requesting association, byte-identical', async () => {
+    const out = path.join(workDir, 'get')
+    await mkdir(out, {recursive: true})
+    const get = await runDcmtk('getscu', ['-S', '-v', '-aec', router.aeTitle, '-od', out, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 60_000})
+    expect(get.code).toBe(0)
+    const received = await readdir(out)
+    expect(received).toHaveLength(split.length)
+    for (const instance of split) {
+      const file = received.find((f) => f.endsWith(instance.sopInstanceUid))
+      expect(file).toBeDefined()
+      const holder = orthancs[split.indexOf(instance) < 3 ? 0 : 1]
+      const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
+      expect(datasetOf(await readFile(path.join(out, file!))).equals(datasetOf(stored))).toBe(true)
+    }
+  })
+
+  it('refuses a C-MOVE to an unknown destination with A801', async () => {
+    const move = await runDcmtk('movescu', ['-S', '-v', '-aec', router.aeTitle, '-aem', 'NOBODY', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 30_000})
+    expect(`${move.stdout}${move.stderr}`).toMatch(/Refused: MoveDestinationUnknown/)
+    expect(router.logs.some((l) => l.includes('retrieve-refused') && l.includes('NOBODY'))).toBe(true)
+  })
+
+  it('with one backend stopped, answers from the other with a warning that names the missing backend', async () => {
+    await orthancs[1].halt()
+    try {
+      const result = await find('degraded', ['QueryRetrieveLevel=STUDY', 'PatientID=QR*', 'StudyInstanceUID', 'NumberOfStudyRelatedInstances'])
+      expect(result.matches.map((m) => m.get(Tag.StudyInstanceUID))).toEqual([split[0].studyInstanceUid])
+      expect(result.matches[0].get(Tag.NumberOfStudyRelatedInstances)).toBe('3')
+      expect(`${result.stdout}${result.stderr}`).toMatch(/0xb000|warning/i)
+      expect(router.logs.some((l) => l.includes('no answer from west'))).toBe(true)
+    } finally {
+      await orthancs[1].resume()
+    }
+  })
+})
