@@ -1,5 +1,5 @@
 import {execFile} from 'node:child_process'
-import {mkdir, mkdtemp, readFile, readdir, rm} from 'node:fs/promises'
+import {mkdir, mkdtemp, readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import {promisify} from 'node:util'
@@ -7,6 +7,9 @@ import {promisify} from 'node:util'
 import {Identifier} from '../../../src/lib/dicom/identifier.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
+import type {FindResult} from '../../../src/lib/qr/fleet.js'
+import type {GetResult} from '../../../src/lib/qr/fleet.js'
+import {runCompiledCli} from '../../helpers/compiled-cli.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
 import {type Storescp, runDcmtk, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
@@ -135,6 +138,30 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
     const move = await runDcmtk('movescu', ['-S', '-v', '-aec', router.aeTitle, '-aem', 'NOBODY', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 30_000})
     expect(`${move.stdout}${move.stderr}`).toMatch(/Refused: MoveDestinationUnknown/)
     expect(router.logs.some((l) => l.includes('retrieve-refused') && l.includes('NOBODY'))).toBe(true)
+  })
+
+  it('ddr find --json lists the split study once with both backends; ddr get writes it whole, byte for byte, and exits 4 for a study nobody holds', async () => {
+    const configFile = path.join(workDir, 'ddr.config.json')
+    await writeFile(configFile, JSON.stringify({listen: {aeTitle: 'DDR_CLI'}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url}))}))
+    const found = await runCompiledCli(['find', '--patient', 'QRSPLIT*', '--date', '20260101-20260131', '--json', '--config', configFile])
+    expect(found.code).toBe(0)
+    const result = JSON.parse(found.stdout) as FindResult
+    expect(result.matches).toEqual([expect.objectContaining({studyInstanceUid: split[0].studyInstanceUid, instances: 6, backends: ['east', 'west']})])
+
+    const out = path.join(workDir, 'export')
+    const got = await runCompiledCli(['get', split[0].studyInstanceUid, '--out', out, '--json', '--config', configFile])
+    expect(got.code).toBe(0)
+    expect((JSON.parse(got.stdout) as GetResult).written).toBe(split.length)
+    for (const [index, instance] of split.entries()) {
+      const holder = orthancs[index < 3 ? 0 : 1]
+      const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
+      const written = await readFile(path.join(out, instance.patientId, instance.studyInstanceUid, instance.seriesInstanceUid, `${instance.sopInstanceUid}.dcm`))
+      expect(written.equals(stored)).toBe(true)
+    }
+
+    const nobody = await runCompiledCli(['get', '1.2.3.999', '--out', out, '--config', configFile])
+    expect(nobody.code).toBe(4)
+    expect(nobody.stdout).toContain('1.2.3.999: held by no backend that answered')
   })
 
   it('with one backend stopped, answers from the other with a warning that names the missing backend', async () => {
