@@ -5,8 +5,12 @@ import got from 'got'
 
 import {safePathComponent} from '../backends/folder-backend.js'
 import type {BackendConfig} from '../config/schema.js'
-import {DdrError} from '../errors.js'
+import {Identifier} from '../dicom/identifier.js'
+import {Tag} from '../dicom/tags.js'
+import {QueryModel} from '../dimse/scp.js'
+import {DdrError, isDdrError} from '../errors.js'
 import {orthancClientFor} from '../orthanc/client.js'
+import {DimseQuerySource} from '../qr/sources.js'
 import {redactUrl} from '../output/redact.js'
 import {backendHttpAgents, destroyHttpAgents} from '../security/https.js'
 
@@ -16,11 +20,13 @@ const SOP_INSTANCE_UID_JSON = '00080018'
 /**
  * The SOP Instance UIDs a backend holds for a study, asked the way the backend answers best:
  * Orthanc's REST API (one tools/find), DICOMweb QIDO-RS (`/studies/UID/instances`), a folder
- * backend's files (PatientID/StudyUID/SeriesUID/SOP.dcm). A plain DICOM SCP without a REST API
- * cannot be asked yet (C-FIND comes with query/retrieve): undefined. Throws DdrError
- * BACKEND_UNREACHABLE when the backend does not answer.
+ * backend's files (PatientID/StudyUID/SeriesUID/SOP.dcm); a DICOM backend without a REST API
+ * (a plain SCP, an Orthanc without url) by an IMAGE-level C-FIND, and when it does not answer
+ * C-FIND (refuses the association's query context or the query): undefined, unverifiable. Throws
+ * DdrError BACKEND_UNREACHABLE when the backend does not answer at all.
  */
-export async function studyHoldings(backend: BackendConfig, studyInstanceUid: string, patientId: string | null, timeoutMs = 30_000): Promise<Set<string> | undefined> {
+export async function studyHoldings(backend: BackendConfig, studyInstanceUid: string, patientId: string | null, options: {timeoutMs?: number; callingAeTitle?: string} = {}): Promise<Set<string> | undefined> {
+  const timeoutMs = options.timeoutMs ?? 30_000
   const type = backend.type ?? 'orthanc'
   if (type === 'orthanc' && backend.url !== undefined) {
     const client = orthancClientFor(backend, {timeoutMs})
@@ -44,7 +50,34 @@ export async function studyHoldings(backend: BackendConfig, studyInstanceUid: st
     return held
   }
 
+  if (backend.aeTitle !== undefined) return cFindInstances(backend as Extract<BackendConfig, {aeTitle: string}>, studyInstanceUid, options.callingAeTitle ?? 'DDR', timeoutMs)
   return undefined
+}
+
+/** The SOP Instance UIDs of a study by C-FIND; undefined when the SCP does not answer queries. */
+async function cFindInstances(backend: Extract<BackendConfig, {aeTitle: string}>, studyInstanceUid: string, callingAeTitle: string, timeoutMs: number): Promise<Set<string> | undefined> {
+  const held = new Set<string>()
+  const query = Identifier.of([
+    [Tag.QueryRetrieveLevel, 'IMAGE'],
+    [Tag.StudyInstanceUID, studyInstanceUid],
+    [Tag.SeriesInstanceUID, ''],
+    [Tag.SOPInstanceUID, ''],
+  ])
+  try {
+    await new DimseQuerySource(backend, {callingAeTitle, timeoutMs}).find(query, {
+      model: QueryModel.studyRootFind,
+      onMatch: (match) => {
+        const uid = match.get(Tag.SOPInstanceUID)
+        if (uid) held.add(uid)
+      },
+    })
+  } catch (error) {
+    // It answered, but not to C-FIND: the study cannot be verified there (not an outage).
+    if (isDdrError(error, 'BACKEND_REFUSED') || isDdrError(error, 'ASSOCIATION_REJECTED')) return undefined
+    throw error
+  }
+
+  return held
 }
 
 async function qidoInstances(backend: BackendConfig, url: string, studyInstanceUid: string, timeoutMs: number): Promise<Set<string>> {

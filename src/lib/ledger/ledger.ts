@@ -32,13 +32,13 @@ export interface HoldingsComparison {
  * compares SOP Instance UIDs; undefined when the ledger does not know the study. Throws DdrError
  * BACKEND_UNREACHABLE when a backend does not answer.
  */
-export async function compareHoldings(store: SqliteLedgerStore, backends: readonly BackendConfig[], studyInstanceUid: string): Promise<HoldingsComparison | undefined> {
+export async function compareHoldings(store: SqliteLedgerStore, backends: readonly BackendConfig[], studyInstanceUid: string, callingAeTitle?: string): Promise<HoldingsComparison | undefined> {
   const study = store.summary(studyInstanceUid)
   if (study === undefined) return undefined
   const comparison: HoldingsComparison = {expected: 0, found: 0, missing: [], unverifiable: []}
   for (const [name, sops] of store.storedByBackend(studyInstanceUid)) {
     const backend = backends.find((b) => b.name === name)
-    const held = backend === undefined ? undefined : await studyHoldings(backend, studyInstanceUid, study.patientId)
+    const held = backend === undefined ? undefined : await studyHoldings(backend, studyInstanceUid, study.patientId, {callingAeTitle})
     if (held === undefined) {
       comparison.unverifiable.push(name)
       continue
@@ -78,6 +78,8 @@ export interface StudyLedgerOptions {
   tickMs?: number
   /** The configured backends, to ask what they hold of a study (receipts). */
   backends?: readonly BackendConfig[]
+  /** Our AE title when a receipt asks a DICOM backend by C-FIND. */
+  callingAeTitle?: string
   /** Delivered instances kept for repairs. */
   retention?: RetentionStore
   /** Check receipts of stable, delivered studies in the background (default true with backends). */
@@ -94,9 +96,9 @@ const FLUSH_MS = 10
 const FLUSH_MAX = 256
 
 /**
- * The router's record of studies: every acknowledged instance, batched into one transaction per
- * event-loop turn (the receive path waits for that commit before Success, so an acknowledged
- * instance is always in the ledger); what became of each; and each study's completion: receiving
+ * The router's record of studies: every acknowledged instance, gathered into one transaction every
+ * FLUSH_MS (Success does not wait for it: the spool holds the instance until its outcome is
+ * committed, and recovered() records what a crash left unrecorded); what became of each; and each study's completion: receiving
  * while instances arrive, stable after stableSeconds without one, re-opened by a late instance (an
  * amendment, logged). Old studies are pruned after keepDays.
  */
@@ -124,7 +126,7 @@ export class StudyLedger {
   }
 
   /** Opens (or creates) the ledger a config names, with its retention store. */
-  static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends'>, logger: Logger): Promise<StudyLedger> {
+  static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends' | 'listen'>, logger: Logger): Promise<StudyLedger> {
     // retentionHours 0 or retentionBytes 0: no copies kept (receipts then find, but cannot repair).
     const keep = config.studies.retentionHours > 0 && config.studies.retentionBytes > 0
     const retention = keep ? new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes}) : undefined
@@ -134,6 +136,7 @@ export class StudyLedger {
       keepDays: config.studies.keepDays,
       logger,
       backends: config.backends,
+      callingAeTitle: config.listen.aeTitle,
       retention,
       autoReceipts: config.studies.receipts,
     })
@@ -166,7 +169,7 @@ export class StudyLedger {
    * BACKEND_UNREACHABLE when a backend does not answer (the receipt is left as it was).
    */
   async verify(studyInstanceUid: string, options: {repair: boolean}): Promise<Receipt | undefined> {
-    const compared = await compareHoldings(this.store, this.options.backends ?? [], studyInstanceUid)
+    const compared = await compareHoldings(this.store, this.options.backends ?? [], studyInstanceUid, this.options.callingAeTitle)
     if (compared === undefined) return undefined
     const {expected, found, missing} = compared
     let repaired = 0

@@ -135,7 +135,7 @@ export function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool'>, studyInst
  * again; otherwise the backends are asked from here and nothing can be repaired. Throws DdrError
  * BACKEND_UNREACHABLE when a backend does not answer, USAGE when the study is not in the ledger.
  */
-export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends'>, studyInstanceUid: string): Promise<VerifyResult> {
+export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'listen'>, studyInstanceUid: string): Promise<VerifyResult> {
   const host = config.status.host === '0.0.0.0' || config.status.host === '::' ? '127.0.0.1' : config.status.host
   let response: Response | undefined
   try {
@@ -154,7 +154,7 @@ export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | '
 
   const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
   try {
-    const comparison = await compareHoldings(store, config.backends, studyInstanceUid)
+    const comparison = await compareHoldings(store, config.backends, studyInstanceUid, config.listen.aeTitle)
     const study = store.study(studyInstanceUid)
     if (comparison === undefined || study === undefined) throw notInLedger(studyInstanceUid, store.file)
     return {receipt: receiptFromComparison(comparison, 0), study, by: 'ledger'}
