@@ -16,7 +16,7 @@ export interface JournalSlot {
 }
 
 /** The header elements routing reads from each dataset on receipt (the rest is never parsed). */
-export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality, Tag.AccessionNumber, Tag.StudyDate]
+export const ROUTING_TAGS = [Tag.StudyInstanceUID, Tag.SeriesInstanceUID, Tag.PatientID, Tag.Modality, Tag.AccessionNumber, Tag.StudyDate, Tag.AcquisitionNumber, Tag.ImagesInAcquisition]
 
 /** What is read back from a stored instance: the routing values and its identity. */
 export const RECOVERY_TAGS = [...ROUTING_TAGS, Tag.SOPInstanceUID, Tag.SOPClassUID]
@@ -38,6 +38,9 @@ export interface ReceivedInstance {
   modality?: string
   accessionNumber?: string
   studyDate?: string
+  /** AcquisitionNumber and ImagesInAcquisition, when the sender gave them: a study can be known whole by count. */
+  acquisitionNumber?: string
+  imagesInAcquisition?: number
   callingAeTitle: string
   calledAeTitle: string
   /** The Part 10 meta header we wrote in front of the received dataset. */
@@ -53,8 +56,11 @@ export interface ReceivedInstance {
 }
 
 /** The ROUTING_TAGS values as the received instance's fields. */
-export function routingValues(values: Map<number, string>): Pick<ReceivedInstance, 'studyInstanceUid' | 'seriesInstanceUid' | 'patientId' | 'modality' | 'accessionNumber' | 'studyDate'> {
+export function routingValues(values: Map<number, string>): Pick<ReceivedInstance, 'studyInstanceUid' | 'seriesInstanceUid' | 'patientId' | 'modality' | 'accessionNumber' | 'studyDate' | 'acquisitionNumber' | 'imagesInAcquisition'> {
+  const images = Number.parseInt(values.get(Tag.ImagesInAcquisition) ?? '', 10)
   return {
+    acquisitionNumber: values.get(Tag.AcquisitionNumber),
+    imagesInAcquisition: Number.isFinite(images) && images > 0 ? images : undefined,
     studyInstanceUid: values.get(Tag.StudyInstanceUID),
     seriesInstanceUid: values.get(Tag.SeriesInstanceUID),
     patientId: values.get(Tag.PatientID),

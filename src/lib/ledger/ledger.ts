@@ -7,7 +7,7 @@ import type {Logger} from '../output/logger.js'
 import {studyHoldings} from './holdings.js'
 import {type RetentionLocation, RetentionStore} from './retention.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
-import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts} from './types.js'
+import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudySummary} from './types.js'
 
 /** Queues a kept copy for delivery again (a repair); provided by the pipeline that owns the spool. */
 export type Resender = (kept: RetentionLocation, sopInstanceUid: string) => Promise<void>
@@ -84,7 +84,21 @@ export interface StudyLedgerOptions {
   retention?: RetentionStore
   /** Check receipts of stable, delivered studies in the background (default true with backends). */
   autoReceipts?: boolean
+  /**
+   * A study whose every instance carried ImagesInAcquisition, with every acquisition whole, is
+   * stable after this much quiet instead of stableSeconds (default 5 s, never more than stableSeconds).
+   */
+  countedQuietMs?: number
 }
+
+/** What a receiving study's count tags say: per acquisition (series and AcquisitionNumber) how many images, and which arrived. */
+interface StudyCount {
+  /** Some instance came without ImagesInAcquisition: the study cannot be known whole by count. */
+  uncounted: boolean
+  acquisitions: Map<string, {expected: number; seen: Set<string>}>
+}
+
+const COUNTED_QUIET_MS = 5000
 
 const DAY_MS = 86_400_000
 /**
@@ -109,6 +123,8 @@ export class StudyLedger {
   private flushTimer?: NodeJS.Timeout
   /** Studies receiving, with their last arrival (epoch ms). */
   private readonly receivingSince = new Map<string, number>()
+  /** Receiving studies' count tags (in memory: after a restart the timer alone decides). */
+  private readonly countTags = new Map<string, StudyCount>()
   private readonly timer: NodeJS.Timeout
   private lastPrune = 0
   /** Set when a write failed: new instances are refused until a write works again. */
@@ -297,7 +313,10 @@ export class StudyLedger {
       try {
         const amended = this.store.received(receipts)
         const now = Date.now()
-        for (const receipt of receipts) this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
+        for (const receipt of receipts) {
+          this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
+          this.count(receipt)
+        }
         for (const study of amended) this.options.logger.info('study-amended', {study}, 'an instance arrived after the study was stable: it is receiving again')
         if (this.failure !== undefined) this.options.logger.info('ledger-writable', {}, 'the study ledger takes writes again: accepting instances')
         this.failure = undefined
@@ -320,17 +339,55 @@ export class StudyLedger {
     }
   }
 
+  private count(receipt: InstanceReceipt): void {
+    let study = this.countTags.get(receipt.studyInstanceUid)
+    if (study === undefined) {
+      study = {uncounted: false, acquisitions: new Map()}
+      this.countTags.set(receipt.studyInstanceUid, study)
+    }
+
+    if (receipt.imagesInAcquisition === undefined) {
+      study.uncounted = true
+      return
+    }
+
+    const key = `${receipt.seriesInstanceUid ?? ''}|${receipt.acquisitionNumber ?? ''}`
+    let acquisition = study.acquisitions.get(key)
+    if (acquisition === undefined) {
+      acquisition = {expected: receipt.imagesInAcquisition, seen: new Set()}
+      study.acquisitions.set(key, acquisition)
+    }
+
+    acquisition.seen.add(receipt.sopInstanceUid)
+  }
+
+  /** Whether the count tags say the study is whole: every instance counted, every acquisition complete. */
+  private wholeByCount(studyInstanceUid: string): number | undefined {
+    const study = this.countTags.get(studyInstanceUid)
+    if (study === undefined || study.uncounted || study.acquisitions.size === 0) return undefined
+    for (const acquisition of study.acquisitions.values()) if (acquisition.seen.size < acquisition.expected) return undefined
+    return study.acquisitions.size
+  }
+
   private tick(): void {
     const now = Date.now()
     const quietSince = now - this.options.stableSeconds * 1000
+    const countedQuietSince = now - Math.min(this.options.countedQuietMs ?? COUNTED_QUIET_MS, this.options.stableSeconds * 1000)
     const due = [...this.receivingSince].filter(([, last]) => last <= quietSince).map(([uid]) => uid)
-    if (due.length > 0) {
+    const counted = [...this.receivingSince].filter(([uid, last]) => last > quietSince && last <= countedQuietSince && this.wholeByCount(uid) !== undefined).map(([uid]) => uid)
+    if (due.length > 0 || counted.length > 0) {
       try {
-        for (const study of this.store.markStable(due, quietSince, now)) {
-          this.options.logger.info('study-stable', {study: study.studyInstanceUid, patient: study.patientId ?? undefined, instances: study.instances, backend: study.backend ?? undefined, amendments: study.amendments || undefined}, `no new instance for ${this.options.stableSeconds} s`)
+        const log = (study: StudySummary, why: string) =>
+          this.options.logger.info('study-stable', {study: study.studyInstanceUid, patient: study.patientId ?? undefined, instances: study.instances, backend: study.backend ?? undefined, amendments: study.amendments || undefined}, why)
+        for (const study of this.store.markStable(due, quietSince, now)) log(study, `no new instance for ${this.options.stableSeconds} s`)
+        for (const study of this.store.markStable(counted, countedQuietSince, now)) {
+          log(study, `every acquisition is whole by ImagesInAcquisition (${this.wholeByCount(study.studyInstanceUid)} acquisition(s)), quiet for ${Math.round((now - countedQuietSince) / 1000)} s`)
         }
 
-        for (const uid of due) this.receivingSince.delete(uid)
+        for (const uid of [...due, ...counted]) {
+          this.receivingSince.delete(uid)
+          this.countTags.delete(uid)
+        }
       } catch (error) {
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
       }

@@ -8,6 +8,9 @@ export interface InstanceReceipt {
   accessionNumber?: string
   modality?: string
   studyDate?: string
+  /** From the instance's AcquisitionNumber and ImagesInAcquisition (never stored: they only make a study stable early). */
+  acquisitionNumber?: string
+  imagesInAcquisition?: number
   callingAeTitle: string
   /** The sender's address and port. */
   remoteAddress?: string

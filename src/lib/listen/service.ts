@@ -62,6 +62,8 @@ function receiptOf(instance: ReceivedInstance, remoteAddress?: string): Instance
     accessionNumber: instance.accessionNumber,
     modality: instance.modality,
     studyDate: instance.studyDate,
+    acquisitionNumber: instance.acquisitionNumber,
+    imagesInAcquisition: instance.imagesInAcquisition,
     callingAeTitle: instance.callingAeTitle,
     remoteAddress,
     bytes: instance.datasetLength,

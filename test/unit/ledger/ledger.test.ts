@@ -120,4 +120,24 @@ describe('the study ledger (SQLite)', () => {
     reader.close()
     ledger.close()
   })
+
+  it('a study whose count tags say it is whole (every instance with ImagesInAcquisition, every acquisition complete) is stable after the short quiet, not stableSeconds', async () => {
+    const lines: string[] = []
+    const ledger = new StudyLedger(new SqliteLedgerStore(file), {stableSeconds: 60, countedQuietMs: 200, keepDays: 30, tickMs: 50, logger: new Logger({write: (line) => lines.push(line)})})
+    const reader = new SqliteLedgerStore(file, {readonly: true})
+    // Whole: two acquisitions of 2 images each.
+    for (const n of [1, 2]) ledger.received(receipt('1.2.8', n, {acquisitionNumber: '1', imagesInAcquisition: 2}))
+    for (const n of [3, 4]) ledger.received(receipt('1.2.8', n, {acquisitionNumber: '2', imagesInAcquisition: 2}))
+    // One image short of its count; and a whole acquisition beside an instance without counts.
+    for (const n of [1, 2]) ledger.received(receipt('1.2.9', n, {imagesInAcquisition: 3}))
+    ledger.received(receipt('1.2.10', 1, {imagesInAcquisition: 1}))
+    ledger.received(receipt('1.2.10', 2, {seriesInstanceUid: '1.2.10.200'}))
+    await waitFor('the counted study to become stable', () => reader.summary('1.2.8')?.state === 'stable', 3000)
+    expect(lines.find((l) => l.includes('study-stable') && l.includes('1.2.8'))).toContain('every acquisition is whole by ImagesInAcquisition (2 acquisition(s))')
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    expect(reader.summary('1.2.9')?.state).toBe('receiving')
+    expect(reader.summary('1.2.10')?.state).toBe('receiving')
+    reader.close()
+    ledger.close()
+  })
 })
