@@ -214,9 +214,17 @@ export class SqliteLedgerStore {
 
   /** Records what became of instances (stored on a backend, dead-lettered). */
   outcomes(outcomes: InstanceOutcome[]): void {
-    this.db.transaction(() => {
-      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
-    })()
+    // The spool lets these instances go once this returns: the commit (and every receipt committed
+    // before it, in the same log) must survive a power loss first. FULL syncs the write-ahead log
+    // at this commit; receipts alone stay NORMAL (the spool still holds their instances).
+    this.db.pragma('synchronous = FULL')
+    try {
+      this.db.transaction(() => {
+        for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
+      })()
+    } finally {
+      this.db.pragma('synchronous = NORMAL')
+    }
   }
 
   /** Studies still receiving, with their last arrival: the completion timer's starting point after a restart. */
