@@ -11,6 +11,9 @@ import {configPermissionWarning} from '../security/secrets.js'
 import {redactUrl} from '../output/redact.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
+import {readMetaHeader} from '../dicom/part10.js'
+import {readTopLevelElements} from '../dicom/dataset-reader.js'
+import {Tag} from '../dicom/tags.js'
 import {listenerTransferSyntaxes} from '../backends/capabilities.js'
 import type {Logger} from '../output/logger.js'
 import {Forwarder} from './forwarder.js'
@@ -47,9 +50,35 @@ export interface RouterService {
   status(): RouterStatus
   /** The study ledger (store-and-forward with studies.enabled). */
   ledger?: StudyLedger
+  /**
+   * One Part 10 file through the same intake as a C-STORE (checks, rules, spool, ledger), for
+   * instances that do not come over DICOM: HTTP uploads, processing results. Resolves with the
+   * status a DICOM sender would have got; never rejects.
+   */
+  ingest(file: Buffer, from: IngestSource): Promise<IngestResult>
   /** Stops accepting, lets in-flight instances finish, closes associations. */
   stop(graceMs?: number): Promise<void>
 }
+
+/** Who hands an instance to ingest(): shown in logs and the ledger as the sender. */
+export interface IngestSource {
+  /** Recorded as the calling AE title (e.g. "HTTP-UPLOAD", a module's name). */
+  callingAeTitle: string
+  remoteAddress?: string
+  /** Names the file in messages (its name in an upload, a path). */
+  source: string
+}
+
+export interface IngestResult {
+  sopInstanceUid?: string
+  /** `stored`: safe in the spool (or delivered, in pass-through); `refused`: the status says why; `invalid`: not a DICOM file. */
+  outcome: 'stored' | 'refused' | 'invalid'
+  status?: number
+  reason?: string
+}
+
+/** Bytes handed to the intake at once, as a DIMSE fragment would be. */
+const INGEST_CHUNK = 256 * 1024
 
 /** What the ledger records of an acknowledged instance. */
 function receiptOf(instance: ReceivedInstance, remoteAddress?: string): InstanceReceipt {
@@ -223,6 +252,45 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     throw new DdrError('CONFIG_INVALID', 'the backends have no transfer syntax in common: the listener could accept no instance', {hint: 'check backends[].transferSyntaxes'})
   }
 
+  const accepted = new Set(syntaxes.accepted)
+  const ingest = async (file: Buffer, from: IngestSource): Promise<IngestResult> => {
+    let meta
+    let values
+    try {
+      meta = readMetaHeader(file, {source: from.source})
+      values = readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID, Tag.SOPInstanceUID], {endOfData: true, source: from.source}).values
+    } catch (error) {
+      return {outcome: 'invalid', reason: (error as Error).message}
+    }
+
+    const sopInstanceUid = meta.mediaStorageSopInstanceUid ?? values.get(Tag.SOPInstanceUID)
+    const sopClassUid = meta.mediaStorageSopClassUid ?? values.get(Tag.SOPClassUID)
+    if (!sopInstanceUid || !sopClassUid) return {outcome: 'invalid', reason: `${from.source}: no SOP Class UID or SOP Instance UID in its meta header or dataset`}
+    if (!accepted.has(meta.transferSyntaxUid)) {
+      const reason = `${from.source}: transfer syntax ${transferSyntaxInfo(meta.transferSyntaxUid)?.name ?? meta.transferSyntaxUid} cannot be stored by every backend`
+      logger.warn('instance-refused', {sop: sopInstanceUid, from: from.callingAeTitle, peer: from.remoteAddress}, reason)
+      return {sopInstanceUid, outcome: 'refused', status: Status.sopClassNotSupported, reason}
+    }
+
+    const request: StoreRequest = {
+      association: {id: 0, callingAeTitle: from.callingAeTitle, calledAeTitle: config.listen.aeTitle, remoteAddress: from.remoteAddress ?? '', remotePort: 0},
+      messageId: 0,
+      sopClassUid,
+      sopInstanceUid,
+      transferSyntaxUid: meta.transferSyntaxUid,
+      priority: 0,
+    }
+    const sink = beginStore(request)
+    const dataset = file.subarray(meta.datasetOffset)
+    for (let offset = 0; offset < dataset.length; offset += INGEST_CHUNK) {
+      if (!sink.write(dataset.subarray(offset, offset + INGEST_CHUNK))) await sink.waitDrain()
+    }
+
+    const outcome = await sink.finish()
+    const stored = outcome.status === Status.success || (outcome.status & 0xf000) === 0xb000
+    return {sopInstanceUid, outcome: stored ? 'stored' : 'refused', status: outcome.status, reason: outcome.errorComment}
+  }
+
   const server = new DimseServer({
     aeTitle: config.listen.aeTitle,
     transferSyntaxes: syntaxes.accepted,
@@ -309,6 +377,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       await Promise.all(backends.map((b) => b.backend.close()))
     },
     ledger,
+    ingest,
   }
 }
 
