@@ -47,8 +47,9 @@ const workloads = []
 const ROUNDS = quick ? 1 : 3
 const MB = 1024 * 1024
 const sizes = quick
-  ? {small: 210, big: 60, huge: 50 * MB}
-  : {small: 600, big: 200, huge: 200 * MB}
+  ? {small: 210, big: 60, huge: 50 * MB, many: 600, p5PerSender: 25, cpuSmall: 200, cpuBig: 30, warmSmall: 100, warmBig: 10}
+  : {small: 600, big: 200, huge: 200 * MB, many: 3000, p5PerSender: 100, cpuSmall: 500, cpuBig: 60, warmSmall: 200, warmBig: 20}
+const P5_SENDERS = 8
 /** /proc/<pid>/stat counts CPU time in these. */
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).trim())
 
@@ -214,6 +215,16 @@ function scpArrival(where, dir, instances) {
   const arrived = instances.filter((i) => received.has(i.sopInstanceUid)).length
   for (const name of names) rmSync(path.join(dir, name), {force: true, recursive: true})
   return {where, expected: instances.length, arrived}
+}
+
+/** Waits until the Orthancs hold `expected` more than `before` (or the time is up); returns the arrival check. */
+async function awaitOrthancs(where, servers, expected, before, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const arrival = await orthancArrival(where, servers, expected, before)
+    if (arrival.arrived >= expected || Date.now() > deadline) return arrival
+    await sleep(50)
+  }
 }
 
 /** Writes a workload of synthetic CT instances and notes it for the results file. */
@@ -408,6 +419,89 @@ const p4 = () => group('P4', async () => {
   addFigure('P4b', `${small.length} x 40 KB`, four)
 })
 
+const p5 = () => group('P5', async () => {
+  const instances = await workload('p5', {studies: P5_SENDERS, instancesPerStudy: sizes.p5PerSender, pixelBytes: 40 * 1024, note: `${P5_SENDERS} senders, one study each`})
+  const perSender = Array.from({length: P5_SENDERS}, (_, s) => paths(instances.slice(s * sizes.p5PerSender, (s + 1) * sizes.p5PerSender)))
+  const n = instances.length
+  const allSenders = (target) => Promise.all(perSender.map((files) => storescuFiles(target, files)))
+  log(`P5 ${P5_SENDERS} storescu at once x ${sizes.p5PerSender} instances: straight into one Orthanc vs through ddr into two, ${ROUNDS} rounds on fresh servers`)
+  const rounds = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const direct = async () => {
+      const reference = await orthanc(`p5-reference${round}`)
+      const time = await timed(() => allSenders(reference))
+      const arrival = await orthancArrival('the reference Orthanc', [reference], n)
+      await reference.stop()
+      return [time, arrival]
+    }
+    const routed = async () => {
+      const [a, b] = [await orthanc(`p5-alpha${round}`), await orthanc(`p5-beta${round}`)]
+      const ddr = await router(`p5-${round}`, [a, b])
+      const time = await timed(async () => {
+        await allSenders(ddr)
+        await ddr.drained()
+      })
+      const arrival = await orthancArrival("ddr's two Orthancs", [a, b], n)
+      await ddr.stop()
+      await Promise.all([a.stop(), b.stop()])
+      return [time, arrival]
+    }
+    // The order alternates, so a machine that slows down (or warms up) during a round favours neither side.
+    let directResult
+    let routedResult
+    if (round % 2 === 1) {
+      directResult = await direct()
+      routedResult = await routed()
+    } else {
+      routedResult = await routed()
+      directResult = await direct()
+    }
+
+    rounds.push(ratioRound(directResult[0], routedResult[0], [directResult[1], routedResult[1]]))
+    log(`P5 round ${round}: direct ${directResult[0].toFixed(2)} s, through ddr ${routedResult[0].toFixed(2)} s`)
+  }
+
+  addFigure('P5', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
+})
+
+const cpu = () => group('CPU', async () => {
+  log(`CPU: router CPU per instance in steady state (spool on, two Orthancs), ${ROUNDS} windows of fresh instances after a warm-up`)
+  const [a, b] = [await orthanc('cpu-alpha'), await orthanc('cpu-beta')]
+  const ddr = await router('cpu', [a, b])
+  let held = 0
+  /** Sends the instances and waits until both Orthancs hold them (polled over REST, not asking the router); returns the CPU window. */
+  const window = async (instances, where) => {
+    const before = ddr.cpuMs()
+    await storescuFiles(ddr, paths(instances))
+    const arrival = await awaitOrthancs(where, [a, b], instances.length, held)
+    // A tenth of a second more: the work that follows the last Success (spool release, the ledger's batched commit) belongs to these instances.
+    await sleep(100)
+    const cpuMs = ddr.cpuMs() - before
+    held += arrival.arrived
+    const megabytes = instances.reduce((sum, i) => sum + statSync(i.path).size, 0) / MB
+    return {cpuMs, instances: instances.length, megabytes, arrivals: [arrival]}
+  }
+
+  const warm = await workload('warm-up', {studies: 2, instancesPerStudy: sizes.warmSmall / 2, pixelBytes: 40 * 1024, note: 'before the CPU windows'})
+  const warmBig = await workload('warm-up-big', {studies: 1, instancesPerStudy: sizes.warmBig, pixelBytes: 512 * 1024, note: 'before the CPU windows'})
+  await window(warm, 'warm-up')
+  await window(warmBig, 'warm-up')
+  const small = []
+  const big = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const fresh = await workload(`cpu-40k-${round}`, {studies: 5, instancesPerStudy: sizes.cpuSmall / 5, pixelBytes: 40 * 1024, note: 'fresh each round'})
+    const w = await window(fresh, "ddr's two Orthancs")
+    small.push({...w, value: w.cpuMs / w.instances})
+    const freshBig = await workload(`cpu-512k-${round}`, {studies: 2, instancesPerStudy: sizes.cpuBig / 2, pixelBytes: 512 * 1024, note: 'fresh each round'})
+    const wb = await window(freshBig, "ddr's two Orthancs")
+    big.push({...wb, value: wb.cpuMs / wb.megabytes})
+    log(`CPU round ${round}: ${small.at(-1).value.toFixed(2)} ms per 40 KB instance, ${big.at(-1).value.toFixed(2)} ms per MB of 512 KB instances (clock tick ${(1000 / CLOCK_TICKS).toFixed(0)} ms)`)
+  }
+
+  addFigure('CPU-40k', `${sizes.cpuSmall} instances a round`, small)
+  addFigure('CPU-512k', `${sizes.cpuBig} instances a round`, big)
+})
+
 const p3 = () => group('P3', async () => {
   const big = await bigSet()
   log('P3 memory: peak RSS of ddr listen routing one huge instance and the big set')
@@ -497,6 +591,8 @@ async function main() {
   await p1()
   await p2()
   await p4()
+  await p5()
+  await cpu()
   await p3()
   await lat()
 
