@@ -417,6 +417,10 @@ const p4 = () => group('P4', async () => {
   }
 
   addFigure('P4b', `${small.length} x 40 KB`, four)
+  const many = await workload('many', {studies: 10, instancesPerStudy: sizes.many / 10, pixelBytes: 40 * 1024})
+  const scale = []
+  for (let round = 1; round <= ROUNDS; round++) scale.push((await intoScp(many))[0])
+  addFigure('P4-3000', `${many.length} x 40 KB`, scale)
 })
 
 const p5 = () => group('P5', async () => {
