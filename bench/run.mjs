@@ -103,6 +103,14 @@ function once(stop) {
   return () => (done ??= stop())
 }
 
+/**
+ * Stops Orthancs without waiting: Orthanc takes about 3 s to exit after SIGTERM, mostly asleep,
+ * so the next round need not wait for it; the group's end waits for every stop.
+ */
+function stopLater(...servers) {
+  for (const server of servers) server.stop().catch(() => {})
+}
+
 /** storescp on a free port, writing what it receives into dir (or discarding it without one). */
 async function storescp(dir) {
   const port = await freePort()
@@ -275,7 +283,7 @@ async function group(name, fn) {
     }
   } finally {
     const mine = cleanups.splice(mark)
-    for (const cleanup of mine.reverse()) await cleanup().catch(() => {})
+    await Promise.all(mine.map((cleanup) => cleanup().catch(() => {})))
     log(`${name} took ${((Date.now() - started) / 1000).toFixed(0)} s`)
   }
 }
@@ -314,7 +322,7 @@ const p1 = () => group('P1', async () => {
     const reference = await orthanc(`reference${round}`)
     const direct = await timed(() => storescuFiles(reference, paths(small)))
     const directArrival = await orthancArrival('the reference Orthanc', [reference], n)
-    const [a, b] = [await orthanc(`alpha${round}`), await orthanc(`beta${round}`)]
+    const [a, b] = await Promise.all([orthanc(`alpha${round}`), orthanc(`beta${round}`)])
     const ddr = await router(`p1-${round}`, [a, b])
     let accepted = 0
     const cpuBefore = ddr.cpuMs()
@@ -325,7 +333,7 @@ const p1 = () => group('P1', async () => {
     const cpuPerInstance = (ddr.cpuMs() - cpuBefore) / n
     const routedArrival = await orthancArrival("ddr's two Orthancs", [a, b], n)
     // The same with the study ledger off: P1L is the ledger's cost on this path (same run, fresh servers).
-    const [c, d] = [await orthanc(`epsilon${round}`), await orthanc(`zeta${round}`)]
+    const [c, d] = await Promise.all([orthanc(`epsilon${round}`), orthanc(`zeta${round}`)])
     const ddrNoLedger = await router(`p1-noledger-${round}`, [c, d], {ledger: false})
     const withoutLedger = await timed(async () => {
       await storescuFiles(ddrNoLedger, paths(small))
@@ -333,7 +341,7 @@ const p1 = () => group('P1', async () => {
     })
     const noLedgerArrival = await orthancArrival("the two Orthancs of ddr without ledger", [c, d], n)
     await ddrNoLedger.stop()
-    const [e, f] = [await orthanc(`gamma${round}`), await orthanc(`delta${round}`)]
+    const [e, f] = await Promise.all([orthanc(`gamma${round}`), orthanc(`delta${round}`)])
     const ddrPass = await router(`p1-pass-${round}`, [e, f], {spool: false})
     const passThrough = await timed(() => storescuFiles(ddrPass, paths(small)))
     const passArrival = await orthancArrival("the two Orthancs of ddr --no-spool", [e, f], n)
@@ -342,7 +350,7 @@ const p1 = () => group('P1', async () => {
     ledgerRounds.push(ratioRound(withoutLedger, routed, [noLedgerArrival, routedArrival]))
     log(`P1 round ${round}: direct ${direct.toFixed(2)} s, ddr spool ${routed.toFixed(2)} s (ledger off: ${withoutLedger.toFixed(2)} s; sender done after ${accepted.toFixed(2)} s, router CPU ${cpuPerInstance.toFixed(2)} ms per instance, JIT warm-up included), ddr --no-spool ${passThrough.toFixed(2)} s`)
     await Promise.all([ddr.stop(), ddrPass.stop()])
-    await Promise.all([reference, a, b, c, d, e, f].map((o) => o.stop()))
+    stopLater(reference, a, b, c, d, e, f)
   }
 
   addFigure('P1', `${n} x 40 KB`, spoolRounds)
@@ -408,12 +416,11 @@ const p4 = () => group('P4', async () => {
   addFigure('P4c', `${small.length} x 40 KB`, inProcess)
   const four = []
   for (let round = 1; round <= ROUNDS; round++) {
-    const reference = await orthanc(`p4-reference${round}`)
-    const target = await orthanc(`p4-target${round}`)
+    const [reference, target] = await Promise.all([orthanc(`p4-reference${round}`), orthanc(`p4-target${round}`)])
     const direct = await timed(() => storescuFiles(reference, paths(small)))
     const sent = await timed(() => ddrSend(target, paths(small), ['--concurrency', '4']))
     four.push(ratioRound(direct, sent, [await orthancArrival('the Orthanc of storescu', [reference], small.length), await orthancArrival('the Orthanc of ddr send', [target], small.length)]))
-    await Promise.all([reference.stop(), target.stop()])
+    stopLater(reference, target)
   }
 
   addFigure('P4b', `${small.length} x 40 KB`, four)
@@ -435,11 +442,11 @@ const p5 = () => group('P5', async () => {
       const reference = await orthanc(`p5-reference${round}`)
       const time = await timed(() => allSenders(reference))
       const arrival = await orthancArrival('the reference Orthanc', [reference], n)
-      await reference.stop()
+      stopLater(reference)
       return [time, arrival]
     }
     const routed = async () => {
-      const [a, b] = [await orthanc(`p5-alpha${round}`), await orthanc(`p5-beta${round}`)]
+      const [a, b] = await Promise.all([orthanc(`p5-alpha${round}`), orthanc(`p5-beta${round}`)])
       const ddr = await router(`p5-${round}`, [a, b])
       const time = await timed(async () => {
         await allSenders(ddr)
@@ -447,7 +454,7 @@ const p5 = () => group('P5', async () => {
       })
       const arrival = await orthancArrival("ddr's two Orthancs", [a, b], n)
       await ddr.stop()
-      await Promise.all([a.stop(), b.stop()])
+      stopLater(a, b)
       return [time, arrival]
     }
     // The order alternates, so a machine that slows down (or warms up) during a round favours neither side.
@@ -470,7 +477,7 @@ const p5 = () => group('P5', async () => {
 
 const cpu = () => group('CPU', async () => {
   log(`CPU: router CPU per instance in steady state (spool on, two Orthancs), ${ROUNDS} windows of fresh instances after a warm-up`)
-  const [a, b] = [await orthanc('cpu-alpha'), await orthanc('cpu-beta')]
+  const [a, b] = await Promise.all([orthanc('cpu-alpha'), orthanc('cpu-beta')])
   const ddr = await router('cpu', [a, b])
   let held = 0
   /** Sends the instances and waits until both Orthancs hold them (polled over REST, not asking the router); returns the CPU window. */
@@ -538,7 +545,7 @@ const lat = () => group('LAT', async () => {
     const p99 = percentile(latencies, 99)
     addFigure(spool ? 'LAT-spool' : 'LAT-pass', `${sample.length} x 40 KB, one at a time`, [{value: p50, p99: round2(p99), arrivals: [arrival]}])
     await ddr.stop()
-    await o.stop()
+    stopLater(o)
   }
 })
 
@@ -634,6 +641,8 @@ async function main() {
 try {
   await main()
 } finally {
-  for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {})
+  const started = Date.now()
+  await Promise.all(cleanups.map((cleanup) => cleanup().catch(() => {})))
   rmSync(work, {recursive: true, force: true})
+  log(`cleaned up in ${((Date.now() - started) / 1000).toFixed(1)} s`)
 }
