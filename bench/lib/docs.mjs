@@ -98,7 +98,7 @@ function renderRun({path, results}, link) {
     `- Run: ${results.startedAt.replace('T', ' ').slice(0, 19)} UTC, ${Math.round(results.durationSeconds)} s; ${options.join(', ')}.`,
     `- Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; load average ${m.loadAverage.start.join(' ')} at the start, ${m.loadAverage.end.join(' ')} at the end.`,
     `- Versions: ddr ${v.ddr.sha}${dirty}; Node.js ${v.node}; Orthanc ${v.orthanc ?? 'unknown'}; dcmtk ${v.dcmtk ?? 'unknown'}.`,
-    `- Workloads: ${results.workloads.map((/** @type {any} */ w) => `${w.name} ${w.instances} × ${size(w.bytesEach)}${w.note ? ` (${w.note})` : ''}`).join('; ')}.`,
+    `- Workloads (files): ${results.workloads.map((/** @type {any} */ w) => `${w.name} ${w.instances} × ${size(w.bytesEach)}${w.note ? ` (${w.note})` : ''}`).join('; ')}.`,
   )
   return lines.join('\n')
 }
@@ -201,7 +201,8 @@ function renderHistory(history, link) {
         const f = figures.find((x) => x.id === id)
         if (!f) return '-'
         if (f.value === null) return f.status
-        return `${fixed(f.value)}${f.status === 'met' ? ' ✓' : ''}`
+        const unit = f.kind === 'ratio' ? '' : f.kind === 'cpu' ? ' ms' : ` ${f.unit}`
+        return `${fixed(f.value)}${unit}${f.status === 'met' ? ' ✓' : ''}`
       })
       const sha = results.versions.ddr.sha ?? '?'
       const workloads = results.legacy ? 'full (legacy file)' : results.options.quick ? 'quick' : 'full'
@@ -212,8 +213,8 @@ function renderHistory(history, link) {
 
 /** @param {number} bytes */
 function size(bytes) {
-  if (bytes >= 1024 * 1024) return `${whole(bytes / 1024 / 1024)} MB`
-  return `${whole(bytes / 1024)} KB`
+  const [value, unit] = bytes >= 1024 * 1024 ? [bytes / 1024 / 1024, 'MB'] : [bytes / 1024, 'KB']
+  return `${value < 100 ? value.toFixed(1) : value.toFixed(0)} ${unit}`
 }
 
 /** @param {unknown} value */

@@ -49,6 +49,7 @@ describe('docs/benchmarks.md', () => {
     expect(page).toContain('| LAT-spool | latency | - | p50 4.61 ms, p99 21.66 ms | **4.61 ms** p50 | - | reported |')
     expect(page).toContain('ddr abc1234 with uncommitted changes (`src/lib/listen/intake.ts`); Node.js v20.20.2; Orthanc 1.10.1; dcmtk v3.6.7 2022-04-22.')
     expect(page).toContain('load average 0.1 0.2 0.3 at the start')
+    expect(page).toContain('- Workloads (files): small 600 × 40.7 KB.')
   })
 
   it('never shows a ratio for a figure whose instances did not all arrive', () => {
