@@ -43,6 +43,8 @@ const env = {...process.env, TCP_NODELAY: '1'}
 const cleanups = []
 const figures = []
 const workloads = []
+/** Seconds each group of figures took, setting up and checking included. */
+const durations = {}
 
 const ROUNDS = quick ? 1 : 3
 const MB = 1024 * 1024
@@ -284,7 +286,8 @@ async function group(name, fn) {
   } finally {
     const mine = cleanups.splice(mark)
     await Promise.all(mine.map((cleanup) => cleanup().catch(() => {})))
-    log(`${name} took ${((Date.now() - started) / 1000).toFixed(0)} s`)
+    durations[name] = Math.round((Date.now() - started) / 1000)
+    log(`${name} took ${durations[name]} s`)
   }
 }
 
@@ -424,10 +427,12 @@ const p4 = () => group('P4', async () => {
   }
 
   addFigure('P4b', `${small.length} x 40 KB`, four)
+  const scaleStarted = Date.now()
   const many = await workload('many', {studies: 10, instancesPerStudy: sizes.many / 10, pixelBytes: 40 * 1024})
   const scale = []
   for (let round = 1; round <= ROUNDS; round++) scale.push((await intoScp(many))[0])
   addFigure('P4-3000', `${many.length} x 40 KB`, scale)
+  log(`P4-3000 took ${((Date.now() - scaleStarted) / 1000).toFixed(0)} s of P4's time`)
 })
 
 const p5 = () => group('P5', async () => {
@@ -614,6 +619,7 @@ async function main() {
     finishedAt,
     durationSeconds: round2((Date.parse(finishedAt) - Date.parse(startedAt)) / 1000),
     options: {quick, only: options.only, rounds: ROUNDS},
+    groupSeconds: durations,
     machine: machine(loadAtStart),
     versions,
     workloads,

@@ -95,12 +95,21 @@ function renderRun({path, results}, link) {
   if (results.options.only) options.push(`only ${results.options.only.join(', ')}`)
   lines.push(
     '',
-    `- Run: ${results.startedAt.replace('T', ' ').slice(0, 19)} UTC, ${Math.round(results.durationSeconds)} s; ${options.join(', ')}.`,
+    `- Run: ${results.startedAt.replace('T', ' ').slice(0, 19)} UTC, ${Math.round(results.durationSeconds)} s${groups(results.groupSeconds)}; ${options.join(', ')}.`,
     `- Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB; ${m.os}; load average ${m.loadAverage.start.join(' ')} at the start, ${m.loadAverage.end.join(' ')} at the end.`,
     `- Versions: ddr ${v.ddr.sha}${dirty}; Node.js ${v.node}; Orthanc ${v.orthanc ?? 'unknown'}; dcmtk ${v.dcmtk ?? 'unknown'}.`,
     `- Workloads (files): ${results.workloads.map((/** @type {any} */ w) => `${w.name} ${w.instances} × ${size(w.bytesEach)}${w.note ? ` (${w.note})` : ''}`).join('; ')}.`,
   )
   return lines.join('\n')
+}
+
+/**
+ * The seconds of each group, as ` (P1 50 s, P2 25 s)`.
+ * @param {Record<string, number> | undefined} seconds
+ */
+function groups(seconds) {
+  const entries = Object.entries(seconds ?? {})
+  return entries.length === 0 ? '' : ` (${entries.map(([name, s]) => `${name} ${s} s`).join(', ')})`
 }
 
 /** @param {any} results */

@@ -17,6 +17,7 @@ function sampleRun() {
     finishedAt: '2026-12-02T10:02:30.000Z',
     durationSeconds: 150,
     options: {quick: false, only: null, rounds: 3},
+    groupSeconds: {P1: 50, P2: 25},
     machine: {cpuModel: 'AMD EPYC', cores: 2, memoryGiB: 23.5, os: 'Debian GNU/Linux 12 (bookworm), Linux 6.1 x64', loadAverage: {start: [0.1, 0.2, 0.3], end: [1, 1, 1]}},
     versions: {node: 'v20.20.2', ddr: {version: '0.1.0', sha: 'abc1234', dirty: true, changed: ['src/lib/listen/intake.ts']}, orthanc: '1.10.1', dcmtk: 'v3.6.7 2022-04-22'},
     workloads: [{name: 'small', instances: 600, bytesEach: 41_640}],
@@ -49,6 +50,7 @@ describe('docs/benchmarks.md', () => {
     expect(page).toContain('| LAT-spool | latency | - | p50 4.61 ms, p99 21.66 ms | **4.61 ms** p50 | - | reported |')
     expect(page).toContain('ddr abc1234 with uncommitted changes (`src/lib/listen/intake.ts`); Node.js v20.20.2; Orthanc 1.10.1; dcmtk v3.6.7 2022-04-22.')
     expect(page).toContain('load average 0.1 0.2 0.3 at the start')
+    expect(page).toContain('- Run: 2026-12-02 10:00:00 UTC, 150 s (P1 50 s, P2 25 s); full workloads, 3 rounds.')
     expect(page).toContain('- Workloads (files): small 600 × 40.7 KB.')
   })
 
