@@ -49,8 +49,8 @@ const durations = {}
 const ROUNDS = quick ? 1 : 3
 const MB = 1024 * 1024
 const sizes = quick
-  ? {small: 210, big: 60, huge: 50 * MB, many: 600, p5PerSender: 25, cpuSmall: 200, cpuBig: 30, warmSmall: 100, warmBig: 10}
-  : {small: 600, big: 200, huge: 200 * MB, many: 3000, p5PerSender: 100, cpuSmall: 500, cpuBig: 60, warmSmall: 200, warmBig: 20}
+  ? {small: 210, big: 60, huge: 50 * MB, many: 600, p5PerSender: 25, cpuSmall: 200, cpuBig: 30, warmSmall: 100, warmBig: 10, retrieve: 100}
+  : {small: 600, big: 200, huge: 200 * MB, many: 3000, p5PerSender: 100, cpuSmall: 500, cpuBig: 60, warmSmall: 200, warmBig: 20, retrieve: 500}
 const P5_SENDERS = 8
 /** /proc/<pid>/stat counts CPU time in these. */
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).trim())
@@ -130,10 +130,10 @@ async function storescp(dir) {
 }
 
 let orthancCount = 0
-async function orthanc(name) {
+async function orthanc(name, extra) {
   orthancCount++
   const dir = path.join(work, `orthanc-${orthancCount}-${name}`)
-  const info = await startOrthanc({name, aeTitle: name.toUpperCase().slice(0, 16), dicomPort: await freePort(), httpPort: await freePort(), dir})
+  const info = await startOrthanc({name, aeTitle: name.toUpperCase().slice(0, 16), dicomPort: await freePort(), httpPort: await freePort(), dir, ...(extra ? {extra} : {})})
   const client = new OrthancClient({url: info.url})
   const stop = once(async () => {
     client.close()
@@ -144,7 +144,7 @@ async function orthanc(name) {
 }
 
 /** `ddr listen` as its own process (so its RSS and CPU are its own), in front of the given backends. */
-async function router(name, backends, {spool = true, ledger = true} = {}) {
+async function router(name, backends, {spool = true, ledger = true, retrieve} = {}) {
   const dir = path.join(work, `router-${name}`)
   mkdirSync(dir, {recursive: true})
   const port = await freePort()
@@ -157,6 +157,7 @@ async function router(name, backends, {spool = true, ledger = true} = {}) {
       status: {host: '127.0.0.1', port: statusPort},
       spool: {dir: path.join(dir, 'spool'), enabled: spool},
       studies: {enabled: ledger},
+      ...(retrieve ? {retrieve} : {}),
       backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
     }),
   )
@@ -480,6 +481,41 @@ const p5 = () => group('P5', async () => {
   addFigure('P5', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
 })
 
+const qr = () => group('QR', async () => {
+  const instances = await workload('retrieve', {studies: 1, instancesPerStudy: sizes.retrieve, pixelBytes: 40 * 1024, note: 'one study, retrieved by C-MOVE'})
+  const study = instances[0].studyInstanceUid
+  const scp = await storescp(path.join(work, 'qr-received'))
+  // The Orthanc that holds the study moves it itself (the reference) or gives its files to ddr.
+  const extra = {DicomAlwaysAllowMove: true, DicomModalities: {viewer: [scp.aeTitle, '127.0.0.1', scp.port]}}
+  const [holder, other] = await Promise.all([orthanc('qr-holder', extra), orthanc('qr-other', extra)])
+  await storescuFiles(holder, paths(instances))
+  const held = await orthancArrival('the holding Orthanc', [holder], instances.length)
+  if (held.arrived !== instances.length) throw new Error(`only ${held.arrived} of ${instances.length} instances reached the holding Orthanc`)
+  const ddr = await router('qr', [holder, other], {retrieve: {destinations: [{aeTitle: scp.aeTitle, host: '127.0.0.1', port: scp.port}]}})
+  const move = (target) => run('movescu', ['-S', '-aec', target.aeTitle, '-aem', scp.aeTitle, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${study}`, '127.0.0.1', String(target.port ?? target.dicomPort)])
+  log(`QR C-MOVE of a ${instances.length}-instance study into storescp: straight from Orthanc vs through ddr (in front of that Orthanc and an empty one), ${ROUNDS} rounds`)
+  const rounds = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const direct = async () => [await timed(() => move(holder)), scpArrival('storescp, moved by Orthanc', scp.dir, instances)]
+    const routed = async () => [await timed(() => move(ddr)), scpArrival('storescp, moved by ddr', scp.dir, instances)]
+    // The order alternates, as in P5.
+    let byOrthanc
+    let byDdr
+    if (round % 2 === 1) {
+      byOrthanc = await direct()
+      byDdr = await routed()
+    } else {
+      byDdr = await routed()
+      byOrthanc = await direct()
+    }
+
+    rounds.push(ratioRound(byOrthanc[0], byDdr[0], [byOrthanc[1], byDdr[1]]))
+    log(`QR round ${round}: Orthanc ${byOrthanc[0].toFixed(2)} s, through ddr ${byDdr[0].toFixed(2)} s`)
+  }
+
+  addFigure('QR-move', `one study of ${instances.length} x 40 KB`, rounds)
+})
+
 const cpu = () => group('CPU', async () => {
   log(`CPU: router CPU per instance in steady state (spool on, two Orthancs), ${ROUNDS} windows of fresh instances after a warm-up`)
   const [a, b] = await Promise.all([orthanc('cpu-alpha'), orthanc('cpu-beta')])
@@ -608,6 +644,7 @@ async function main() {
   await p2()
   await p4()
   await p5()
+  await qr()
   await cpu()
   await p3()
   await lat()

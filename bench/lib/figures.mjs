@@ -145,6 +145,19 @@ export const FIGURES = [
       'Same senders, files and kind of receiver, fresh servers each round. ddr has two Orthancs where the reference has one: that is the point of a router in front of a fleet, and with several senders it should turn the second Orthanc into speed (target ≥ 1.2).',
   },
   {
+    id: 'QR-move',
+    name: 'C-MOVE of a study through ddr vs straight from Orthanc',
+    kind: 'ratio',
+    unit: 'ratio',
+    better: 'higher',
+    target: 0.9,
+    measures:
+      'movescu asks `ddr listen` (in front of the Orthanc that holds the study and an empty one) to move one study of 40 KB instances to a storescp; ddr finds the instances by C-FIND on both Orthancs, fetches each file from the holder\'s REST API and C-STOREs it, byte for byte, on its own association. Timed until movescu has the final response.',
+    reference: 'the same movescu asking the holding Orthanc itself to move the study to the same storescp (Orthanc knows it as a modality), same round, order alternating.',
+    fair:
+      'Same study, same destination, same requester; the reference is the best case of a single PACS that knows where its images are, while ddr first has to find them across the fleet and fetch them over HTTP: the figure is the price of one address for the whole fleet (target ≥ 0.9).',
+  },
+  {
     id: 'CPU-40k',
     name: 'router CPU per 40 KB instance (spool on, delivered to two Orthancs)',
     kind: 'cpu',

@@ -35,7 +35,7 @@ export interface DeliveryResult {
 }
 
 /** How many instances are fetched ahead of the one being sent. */
-const FETCH_AHEAD = 2
+const FETCH_AHEAD = 8
 
 /**
  * Fetches each instance from its backend and hands it to the sink, reporting progress after each

@@ -2,6 +2,8 @@
  * Retrieval across the fleet: which backend holds each instance of what was asked for (an
  * IMAGE-level C-FIND to every backend), and its bytes exactly as that backend stores them.
  */
+import {createHash} from 'node:crypto'
+
 import type {BackendConfig} from '../config/schema.js'
 import {Identifier, type QueryLevel} from '../dicom/identifier.js'
 import {readMetaHeader} from '../dicom/part10.js'
@@ -65,7 +67,7 @@ export async function locateInstances(request: RetrieveRequest, sources: readonl
     [Tag.StudyInstanceUID, (request.studyInstanceUids ?? []).join('\\')],
     [Tag.SeriesInstanceUID, (request.seriesInstanceUids ?? []).join('\\')],
     [Tag.SOPInstanceUID, (request.sopInstanceUids ?? []).join('\\')],
-    [Tag.SOPClassUID, ''],
+    // Not SOPClassUID: Orthanc 1.10 answers it only by reading every file; the fetched file's meta header has it.
   ])
   const result = await queryFleet(query, sources, options)
   const instances: LocatedInstance[] = []
@@ -116,10 +118,23 @@ export class InstanceFetcher {
       this.clients.set(backend.name, client)
     }
 
-    const id = await client.lookupInstance(instance.sopInstanceUid)
-    if (id === undefined) throw new DdrError('BACKEND_REFUSED', `${backend.name} no longer holds ${instance.sopInstanceUid}`)
-    const file = await client.instanceFile(id)
+    // Orthanc names an instance by a hash of its four identifiers: one request instead of two.
+    // A PatientID written differently (or none in the answer) falls back to a lookup by SOP UID.
+    let file: Buffer | undefined
+    if (instance.patientId !== '') file = await client.instanceFile(orthancInstanceId(instance)).catch(() => undefined)
+    if (file === undefined) {
+      const id = await client.lookupInstance(instance.sopInstanceUid)
+      if (id === undefined) throw new DdrError('BACKEND_REFUSED', `${backend.name} no longer holds ${instance.sopInstanceUid}`)
+      file = await client.instanceFile(id)
+    }
+
     const meta = readMetaHeader(file, {source: `${backend.name}'s copy of ${instance.sopInstanceUid}`})
     return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid: meta.mediaStorageSopClassUid ?? instance.sopClassUid, dataset: file.subarray(meta.datasetOffset)}
   }
+}
+
+/** Orthanc's id of an instance: SHA-1 of "PatientID|StudyUID|SeriesUID|SOPUID", in five groups of eight hex digits. */
+export function orthancInstanceId(instance: Pick<LocatedInstance, 'patientId' | 'studyInstanceUid' | 'seriesInstanceUid' | 'sopInstanceUid'>): string {
+  const hex = createHash('sha1').update(`${instance.patientId}|${instance.studyInstanceUid}|${instance.seriesInstanceUid}|${instance.sopInstanceUid}`).digest('hex')
+  return hex.match(/.{8}/g)!.join('-')
 }
