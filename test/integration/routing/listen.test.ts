@@ -27,6 +27,18 @@ async function whereIs(backends: TestOrthanc[], sopInstanceUid: string): Promise
   return found
 }
 
+/** For each SOP Instance UID of these instances, the backends that hold it (one tools/find per study and backend). */
+async function holdersByStudy(backends: TestOrthanc[], instances: SyntheticInstance[]): Promise<Map<string, string[]>> {
+  const held = new Map<string, string[]>()
+  for (const backend of backends) {
+    for (const study of new Set(instances.map((i) => i.studyInstanceUid))) {
+      for (const sopInstanceUid of await backend.client.studyInstanceUids(study)) held.set(sopInstanceUid, [...(held.get(sopInstanceUid) ?? []), backend.name])
+    }
+  }
+
+  return held
+}
+
 describe('ddr listen in front of two real Orthanc servers', () => {
   let orthancs: TestOrthanc[] = []
   let reference: TestOrthanc
@@ -234,7 +246,7 @@ describe.each([
     if (workDir) await rm(workDir, {recursive: true, force: true})
   })
 
-  it('the sender sees no failure and the survivor receives the rest', async () => {
+  it('the sender sees no failure and, with the victim back, every instance is held by the backend that confirmed it (and by the victim only if it never confirmed)', async () => {
     const sending = storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), ...instances.map((i) => i.path)], {timeoutMs: 120_000})
     const [victim, survivor] = orthancs
     const victimState = router.service.backends.find((b) => b.name === victim.name)!
@@ -249,11 +261,36 @@ describe.each([
     expect(result.code).toBe(0)
     expect(router.service.router.counters.failed).toBe(0)
     expect(router.service.router.counters.failovers).toBeGreaterThanOrEqual(1)
-
-    // Every instance was stored once: by the victim before it died, or by the survivor.
     expect(router.service.router.counters.routed).toBe(instances.length)
     expect(routedToVictim).toBeGreaterThanOrEqual(10)
-    expect((await survivor.client.statistics()).CountInstances).toBe(instances.length - victimState.routed)
     expect(victimState.healthy).toBe(false)
+
+    // The victim comes back with what it stored before it died, and each backend is asked, by SOP
+    // Instance UID, what it holds: every instance is where the router says it stored it (its
+    // 'routed' log line), and on no other backend, except the few the victim stored but never
+    // confirmed before it died (in flight on its associations): those failed over and the victim
+    // keeps its copy too.
+    await victim.resume()
+    const held = await holdersByStudy(orthancs, instances)
+    const storedOn = new Map<string, string[]>()
+    for (const line of router.logs) {
+      const routed = / routed sop=(\S+) .*backend=(\S+)/.exec(line)
+      if (routed !== null) storedOn.set(routed[1], [...(storedOn.get(routed[1]) ?? []), routed[2]])
+    }
+
+    const unconfirmedOnVictim: string[] = []
+    for (const {sopInstanceUid: sop} of instances) {
+      const [home, ...others] = storedOn.get(sop) ?? []
+      expect({sop, routedTo: others.length + 1, held: held.get(sop)?.includes(home) ?? false}).toEqual({sop, routedTo: 1, held: true})
+      const elsewhere = (held.get(sop) ?? []).filter((name) => name !== home)
+      if (elsewhere.length > 0) {
+        expect({sop, home, elsewhere}).toEqual({sop, home: survivor.name, elsewhere: [victim.name]})
+        unconfirmedOnVictim.push(sop)
+      }
+    }
+
+    expect(unconfirmedOnVictim.length).toBeLessThanOrEqual(4) // the victim's associations (maxAssociations)
+    const onVictim = instances.filter((i) => storedOn.get(i.sopInstanceUid)?.[0] === victim.name).length
+    expect(onVictim).toBe(victimState.routed)
   })
 })
