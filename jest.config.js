@@ -11,7 +11,14 @@ const common = {
 export default {
   projects: [
     {...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts']},
-    {...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'], slowTestThreshold: 30},
+    {
+      ...common,
+      displayName: 'integration',
+      testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      slowTestThreshold: 30,
+      // Stops the run when dist/ (the compiled CLI these tests spawn) is older than src/.
+      globalSetup: '<rootDir>/test/helpers/check-build.mjs',
+    },
   ],
   maxWorkers: 2,
   testTimeout: 60000,

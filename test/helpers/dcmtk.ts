@@ -45,6 +45,8 @@ export interface Storescp {
   port: number
   aeTitle: string
   dir: string
+  /** The storescp process (without --fork it serves every association itself: SIGSTOP stalls it). */
+  pid: number
   /** What storescp printed so far. */
   output(): string
   stop(): Promise<void>
@@ -69,7 +71,11 @@ export async function startStorescp(options: {dir: string; aeTitle?: string; ext
   const closed = new Promise<void>((resolve) => child.on('close', () => resolve()))
   child.on('exit', () => (exited = true))
   const stop = async () => {
-    if (!exited) child.kill('SIGTERM')
+    if (!exited) {
+      child.kill('SIGTERM')
+      child.kill('SIGCONT') // a test may have stalled it with SIGSTOP
+    }
+
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
     await closed
     clearTimeout(timer)
@@ -88,7 +94,7 @@ export async function startStorescp(options: {dir: string; aeTitle?: string; ext
     await sleep(50)
   }
 
-  return {port, aeTitle, dir: options.dir, output: () => output, stop}
+  return {port, aeTitle, dir: options.dir, pid: child.pid!, output: () => output, stop}
 }
 
 export interface TestDicomOptions {

@@ -11,6 +11,7 @@ import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Logger} from '../../../src/lib/output/logger.js'
 import {type RouterService, startRouterService} from '../../../src/lib/listen/service.js'
 import {DICOMWEB_PLUGIN} from '../../../src/lib/stack/orthanc-process.js'
+import {writeSyntheticStudies} from '../../helpers/datasets.js'
 import {datasetOf, fixturesDir, goodFixtures, onTheWire, sendFixturesRaw} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {waitFor} from '../../helpers/wait.js'
@@ -130,7 +131,9 @@ describe('dicomweb backend: STOW-RS batching into a real Orthanc', () => {
 
   it('a request with one part Orthanc cannot store: the others are stored, that one alone is refused', async () => {
     const web = service.backends[0].backend as DicomwebBackend
-    const good = goodFixtures.slice(0, 2).map((fixture) => readFileSync(path.join(fixturesDir, fixture.path)))
+    // Two instances Orthanc has never seen (the fixtures are already there from the test above).
+    const fresh = await writeSyntheticStudies(path.join(workDir, 'fresh'), {studies: 1, instancesPerStudy: 2, pixelBytes: 2048})
+    const good = fresh.map((instance) => readFileSync(instance.path))
     const asInstance = (file: Buffer, uid: string) => {
       const meta = readMetaHeader(file)
       return {
@@ -147,11 +150,19 @@ describe('dicomweb backend: STOW-RS batching into a real Orthanc', () => {
       }
     }
 
+    const inOrthanc = () => Promise.all(fresh.map(async (instance) => (await orthanc.client.lookupInstance(instance.sopInstanceUid)) !== undefined))
+    expect(await inOrthanc()).toEqual([false, false])
     // A Part 10 header in front of bytes that are no dataset: Orthanc refuses that part.
     const broken = Buffer.concat([good[0].subarray(0, readMetaHeader(good[0]).datasetOffset), Buffer.from('this is not a dataset')])
     const before = proxy.requests.length
-    const outcomes = await Promise.all([web.store(asInstance(good[0], goodFixtures[0].sopInstanceUid)), web.store(asInstance(broken, '1.2.3.999')), web.store(asInstance(good[1], goodFixtures[1].sopInstanceUid))])
+    const outcomes = await Promise.all([web.store(asInstance(good[0], fresh[0].sopInstanceUid)), web.store(asInstance(broken, '1.2.3.999')), web.store(asInstance(good[1], fresh[1].sopInstanceUid))])
     expect(outcomes.map((o) => o.status)).toEqual([0, 0xc000, 0])
     expect(proxy.requests.slice(before).map((r) => r.parts)).toEqual([3, 1])
+    // Stored by this request, byte for byte.
+    expect(await inOrthanc()).toEqual([true, true])
+    for (const [index, instance] of fresh.entries()) {
+      const file = await orthanc.client.instanceFile((await orthanc.client.lookupInstance(instance.sopInstanceUid))!)
+      expect({sop: instance.sopInstanceUid, identical: datasetOf(file).equals(datasetOf(good[index]))}).toEqual({sop: instance.sopInstanceUid, identical: true})
+    }
   })
 })

@@ -125,17 +125,19 @@ describe('purge against a fake Orthanc', () => {
     expect(purgeExitCode(result)).toBe(ExitCode.peer)
   })
 
-  it('uses the credentials from config; wrong ones are reported, not thrown', async () => {
+  it('uses the credentials from config; wrong ones are reported, not thrown, and touch nothing', async () => {
     const fake = await start({patients: 2, auth: 'ddr:secret'})
-    const ok = await purgeBackends(await planPurge([backend('locked', fake.url, {username: 'ddr', password: 'secret'})]))
-    expect(ok.backends[0]).toMatchObject({state: 'purged', deleted: {instances: 4}})
-
     const wrong = await planPurge([backend('locked', fake.url, {username: 'ddr', password: 'wrong'})])
     expect(wrong.entries[0]).toMatchObject({state: 'refused'})
     expect(wrong.entries[0].error).toMatch(/HTTP 401 .*DDR_BACKEND_<NAME>_PASSWORD/)
     const result = await purgeBackends(wrong)
     expect(result.backends[0]).toMatchObject({state: 'refused', deleted: {instances: 0}})
     expect(purgeExitCode(result)).toBe(ExitCode.peer)
+    // The refused backend keeps its patients, and was asked nothing after the plan's one question.
+    expect({patients: fake.patients.size, requests: fake.requests}).toEqual({patients: 2, requests: ['GET /statistics']})
+
+    const ok = await purgeBackends(await planPurge([backend('locked', fake.url, {username: 'ddr', password: 'secret'})]))
+    expect(ok.backends[0]).toMatchObject({state: 'purged', deleted: {instances: 4}})
     expect(fake.patients.size).toBe(0)
   })
 

@@ -78,6 +78,12 @@ describe('HTTPS towards Orthanc REST and DICOMweb backends (a real Orthanc over 
     expect(orthanc.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
     expect(['orthanc', 'proxy']).toContain(orthanc.httpsBy)
     expect((await orthanc.client.system()).Version).toBeDefined()
+    // The same port does not speak plain HTTP: the request gets no HTTP answer at all.
+    const plain = await fetch(`${orthanc.url.replace(/^https:/, 'http:')}/system`, {signal: AbortSignal.timeout(10_000)}).then(
+      (response) => `answered HTTP ${response.status}`,
+      (error: Error) => `failed: ${(error.cause as Error | undefined)?.message ?? error.message}`,
+    )
+    expect(plain).toMatch(/^failed: /)
   })
 
   it('the REST client trusts the server only with the CA, and says which URL and why when it does not', async () => {

@@ -1,6 +1,6 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 import {existsSync, readFileSync, readdirSync} from 'node:fs'
-import {mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -8,7 +8,8 @@ import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
-import {type Storescp, startStorescp, storescu} from '../../helpers/dcmtk.js'
+import {datasetOf} from '../../helpers/fixtures.js'
+import {type Storescp, echoscu, startStorescp, storescu} from '../../helpers/dcmtk.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
@@ -49,7 +50,10 @@ async function holders(backends: TestOrthanc[], sopInstanceUid: string): Promise
 
 
 describe('spool: a router killed with SIGKILL mid-stream', () => {
-  let orthancs: TestOrthanc[] = []
+  // The backends are storescp in bit-preserving mode with a unique file per received C-STORE: a
+  // second delivery of an instance is a second file (Orthanc would keep one copy and hide it), and
+  // each file holds the dataset bytes exactly as they came over the wire.
+  let backends: Storescp[] = []
   let workDir: string
   let router: ChildProcess | undefined
   let configPath: string
@@ -71,9 +75,20 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
     }
   }
 
+  /** Every file each storescp wrote so far (one per C-STORE it received), as `backend/name`. */
+  function receivedFiles(): string[] {
+    return backends.flatMap((backend) => readdirSync(backend.dir).map((name) => `${backend.aeTitle}/${name}`))
+  }
+
   beforeAll(async () => {
-    orthancs = await Promise.all([startTestOrthanc({name: 'one', aeTitle: 'ONE'}), startTestOrthanc({name: 'two', aeTitle: 'TWO'})])
     workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-crash-'))
+    backends = await Promise.all(
+      ['ONE', 'TWO'].map(async (aeTitle) => {
+        const dir = path.join(workDir, aeTitle)
+        await mkdir(dir)
+        return startStorescp({dir, aeTitle, extraArgs: ['+B', '+uf']})
+      }),
+    )
     listenPort = await freePort()
     statusPort = await freePort()
     configPath = path.join(workDir, 'ddr.config.json')
@@ -83,50 +98,98 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
         listen: {host: '127.0.0.1', port: listenPort, aeTitle: 'DDR_CRASH'},
         status: {host: '127.0.0.1', port: statusPort},
         spool: {dir: path.join(workDir, 'spool'), retryBaseMs: 100, retryMaxMs: 1000},
-        health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 2, recoverThreshold: 1},
-        backends: orthancs.map((o) => ({name: o.name, host: '127.0.0.1', port: o.dicomPort, aeTitle: o.aeTitle, url: o.url})),
+        // Health checks must not give up on the stalled backends during the few seconds before the kill.
+        health: {intervalMs: 500, timeoutMs: 20_000, failThreshold: 2, recoverThreshold: 1},
+        // storescp without --fork serves one association at a time.
+        backends: backends.map((b) => ({name: b.aeTitle.toLowerCase(), type: 'dimse', host: '127.0.0.1', port: b.port, aeTitle: b.aeTitle, maxAssociations: 1})),
       }),
     )
   })
 
   afterAll(async () => {
     router?.kill('SIGKILL')
-    await Promise.all(orthancs.map((o) => o.stop()))
+    await Promise.all(backends.map((b) => b.stop()))
     if (workDir) await rm(workDir, {recursive: true, force: true})
   })
 
-  it('delivers every acknowledged instance after a restart on the same spool, each exactly once', async () => {
-    const instances = await writeSyntheticStudies(path.join(workDir, 'data'), {studies: 8, instancesPerStudy: 50, pixelBytes: 16_384})
+  it('delivers every acknowledged instance after a restart on the same spool, byte for byte, and redelivers only what was in flight', async () => {
+    // Small instances go to the journal, those above 128 KB to files of their own: interleaved, so
+    // both kinds are delivered before the stall and both wait in the spool at the kill.
+    const small = await writeSyntheticStudies(path.join(workDir, 'small'), {studies: 4, instancesPerStudy: 25, pixelBytes: 16_384, prefix: 'SMALL'})
+    const large = await writeSyntheticStudies(path.join(workDir, 'large'), {studies: 4, instancesPerStudy: 25, pixelBytes: 200_000, prefix: 'LARGE'})
+    const instances = small.flatMap((instance, index) => [instance, large[index]])
+    const sentDataset = new Map(instances.map((i) => [i.sopInstanceUid, datasetOf(readFileSync(i.path))]))
+    const isLarge = (sopInstanceUid: string) => sentDataset.get(sopInstanceUid)!.length > 128 * 1024
+    expect(instances.filter((i) => isLarge(i.sopInstanceUid))).toHaveLength(large.length)
+
     router = startRouterProcess()
     await waitFor('the router to listen', async () => (await status()) !== undefined, 30_000)
 
+    // After 60 acknowledgements both backends stall (SIGSTOP): what arrives next waits in the spool,
+    // and the one delivery in flight on each backend is never answered. At 150 the router dies.
+    let stalledAt = -1
     let killedAt = -1
     const sent = await sendRaw(listenPort, 'DDR_CRASH', instances, (count) => {
+      if (count === 60 && stalledAt < 0) {
+        stalledAt = count
+        for (const backend of backends) process.kill(backend.pid, 'SIGSTOP')
+      }
+
       if (count === 150 && killedAt < 0) {
         killedAt = count
         router!.kill('SIGKILL')
       }
     })
-    expect(killedAt).toBe(150)
+    expect([stalledAt, killedAt]).toEqual([60, 150])
     expect(sent.error).toBeDefined() // the association died with the router
     expect(sent.acked.length).toBeGreaterThanOrEqual(150)
     expect(sent.acked.length).toBeLessThan(instances.length)
     await new Promise((resolve) => router!.once('exit', resolve))
-    const storedBeforeKill = (await Promise.all(orthancs.map(async (o) => (await o.client.statistics()).CountInstances))).reduce((a, b) => a + b, 0)
+
+    // The backends go on: each reads what was already in its socket (the unanswered delivery) and
+    // is done with the dead association once it answers a C-ECHO (one association at a time).
+    for (const backend of backends) process.kill(backend.pid, 'SIGCONT')
+    for (const backend of backends) await waitFor(`${backend.aeTitle} to serve again`, async () => (await echoscu(['-aec', backend.aeTitle, '127.0.0.1', String(backend.port)], {timeoutMs: 5000})).code === 0, 20_000)
+    const beforeRestart = new Set(receivedFiles())
 
     router = startRouterProcess()
     await waitFor('the spool to drain after the restart', async () => (await status())?.spool.depth === 0, 60_000)
     // Log lines reach us up to 25 ms after they are written (the router batches them).
     await waitFor('the recovery log line', () => /spool-recovered queued=\d+/.test(routerLog.join('')), 10_000)
     const recovered = Number(/spool-recovered queued=(\d+)/.exec(routerLog.join(''))?.[1])
-    // Delivered instances are not handed back (the journal's .done lists): what comes back is what
-    // was acknowledged and not yet stored, give or take the deliveries in flight at the kill
-    // (4 associations per backend) and the last event-loop turn of .done entries.
-    expect(recovered).toBeLessThanOrEqual(sent.acked.length - storedBeforeKill + 16)
 
-    for (const sopInstanceUid of sent.acked) {
-      expect({sopInstanceUid, on: (await holders(orthancs, sopInstanceUid)).length}).toEqual({sopInstanceUid, on: 1})
+    // Every C-STORE each backend received, before the kill or after the restart.
+    const deliveries = receivedFiles().map((name) => {
+      const file = readFileSync(path.join(workDir, name))
+      return {backend: name.split('/')[0].toLowerCase(), afterRestart: !beforeRestart.has(name), sopInstanceUid: readMetaHeader(file).mediaStorageSopInstanceUid!, dataset: datasetOf(file)}
+    })
+    const before = deliveries.filter((d) => !d.afterRestart)
+    const after = deliveries.filter((d) => d.afterRestart)
+
+    // Byte for byte: every delivered copy carries the dataset the sender sent.
+    for (const delivery of deliveries) {
+      expect({sop: delivery.sopInstanceUid, known: sentDataset.has(delivery.sopInstanceUid), identical: sentDataset.get(delivery.sopInstanceUid)?.equals(delivery.dataset)}).toEqual({sop: delivery.sopInstanceUid, known: true, identical: true})
     }
+
+    // Every acknowledged instance arrived, on one backend.
+    const homes = new Map<string, Set<string>>()
+    for (const delivery of deliveries) homes.set(delivery.sopInstanceUid, (homes.get(delivery.sopInstanceUid) ?? new Set()).add(delivery.backend))
+    for (const sopInstanceUid of sent.acked) expect({sopInstanceUid, on: [...(homes.get(sopInstanceUid) ?? [])].length}).toEqual({sopInstanceUid, on: 1})
+
+    // The restart delivered exactly what the spool handed back, each once, journal records and files alike.
+    const uids = (list: typeof deliveries) => list.map((d) => d.sopInstanceUid)
+    const twice = (list: typeof deliveries) => uids(list).filter((uid, index, all) => all.indexOf(uid) !== index)
+    expect({deliveredTwiceBeforeTheKill: twice(before), deliveredTwiceAfterTheRestart: twice(after)}).toEqual({deliveredTwiceBeforeTheKill: [], deliveredTwiceAfterTheRestart: []})
+    expect(after.length).toBe(recovered)
+    expect(recovered).toBeGreaterThanOrEqual(150 - 60 - 2)
+    expect({small: after.some((d) => !isLarge(d.sopInstanceUid)), large: after.some((d) => isLarge(d.sopInstanceUid))}).toEqual({small: true, large: true})
+    expect({small: before.some((d) => !isLarge(d.sopInstanceUid)), large: before.some((d) => isLarge(d.sopInstanceUid))}).toEqual({small: true, large: true})
+
+    // Delivered instances are not handed back (journal .done lists, files removed): the only
+    // instances delivered twice are the ones in flight when the backends stalled, which they
+    // received but never confirmed (one association per backend).
+    const redelivered = uids(after).filter((uid) => uids(before).includes(uid))
+    expect(redelivered.length).toBeLessThanOrEqual(backends.length)
 
     // The study ledger agrees with the backends: every acknowledged instance is in it, stored on
     // the backend that holds it (read while the router still runs, as `ddr study` does).
@@ -138,13 +201,14 @@ describe('spool: a router killed with SIGKILL mid-stream', () => {
       }
 
       for (const sopInstanceUid of sent.acked) {
-        const [holder] = await holders(orthancs, sopInstanceUid)
+        const [holder] = homes.get(sopInstanceUid)!
         expect({sopInstanceUid, ...recorded.get(sopInstanceUid)}).toMatchObject({sopInstanceUid, status: 'stored', backend: holder})
       }
     } finally {
       ledger.close()
     }
 
+    if (process.env.DDR_TEST_DEBUG) console.log({acked: sent.acked.length, recovered, before: before.length, after: after.length, redelivered: redelivered.length})
     router.kill('SIGTERM')
     await new Promise((resolve) => router!.once('exit', resolve))
   })

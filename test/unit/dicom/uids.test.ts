@@ -1,3 +1,6 @@
+import {readdirSync} from 'node:fs'
+
+import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {
   describeSopClass,
   generateUid,
@@ -11,7 +14,7 @@ import {
   transferSyntaxes,
   transferSyntaxInfo,
 } from '../../../src/lib/dicom/uids.js'
-import {goodFixtures, manifest} from './helpers.js'
+import {fixturesDir, goodFixtures, manifest, readFixture} from './helpers.js'
 
 describe('describeSopClass', () => {
   it('names a known class beside its UID, and gives an unknown one as it is', () => {
@@ -126,7 +129,18 @@ describe('SOP classes', () => {
     for (const uid of storageSopClasses.keys()) expect([uid, isValidUid(uid) && isStorageSopClass(uid)]).toEqual([uid, true])
   })
 
-  it('covers the fixture set described by the manifest', () => {
-    expect(manifest.count).toBe(manifest.files.length)
+  it('covers the fixture set described by the manifest: every file, with the UIDs its own header carries', () => {
+    // The loops above walk the manifest: it must list every fixture file there is, and say of each
+    // what the file itself says (read here, not taken from the manifest).
+    const onDisk = readdirSync(fixturesDir, {recursive: true})
+      .map(String)
+      .filter((name) => name.endsWith('.dcm'))
+      .sort()
+    expect(manifest.files.map((entry) => entry.path).sort()).toEqual(onDisk)
+    expect(manifest.count).toBe(onDisk.length)
+    for (const entry of goodFixtures) {
+      const meta = readMetaHeader(readFixture(entry))
+      expect({path: entry.path, sopClassUid: meta.mediaStorageSopClassUid, transferSyntaxUid: meta.transferSyntaxUid}).toEqual({path: entry.path, sopClassUid: entry.sopClassUid, transferSyntaxUid: entry.transferSyntaxUid})
+    }
   })
 })
