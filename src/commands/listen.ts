@@ -4,7 +4,7 @@ import {Flags} from '@oclif/core'
 
 import {BaseCommand} from './base-command.js'
 import {Logger} from '../lib/output/logger.js'
-import {startRouterService} from '../lib/listen/service.js'
+import {requestDrain, startRouterService} from '../lib/listen/service.js'
 
 export default class Listen extends BaseCommand<typeof Listen> {
   static override description = 'run the router: receive C-STORE and forward each study to the best Orthanc backend'
@@ -14,6 +14,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     'DDR_CONFIG=/etc/ddr/ddr.config.json <%= config.bin %> listen --log-format json',
     '<%= config.bin %> listen --debug   # log loads, health and scores behind every decision',
     '<%= config.bin %> listen --no-spool   # pass-through: the sender waits until a backend stored the instance',
+    '<%= config.bin %> listen --drain   # ask the running router to drain and exit (rolling upgrade); or: kill -USR2 <pid>',
   ]
 
   static override flags = {
@@ -25,11 +26,19 @@ export default class Listen extends BaseCommand<typeof Listen> {
     affinity: Flags.boolean({description: 'keep every instance of a study on one backend [default: routing.affinity, on]', allowNo: true}),
     spool: Flags.boolean({description: 'store-and-forward: answer Success once the instance is fsynced to the spool [default: spool.enabled, on]; --no-spool answers once a backend stored it', allowNo: true}),
     'log-format': Flags.string({description: 'log line format', options: ['text', 'json'], default: 'text'}),
+    drain: Flags.boolean({description: 'do not start a router: ask the one running with this config (its status port) to stop taking associations, finish, and exit'}),
+    'drain-timeout': Flags.integer({description: 'seconds a draining router waits for open associations and its queue before it exits anyway', default: 120, min: 1}),
   }
 
   async run(): Promise<void> {
     const {flags} = this
     const config = structuredClone(this.ddrConfig)
+    if (flags['status-port'] !== undefined) config.status.port = flags['status-port']
+    if (flags.drain) {
+      this.log(await requestDrain(config.status))
+      return
+    }
+
     if (flags.port !== undefined) config.listen.port = flags.port
     if (flags.host !== undefined) config.listen.host = flags.host
     if (flags['ae-title'] !== undefined) config.listen.aeTitle = flags['ae-title']
@@ -42,15 +51,18 @@ export default class Listen extends BaseCommand<typeof Listen> {
     const service = await startRouterService(config, {logger, version: this.config.version})
     logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `http://${config.status.host}:${service.statusPort}/status`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
 
-    await new Promise<void>((resolve) => {
+    const drain = await new Promise<boolean>((resolve) => {
       const stop = (signal: string) => {
         logger.info('stopping', {signal}, 'no new associations; finishing in-flight instances')
-        resolve()
+        resolve(false)
       }
 
       process.once('SIGINT', () => stop('SIGINT'))
       process.once('SIGTERM', () => stop('SIGTERM'))
+      process.once('SIGUSR2', () => resolve(true))
+      void service.drainRequested.then(() => resolve(true))
     })
+    if (drain) await service.drain(flags['drain-timeout'] * 1000)
     await service.stop()
     logger.info('stopped', {routed: service.router.counters.routed, failed: service.router.counters.failed})
   }

@@ -242,9 +242,14 @@ export class DimseServer extends EventEmitter {
     })
   }
 
+  /** Stops accepting connections; open associations go on until their peers end them (draining). */
+  stopAccepting(): void {
+    if (this.server.listening) this.server.close()
+  }
+
   /** Stops accepting connections; waits for open associations to end, aborting them after graceMs. */
   async close(graceMs = 30_000): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const closed = new Promise<void>((resolve) => (this.server.listening ? this.server.close(() => resolve()) : resolve()))
     const deadline = Date.now() + graceMs
     while (this.handlers.size > 0 && Date.now() < deadline) {
       for (const handler of this.handlers) handler.closeWhenIdle()

@@ -58,6 +58,16 @@ export interface RouterService {
   ingest(file: Buffer, from: IngestSource): Promise<IngestResult>
   /** Stops accepting, lets in-flight instances finish, closes associations. */
   stop(graceMs?: number): Promise<void>
+  /** Whether the router can take traffic now (GET /healthz): not draining, the spool and ledger accept. */
+  health(): {ok: boolean; reasons: string[]}
+  /**
+   * Rolling upgrades: no new associations (/healthz says draining), open ones go on until their
+   * senders end them, then the queue drains; resolves when both are done or `timeoutMs` passed
+   * (what is still queued stays safe in the spool for the next start). Call stop() after it.
+   */
+  drain(timeoutMs?: number): Promise<{associationsLeft: number; queued: number}>
+  /** Resolves when someone asks the router to drain (POST /drain on the status port). */
+  drainRequested: Promise<void>
 }
 
 /** Who hands an instance to ingest(): shown in logs and the ledger as the sender. */
@@ -345,10 +355,52 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     backends: backends.map((b) => b.snapshot()),
   })
 
+  let draining = false
+  const readiness = (): {ok: boolean; reasons: string[]} => {
+    const reasons: string[] = []
+    if (draining) reasons.push('draining')
+    const spoolRefusal = spool?.refusal()
+    if (spoolRefusal !== undefined) reasons.push(`spool: ${spoolRefusal}`)
+    const ledgerRefusal = ledger?.refusal()
+    if (ledgerRefusal !== undefined) reasons.push(`ledger: ${ledgerRefusal}`)
+    // Pass-through answers only what a backend stored: with none up it can take nothing.
+    if (spool === undefined && !backends.some((b) => b.healthy)) reasons.push('no healthy backend (pass-through)')
+    return {ok: reasons.length === 0, reasons}
+  }
+
+  let requestDrain = () => {}
+  const drainRequested = new Promise<void>((resolve) => (requestDrain = resolve))
+  const drain = async (timeoutMs = 120_000): Promise<{associationsLeft: number; queued: number}> => {
+    draining = true
+    const deadline = Date.now() + timeoutMs
+    server.stopAccepting()
+    logger.info('draining', {associations: server.activeAssociations, queued: forwarder?.depth ?? 0}, `no new associations; waiting up to ${Math.round(timeoutMs / 1000)} s for open ones to end and the queue to drain`)
+    while (server.activeAssociations > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+    if (forwarder !== undefined) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([forwarder.idle(), new Promise((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))))])
+      clearTimeout(timer)
+    }
+
+    const left = {associationsLeft: server.activeAssociations, queued: forwarder?.depth ?? 0}
+    logger.info('drained', left, left.associationsLeft === 0 && left.queued === 0 ? 'ready to stop' : 'time is up: what is queued stays in the spool for the next start')
+    return left
+  }
+
+  const routes = ledger === undefined ? undefined : studyRoutes(ledger)
+  const withDrain: StatusRoutes = (method, pathname, query) => {
+    if (method === 'POST' && pathname === '/drain') {
+      requestDrain()
+      return {draining: true, associations: server.activeAssociations, queued: forwarder?.depth ?? 0}
+    }
+
+    return routes?.(method, pathname, query)
+  }
+
   let statusServer: StatusServer | undefined
   let statusPort: number | undefined
   if (options.statusServer !== false) {
-    statusServer = new StatusServer(status, ledger === undefined ? undefined : studyRoutes(ledger))
+    statusServer = new StatusServer(status, withDrain, readiness)
     try {
       statusPort = await statusServer.listen(config.status.port, config.status.host)
     } catch (error) {
@@ -378,7 +430,26 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     },
     ledger,
     ingest,
+    health: readiness,
+    drain,
+    drainRequested,
   }
+}
+
+/** `ddr listen --drain`: asks the router on this status address to drain; says what it answered. */
+export async function requestDrain(status: DdrConfig['status']): Promise<string> {
+  const host = status.host === '0.0.0.0' ? '127.0.0.1' : status.host
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${status.port}/drain`
+  let response: Response
+  try {
+    response = await fetch(url, {method: 'POST', signal: AbortSignal.timeout(10_000)})
+  } catch (error) {
+    throw new DdrError('BACKEND_UNREACHABLE', `no router answers on ${url}: ${(error as Error).message}`, {hint: 'give the config (or --status-port) of the running router'})
+  }
+
+  if (!response.ok) throw new DdrError('BACKEND_REFUSED', `${url} answered HTTP ${response.status}`)
+  const body = (await response.json()) as {associations: number; queued: number}
+  return `draining: the router takes no new associations; ${body.associations} open, ${body.queued} queued; it exits once they are done`
 }
 
 /** GET /studies (?state, patient, since in ms, limit) and GET /studies/UID: the ledger as JSON. */

@@ -48,7 +48,11 @@ const json = (response: http.ServerResponse, status: number, value: unknown) =>
 export class StatusServer {
   private readonly server: http.Server
 
-  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes) {
+  /**
+   * `health` decides /healthz (200 "ok", or 503 with the reasons: what a load balancer's health
+   * check reads); without it /healthz always answers ok.
+   */
+  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly health?: () => {ok: boolean; reasons: string[]}) {
     this.server = http.createServer((request, response) => {
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
@@ -71,7 +75,8 @@ export class StatusServer {
       } else if (url === '/metrics') {
         response.writeHead(200, {'content-type': 'text/plain; version=0.0.4'}).end(prometheus(this.snapshot()))
       } else if (url === '/healthz') {
-        response.writeHead(200, {'content-type': 'text/plain'}).end('ok\n')
+        const health = this.health?.() ?? {ok: true, reasons: []}
+        response.writeHead(health.ok ? 200 : 503, {'content-type': 'text/plain'}).end(health.ok ? 'ok\n' : `unavailable: ${health.reasons.join('; ')}\n`)
       } else {
         response.writeHead(404, {'content-type': 'text/plain'}).end('not found: try /status or /metrics\n')
       }
