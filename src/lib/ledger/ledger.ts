@@ -329,13 +329,22 @@ export class StudyLedger {
     }
 
     if (outcomes.length > 0) {
+      let written = true
       try {
         this.store.outcomes(outcomes.map((o) => o.outcome))
       } catch (error) {
+        written = false
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not record ${outcomes.length} delivery outcomes: ${(error as Error).message}`)
       }
 
-      for (const o of outcomes) o.resolve()
+      // The spool lets these instances go once resolved: the outcome (and every receipt before it)
+      // must be on disk first, so a power loss cannot leave an instance in neither.
+      const synced = written ? this.store.syncLog() : Promise.resolve()
+      void synced
+        .catch((error: Error) => this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not sync its log: ${error.message}`))
+        .finally(() => {
+          for (const o of outcomes) o.resolve()
+        })
     }
   }
 

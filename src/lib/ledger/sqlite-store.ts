@@ -1,4 +1,5 @@
 import {mkdirSync} from 'node:fs'
+import {type FileHandle, open} from 'node:fs/promises'
 import path from 'node:path'
 
 import Database from 'better-sqlite3'
@@ -118,6 +119,9 @@ export class SqliteLedgerStore {
   private readonly outcome?: Database.Statement
   private readonly stateOf?: Database.Statement<[string], {state: StudyState}>
 
+  private walHandle?: Promise<FileHandle>
+  private lastSync: Promise<void> = Promise.resolve()
+
   constructor(readonly file: string, options: SqliteStoreOptions = {}) {
     try {
       if (!options.readonly) mkdirSync(path.dirname(file), {recursive: true})
@@ -214,17 +218,9 @@ export class SqliteLedgerStore {
 
   /** Records what became of instances (stored on a backend, dead-lettered). */
   outcomes(outcomes: InstanceOutcome[]): void {
-    // The spool lets these instances go once this returns: the commit (and every receipt committed
-    // before it, in the same log) must survive a power loss first. FULL syncs the write-ahead log
-    // at this commit; receipts alone stay NORMAL (the spool still holds their instances).
-    this.db.pragma('synchronous = FULL')
-    try {
-      this.db.transaction(() => {
-        for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
-      })()
-    } finally {
-      this.db.pragma('synchronous = NORMAL')
-    }
+    this.db.transaction(() => {
+      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
+    })()
   }
 
   /** Studies still receiving, with their last arrival: the completion timer's starting point after a restart. */
@@ -381,7 +377,25 @@ export class SqliteLedgerStore {
     return removed
   }
 
+  /**
+   * Makes every commit so far survive a power loss: fdatasync of the write-ahead log, in the
+   * thread pool (commits run with synchronous=NORMAL, which syncs only at checkpoints, and a sync
+   * inside a commit would stop the event loop for its duration). A checkpoint syncs the database
+   * before it reuses the log, so what is not in the log then is in the synced database.
+   */
+  syncLog(): Promise<void> {
+    this.walHandle ??= open(`${this.file}-wal`, 'r+')
+    const handle = this.walHandle
+    const sync = handle.then((h) => h.datasync())
+    this.lastSync = sync.catch(() => {})
+    return sync
+  }
+
   close(): void {
     if (this.db.open) this.db.close()
+    const handle = this.walHandle
+    this.walHandle = undefined
+    // A sync still running finishes on its handle first (closing the database checkpoints and syncs anyway).
+    if (handle !== undefined) void this.lastSync.then(() => handle).then((h) => h.close()).catch(() => {})
   }
 }

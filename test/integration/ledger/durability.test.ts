@@ -9,9 +9,10 @@ import {repoRoot} from '../../helpers/compiled-cli.js'
 const run = promisify(execFile)
 
 /**
- * Power loss, not just SIGKILL: the spool lets an instance go once its outcome is in the ledger, so
- * that commit must reach the disk first. Seen with strace: the write-ahead log is fsynced by the
- * outcome commit (a receipt-only commit need not be: the spool still holds those instances).
+ * Power loss, not just SIGKILL: the spool lets an instance go once the ledger says its outcome is
+ * recorded (StudyLedger.outcome resolves), so that record must be on disk first. Seen with strace
+ * (threads included: the sync runs in the thread pool): the write-ahead log is fdatasynced before
+ * outcome() resolves; a receipt alone is not synced (the spool still holds its instance).
  */
 describe('the ledger commit the spool waits for is on disk', () => {
   let dir: string
@@ -24,19 +25,23 @@ describe('the ledger commit the spool waits for is on disk', () => {
     if (dir) await rm(dir, {recursive: true, force: true})
   })
 
-  it('fsyncs ledger.db-wal when outcomes are committed', async () => {
+  it('syncs ledger.db-wal before an outcome is reported recorded', async () => {
     const script = path.join(dir, 'commit.mjs')
-    const store = path.join(repoRoot, 'dist/lib/ledger/sqlite-store.js')
+    const lib = (file: string) => JSON.stringify(path.join(repoRoot, 'dist/lib', file))
     await writeFile(
       script,
       `import {writeSync} from 'node:fs'
-import {SqliteLedgerStore} from ${JSON.stringify(store)}
-const ledger = new SqliteLedgerStore(${JSON.stringify(path.join(dir, 'ledger.db'))})
+import {SqliteLedgerStore} from ${lib('ledger/sqlite-store.js')}
+import {StudyLedger} from ${lib('ledger/ledger.js')}
+import {silentLogger} from ${lib('output/logger.js')}
+const ledger = new StudyLedger(new SqliteLedgerStore(${JSON.stringify(path.join(dir, 'ledger.db'))}), {stableSeconds: 60, keepDays: 30, logger: silentLogger})
 const receipt = (n) => ({sopInstanceUid: '1.2.3.' + n, sopClassUid: '1.2.840.10008.5.1.4.1.1.2', studyInstanceUid: '1.2.3', callingAeTitle: 'CT', bytes: 10, receivedAt: Date.now()})
 writeSync(2, 'MARK receipts\\n')
-ledger.received([receipt(1), receipt(2)])
+ledger.received(receipt(1))
+ledger.received(receipt(2))
+await new Promise((resolve) => setTimeout(resolve, 100))
 writeSync(2, 'MARK outcomes\\n')
-ledger.outcomes([{sopInstanceUid: '1.2.3.1', status: 'stored', backend: 'east', at: Date.now()}])
+await ledger.outcome({sopInstanceUid: '1.2.3.1', status: 'stored', backend: 'east', at: Date.now()})
 writeSync(2, 'MARK done\\n')
 ledger.close()
 `,
@@ -49,8 +54,9 @@ ledger.close()
     const syncsOfWal = (from: number, to: number) => lines.slice(from, to).filter((l) => [...walFds].some((fd) => l.includes(`fsync(${fd})`) || l.includes(`fdatasync(${fd})`))).length
     expect(walFds.size).toBeGreaterThan(0)
     expect(at('receipts')).toBeGreaterThan(-1)
+    expect(at('done')).toBeGreaterThan(at('outcomes'))
     expect(syncsOfWal(at('outcomes'), at('done'))).toBeGreaterThan(0)
-    // Receipts alone are not synced: the barrier costs one sync per outcome batch, not two.
+    // Receipts alone are not synced: the barrier costs one sync per batch of outcomes.
     expect(syncsOfWal(at('receipts'), at('outcomes'))).toBe(0)
   })
 })
