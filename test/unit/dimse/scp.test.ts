@@ -1,7 +1,7 @@
 import net from 'node:net'
 
-import {DimseServer, type StoreSink} from '../../../src/lib/dimse/scp.js'
-import {AbortReason, AbortSource, MAX_ASSOCIATE_PDU_LENGTH, PduReader, PduType, decodeAbort, decodeAssociateAc} from '../../../src/lib/dimse/pdu.js'
+import {DimseServer, QueryModel, type StoreSink} from '../../../src/lib/dimse/scp.js'
+import {APPLICATION_CONTEXT, AbortReason, AbortSource, MAX_ASSOCIATE_PDU_LENGTH, PduReader, PduType, decodeAbort, decodeAssociateAc, encodeAssociateRq} from '../../../src/lib/dimse/pdu.js'
 import {largestAssociateRq} from './associate-requests.js'
 
 const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1'
@@ -75,5 +75,58 @@ describe('DimseServer: association request size', () => {
 
     const [again] = await exchange(port, [largestAssociateRq()])
     expect(again.type).toBe(PduType.associateAc)
+  })
+})
+
+describe('DimseServer: query/retrieve negotiation', () => {
+  const CT = '1.2.840.10008.5.1.4.1.1.2'
+  const request = (roleSelections?: Array<{sopClassUid: string; scuRole: boolean; scpRole: boolean}>) =>
+    encodeAssociateRq({
+      calledAeTitle: 'DDR',
+      callingAeTitle: 'VIEWER',
+      applicationContext: APPLICATION_CONTEXT,
+      presentationContexts: [
+        {id: 1, abstractSyntax: QueryModel.studyRootGet, transferSyntaxes: ['1.2.840.10008.1.2.4.50', EXPLICIT_VR_LITTLE_ENDIAN]},
+        {id: 3, abstractSyntax: CT, transferSyntaxes: [EXPLICIT_VR_LITTLE_ENDIAN]},
+      ],
+      userInformation: {maxPduLength: 16384, roleSelections},
+    })
+  const start = async (query: boolean) => {
+    const server = new DimseServer({
+      aeTitle: 'DDR',
+      transferSyntaxes: [EXPLICIT_VR_LITTLE_ENDIAN],
+      beginStore: () => {
+        throw new Error('no store expected')
+      },
+      ...(query ? {query: {models: [QueryModel.studyRootGet], handle: async () => ({status: 0})}} : {}),
+    })
+    return {server, port: await server.listen(0, '127.0.0.1')}
+  }
+
+  it('takes the C-GET requester as SCP of the storage classes it asks for (role selection answered), identifiers in an uncompressed syntax', async () => {
+    const {server, port} = await start(true)
+    try {
+      const [answer] = await exchange(port, [request([{sopClassUid: CT, scuRole: false, scpRole: true}])])
+      const accept = decodeAssociateAc(answer.body)
+      expect(accept.userInformation.roleSelections).toEqual([{sopClassUid: CT, scuRole: false, scpRole: true}])
+      expect(accept.presentationContexts).toEqual([
+        {id: 1, result: 0, transferSyntax: EXPLICIT_VR_LITTLE_ENDIAN},
+        {id: 3, result: 0, transferSyntax: EXPLICIT_VR_LITTLE_ENDIAN},
+      ])
+    } finally {
+      await server.close(100)
+    }
+  })
+
+  it('refuses the query/retrieve contexts, and answers no role, without a query handler (listen.allowQuery false)', async () => {
+    const {server, port} = await start(false)
+    try {
+      const [answer] = await exchange(port, [request([{sopClassUid: CT, scuRole: false, scpRole: true}])])
+      const accept = decodeAssociateAc(answer.body)
+      expect(accept.userInformation.roleSelections ?? []).toEqual([])
+      expect(accept.presentationContexts[0]).toMatchObject({id: 1, result: 3})
+    } finally {
+      await server.close(100)
+    }
   })
 })
