@@ -39,7 +39,12 @@ describe('ddr purge (compiled CLI) against two real Orthanc servers holding rout
   beforeAll(async () => {
     workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-purge-'))
     orthancs = await Promise.all([startTestOrthanc({name: 'alpha', aeTitle: 'ALPHA'}), startTestOrthanc({name: 'beta', aeTitle: 'BETA'})])
-    router = await startTestRouter(orthancs.map((o) => ({...o, url: o.url})))
+    // Receipts off: a stable study's receipt would find the purged instances missing and re-send
+    // them from retention (what receipts are for; docs/commands/purge.md says so).
+    router = await startTestRouter(
+      orthancs.map((o) => ({...o, url: o.url})),
+      {studies: {receipts: false}},
+    )
     config = await writeTestConfig(path.join(workDir, 'ddr.config.json'), {orthancs, statusPort: await freePort()})
     await route(8)
   })
