@@ -403,7 +403,14 @@ export class StudyLedger {
     }
 
     if ((this.options.autoReceipts ?? true) && this.options.backends !== undefined && !this.checking) {
-      const [study] = this.store.dueForReceipt(1)
+      let study: string | undefined
+      try {
+        ;[study] = this.store.dueForReceipt(1)
+      } catch (error) {
+        // The database went away (closed, unreadable): the write path says so; receipts wait.
+        this.options.logger.debug('receipt-skipped', {}, (error as Error).message)
+      }
+
       if (study !== undefined) {
         this.checking = true
         this.verify(study, {repair: true})
