@@ -41,6 +41,12 @@ export interface RouterStatus {
  */
 export type StatusRoutes = (method: string, pathname: string, query: URLSearchParams) => unknown
 
+/**
+ * A handler that answers some requests itself, with the raw request and response (the console:
+ * pages, request bodies, event streams): true when it took the request. Asked first.
+ */
+export type StatusHandler = (request: http.IncomingMessage, response: http.ServerResponse) => boolean
+
 const json = (response: http.ServerResponse, status: number, value: unknown) =>
   response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
 
@@ -48,8 +54,9 @@ const json = (response: http.ServerResponse, status: number, value: unknown) =>
 export class StatusServer {
   private readonly server: http.Server
 
-  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes) {
+  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly handler?: StatusHandler) {
     this.server = http.createServer((request, response) => {
+      if (this.handler?.(request, response)) return
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
       let extra: unknown
