@@ -321,19 +321,23 @@ describe('console limits', () => {
       const declared = await fetch(`${h.url}/api/upload`, {method: 'POST', body: form([{name: 'big.dcm', data: big}])})
       expect(declared.status).toBe(413)
       expect(((await declared.json()) as {error: string}).error).toContain('status.maxUploadBytes')
-      // Chunked: no Content-Length, the limit is found in the stream.
+      // Chunked: no Content-Length, the limit is found in the stream: one file too large, or two
+      // files each under the limit and together over it.
       const port = Number(new URL(h.url).port)
       const boundary = 'B0UNDARY'
-      const payload = Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.dcm"\r\n\r\n`), big, Buffer.from(`\r\n--${boundary}--\r\n`)])
-      const chunked = await new Promise<number>((resolve, reject) => {
-        const request = http.request({host: '127.0.0.1', port, method: 'POST', path: '/api/upload', headers: {'content-type': `multipart/form-data; boundary=${boundary}`, 'transfer-encoding': 'chunked'}}, (response) => {
-          response.resume()
-          resolve(response.statusCode ?? 0)
+      const part = (name: string, data: Buffer) => Buffer.concat([Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="${name}"\r\n\r\n`), data, Buffer.from('\r\n')])
+      for (const payload of [Buffer.concat([part('big.dcm', big), Buffer.from(`--${boundary}--\r\n`)]), Buffer.concat([part('one.dcm', big.subarray(0, 3000)), part('two.dcm', big.subarray(0, 3000)), Buffer.from(`--${boundary}--\r\n`)])]) {
+        const chunked = await new Promise<number>((resolve, reject) => {
+          const request = http.request({host: '127.0.0.1', port, method: 'POST', path: '/api/upload', headers: {'content-type': `multipart/form-data; boundary=${boundary}`, 'transfer-encoding': 'chunked'}}, (response) => {
+            response.resume()
+            resolve(response.statusCode ?? 0)
+          })
+          request.on('error', reject)
+          request.end(payload)
         })
-        request.on('error', reject)
-        request.end(payload)
-      })
-      expect(chunked).toBe(413)
+        expect(chunked).toBe(413)
+      }
+
       expect(h.ingested).toEqual([])
     } finally {
       await h.close()
