@@ -177,7 +177,14 @@ export function createConsole(options: ConsoleOptions): Console {
   const streams = new Set<http.ServerResponse>()
   const streamTimer = setInterval(() => {
     if (streams.size === 0) return
-    const event = `event: fleet\ndata: ${JSON.stringify(fleet())}\n\n`
+    let event: string
+    try {
+      event = `event: fleet\ndata: ${JSON.stringify(fleet())}\n\n`
+    } catch (error) {
+      logger.error('console-error', {path: '/api/fleet/events'}, (error as Error).message)
+      return
+    }
+
     for (const response of streams) response.write(event)
   }, options.streamIntervalMs ?? 2000)
   streamTimer.unref()

@@ -35,7 +35,13 @@ export class RateHistory {
   constructor(private readonly snapshot: () => RouterStatus, readonly intervalMs = 5000, keepMs = 3600 * 1000) {
     this.capacity = Math.ceil(keepMs / intervalMs) + 1
     this.sample()
-    this.timer = setInterval(() => this.sample(), intervalMs)
+    this.timer = setInterval(() => {
+      try {
+        this.sample()
+      } catch {
+        // a snapshot that failed leaves a gap in the chart, never an exception in a timer
+      }
+    }, intervalMs)
     this.timer.unref()
   }
 
