@@ -8,6 +8,7 @@
 const LAYERS = [
   ['commands', 'index.ts'],
   ['listen'],
+  ['console'],
   ['ledger'],
   ['qr'],
   ['send', 'inspect', 'stack'],

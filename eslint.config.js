@@ -12,4 +12,9 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
     },
   },
+  {
+    // The console's pages run in the browser.
+    files: ['src/lib/console/ui/**/*.js'],
+    languageOptions: {globals: {window: 'readonly', document: 'readonly', location: 'readonly', EventSource: 'readonly', URLSearchParams: 'readonly', FormData: 'readonly', XMLHttpRequest: 'readonly', confirm: 'readonly'}},
+  },
 )

@@ -76,6 +76,15 @@ echo "send a file:       TCP_NODELAY=1 storescu -aec ${ae} localhost ${port} ${s
 if [[ -d fixtures/studies ]]; then
   echo "send all fixtures: TCP_NODELAY=1 dcmsend -aec ${ae} localhost ${port} --scan-directories --recurse fixtures/studies" >&2
 fi
+console_url="$(node --input-type=module -e '
+  const {loadConfig} = await import(process.cwd() + "/dist/lib/config/load.js")
+  const {routerStatusUrl} = await import(process.cwd() + "/dist/lib/status/client.js")
+  const config = loadConfig({configPath: process.argv[1] || undefined})
+  if (config.status.console) console.log(`${routerStatusUrl(config.status)}/console/`)
+' "$config_path" 2>/dev/null || true)"
+if [[ -n "$console_url" ]]; then
+  echo "the console:       ${console_url} (fleet, studies, queue and dead letters, upload, rules)" >&2
+fi
 echo "stop the router with Ctrl-C; the Orthanc stack keeps running: node bin/run.js stack down stops it" >&2
 echo "" >&2
 exec node bin/run.js listen "$@"

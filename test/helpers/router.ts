@@ -21,13 +21,14 @@ export interface TestRouter {
 }
 
 /** A router (in this process) on a free port in front of the given Orthanc servers. */
-export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number; config?: Record<string, unknown>}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; studies?: Partial<DdrConfig['studies']>; retrieve?: Partial<DdrConfig['retrieve']>; listen?: Partial<DdrConfig['listen']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
+export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number; config?: Record<string, unknown>}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; studies?: Partial<DdrConfig['studies']>; retrieve?: Partial<DdrConfig['retrieve']>; listen?: Partial<DdrConfig['listen']>; status?: Partial<DdrConfig['status']>; rules?: unknown[]; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
   const spoolDir = overrides.spoolDir ?? (await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-')))
   const config = validateConfig(
     {
       listen: {host: '127.0.0.1', port: 0, aeTitle: 'DDR_TEST', ...overrides.listen},
       ...(overrides.retrieve === undefined ? {} : {retrieve: overrides.retrieve}),
-      status: {host: '127.0.0.1', port: 0},
+      status: {host: '127.0.0.1', port: 0, ...overrides.status},
+      ...(overrides.rules === undefined ? {} : {rules: overrides.rules}),
       spool: {dir: spoolDir, retryBaseMs: 100, retryMaxMs: 1000, ...overrides.spool},
       routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
       ...(overrides.studies === undefined ? {} : {studies: overrides.studies}),

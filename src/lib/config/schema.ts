@@ -304,6 +304,12 @@ export const ConfigSchema = Type.Object(
       {
         host: nonEmpty({default: '127.0.0.1', description: 'Address of the HTTP status server (/status, /metrics).'}),
         port: integer(0, 65535, {default: 11180, env: 'DDR_STATUS_PORT', description: 'Its port.'}),
+        // The console (src/lib/console, docs/console.md): pages and /api/ on this server.
+        console: Type.Boolean({default: true, description: 'Serve the web console (/console/) and its HTTP API (/api/).'}),
+        token: Type.Optional(
+          Type.String({minLength: 16, problem: 'a token of at least 16 characters', env: 'DDR_STATUS_TOKEN', description: "Needed for the console's actions (upload, retry, discard) as `Authorization: Bearer` or through the console's login; required when host is not loopback. Better from the environment than the file."}),
+        ),
+        maxUploadBytes: integer(1024, Number.MAX_SAFE_INTEGER, {default: 2 * 1024 ** 3, description: 'Largest body POST /api/upload takes (bytes); larger uploads are answered 413.'}),
       },
       {additionalProperties: false, default: {}, description: 'The HTTP status server.'},
     ),

@@ -22,6 +22,24 @@ interface Entry {
   history: string[]
 }
 
+/** One queued instance as the console shows it: what it waits for. */
+export interface WaitingEntry {
+  sopInstanceUid: string
+  studyInstanceUid?: string
+  patientId?: string
+  callingAeTitle: string
+  /** Epoch ms. */
+  receivedAt: number
+  bytes: number
+  /** `sending`: an attempt is under way; `backoff`: waiting until `notBefore` after a failed attempt; `ready`: waiting for a free, healthy backend. */
+  state: 'sending' | 'backoff' | 'ready'
+  tries: number
+  /** Epoch ms of the next attempt (backoff). */
+  notBefore?: number
+  /** What the last attempt ran into. */
+  lastProblem?: string
+}
+
 /** Queue entries one pump looks at, at most. */
 const MAX_SCAN = 1000
 /** Dataset bytes the queue keeps in memory for sending; beyond it instances are sent from their spool file. */
@@ -95,6 +113,31 @@ export class Forwarder {
         this.releasing--
         if (this.depth === 0) for (const resolve of this.idleWaiters.splice(0)) resolve()
       })
+  }
+
+  /** What waits, oldest first (at most `limit`), for the console's queue page; `total` counts all. */
+  waiting(limit = 500): {total: number; entries: WaitingEntry[]} {
+    const ready = new Set(this.ready.slice(this.head))
+    const delayed = new Set(this.delayed)
+    const all = [...this.bySop.values()].sort((a, b) => a.instance.receivedAt - b.instance.receivedAt)
+    return {
+      total: all.length,
+      entries: all.slice(0, limit).map((entry): WaitingEntry => {
+        const i = entry.instance
+        return {
+          sopInstanceUid: i.sopInstanceUid,
+          studyInstanceUid: i.studyInstanceUid,
+          patientId: i.patientId,
+          callingAeTitle: i.callingAeTitle,
+          receivedAt: i.receivedAt,
+          bytes: i.datasetLength,
+          state: delayed.has(entry) ? 'backoff' : ready.has(entry) ? 'ready' : 'sending',
+          tries: entry.tries,
+          notBefore: delayed.has(entry) ? entry.notBefore : undefined,
+          lastProblem: entry.history.at(-1),
+        }
+      }),
+    }
   }
 
   /** Whether an instance with this SOP Instance UID is already queued (an identical re-send). */

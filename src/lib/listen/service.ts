@@ -30,6 +30,8 @@ import {extractRetained} from '../ledger/retention.js'
 import type {InstanceReceipt} from '../ledger/types.js'
 import {QUERY_MODELS, createQueryHandler} from '../qr/service.js'
 import {Router} from './delivery.js'
+import {checkConsoleExposure} from '../console/console.js'
+import {routerConsole} from './console-wiring.js'
 
 export interface RouterServiceOptions {
   logger: Logger
@@ -121,6 +123,7 @@ function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: stri
 /** Starts the router: backends and their health checks, the DICOM listener, the status server. */
 export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
   const {logger} = options
+  if (options.statusServer !== false) checkConsoleExposure(config)
   const startedAt = new Date()
   const spoolDir = path.resolve(config.spool.dir)
   // Pass-through instances too large for memory wait here; none survives a restart (never acknowledged).
@@ -399,11 +402,14 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
 
   let statusServer: StatusServer | undefined
   let statusPort: number | undefined
+  // The web console and /api/ on the status server (src/lib/console).
+  const webConsole = options.statusServer === false ? undefined : routerConsole({config, logger, status, ingest, scratchDir: incomingDir, spool, forwarder, ledger})
   if (options.statusServer !== false) {
-    statusServer = new StatusServer(status, withDrain, readiness)
+    statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness)
     try {
       statusPort = await statusServer.listen(config.status.port, config.status.host)
     } catch (error) {
+      webConsole?.close()
       await server.close(0)
       await health.stop()
       throw new DdrError('USAGE', `cannot serve status on ${config.status.host}:${config.status.port}: ${(error as Error).message}`, {
@@ -424,6 +430,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       await forwarder?.stop(graceMs)
       router.mirrors.stop()
       await health.stop()
+      webConsole?.close()
       await statusServer?.close()
       ledger?.close()
       await Promise.all(backends.map((b) => b.backend.close()))

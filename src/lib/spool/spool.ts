@@ -1,4 +1,4 @@
-import {mkdir, open, readdir, rename, rm, statfs, writeFile} from 'node:fs/promises'
+import {mkdir, open, readFile, readdir, rename, rm, stat, statfs, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
@@ -8,7 +8,20 @@ import {RECOVERY_TAGS, type ReceivedInstance, readPart10Instance, receivedInstan
 import {fsyncPath, readFileSlice} from '../fs/durable.js'
 import {Journal, type JournalRecord, type RecoveredRecord} from './journal.js'
 
-/** Header elements read back from a spooled instance at start. */
+/** One instance in dead-letter/: its Part 10 file and what its reason.json says. */
+export interface DeadLetter {
+  id: string
+  file: string
+  /** Size of the Part 10 file. */
+  bytes: number
+  /** When it went to dead-letter (ISO). */
+  at: string
+  /** The reason file as written (status, reason, UIDs, sender, tries, history, ...); {} when it is missing or unreadable. */
+  details: Record<string, unknown>
+}
+
+/** Dead-letter ids are instance ids (see newInstanceId in listen/intake): nothing that could name another folder. */
+const DEAD_LETTER_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 
 export interface SpoolStats {
   depth: number
@@ -120,6 +133,76 @@ export class Spool {
     // The spool set it when it appended the instance: it is one of this journal's records.
     await this.journal.release(instance.journal as JournalRecord)
     return target
+  }
+
+  /** Every dead letter, newest first. */
+  async listDeadLetters(): Promise<DeadLetter[]> {
+    const names = (await readdir(this.deadLetterDir)).filter((name) => name.endsWith('.dcm'))
+    const letters: DeadLetter[] = []
+    for (const name of names) {
+      const letter = await this.readDeadLetter(name.slice(0, -'.dcm'.length))
+      if (letter !== undefined) letters.push(letter)
+    }
+
+    return letters.sort((a, b) => b.at.localeCompare(a.at) || b.id.localeCompare(a.id))
+  }
+
+  /** One dead letter, or undefined when there is none by that id. */
+  async readDeadLetter(id: string): Promise<DeadLetter | undefined> {
+    if (!DEAD_LETTER_ID.test(id)) return undefined
+    const file = path.join(this.deadLetterDir, `${id}.dcm`)
+    let info
+    try {
+      info = await stat(file)
+    } catch {
+      return undefined
+    }
+
+    let details: Record<string, unknown> = {}
+    try {
+      details = JSON.parse(await readFile(path.join(this.deadLetterDir, `${id}.reason.json`), 'utf8')) as Record<string, unknown>
+    } catch {
+      // an instance moved here by hand, or a reason file lost: the file is still worth a retry
+    }
+
+    return {id, file, bytes: info.size, at: typeof details.at === 'string' ? details.at : info.mtime.toISOString(), details}
+  }
+
+  /**
+   * Moves a dead letter back into the queue as a spool file of its own (rename in one file system,
+   * both folders fsynced) and returns its queue path; the caller queues it. Its reason file goes.
+   */
+  async requeueDeadLetter(id: string): Promise<string | undefined> {
+    if (!DEAD_LETTER_ID.test(id)) return undefined
+    const target = path.join(this.queueDir, `${id}.dcm`)
+    try {
+      await rename(path.join(this.deadLetterDir, `${id}.dcm`), target)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw error
+    }
+
+    await fsyncPath(this.queueDir)
+    await rm(path.join(this.deadLetterDir, `${id}.reason.json`), {force: true})
+    await fsyncPath(this.deadLetterDir)
+    this.deadLetters = Math.max(0, this.deadLetters - 1)
+    return target
+  }
+
+  /** Deletes a dead letter and its reason file; false when there is none by that id. */
+  async discardDeadLetter(id: string): Promise<boolean> {
+    if (!DEAD_LETTER_ID.test(id)) return false
+    try {
+      await rm(path.join(this.deadLetterDir, `${id}.dcm`))
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false
+      throw error
+    }
+
+    await rm(path.join(this.deadLetterDir, `${id}.reason.json`), {force: true})
+    await fsyncPath(this.deadLetterDir)
+    this.deadLetters = Math.max(0, this.deadLetters - 1)
+    return true
   }
 
   stats(): SpoolStats {

@@ -82,7 +82,7 @@ export interface FetchRouterStatusOptions {
 }
 
 /** The base URL of the router's status server from config (a wildcard listen address is reached on loopback). */
-export function routerStatusUrl(status: DdrConfig['status']): string {
+export function routerStatusUrl(status: Pick<DdrConfig['status'], 'host' | 'port'>): string {
   let host = status.host
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1'
   else if (host === '::') host = '::1'

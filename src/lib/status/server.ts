@@ -41,6 +41,12 @@ export interface RouterStatus {
  */
 export type StatusRoutes = (method: string, pathname: string, query: URLSearchParams) => unknown
 
+/**
+ * A handler that answers some requests itself, with the raw request and response (the console:
+ * pages, request bodies, event streams): true when it took the request. Asked first.
+ */
+export type StatusHandler = (request: http.IncomingMessage, response: http.ServerResponse) => boolean
+
 const json = (response: http.ServerResponse, status: number, value: unknown) =>
   response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
 
@@ -52,8 +58,9 @@ export class StatusServer {
    * `health` decides /healthz (200 "ok", or 503 with the reasons: what a load balancer's health
    * check reads); without it /healthz always answers ok.
    */
-  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly health?: () => {ok: boolean; reasons: string[]}) {
+  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly handler?: StatusHandler, private readonly health?: () => {ok: boolean; reasons: string[]}) {
     this.server = http.createServer((request, response) => {
+      if (this.handler?.(request, response)) return
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
       let extra: unknown
