@@ -43,7 +43,17 @@ export function staleBuild(root) {
 
   const sourceSet = new Set(sources)
   for (const compiled of filesUnder(dist, '.js')) {
-    if (!sourceSet.has(compiled.replace(/\.js$/, '.ts'))) problems.push(`dist/${compiled} has no source in src/ (removed or renamed)`)
+    if (sourceSet.has(compiled.replace(/\.js$/, '.ts'))) continue
+    // Copied, not compiled: the console's own files (same path under src/) and its vendored ones
+    // (from node_modules, by scripts/build-console.mjs).
+    if (compiled.startsWith('lib/console/ui/vendor/')) continue
+    const copied = path.join(src, compiled)
+    if (existsSync(copied)) {
+      if (mtime(copied) > mtime(path.join(dist, compiled))) problems.push(`src/${compiled} is newer than dist/${compiled}`)
+      continue
+    }
+
+    problems.push(`dist/${compiled} has no source in src/ (removed or renamed)`)
   }
 
   const manifest = path.join(root, 'oclif.manifest.json')
