@@ -39,6 +39,11 @@ export interface TestOrthancOptions {
    * what the returned client trusts. DDR_TEST_ORTHANC_HTTPS=proxy forces the proxy fallback.
    */
   https?: {cert: string; key: string; ca: string}
+  /**
+   * Require HTTP basic authentication (AuthenticationEnabled, RegisteredUsers) with this one user;
+   * the returned client sends these credentials, any other client gets HTTP 401.
+   */
+  credentials?: {username: string; password: string}
 }
 
 let counter = 0
@@ -57,6 +62,7 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
     dir,
     plugins: options.plugins,
     extra: options.extra,
+    credentials: options.credentials,
   }
   let httpsBy: TestOrthanc['httpsBy']
   let proxy: TlsProxy | undefined
@@ -85,7 +91,7 @@ export async function startTestOrthanc(options: TestOrthancOptions = {}): Promis
     throw error
   }
 
-  const client = new OrthancClient({url: info.url, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
+  const client = new OrthancClient({url: info.url, ...options.credentials, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
   let stopped = false
   const handle: TestOrthanc = {
     name,

@@ -48,6 +48,11 @@ export interface OrthancProcessOptions {
   https?: {certificate: string; ca: string}
   /** More environment variables for the Orthanc process (e.g. LD_LIBRARY_PATH). */
   env?: Record<string, string>
+  /**
+   * Require HTTP basic authentication (AuthenticationEnabled) with this one registered user;
+   * waiting for the start then asks GET /system with these credentials.
+   */
+  credentials?: {username: string; password: string}
 }
 
 export interface OrthancProcessInfo {
@@ -132,6 +137,7 @@ export function orthancConfig(options: OrthancProcessOptions): Record<string, un
     SaveJobs: false,
     Plugins: options.plugins ?? [],
     ...(options.https === undefined ? {} : {SslEnabled: true, SslCertificate: path.resolve(options.https.certificate)}),
+    ...(options.credentials === undefined ? {} : {AuthenticationEnabled: true, RegisteredUsers: {[options.credentials.username]: options.credentials.password}}),
     ...options.extra,
   }
 }
@@ -241,7 +247,7 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
   const pid = child.pid
   await writeFile(pidPath, `${pid}\n`)
 
-  const client = new OrthancClient({url, timeoutMs: 1000, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
+  const client = new OrthancClient({url, timeoutMs: 1000, ...options.credentials, ...(options.https === undefined ? {} : {https: {ca: options.https.ca}})})
   const deadline = Date.now() + (options.startTimeoutMs ?? 20_000)
   let version: string
   try {
