@@ -4,6 +4,7 @@ import {Readable} from 'node:stream'
 import got, {HTTPError, TimeoutError} from 'got'
 
 import type {BackendConfig} from '../config/schema.js'
+import {credentialVariables} from '../config/env.js'
 import {STORE_TIMEOUT_DEFAULT_MS} from '../config/validate.js'
 import {DdrError} from '../errors.js'
 import type {DimseResponse} from '../dimse/scu.js'
@@ -33,7 +34,16 @@ export function part10Stream(instance: ReceivedInstance): Readable {
  * error status): the URL without credentials, and for TLS refusals the reason and what to set.
  */
 export function backendRequestError(config: BackendConfig, what: string, error: unknown): DdrError {
-  if (error instanceof HTTPError) return new DdrError('BACKEND_UNREACHABLE', `${what} failed: HTTP ${error.response.statusCode}`, {cause: error})
+  if (error instanceof HTTPError) {
+    const status = error.response.statusCode
+    // The router retries these and marks the backend down (the instance is not at fault); the hint is for the operator.
+    if (status === 401 || status === 403) {
+      return new DdrError('BACKEND_UNREACHABLE', `${what} failed: HTTP ${status} (not authorized)`, {cause: error, hint: `check the username and password of backend ${config.name} (${credentialVariables(config.name)})`})
+    }
+
+    return new DdrError('BACKEND_UNREACHABLE', `${what} failed: HTTP ${status}`, {cause: error})
+  }
+
   const failure = describeRequestFailure(error)
   return new DdrError('BACKEND_UNREACHABLE', `${what} failed: ${failure.reason}`, {cause: error, hint: backendRequestHint(failure, config.name)})
 }

@@ -12,6 +12,12 @@ export function envName(name: string): string {
   return name.toUpperCase().replace(/[^A-Z0-9]/g, '_')
 }
 
+/** The variables that hold a backend's credentials, for hints: DDR_BACKEND_ORTHANC_2_USERNAME / DDR_BACKEND_ORTHANC_2_PASSWORD. */
+export function credentialVariables(backendName: string): string {
+  const prefix = `DDR_BACKEND_${envName(backendName)}_`
+  return `${prefix}USERNAME / ${prefix}PASSWORD`
+}
+
 /**
  * Sets the fields the environment overrides, as the schema's `env` annotations name them:
  * DDR_LISTEN_PORT, DDR_SPOOL_DIR ... and, for each backend by name, DDR_BACKEND_<NAME>_PASSWORD,

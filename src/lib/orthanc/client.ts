@@ -263,7 +263,8 @@ export class OrthancClient {
             : status === 404
               ? 'the resource does not exist on this Orthanc'
               : undefined
-        throw new DdrError('BACKEND_REFUSED', `${where} failed: HTTP ${status}${detail ? ` (${detail})` : ''}`, {cause: error, hint})
+        const unauthorized = (status === 401 || status === 403) && !detail ? ' (not authorized)' : ''
+        throw new DdrError('BACKEND_REFUSED', `${where} failed: HTTP ${status}${unauthorized}${detail ? ` (${detail})` : ''}`, {cause: error, hint})
       }
 
       const failure = describeRequestFailure(error)

@@ -6,6 +6,7 @@ import {closeSync, openSync, readSync} from 'node:fs'
 import {storeSlots} from '../backends/backend.js'
 import {ContextPlan} from '../backends/context-plan.js'
 import {DimseBackend} from '../backends/dimse-backend.js'
+import {credentialVariables} from '../config/env.js'
 import {type DimseBackendConfig, type OrthancBackendConfig, STORE_TIMEOUT_DEFAULT_MS} from '../config/schema.js'
 import {readDatasetFromFile, readTopLevelElements} from '../dicom/dataset-reader.js'
 import type {DatasetSource, ReceivedInstance} from '../dicom/received-instance.js'
@@ -194,7 +195,10 @@ async function restChannel(target: Extract<SendTarget, {protocol: 'rest'}>, opti
       if (status === 401 || status === 403) {
         return {
           stop: new DdrError('BACKEND_REFUSED', `POST ${base}/instances: HTTP ${status} (not authorized)`, {
-            hint: 'give the credentials with --rest NAME of a configured backend (DDR_BACKEND_<NAME>_USERNAME / DDR_BACKEND_<NAME>_PASSWORD) or in the URL',
+            hint:
+              target.backend === undefined
+                ? 'give the credentials with --rest NAME of a configured backend (DDR_BACKEND_<NAME>_USERNAME / DDR_BACKEND_<NAME>_PASSWORD) or in the URL'
+                : `check the username and password of backend ${target.backend} (${credentialVariables(target.backend)})`,
             cause: answer.error,
           }),
         }

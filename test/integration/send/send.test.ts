@@ -324,7 +324,7 @@ describe('ddr send --rest with credentials from the config and the environment',
     const run = await ddr(['send', 'study', '--backend', 'secure-pacs'], {cwd: workDir})
     expect(run.code).toBe(3)
     expect(run.stderr).toContain('HTTP 401 (not authorized)')
-    expect(run.stderr).toContain('DDR_BACKEND_<NAME>_PASSWORD')
+    expect(run.stderr).toContain('check the username and password of backend secure-pacs (DDR_BACKEND_SECURE_PACS_USERNAME / DDR_BACKEND_SECURE_PACS_PASSWORD)')
     expect(seen).toEqual([`Basic ${Buffer.from('uploader:').toString('base64')}`])
   })
 })
