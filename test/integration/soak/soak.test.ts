@@ -204,6 +204,7 @@ describe(`soak: ${SECONDS} s of 8 senders, a backend restarted every 20 s and ma
     await work
     clearInterval(sampler)
     const loadSeconds = (Date.now() - started) / 1000
+    expect({seed, exit}).toEqual({seed, exit: undefined})
 
     // The spool drains to the backends (both up again), then each acknowledged instance is looked up.
     const status = async () => (await fetch(`http://127.0.0.1:${statusPort}/status`)).json() as Promise<{queueDepth: number; spool: {depth: number; deadLetters: number}; counters: Record<string, number>}>
@@ -239,7 +240,6 @@ describe(`soak: ${SECONDS} s of 8 senders, a backend restarted every 20 s and ma
     }
     console.log(`soak report: ${JSON.stringify(report)}\nsoak RSS MB every ${SAMPLE_EVERY_MS / 1000} s: ${samples.map((sample) => Math.round(sample.rssKb / 1024)).join(' ')}`)
 
-    expect({seed, exit}).toEqual({seed, exit: undefined})
     expect(errors.slice(0, 5)).toEqual([])
     expect(stats.restarts).toBeGreaterThanOrEqual(Math.floor(SECONDS / 20) - 1)
     expect(stats.hostile).toBeGreaterThan(SECONDS)
