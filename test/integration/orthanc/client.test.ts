@@ -163,13 +163,14 @@ describe('ddr against an Orthanc that requires authentication: right credentials
     viaSend = await makeTestDicom(path.join(work, 'via-send.dcm'), {patientId: 'AUTH-SEND', pixels: 256})
     viaRouter = await makeTestDicom(path.join(work, 'via-router.dcm'), {patientId: 'AUTH-ROUTER', pixels: 256})
     // The password comes from the environment only (DDR_BACKEND_SECURE_PASSWORD), as docs advise.
+    // Transport "rest": balance-status then asks its REST API only (no C-ECHO that would answer anyway).
     config = path.join(work, 'ddr.config.json')
     await writeFile(
       config,
       JSON.stringify({
         status: {host: '127.0.0.1', port: await freePort()},
         health: {timeoutMs: 3000},
-        backends: [{name: 'secure', host: '127.0.0.1', port: orthanc.dicomPort, aeTitle: orthanc.aeTitle, url: orthanc.url, username: credentials.username}],
+        backends: [{name: 'secure', host: '127.0.0.1', port: orthanc.dicomPort, aeTitle: orthanc.aeTitle, url: orthanc.url, username: credentials.username, transport: 'rest'}],
       }),
     )
   })
