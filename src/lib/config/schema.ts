@@ -263,22 +263,31 @@ export const RuleTagMatchSchema = Type.Object(
   {additionalProperties: false, minProperties: 1, maxProperties: 1, description: 'How a rule compares one header value: exactly one of equals, prefix, regex.'},
 )
 
+/** The match fields routing rules and processing modules share (one meaning: see routing/rules.ts). */
+const ruleMatchFields = {
+  callingAeTitle: () => optionalText({description: "The sender's AE title equals this."}),
+  modality: () => optionalText({description: 'Modality (0008,0060) equals this.'}),
+  sopClassUid: () => optionalText({description: 'The SOP class UID equals this.'}),
+  tags: () =>
+    Type.Optional(
+      Type.Record(Type.String({pattern: '^(\\(?[0-9a-fA-F]{4},?[0-9a-fA-F]{4}\\)?|[A-Za-z][A-Za-z0-9]*)$'}), RuleTagMatchSchema, {
+        additionalProperties: false,
+        keyProblem: 'a tag like "0008,0060" or a keyword like "Modality"',
+        description: 'Keyed by tag ("0008,0060") or keyword ("Modality").',
+      }),
+    ),
+}
+
 export const RoutingRuleSchema = Type.Object(
   {
     name: optionalText({description: 'Names the rule in logs and `ddr route --explain` (default: rules[index]).'}),
     match: Type.Object(
       {
-        callingAeTitle: optionalText({description: "The sender's AE title equals this."}),
+        callingAeTitle: ruleMatchFields.callingAeTitle(),
         calledAeTitle: optionalText({description: 'The AE title the sender called equals this.'}),
-        modality: optionalText({description: 'Modality (0008,0060) equals this.'}),
-        sopClassUid: optionalText({description: 'The SOP class UID equals this.'}),
-        tags: Type.Optional(
-          Type.Record(Type.String({pattern: '^(\\(?[0-9a-fA-F]{4},?[0-9a-fA-F]{4}\\)?|[A-Za-z][A-Za-z0-9]*)$'}), RuleTagMatchSchema, {
-            additionalProperties: false,
-            keyProblem: 'a tag like "0008,0060" or a keyword like "Modality"',
-            description: 'Keyed by tag ("0008,0060") or keyword ("Modality").',
-          }),
-        ),
+        modality: ruleMatchFields.modality(),
+        sopClassUid: ruleMatchFields.sopClassUid(),
+        tags: ruleMatchFields.tags(),
       },
       {additionalProperties: false, requiredHint: '(use {} to match every instance)', description: 'What the instance must have; {} matches every instance.'},
     ),
@@ -292,6 +301,56 @@ export const RoutingRuleSchema = Type.Object(
     ),
   },
   {additionalProperties: false, description: 'One routing rule: the first rule whose `match` fits an instance decides its `action`.'},
+)
+
+// ---------------------------------------------------------------- processing
+
+/** A code as DICOM writes one: value, coding scheme, meaning. */
+const code = (description: string) =>
+  Type.Object(
+    {
+      value: Type.String({minLength: 1, maxLength: 16, description: 'Code Value (e.g. "18748-4"; at most 16 characters).'}),
+      scheme: Type.String({minLength: 1, maxLength: 16, description: 'Coding Scheme Designator (e.g. "LN", "SCT", "DCM", or "99..." for a private scheme).'}),
+      meaning: Type.String({minLength: 1, maxLength: 64, description: 'Code Meaning, as people read it (at most 64 characters).'}),
+    },
+    {additionalProperties: false, description},
+  )
+
+export const ProcessingModuleSchema = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$',
+      problem: 'a module name: a letter or digit, then letters, digits, ".", "_" or "-" (at most 64)',
+      requiredHint: 'for a processing module',
+      description: 'Names the module in logs, `ddr studies`, `ddr process --module` and the SR it writes (its observer).',
+    }),
+    match: Type.Object(
+      {
+        callingAeTitle: ruleMatchFields.callingAeTitle(),
+        modality: ruleMatchFields.modality(),
+        sopClassUid: ruleMatchFields.sopClassUid(),
+        tags: ruleMatchFields.tags(),
+      },
+      {
+        additionalProperties: false,
+        requiredHint: '(use {} to run on every study)',
+        description: "Which studies: those with at least one instance that matches, as a routing rule's match (without calledAeTitle); {} matches every study.",
+      },
+    ),
+    command: Type.Optional(Type.Array(nonEmpty(), {minItems: 1, problem: 'a non-empty array: the program, then its arguments', description: 'The program and its arguments (no shell); it gets DDR_IN and DDR_OUT (docs/processing.md).'})),
+    url: Type.Optional(httpUrl({description: 'An HTTP module: the study goes there as a multipart POST and the answer is result.json (docs/processing.md).'})),
+    timeoutSeconds: integer(1, 86_400, {default: 600, description: 'An attempt that takes longer is killed (its process group) and counts as failed.'}),
+    retries: integer(0, 100, {default: 2, description: 'Failed attempts tried again before the study is marked processing-failed.'}),
+    retryDelaySeconds: integer(0, 86_400, {default: 30, description: 'Wait before the first retry; it doubles with each further one.'}),
+    output: Type.Union([Type.Literal('sr'), Type.Literal('dicom'), Type.Literal('none')], {
+      default: 'sr',
+      description: '`sr`: a DICOM SR made from result.json is stored into the study; `dicom`: the DICOM files the module writes to DDR_OUT are; `none`: findings are only recorded.',
+    }),
+    title: Type.Optional(code('Document title of the SR (default: "<name> findings" under the private coding scheme 99DDR).')),
+    settings: Type.Record(Type.String(), Type.Unknown(), {default: {}, description: "Handed to the module as task.json's settings."}),
+    rerunOnAmendment: Type.Boolean({default: false, description: 'Run again when an amendment brings new instances to a study the module already ran on.'}),
+  },
+  {additionalProperties: false, description: 'A processing module: a program or HTTP service that looks at a complete study (docs/processing.md).'},
 )
 
 // ---------------------------------------------------------------- the whole file
@@ -394,6 +453,17 @@ export const ConfigSchema = Type.Object(
       description: 'Where instances go; default: two local Orthancs (4242/8042 and 4252/8052).',
     }),
     rules: Type.Optional(Type.Array(RoutingRuleSchema, {problem: 'an array of rules', description: 'Routing rules, first match wins; none: every instance goes to the balanced primary set.'})),
+    processing: Type.Object(
+      {
+        concurrency: integer(1, 64, {default: 1, description: 'Module runs at once, across all studies.'}),
+        uidRoot: Type.Optional(
+          Type.String({pattern: UID_PATTERN, maxLength: 40, problem: 'a UID root of at most 40 characters (digits and single dots, no component with a leading zero)', description: "UID root for what processing writes (SR study components); default: 2.25 (UUID-derived)."}),
+        ),
+        workDir: Type.Optional(nonEmpty({description: "Where each run's fresh DDR_IN and DDR_OUT folders are made (default: the system's temporary folder); never inside spool.dir."})),
+        modules: Type.Array(ProcessingModuleSchema, {default: [], description: 'Modules that run on complete (stable) studies; none by default.'}),
+      },
+      {additionalProperties: false, default: {}, description: 'Processing modules on complete studies, their findings stored back as DICOM SR (store-and-forward with the study ledger).'},
+    ),
   },
   {additionalProperties: false, title: 'ddr configuration', description: 'ddr.config.json: the configuration of ddr, the Dynamic DICOM Router.'},
 )
@@ -423,6 +493,8 @@ export type MoveDestinationConfig = DdrConfig['retrieve']['destinations'][number
 export type RoutingPolicy = DdrConfig['routing']['policy']
 export type RuleTagMatch = Static<typeof RuleTagMatchSchema>
 export type RoutingRule = Static<typeof RoutingRuleSchema>
+export type ProcessingModuleConfig = Static<typeof ProcessingModuleSchema>
+export type ProcessingConfig = DdrConfig['processing']
 
 /** A config file as ddr reads it (defaults filled). */
 type ConfigFile = Static<typeof ConfigSchema>

@@ -49,6 +49,7 @@ export function validateConfig(raw: unknown, source: string, options: ValidateOp
   checkListen(problems, config.listen)
   checkBackends(problems, config.backends)
   checkRules(problems, config.rules, config.backends)
+  checkProcessing(problems, config.processing)
   problems.throwIfAny()
 
   for (const backend of config.backends as Json[]) {
@@ -372,6 +373,33 @@ function checkRules(problems: Problems, rules: unknown, backends: unknown): void
 
     for (const name of Array.isArray(action.backends) ? action.backends : []) {
       if (names.has(name) && !primaries.has(name)) problems.add(`${path}.action.backends`, `"${name}" is a mirror (mirrors get copies, not placements): use action.mirrors`)
+    }
+  }
+}
+
+/** processing.modules[]: unique names, a command or a url (not both), what an HTTP module can give back, regular expressions. */
+function checkProcessing(problems: Problems, processing: unknown): void {
+  if (!isObject(processing) || !Array.isArray(processing.modules)) return
+  const seen = new Set<string>()
+  for (const [index, module] of processing.modules.entries()) {
+    const path = `processing.modules[${index}]`
+    if (!isObject(module)) continue
+    if (typeof module.name === 'string') {
+      if (seen.has(module.name)) problems.add(`${path}.name`, `duplicate module name "${module.name}"`)
+      seen.add(module.name)
+    }
+
+    if ((module.command === undefined) === (module.url === undefined)) problems.add(path, 'give either command (a program) or url (an HTTP module), not both')
+    if (module.url !== undefined && module.output === 'dicom') problems.add(`${path}.output`, 'an HTTP module answers result.json only: use output "sr" or "none"')
+    const tags = isObject(module.match) ? module.match.tags : undefined
+    if (!isObject(tags)) continue
+    for (const [key, condition] of Object.entries(tags)) {
+      if (!isObject(condition) || typeof condition.regex !== 'string') continue
+      try {
+        new RegExp(condition.regex)
+      } catch (error) {
+        problems.add(`${path}.match.tags.${key}.regex`, (error as Error).message)
+      }
     }
   }
 }

@@ -1,4 +1,4 @@
-import {randomUUID} from 'node:crypto'
+import {createHash, randomUUID} from 'node:crypto'
 
 /** How a transfer syntax encodes the dataset. */
 export interface TransferSyntaxInfo {
@@ -405,4 +405,23 @@ export function isValidUid(uid: string): boolean {
 /** A new UID under the 2.25 root: a random (version 4) UUID written as one decimal number (PS3.5 B.2). */
 export function generateUid(): string {
   return `2.25.${BigInt(`0x${randomUUID().replaceAll('-', '')}`).toString(10)}`
+}
+
+/**
+ * The same UID for the same seed: under 2.25 a name-based (SHA-1, version 5 layout) UUID of the
+ * seed as one decimal number; under `root`, the seed's SHA-256 as a decimal number cut to fit 64
+ * characters. A decimal number never has a leading zero, so every component is valid.
+ */
+export function uidFromSeed(seed: string, root?: string): string {
+  if (root === undefined || root === '2.25') {
+    const hash = createHash('sha1').update(seed).digest().subarray(0, 16)
+    hash[6] = (hash[6] & 0x0f) | 0x50
+    hash[8] = (hash[8] & 0x3f) | 0x80
+    return `2.25.${BigInt(`0x${hash.toString('hex')}`).toString(10)}`
+  }
+
+  if (!isValidUid(root) || root.length > MAX_UID_LENGTH - 2) throw new Error(`UID root ${root} is not a valid UID with room for a component`)
+  const room = MAX_UID_LENGTH - root.length - 1
+  const value = BigInt(`0x${createHash('sha256').update(seed).digest('hex')}`) % 10n ** BigInt(Math.min(room, 38))
+  return `${root}.${value.toString(10)}`
 }

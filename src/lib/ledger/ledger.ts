@@ -1,3 +1,4 @@
+import {EventEmitter} from 'node:events'
 import path from 'node:path'
 
 import type {BackendConfig, DdrConfig} from '../config/schema.js'
@@ -109,14 +110,20 @@ const DAY_MS = 86_400_000
 const FLUSH_MS = 10
 const FLUSH_MAX = 256
 
+/** What the ledger tells those who follow it: `stable` once a study's completion timer ran out (again after an amendment). */
+export interface StudyLedgerEvents {
+  stable: [study: StudySummary]
+}
+
 /**
  * The router's record of studies: every acknowledged instance, gathered into one transaction every
  * FLUSH_MS (Success does not wait for it: the spool holds the instance until its outcome is
  * committed, and recovered() records what a crash left unrecorded); what became of each; and each study's completion: receiving
  * while instances arrive, stable after stableSeconds without one, re-opened by a late instance (an
- * amendment, logged). Old studies are pruned after keepDays.
+ * amendment, logged). Old studies are pruned after keepDays. Emits `stable` (StudySummary) when a
+ * study becomes stable, after it is recorded so: what processing modules wait for.
  */
-export class StudyLedger {
+export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   private pendingReceipts: InstanceReceipt[] = []
   private pendingOutcomes: Array<{outcome: InstanceOutcome; resolve: () => void}> = []
   private flushScheduled = false
@@ -135,6 +142,7 @@ export class StudyLedger {
   private countsCache?: {at: number; counts: StudyCounts | null}
 
   constructor(readonly store: SqliteLedgerStore, private readonly options: StudyLedgerOptions) {
+    super()
     for (const study of store.receiving()) this.receivingSince.set(study.studyInstanceUid, study.lastReceived)
     const tick = options.tickMs ?? Math.max(100, Math.min(1000, (options.stableSeconds * 1000) / 4))
     this.timer = setInterval(() => this.tick(), tick)
@@ -385,12 +393,18 @@ export class StudyLedger {
     const due = [...this.receivingSince].filter(([, last]) => last <= quietSince).map(([uid]) => uid)
     const counted = [...this.receivingSince].filter(([uid, last]) => last > quietSince && last <= countedQuietSince && this.wholeByCount(uid) !== undefined).map(([uid]) => uid)
     if (due.length > 0 || counted.length > 0) {
+      const stable: StudySummary[] = []
       try {
         const log = (study: StudySummary, why: string) =>
           this.options.logger.info('study-stable', {study: study.studyInstanceUid, patient: study.patientId ?? undefined, instances: study.instances, backend: study.backend ?? undefined, amendments: study.amendments || undefined}, why)
-        for (const study of this.store.markStable(due, quietSince, now)) log(study, `no new instance for ${this.options.stableSeconds} s`)
+        for (const study of this.store.markStable(due, quietSince, now)) {
+          log(study, `no new instance for ${this.options.stableSeconds} s`)
+          stable.push(study)
+        }
+
         for (const study of this.store.markStable(counted, countedQuietSince, now)) {
           log(study, `every acquisition is whole by ImagesInAcquisition (${this.wholeByCount(study.studyInstanceUid)} acquisition(s)), quiet for ${Math.round((now - countedQuietSince) / 1000)} s`)
+          stable.push(study)
         }
 
         for (const uid of [...due, ...counted]) {
@@ -399,6 +413,14 @@ export class StudyLedger {
         }
       } catch (error) {
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
+      }
+
+      for (const study of stable) {
+        try {
+          this.emit('stable', study)
+        } catch (error) {
+          this.options.logger.error('study-stable-listener-failed', {study: study.studyInstanceUid}, (error as Error).message)
+        }
       }
     }
 

@@ -5,6 +5,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
+import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
@@ -65,10 +66,12 @@ interface StudyRow {
   queued: number
   stored: number
   dead_letter: number
+  processing: string | null
 }
 
-const SUMMARY_SELECT = `
-SELECT s.*, COUNT(i.sop_instance_uid) AS instances, SUM(i.bytes) AS bytes,
+// A ledger written before the processing table existed is read with no processing (readonly opens create nothing).
+const summarySelect = (withProcessing: boolean) => `
+SELECT s.*, ${withProcessing ? PROCESSING_SUMMARY_COLUMN : 'NULL AS processing'}, COUNT(i.sop_instance_uid) AS instances, SUM(i.bytes) AS bytes,
   GROUP_CONCAT(DISTINCT i.modality) AS modalities, GROUP_CONCAT(DISTINCT i.backend) AS backends,
   SUM(i.status = 'queued') AS queued, SUM(i.status = 'stored') AS stored, SUM(i.status = 'dead-letter') AS dead_letter
 FROM studies s LEFT JOIN instances i ON i.study_instance_uid = s.study_instance_uid`
@@ -94,6 +97,7 @@ function summary(row: StudyRow): StudySummary {
     lastReceived: iso(row.last_received)!,
     stableAt: iso(row.stable_at),
     receipt: row.receipt === null ? null : (JSON.parse(row.receipt) as Receipt),
+    processing: row.processing === null ? [] : (JSON.parse(row.processing) as StudySummary['processing']),
   }
 }
 
@@ -118,6 +122,9 @@ export class SqliteLedgerStore {
   private readonly upsertStudy?: Database.Statement
   private readonly outcome?: Database.Statement
   private readonly stateOf?: Database.Statement<[string], {state: StudyState}>
+  private readonly summarySql: string
+  /** Which module ran on which study (the processing room's records). */
+  readonly processing: ProcessingRuns
 
   private walHandle?: Promise<FileHandle>
   private lastSync: Promise<void> = Promise.resolve()
@@ -126,9 +133,11 @@ export class SqliteLedgerStore {
     try {
       if (!options.readonly) mkdirSync(path.dirname(file), {recursive: true})
       this.db = new Database(file, {readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false})
+      this.processing = new ProcessingRuns(this.db)
       if (options.readonly) {
         this.db.pragma('query_only = ON')
         this.checkVersion()
+        this.summarySql = summarySelect(this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'processing'").get() !== undefined)
         return
       }
 
@@ -139,6 +148,8 @@ export class SqliteLedgerStore {
       this.db.pragma('wal_autocheckpoint = 4000')
       this.checkVersion()
       this.db.exec(SCHEMA)
+      this.db.exec(PROCESSING_SCHEMA)
+      this.summarySql = summarySelect(true)
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
     } catch (error) {
       if (error instanceof DdrError) throw error
@@ -170,7 +181,7 @@ export class SqliteLedgerStore {
         study_date = COALESCE(studies.study_date, excluded.study_date),
         first_received = MIN(studies.first_received, excluded.first_received),
         last_received = MAX(studies.last_received, excluded.last_received),
-        amendments = studies.amendments + (studies.state = 'stable'),
+        amendments = studies.amendments + @amendment,
         state = 'receiving', stable_at = NULL, receipt = NULL`)
     this.stateOf = this.db.prepare<[string], {state: StudyState}>('SELECT state FROM studies WHERE study_instance_uid = ?')
     this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail, kept = COALESCE(@kept, kept) WHERE sop_instance_uid = @sopInstanceUid`)
@@ -194,7 +205,8 @@ export class SqliteLedgerStore {
     this.db.transaction(() => {
       for (const receipt of receipts) {
         const before = stateOf.get(receipt.studyInstanceUid)?.state
-        const amendment = before === 'stable' && !recovered
+        // An instance processing made from the study (its SR) re-opens it, but is no amendment of the sender's.
+        const amendment = before === 'stable' && !recovered && receipt.derived !== true
         if (amendment) amended.push(receipt.studyInstanceUid)
         const row = {
           seriesInstanceUid: null,
@@ -260,7 +272,7 @@ export class SqliteLedgerStore {
       values.push(query.since)
     }
 
-    const sql = `${SUMMARY_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ?`
+    const sql = `${this.summarySql} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ?`
     return this.db
       .prepare<Array<string | number>, StudyRow>(sql)
       .all(...values, query.limit ?? 100)
@@ -284,7 +296,7 @@ export class SqliteLedgerStore {
   }
 
   summary(studyInstanceUid: string): StudySummary | undefined {
-    const row = this.db.prepare<[string], StudyRow>(`${SUMMARY_SELECT} WHERE s.study_instance_uid = ? GROUP BY s.study_instance_uid`).get(studyInstanceUid)
+    const row = this.db.prepare<[string], StudyRow>(`${this.summarySql} WHERE s.study_instance_uid = ? GROUP BY s.study_instance_uid`).get(studyInstanceUid)
     return row === undefined ? undefined : summary(row)
   }
 
@@ -372,6 +384,7 @@ export class SqliteLedgerStore {
     let removed = 0
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM instances WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
+      this.db.prepare('DELETE FROM processing WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
       removed = this.db.prepare('DELETE FROM studies WHERE last_received < ?').run(before).changes
     })()
     return removed

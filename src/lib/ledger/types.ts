@@ -18,6 +18,8 @@ export interface InstanceReceipt {
   bytes: number
   /** Epoch milliseconds. */
   receivedAt: number
+  /** Made by a processing module from the study (its SR): re-opens a stable study without counting as an amendment. */
+  derived?: boolean
 }
 
 /** What became of an instance after Success. */
@@ -78,6 +80,8 @@ export interface StudySummary {
   stableAt: string | null
   /** The last receipt check; null before the first. */
   receipt: Receipt | null
+  /** Processing modules on the study and how each went (`failed`: the study is processing-failed); empty when none ran. */
+  processing: Array<{module: string; state: 'pending' | 'running' | 'done' | 'failed'; attempts: number; detail: string | null}>
 }
 
 /** One instance in `ddr study UID`. */

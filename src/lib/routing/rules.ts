@@ -63,6 +63,70 @@ function compare(condition: RuleTagMatch, where: string): (value: string | undef
   throw new DdrError('CONFIG_INVALID', `${where}: give one of equals, prefix, regex`)
 }
 
+/** What a rule (or a processing module) matches on; every field given must hold. */
+export type InstanceMatchFields = Partial<Pick<RoutingRule['match'], 'callingAeTitle' | 'calledAeTitle' | 'modality' | 'sopClassUid' | 'tags'>>
+
+/**
+ * A match's conditions, compiled: the match fields compare exactly; `tags` compare the values
+ * `valueOf` gives (the caller reads tags beyond KNOWN_FIELDS from the instance's bytes, and caches).
+ * `where` names the match in errors (an unknown tag keyword is CONFIG_INVALID).
+ */
+function compileMatch(match: InstanceMatchFields, where: string, valueOf: (instance: RuleInstance, tag: number) => string | undefined): {conditions: Condition[]; extraTags: number[]} {
+  const conditions: Condition[] = []
+  const extraTags: number[] = []
+  const {callingAeTitle, calledAeTitle, modality, sopClassUid} = match
+  if (callingAeTitle !== undefined) conditions.push((i) => i.callingAeTitle === callingAeTitle)
+  if (calledAeTitle !== undefined) conditions.push((i) => i.calledAeTitle === calledAeTitle)
+  if (modality !== undefined) conditions.push((i) => i.modality === modality)
+  if (sopClassUid !== undefined) conditions.push((i) => i.sopClassUid === sopClassUid)
+  for (const [key, condition] of Object.entries(match.tags ?? {})) {
+    const tag = parseTag(key)
+    if (tag === undefined) throw new DdrError('CONFIG_INVALID', `${where}.match.tags.${key}: unknown tag or keyword`, {hint: 'write the tag as "gggg,eeee", e.g. "0008,0060"'})
+    if (!KNOWN_FIELDS.has(tag)) extraTags.push(tag)
+    const test = compare(condition, `${where}.match.tags.${key}`)
+    conditions.push((i) => test(valueOf(i, tag)))
+  }
+
+  return {conditions, extraTags}
+}
+
+/**
+ * One match on its own (a processing module's): the same semantics as a routing rule's, tags beyond
+ * the header values read from the instance's bytes once per instance, only when needed.
+ */
+export class InstanceMatch {
+  private readonly conditions: Condition[]
+  private readonly extraTags: number[]
+  private readonly extraValues = new WeakMap<object, Map<number, string>>()
+
+  constructor(match: InstanceMatchFields, where: string) {
+    const compiled = compileMatch(match, where, (instance, tag) => this.value(instance, tag))
+    this.conditions = compiled.conditions
+    this.extraTags = compiled.extraTags
+  }
+
+  /** Whether the match needs tags that only the instance's bytes hold. */
+  get readsDataset(): boolean {
+    return this.extraTags.length > 0
+  }
+
+  test(instance: RuleInstance): boolean {
+    return this.conditions.every((condition) => condition(instance))
+  }
+
+  private value(instance: RuleInstance, tag: number): string | undefined {
+    const known = KNOWN_FIELDS.get(tag)
+    if (known !== undefined) return known(instance)
+    let values = this.extraValues.get(instance)
+    if (values === undefined) {
+      values = readExtraTags(instance, this.extraTags)
+      this.extraValues.set(instance, values)
+    }
+
+    return values.get(tag)
+  }
+}
+
 /**
  * The routing rules, compiled once: first match wins. The match fields callingAeTitle,
  * calledAeTitle, modality and sopClassUid compare exactly; `tags` compare any top-level tag
@@ -82,20 +146,8 @@ export class RuleEngine {
     const extra = new Set<number>()
     this.rules = rules.map((rule, index) => {
       const name = rule.name ?? `rules[${index}]`
-      const conditions: Condition[] = []
-      const {callingAeTitle, calledAeTitle, modality, sopClassUid} = rule.match
-      if (callingAeTitle !== undefined) conditions.push((i) => i.callingAeTitle === callingAeTitle)
-      if (calledAeTitle !== undefined) conditions.push((i) => i.calledAeTitle === calledAeTitle)
-      if (modality !== undefined) conditions.push((i) => i.modality === modality)
-      if (sopClassUid !== undefined) conditions.push((i) => i.sopClassUid === sopClassUid)
-      for (const [key, condition] of Object.entries(rule.match.tags ?? {})) {
-        const tag = parseTag(key)
-        if (tag === undefined) throw new DdrError('CONFIG_INVALID', `${name}.match.tags.${key}: unknown tag or keyword`, {hint: 'write the tag as "gggg,eeee", e.g. "0008,0060"'})
-        if (!KNOWN_FIELDS.has(tag)) extra.add(tag)
-        const test = compare(condition, `${name}.match.tags.${key}`)
-        conditions.push((i) => test(this.value(i, tag)))
-      }
-
+      const {conditions, extraTags} = compileMatch(rule.match, name, (i, tag) => this.value(i, tag))
+      for (const tag of extraTags) extra.add(tag)
       return {name, conditions, action: rule.action}
     })
     this.extraTags = [...extra].sort((a, b) => a - b)

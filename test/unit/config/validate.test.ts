@@ -69,6 +69,38 @@ describe('config validation of backends and rules', () => {
   })
 })
 
+describe('processing', () => {
+  it('has no modules by default, and fills each module\'s defaults', () => {
+    expect(validateConfig({}, 'test').processing).toEqual({concurrency: 1, modules: []})
+    const config = validateConfig({processing: {concurrency: 2, uidRoot: '1.2.826.0.1.3680043.10.1999', modules: [{name: 'quality', match: {modality: 'CR', tags: {PatientID: {prefix: 'X'}}}, command: ['/opt/q', '--fast']}, {name: 'web', match: {}, url: 'http://ai:8000/analyze', output: 'none'}]}}, 'test')
+    expect(config.processing.modules[0]).toEqual({name: 'quality', match: {modality: 'CR', tags: {PatientID: {prefix: 'X'}}}, command: ['/opt/q', '--fast'], timeoutSeconds: 600, retries: 2, retryDelaySeconds: 30, output: 'sr', settings: {}, rerunOnAmendment: false})
+    expect(config.processing.modules[1]).toMatchObject({url: 'http://ai:8000/analyze', output: 'none'})
+  })
+
+  it('names each bad module field', () => {
+    const message = problems({
+      processing: {
+        uidRoot: '1.2.03',
+        modules: [
+          {name: 'a b', match: {}, command: ['x']},
+          {name: 'dup', match: {calledAeTitle: 'X'}, command: ['x'], url: 'http://x'},
+          {name: 'dup', match: {tags: {Modality: {regex: '('}}}},
+          {name: 'web', match: {}, url: 'http://x', output: 'dicom', timeoutSeconds: 0},
+        ],
+      },
+    })
+    expect(message).toMatch(/processing\.uidRoot: must be a UID root of at most 40 characters/)
+    expect(message).toMatch(/processing\.modules\[0\]\.name: must be a module name/)
+    expect(message).toMatch(/processing\.modules\[1\]\.match\.calledAeTitle: unknown field/)
+    expect(message).toMatch(/processing\.modules\[1\]: give either command \(a program\) or url \(an HTTP module\), not both/)
+    expect(message).toMatch(/processing\.modules\[2\]\.name: duplicate module name "dup"/)
+    expect(message).toMatch(/processing\.modules\[2\]: give either command/)
+    expect(message).toMatch(/processing\.modules\[2\]\.match\.tags\.Modality\.regex: Invalid regular expression/)
+    expect(message).toMatch(/processing\.modules\[3\]\.output: an HTTP module answers result\.json only/)
+    expect(message).toMatch(/processing\.modules\[3\]\.timeoutSeconds: /)
+  })
+})
+
 describe('backends: a union by type', () => {
   it('gives each type its own fields and defaults, and nothing of the others', () => {
     const config = validateConfig(

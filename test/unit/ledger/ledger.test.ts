@@ -2,6 +2,8 @@ import {mkdtemp, rm} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
+import Database from 'better-sqlite3'
+
 import {StudyLedger} from '../../../src/lib/ledger/ledger.js'
 import {arrivalGaps, formatGaps} from '../../../src/lib/ledger/query.js'
 import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
@@ -139,5 +141,71 @@ describe('the study ledger (SQLite)', () => {
     expect(reader.summary('1.2.10')?.state).toBe('receiving')
     reader.close()
     ledger.close()
+  })
+
+  it("tells who follows it when a study becomes stable (after it is recorded so), and an instance processing made from a study re-opens it without being an amendment", async () => {
+    const ledger = new StudyLedger(new SqliteLedgerStore(file), {stableSeconds: 1, keepDays: 30, tickMs: 50, logger: new Logger({write: () => {}})})
+    const stable: Array<{uid: string; stateInStore?: string; amendments: number}> = []
+    ledger.on('stable', (study) => stable.push({uid: study.studyInstanceUid, stateInStore: ledger.store.summary(study.studyInstanceUid)?.state, amendments: study.amendments}))
+    ledger.received(receipt('1.2.8', 1))
+    await waitFor('stable', () => stable.length === 1, 5000)
+    expect(stable).toEqual([{uid: '1.2.8', stateInStore: 'stable', amendments: 0}])
+    ledger.received(receipt('1.2.8', 2, {derived: true, callingAeTitle: 'DDR'}))
+    await waitFor('stable again', () => stable.length === 2, 5000)
+    expect(stable[1]).toEqual({uid: '1.2.8', stateInStore: 'stable', amendments: 0})
+    expect(ledger.store.study('1.2.8')!.instanceList.map((i) => [i.callingAeTitle, i.amendment])).toEqual([
+      ['CT1', false],
+      ['DDR', false],
+    ])
+    ledger.close()
+  })
+
+  it('keeps which processing module ran on which study: scheduled once, outputs kept across runs, shown with the study, pruned with it', () => {
+    const store = new SqliteLedgerStore(file)
+    store.received([receipt('1.2.9', 1, {receivedAt: 1000})])
+    const runs = store.processing
+    runs.schedule('1.2.9', ['a', 'b'], 1000)
+    runs.schedule('1.2.9', ['a'], 2000)
+    expect(runs.due(5000, 10).map((r) => [r.module, r.state, r.run, r.attempts])).toEqual([
+      ['a', 'pending', 1, 0],
+      ['b', 'pending', 1, 0],
+    ])
+    runs.start('1.2.9', 'a')
+    runs.finish('1.2.9', 'a', {state: 'pending', detail: 'exit: exited with code 1', nextAttemptAt: 9000})
+    expect(runs.due(5000, 10).map((r) => r.module)).toEqual(['b'])
+    runs.start('1.2.9', 'a')
+    runs.finish('1.2.9', 'a', {state: 'done', outputs: ['2.25.1'], inputs: 1, inputsDigest: 'd1'})
+    runs.start('1.2.9', 'b')
+    expect(runs.requeueInterrupted()).toBe(1)
+    expect(runs.get('1.2.9', 'b')).toMatchObject({state: 'pending', attempts: 0})
+    runs.finish('1.2.9', 'b', {state: 'skipped', detail: 'no instance of the study matches'})
+    runs.reschedule('1.2.9', 'a')
+    expect(runs.get('1.2.9', 'a')).toMatchObject({state: 'pending', run: 2, attempts: 0, detail: null, outputs: ['2.25.1']})
+    runs.start('1.2.9', 'a')
+    runs.finish('1.2.9', 'a', {state: 'failed', detail: 'timeout: killed', outputs: ['2.25.2']})
+    expect(runs.outputsOf('1.2.9')).toEqual(new Set(['2.25.1', '2.25.2']))
+    expect(store.summary('1.2.9')!.processing).toEqual([{module: 'a', state: 'failed', attempts: 1, detail: 'timeout: killed'}])
+    expect(runs.counts()).toEqual([{module: 'a', state: 'failed', runs: 1}])
+    const reader = new SqliteLedgerStore(file, {readonly: true})
+    expect(reader.studies()[0].processing).toEqual([{module: 'a', state: 'failed', attempts: 1, detail: 'timeout: killed'}])
+    reader.close()
+    expect(store.prune(5000)).toBe(1)
+    expect(runs.forStudy('1.2.9')).toEqual([])
+    store.close()
+  })
+
+  it('reads a ledger written before the processing table existed', () => {
+    const old = new Database(file)
+    old.exec(`CREATE TABLE studies (study_instance_uid TEXT PRIMARY KEY, patient_id TEXT, accession_number TEXT, study_date TEXT, first_received INTEGER NOT NULL, last_received INTEGER NOT NULL, state TEXT NOT NULL, stable_at INTEGER, amendments INTEGER NOT NULL DEFAULT 0, receipt TEXT) WITHOUT ROWID;
+      CREATE TABLE instances (sop_instance_uid TEXT PRIMARY KEY, study_instance_uid TEXT NOT NULL, series_instance_uid TEXT, sop_class_uid TEXT NOT NULL, modality TEXT, bytes INTEGER NOT NULL, calling_ae TEXT NOT NULL, remote_address TEXT, received_at INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'queued', backend TEXT, delivered_at INTEGER, detail TEXT, amendment INTEGER NOT NULL DEFAULT 0, kept TEXT) WITHOUT ROWID;
+      INSERT INTO studies VALUES ('1.2.10', 'P', NULL, NULL, 1, 1, 'stable', 1, 0, NULL);
+      PRAGMA user_version = 1;`)
+    old.close()
+    const reader = new SqliteLedgerStore(file, {readonly: true})
+    expect(reader.studies()).toMatchObject([{studyInstanceUid: '1.2.10', processing: []}])
+    reader.close()
+    const writer = new SqliteLedgerStore(file)
+    expect(writer.summary('1.2.10')!.processing).toEqual([])
+    writer.close()
   })
 })
