@@ -8,7 +8,7 @@
 const LAYERS = [
   ['commands', 'index.ts'],
   ['listen'],
-  ['console'],
+  ['console', 'processing'],
   ['ledger'],
   ['qr'],
   ['send', 'inspect', 'stack'],
