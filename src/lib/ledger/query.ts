@@ -175,6 +175,9 @@ export function formatReceipt(result: VerifyResult): string {
   return `receipt    ${r.state}: ${r.found} of ${r.expected} instances found on the backend${repaired}${missing}${r.detail ? ` (${r.detail})` : ''}${result.by === 'ledger' ? ' [no router running: checked, not repaired]' : ''}`
 }
 
+/** A processing module gave up on the study (its retries used up). */
+const processingFailed = (study: StudySummary) => study.processing.some((p) => p.state === 'failed')
+
 const short = (uid: string) => (uid.length > 28 ? `…${uid.slice(-27)}` : uid)
 const time = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')
 
@@ -191,7 +194,7 @@ export function formatStudies(result: StudiesResult): string {
     {header: 'INSTANCES', value: (s) => String(s.instances), align: 'right'},
     {header: 'SIZE', value: (s) => formatBytes(s.bytes), align: 'right'},
     {header: 'BACKEND', value: (s) => s.backend ?? '-'},
-    {header: 'STATE', value: (s) => s.state, paint: (s, text) => (s.state === 'stable' ? paint.green(text) : paint.yellow(text))},
+    {header: 'STATE', value: (s) => `${s.state}${processingFailed(s) ? ' processing-failed' : ''}`, paint: (s, text) => (processingFailed(s) ? paint.red(text) : s.state === 'stable' ? paint.green(text) : paint.yellow(text))},
     {header: 'DELIVERED', value: (s) => `${s.delivered.stored}/${s.instances}${s.delivered.deadLetter > 0 ? ` (${s.delivered.deadLetter} dead-letter)` : ''}`, paint: (s, text) => (s.delivered.deadLetter > 0 ? paint.red(text) : text)},
     {header: 'LAST RECEIVED', value: (s) => time(s.lastReceived)},
   ]
@@ -207,6 +210,7 @@ export function formatStudy(study: StudyDetail): string {
     `received   ${study.instances} instances, ${formatBytes(study.bytes)}, ${time(study.firstReceived)} .. ${time(study.lastReceived)}`,
     `delivered  ${study.delivered.stored} stored on ${study.backend ?? '-'}, ${study.delivered.queued} queued, ${study.delivered.deadLetter} in dead-letter`,
     `receipt    ${study.receipt === null ? 'not checked yet' : `${study.receipt.state} at ${time(study.receipt.checkedAt)}: ${study.receipt.found} of ${study.receipt.expected} found`}`,
+    ...study.processing.map((p) => `processing ${p.module}: ${p.state}${p.attempts > 1 ? ` after ${p.attempts} attempts` : ''}${p.detail ? ` (${p.detail})` : ''}`),
     '',
     ...study.series.map((s) => `series ${s.seriesInstanceUid ?? '(none)'}  ${s.modality ?? ''}  ${s.instances} instances`),
     '',

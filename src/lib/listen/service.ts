@@ -1,4 +1,4 @@
-import {rm} from 'node:fs/promises'
+import {readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import type {Backend} from '../backends/backend.js'
@@ -29,6 +29,7 @@ import {StudyLedger} from '../ledger/ledger.js'
 import {extractRetained} from '../ledger/retention.js'
 import type {InstanceReceipt} from '../ledger/types.js'
 import {QUERY_MODELS, createQueryHandler} from '../qr/service.js'
+import {ProcessingService} from '../processing/service.js'
 import {Router} from './delivery.js'
 import {checkConsoleExposure} from '../console/console.js'
 import {routerConsole} from './console-wiring.js'
@@ -52,6 +53,8 @@ export interface RouterService {
   status(): RouterStatus
   /** The study ledger (store-and-forward with studies.enabled). */
   ledger?: StudyLedger
+  /** Processing modules on stable studies (with the ledger and processing.modules). */
+  processing?: ProcessingService
   /**
    * One Part 10 file through the same intake as a C-STORE (checks, rules, spool, ledger), for
    * instances that do not come over DICOM: HTTP uploads, processing results. Resolves with the
@@ -79,6 +82,8 @@ export interface IngestSource {
   remoteAddress?: string
   /** Names the file in messages (its name in an upload, a path). */
   source: string
+  /** Made by a processing module from a study (its SR): re-opens a stable study without counting as an amendment. */
+  derived?: boolean
 }
 
 export interface IngestResult {
@@ -92,8 +97,8 @@ export interface IngestResult {
 /** Bytes handed to the intake at once, as a DIMSE fragment would be. */
 const INGEST_CHUNK = 256 * 1024
 
-/** What the ledger records of an acknowledged instance. */
-function receiptOf(instance: ReceivedInstance, remoteAddress?: string): InstanceReceipt {
+/** What the ledger records of an acknowledged instance (`derived`: a processing module's output). */
+function receiptOf(instance: ReceivedInstance, remoteAddress?: string, derived = false): InstanceReceipt {
   return {
     sopInstanceUid: instance.sopInstanceUid,
     sopClassUid: instance.sopClassUid,
@@ -109,11 +114,13 @@ function receiptOf(instance: ReceivedInstance, remoteAddress?: string): Instance
     remoteAddress,
     bytes: instance.datasetLength,
     receivedAt: instance.receivedAt,
+    ...(derived ? {derived} : {}),
   }
 }
 
 function peerOf(request: StoreRequest): string {
-  return `${request.association.remoteAddress}:${request.association.remotePort}`
+  // Port 0: not a network peer (an instance handed to ingest()).
+  return request.association.remotePort === 0 ? request.association.remoteAddress : `${request.association.remoteAddress}:${request.association.remotePort}`
 }
 
 function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: string): Backend {
@@ -190,7 +197,8 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   }
 
   let refusing: string | undefined
-  const beginStore = (request: StoreRequest): StoreSink => {
+  // `derived`: an instance a processing module made from a study (handed to ingest()).
+  const beginStore = (request: StoreRequest, derived = false): StoreSink => {
     const log = {sop: request.sopInstanceUid, from: request.association.callingAeTitle}
     if (spool === undefined || forwarder === undefined) {
       return new InstanceSink(request, {
@@ -250,7 +258,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
         }
 
         // Recorded with the others of the next few ms; the spool already holds the instance.
-        if (ledger !== undefined && instance.studyInstanceUid) ledger.received(receiptOf(instance, peerOf(request)))
+        if (ledger !== undefined && instance.studyInstanceUid) ledger.received(receiptOf(instance, peerOf(request), derived))
         queue.enqueue(instance)
         return {status: Status.success}
       },
@@ -293,7 +301,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       transferSyntaxUid: meta.transferSyntaxUid,
       priority: 0,
     }
-    const sink = beginStore(request)
+    const sink = beginStore(request, from.derived ?? false)
     const dataset = file.subarray(meta.datasetOffset)
     for (let offset = 0; offset < dataset.length; offset += INGEST_CHUNK) {
       if (!sink.write(dataset.subarray(offset, offset + INGEST_CHUNK))) await sink.waitDrain()
@@ -302,6 +310,24 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const outcome = await sink.finish()
     const stored = outcome.status === Status.success || (outcome.status & 0xf000) === 0xb000
     return {sopInstanceUid, outcome: stored ? 'stored' : 'refused', status: outcome.status, reason: outcome.errorComment}
+  }
+
+  // Processing follows the ledger's completion; what a module writes comes back in through ingest().
+  let processing: ProcessingService | undefined
+  if (config.processing.modules.length > 0) {
+    if (ledger === undefined) {
+      logger.warn('processing-off', {modules: config.processing.modules.length}, 'processing modules need the study ledger (store-and-forward with studies.enabled): none will run')
+    } else {
+      processing = new ProcessingService({
+        config,
+        ledger,
+        logger,
+        store: async (file, module) => {
+          const result = await ingest(await readFile(file), {callingAeTitle: config.listen.aeTitle, remoteAddress: `processing/${module}`, source: `${module}'s ${path.basename(file)}`, derived: true})
+          return {stored: result.outcome === 'stored', status: result.status, reason: result.reason}
+        },
+      })
+    }
   }
 
   const server = new DimseServer({
@@ -355,6 +381,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     spool: spool === undefined || forwarder === undefined ? null : {...spool.stats(), retries: forwarder.counters.retries},
     studiesRemembered: router.affinity?.size ?? 0,
     studies: ledger?.counts() ?? null,
+    processing: processing?.status() ?? null,
     backends: backends.map((b) => b.snapshot()),
   })
 
@@ -390,7 +417,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     return left
   }
 
-  const routes = ledger === undefined ? undefined : studyRoutes(ledger)
+  const routes = ledger === undefined ? undefined : studyRoutes(ledger, processing)
   const withDrain: StatusRoutes = (method, pathname, query) => {
     if (method === 'POST' && pathname === '/drain') {
       requestDrain()
@@ -418,6 +445,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     }
   }
 
+  processing?.start()
   return {
     port,
     statusPort,
@@ -427,6 +455,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     forwarder,
     async stop(graceMs = 30_000) {
       await server.close(graceMs)
+      await processing?.stop()
       await forwarder?.stop(graceMs)
       router.mirrors.stop()
       await health.stop()
@@ -436,6 +465,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       await Promise.all(backends.map((b) => b.backend.close()))
     },
     ledger,
+    processing,
     ingest,
     health: readiness,
     drain,
@@ -459,9 +489,12 @@ export async function requestDrain(status: DdrConfig['status']): Promise<string>
   return `draining: the router takes no new associations; ${body.associations} open, ${body.queued} queued; it exits once they are done`
 }
 
-/** GET /studies (?state, patient, since in ms, limit) and GET /studies/UID: the ledger as JSON. */
-function studyRoutes(ledger: StudyLedger): StatusRoutes {
+/** GET /studies (?state, patient, since in ms, limit) and GET /studies/UID: the ledger as JSON; POST /studies/UID/process?module=: a module by hand. */
+function studyRoutes(ledger: StudyLedger, processing?: ProcessingService): StatusRoutes {
   return (method, pathname, query) => {
+    const process = /^\/studies\/([0-9.]+)\/process$/.exec(pathname)
+    if (process !== null && method === 'POST' && processing !== undefined) return processStudyRoute(ledger, processing, process[1], query.get('module') ?? undefined)
+
     const verify = /^\/studies\/([0-9.]+)\/verify$/.exec(pathname)
     if (verify !== null && method === 'POST') {
       return ledger.verifyAndRepair(verify[1]).then((receipt) => (receipt === undefined ? null : {receipt, study: ledger.store.study(verify[1])}))
@@ -486,4 +519,13 @@ function studyRoutes(ledger: StudyLedger): StatusRoutes {
     if (match === null) return undefined
     return ledger.store.study(match[1]) ?? null
   }
+}
+
+/** `ddr process` through the router: the named module (or every module, those that do not match skipped), one attempt each, now. */
+async function processStudyRoute(ledger: StudyLedger, processing: ProcessingService, studyInstanceUid: string, module: string | undefined): Promise<unknown> {
+  if (ledger.store.summary(studyInstanceUid) === undefined) return null
+  const names = module === undefined ? processing.moduleNames() : [module]
+  const runs = []
+  for (const name of names) runs.push(await processing.processNow(studyInstanceUid, name))
+  return {studyInstanceUid, runs}
 }

@@ -7,7 +7,6 @@
 import {EventEmitter} from 'node:events'
 
 import type {DdrConfig} from '../config/schema.js'
-import type {StoreOutcome} from '../dimse/scp.js'
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {StudyLedger} from '../ledger/ledger.js'
@@ -19,8 +18,12 @@ import {type ModuleResult, ModuleFailure} from './contract.js'
 import {inputsDigest} from './inputs.js'
 import type {OutputInstance} from './outputs.js'
 
-/** Stores one output (a Part 10 file) through the router's intake, for a module; resolves with what the intake answered. */
-export type OutputStore = (file: string, module: string) => Promise<StoreOutcome>
+/**
+ * Stores one output (a Part 10 file) through the router's intake, for a module: `stored` once it is
+ * durable in the spool; otherwise the status a DICOM sender would have got and why. Given by the
+ * listener (RouterService.ingest).
+ */
+export type OutputStore = (file: string, module: string) => Promise<{stored: boolean; status?: number; reason?: string}>
 
 export interface ProcessingServiceOptions {
   config: Pick<DdrConfig, 'processing' | 'backends'>
@@ -49,8 +52,6 @@ export interface ProcessingStatus {
   running: number
   runs: Array<{module: string; state: ProcessingRunState; runs: number}>
 }
-
-const SUCCESS = 0x0000
 
 /**
  * Follows the ledger's `stable` events and runs the configured modules. Emits `finished`
@@ -255,16 +256,15 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
 
   /** Stores an output through the router's intake (durable in the spool, routed by affinity, recorded in the ledger). */
   private async storeOutput(output: OutputInstance, module: string): Promise<void> {
-    let outcome: StoreOutcome
+    const what = `${output.kind === 'sr' ? 'the SR' : output.path} (${output.sopInstanceUid})`
+    let outcome: Awaited<ReturnType<OutputStore>>
     try {
       outcome = await this.options.store(output.path, module)
     } catch (error) {
-      throw new ModuleFailure('store', `the router could not take ${output.kind === 'sr' ? 'the SR' : output.path} (${output.sopInstanceUid}): ${(error as Error).message}`)
+      throw new ModuleFailure('store', `the router could not take ${what}: ${(error as Error).message}`)
     }
 
-    if (outcome.status !== SUCCESS) {
-      throw new ModuleFailure('store', `the router refused ${output.kind === 'sr' ? 'the SR' : output.path} (${output.sopInstanceUid}) with ${formatStatus(outcome.status)}${outcome.errorComment ? `: ${outcome.errorComment}` : ''}`)
-    }
+    if (!outcome.stored) throw new ModuleFailure('store', `the router refused ${what}${outcome.status === undefined ? '' : ` with ${formatStatus(outcome.status)}`}${outcome.reason ? `: ${outcome.reason}` : ''}`)
   }
 
   private record(run: ProcessingRun, outcome: Parameters<StudyLedger['store']['processing']['finish']>[2], result?: ModuleResult): void {

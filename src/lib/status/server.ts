@@ -31,6 +31,8 @@ export interface RouterStatus {
   studiesRemembered: number
   /** Studies in the ledger by state, and stable ones by receipt; null without a ledger (pass-through, or studies.enabled false). */
   studies?: {receiving: number; stable: number; receipts: Record<string, number>} | null
+  /** Processing module runs by module and state (failed: the study is processing-failed), and how many run now; null without modules. */
+  processing?: {running: number; runs: Array<{module: string; state: string; runs: number}>} | null
   backends: BackendSnapshot[]
 }
 
@@ -140,6 +142,11 @@ export function prometheus(status: RouterStatus): string {
       [{state: 'stable'}, status.studies.stable],
     ])
     metric('ddr_study_receipts', 'gauge', 'Stable studies by receipt state (unchecked: not asked yet).', Object.entries(status.studies.receipts).map(([state, n]) => [{state}, n]))
+  }
+
+  if (status.processing != null) {
+    metric('ddr_processing_running', 'gauge', 'Processing module attempts running now.', [[{}, status.processing.running]])
+    metric('ddr_processing_runs', 'gauge', 'Processing runs in the ledger by module and state (failed: the study is processing-failed).', status.processing.runs.map((r) => [{module: r.module, state: r.state}, r.runs]))
   }
 
   metric('ddr_mirror_copies_total', 'counter', 'Copies stored by mirror backends.', [[{}, status.counters.mirrored]])

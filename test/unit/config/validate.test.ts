@@ -287,6 +287,13 @@ describe('documented configs', () => {
     expect(fromExample).toEqual(defaultConfigObject())
   })
 
+  it("docs/processing.md's examples load", () => {
+    const blocks = jsonBlocks('docs/processing.md').map((block) => JSON.parse(block))
+    const configs = blocks.filter((item) => item.processing !== undefined)
+    expect(configs.length).toBeGreaterThanOrEqual(1)
+    for (const config of configs) expect(() => validateConfig(config, 'docs/processing.md')).not.toThrow()
+  })
+
   it("docs/backends.md's backend examples load", () => {
     const backends = jsonBlocks('docs/backends.md')
       .map((block) => JSON.parse(block))

@@ -70,7 +70,7 @@ describe('the processing service', () => {
         await copyFile(file, copy)
         stored.push(copy)
         await arrive([copy], {derived: true})
-        return {status: 0}
+        return {stored: true}
       },
     })
     service.start()
