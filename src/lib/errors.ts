@@ -21,6 +21,7 @@ export type DdrErrorCode =
   | 'LEDGER_FAILED'
   | 'NOT_IMPLEMENTED'
   | 'PROTOCOL_ERROR'
+  | 'ROUTER_UNREACHABLE'
   | 'STACK_FAILED'
   | 'TIMEOUT'
   | 'USAGE'
@@ -37,6 +38,7 @@ const defaultExit: Record<DdrErrorCode, ExitCodeValue> = {
   LEDGER_FAILED: ExitCode.unexpected,
   NOT_IMPLEMENTED: ExitCode.usage,
   PROTOCOL_ERROR: ExitCode.peer,
+  ROUTER_UNREACHABLE: ExitCode.peer,
   STACK_FAILED: ExitCode.unexpected,
   TIMEOUT: ExitCode.peer,
   USAGE: ExitCode.usage,

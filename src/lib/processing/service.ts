@@ -43,7 +43,7 @@ export interface ProcessOutcome {
   detail: string | null
   /** What the module found (when it gave a result). */
   result?: ModuleResult
-  /** SOP Instance UIDs stored into the study (the SR first). */
+  /** SOP Instance UIDs this run stored into the study (the SR first). */
   outputs: string[]
 }
 
@@ -163,6 +163,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     if (this.running.has(`${studyInstanceUid}\u0000${moduleName}`)) throw new DdrError('USAGE', `${moduleName} is running on study ${studyInstanceUid} now`, {hint: 'wait for it to finish'})
     this.runs.reschedule(studyInstanceUid, moduleName)
     const run = this.runs.get(studyInstanceUid, moduleName)!
+    const earlier = new Set(run.outputs)
     let result: ModuleResult | undefined
     const listener = (finished: ProcessingRun, given?: ModuleResult) => {
       if (finished.studyInstanceUid === studyInstanceUid && finished.module === moduleName) result = given
@@ -176,7 +177,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     }
 
     const after = this.runs.get(studyInstanceUid, moduleName)!
-    return {module: moduleName, state: after.state, run: after.run, attempts: after.attempts, detail: after.detail, outputs: after.outputs, ...(result === undefined ? {} : {result})}
+    return {module: moduleName, state: after.state, run: after.run, attempts: after.attempts, detail: after.detail, outputs: after.outputs.filter((uid) => !earlier.has(uid)), ...(result === undefined ? {} : {result})}
   }
 
   /** The modules configured, by name (`ddr process` without --module runs those that match). */

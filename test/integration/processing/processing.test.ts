@@ -8,6 +8,7 @@ import type {ProcessingModuleConfig} from '../../../src/lib/config/schema.js'
 import {readPart10Elements} from '../../../src/lib/dicom/dataset-reader.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import type {StudiesResult} from '../../../src/lib/ledger/query.js'
+import type {ProcessResult} from '../../../src/lib/processing/manual.js'
 import {runCompiledCli} from '../../helpers/compiled-cli.js'
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
 import {dcmsend, storescu} from '../../helpers/dcmtk.js'
@@ -75,7 +76,15 @@ describe('processing modules behind a running router', () => {
       },
     })
     configFile = path.join(workDir, 'ddr.config.json')
-    await writeFile(configFile, JSON.stringify({spool: {dir: router.config.spool.dir}, status: {host: '127.0.0.1', port: router.service.statusPort}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url}))}))
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        spool: {dir: router.config.spool.dir},
+        status: {host: '127.0.0.1', port: router.service.statusPort},
+        backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url})),
+        processing: {workDir: router.config.processing.workDir, modules: router.config.processing.modules},
+      }),
+    )
   })
 
   afterAll(async () => {
@@ -132,6 +141,45 @@ describe('processing modules behind a running router', () => {
     await waitFor('stable again', () => router.service.ledger!.store.summary(study)?.state === 'stable', 10_000)
     await new Promise((resolve) => setTimeout(resolve, 700))
     expect(runOf(study, 'count-instances')).toMatchObject({run: 1, attempts: 1, outputs: [srUid]})
+  })
+
+  it('`ddr process` re-runs a module by hand through the router; --dry-run shows the SR it would write and stores nothing', async () => {
+    const study = crStudy[0].studyInstanceUid
+    const holder = holderOf(study)
+    const before = (await holder.client.studyInstanceUids(study)).length
+    const dry = await runCompiledCli(['process', study, '--module', 'count-instances', '--dry-run', '--json', '--config', configFile])
+    expect({code: dry.code, stderr: dry.stderr}).toEqual({code: 0, stderr: ''})
+    const dryResult = JSON.parse(dry.stdout) as ProcessResult
+    expect(dryResult).toMatchObject({studyInstanceUid: study, by: 'dry-run', runs: [{module: 'count-instances', state: 'done', outputs: [], result: {findings: [{label: 'Instances looked at', value: 3}, {label: 'Largest instance'}]}}]})
+    const dataset = dryResult.runs[0].sr!.dataset as Record<string, any>
+    expect(dataset).toMatchObject({SOPClassUID: COMPREHENSIVE_SR, StudyInstanceUID: study, PatientID: crStudy[0].patientId, Modality: 'SR'})
+    // Its own SR is no input: the module saw the three images only.
+    const evidence = dataset.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence.flatMap((s: any) => s.ReferencedSOPSequence.map((r: any) => r.ReferencedSOPInstanceUID))
+    expect(evidence.sort()).toEqual(crStudy.map((f) => f.sopInstanceUid).sort())
+    const human = await runCompiledCli(['process', study, '--module', 'count-instances', '--dry-run', '--config', configFile])
+    expect(human.stdout).toMatch(/^count-instances: done - 2 finding\(s\); nothing stored \(dry run\)$/m)
+    expect(human.stdout).toMatch(/^ {6}CONTAINS NUM "Instances looked at" = 3 \{instances\}$/m)
+    expect((await holder.client.studyInstanceUids(study)).length).toBe(before)
+
+    // By hand through the router: a second run, a second SR, stored on the same Orthanc in the study.
+    const byHand = await runCompiledCli(['process', study, '--module', 'count-instances', '--json', '--config', configFile])
+    expect({code: byHand.code, stderr: byHand.stderr}).toEqual({code: 0, stderr: ''})
+    const result = JSON.parse(byHand.stdout) as ProcessResult
+    expect(result).toMatchObject({by: 'router', runs: [{module: 'count-instances', state: 'done', outputs: [expect.stringMatching(/^2\.25\./)]}]})
+    const secondSr = result.runs[0].outputs[0]
+    expect(runOf(study, 'count-instances')).toMatchObject({run: 2, state: 'done'})
+    expect(dryResult.runs[0].sr!.sopInstanceUid).toBe(secondSr)
+    await waitFor('the second SR on the holder', async () => (await holder.client.lookupInstance(secondSr)) !== undefined, 20_000)
+
+    // Without a router nothing can be stored; an unknown module is a usage error.
+    const offline = path.join(workDir, 'offline.json')
+    await writeFile(offline, JSON.stringify({...JSON.parse(await readFile(configFile, 'utf8')), status: {host: '127.0.0.1', port: 1}}))
+    const noRouter = await runCompiledCli(['process', study, '--module', 'count-instances', '--config', offline])
+    expect(noRouter.code).toBe(3)
+    expect(noRouter.stderr).toMatch(/error \[ROUTER_UNREACHABLE\]: no router answers at 127\.0\.0\.1:1/)
+    const unknown = await runCompiledCli(['process', study, '--module', 'nope', '--config', configFile])
+    expect(unknown.code).toBe(2)
+    expect(unknown.stderr).toMatch(/no processing module named nope/)
   })
 
   it('retries a failing module and marks the study processing-failed, routing untouched', async () => {
