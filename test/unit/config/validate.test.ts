@@ -287,10 +287,10 @@ describe('documented configs', () => {
     expect(fromExample).toEqual(defaultConfigObject())
   })
 
-  it("docs/processing.md's examples load", () => {
-    const blocks = jsonBlocks('docs/processing.md').map((block) => JSON.parse(block))
+  it("docs/processing.md's and the shipped modules' examples load", () => {
+    const blocks = ['docs/processing.md', 'modules/image-quality/README.md'].flatMap(jsonBlocks).map((block) => JSON.parse(block))
     const configs = blocks.filter((item) => item.processing !== undefined)
-    expect(configs.length).toBeGreaterThanOrEqual(1)
+    expect(configs.length).toBeGreaterThanOrEqual(2)
     for (const config of configs) expect(() => validateConfig(config, 'docs/processing.md')).not.toThrow()
   })
 
