@@ -84,7 +84,7 @@ describe('the processing service', () => {
     process.env.LOG = path.join(dir, 'log')
     const retention = new RetentionStore(path.join(dir, 'retention'), {maxAgeMs: 3_600_000, maxBytes: 1e9})
     await retention.open()
-    ledger = new StudyLedger(new SqliteLedgerStore(path.join(dir, 'ledger.db')), {stableSeconds: 1, keepDays: 30, logger: new Logger({write: (line) => logs.push(line)}), tickMs: 100, retention})
+    ledger = new StudyLedger(new SqliteLedgerStore(path.join(dir, 'ledger.db')), {stableSeconds: 0.3, keepDays: 30, logger: new Logger({write: (line) => logs.push(line)}), tickMs: 50, retention})
     logs = []
     stored = []
   })
