@@ -288,9 +288,9 @@ describe('documented configs', () => {
   })
 
   it("docs/processing.md's and the shipped modules' examples load", () => {
-    const blocks = ['docs/processing.md', 'modules/image-quality/README.md'].flatMap(jsonBlocks).map((block) => JSON.parse(block))
+    const blocks = ['docs/processing.md', 'modules/image-quality/README.md', 'modules/onnx-classifier/README.md'].flatMap(jsonBlocks).map((block) => JSON.parse(block))
     const configs = blocks.filter((item) => item.processing !== undefined)
-    expect(configs.length).toBeGreaterThanOrEqual(2)
+    expect(configs.length).toBeGreaterThanOrEqual(3)
     for (const config of configs) expect(() => validateConfig(config, 'docs/processing.md')).not.toThrow()
   })
 
