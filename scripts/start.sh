@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk)
+# The router's parts, and what `npm test` starts besides them (strace, Chromium for the console, dciodvfy for SRs).
+APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk strace chromium dicom3tools)
 INSTALL_COMMAND="apt-get update && apt-get install -y ${APT_PACKAGES[*]}"
 
 # 1. Debian packages: Orthanc, its DICOMweb plugin and dcmtk.
@@ -12,6 +13,9 @@ missing=()
 if [[ ! -x /usr/sbin/Orthanc ]] && ! command -v Orthanc >/dev/null 2>&1; then missing+=(orthanc); fi
 if [[ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]]; then missing+=(orthanc-dicomweb); fi
 if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmsend >/dev/null 2>&1; then missing+=(dcmtk); fi
+if ! command -v strace >/dev/null 2>&1; then missing+=(strace); fi
+if [[ ! -x /usr/bin/chromium ]]; then missing+=(chromium); fi
+if ! command -v dciodvfy >/dev/null 2>&1; then missing+=(dicom3tools); fi
 if (( ${#missing[@]} > 0 )); then
   if [[ "$(id -u)" != 0 ]]; then
     echo "ddr needs the Debian packages: ${missing[*]}. Install them as root, then run npm start again:" >&2
@@ -21,7 +25,7 @@ if (( ${#missing[@]} > 0 )); then
   echo "==> installing ${missing[*]} (apt-get)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update </dev/null >&2
-  apt-get install -y "${APT_PACKAGES[@]}" </dev/null >&2
+  apt-get install -y "${missing[@]}" </dev/null >&2
   # Debian starts its own Orthanc service on 4242/8042, the ports of ddr's default backend "orthanc1".
   # It was installed just now for ddr, so it is stopped and disabled; ddr runs its own Orthancs.
   if [[ " ${missing[*]} " == *" orthanc "* ]] && command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet orthanc 2>/dev/null; then
@@ -34,6 +38,11 @@ fi
 if [[ ! -d node_modules ]]; then
   echo "==> installing npm dependencies" >&2
   npm ci --no-audit --no-fund >&2
+fi
+# A processing module with its own dependencies (its install script only fetches CUDA binaries).
+if [[ ! -d modules/onnx-classifier/node_modules ]]; then
+  echo "==> installing modules/onnx-classifier's dependencies" >&2
+  (cd modules/onnx-classifier && npm ci --ignore-scripts --no-audit --no-fund >&2)
 fi
 echo "==> building" >&2
 npm run build >&2
