@@ -41,6 +41,12 @@ const fmtBytes = (n) => {
 }
 const fmtSeconds = (s) => (s === null || s === undefined ? '–' : s < 90 ? `${Math.round(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`)
 const fmtTime = (value) => (value ? new Date(value).toLocaleString() : '–')
+/** A study's processing in one cell: "-" when no module ran, else each module and how it went. */
+function processingText(runs) {
+  if (!runs || runs.length === 0) return '–'
+  return runs.map((p) => `${p.module}: ${p.state === 'failed' ? 'processing-failed' : p.state}`).join(', ')
+}
+
 const shortUid = (uid) => (uid && uid.length > 24 ? `…${uid.slice(-22)}` : uid || '–')
 const dash = (v) => (v === null || v === undefined || v === '' ? '–' : v)
 
@@ -193,16 +199,17 @@ function Studies() {
       ${result && !result.ledger ? html`<p>The study ledger is off (pass-through mode, or studies.enabled false).</p>` : null}
       ${result && result.ledger
         ? html`<table data-test="studies">
-            <thead><tr><th>study</th><th>patient</th><th>accession</th><th>modalities</th><th>instances</th><th>size</th><th>backend</th><th>state</th><th>delivered</th><th>receipt</th><th>last received</th></tr></thead>
+            <thead><tr><th>study</th><th>patient</th><th>accession</th><th>modalities</th><th>instances</th><th>size</th><th>backend</th><th>state</th><th>delivered</th><th>receipt</th><th>processing</th><th>last received</th></tr></thead>
             <tbody>
-              ${result.studies.length === 0 ? html`<tr><td colspan="11">no study matches</td></tr>` : null}
+              ${result.studies.length === 0 ? html`<tr><td colspan="12">no study matches</td></tr>` : null}
               ${result.studies.map(
                 (s) => html`<tr data-test="study-row">
                   <td><a href=${`#/studies/${s.studyInstanceUid}`} title=${s.studyInstanceUid}>${shortUid(s.studyInstanceUid)}</a></td>
                   <td>${dash(s.patientId)}</td><td>${dash(s.accessionNumber)}</td><td>${s.modalities.join(', ')}</td>
                   <td>${s.instances}</td><td>${fmtBytes(s.bytes)}</td><td>${dash(s.backends.join(', '))}</td><td>${s.state}</td>
                   <td class=${s.delivered.deadLetter > 0 ? 'bad' : ''}>${s.delivered.stored}/${s.instances}${s.delivered.deadLetter > 0 ? ` (${s.delivered.deadLetter} dead-letter)` : ''}</td>
-                  <td>${s.receipt ? s.receipt.state : '–'}</td><td>${fmtTime(s.lastReceived)}</td>
+                  <td>${s.receipt ? s.receipt.state : '–'}</td>
+                  <td class=${(s.processing ?? []).some((p) => p.state === 'failed') ? 'bad' : ''} data-test="study-processing">${processingText(s.processing)}</td><td>${fmtTime(s.lastReceived)}</td>
                 </tr>`,
               )}
             </tbody>
@@ -227,6 +234,7 @@ function Study({uid}) {
         <dt>received</dt><dd>${study.instances} instances, ${fmtBytes(study.bytes)}, ${fmtTime(study.firstReceived)} – ${fmtTime(study.lastReceived)}</dd>
         <dt>delivered</dt><dd>${study.delivered.stored} stored on ${dash(study.backends.join(', '))}, ${study.delivered.queued} queued, ${study.delivered.deadLetter} in dead-letter</dd>
         <dt>receipt</dt><dd data-test="receipt">${r ? `${r.state} at ${fmtTime(r.checkedAt)}: ${r.found} of ${r.expected} found${r.missing.length ? `; missing ${r.missing.length}` : ''}` : 'not checked yet'}</dd>
+        <dt>processing</dt><dd data-test="processing">${(study.processing ?? []).length === 0 ? 'no module ran' : study.processing.map((p) => html`<div class=${p.state === 'failed' ? 'bad' : ''}>${p.module}: ${p.state}${p.state === 'failed' ? ' (processing-failed)' : ''}, ${p.attempts} attempt(s)${p.detail ? html` <small>${p.detail}</small>` : null}</div>`)}</dd>
       </dl>
       <h3>Series</h3>
       <table><thead><tr><th>series</th><th>modality</th><th>instances</th></tr></thead>
