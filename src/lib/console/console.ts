@@ -15,17 +15,21 @@ import {type Caller, ConsoleGuard, isLoopbackHost, isRefusal} from './guard.js'
 import {RateHistory} from './history.js'
 import {type Ingest, UploadError, type UploadResult, ingestParts, receiveMultipart, removeUpload, uploadHttpStatus} from './upload.js'
 
-/** One queued instance on the queue page (listen/forwarder.ts WaitingEntry). */
+/** One queued instance as the queue page shows it, what it waits for (Forwarder.waiting() makes them). */
 export interface QueueEntry {
   sopInstanceUid: string
   studyInstanceUid?: string
   patientId?: string
   callingAeTitle: string
+  /** Epoch ms. */
   receivedAt: number
   bytes: number
+  /** `sending`: an attempt is under way; `backoff`: waiting until `notBefore` after a failed attempt; `ready`: waiting for a free, healthy backend. */
   state: 'sending' | 'backoff' | 'ready'
   tries: number
+  /** Epoch ms of the next attempt (backoff). */
   notBefore?: number
+  /** What the last attempt ran into. */
   lastProblem?: string
 }
 

@@ -8,6 +8,7 @@ import type {StudyLedger} from '../ledger/ledger.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
 import type {Spool} from '../spool/spool.js'
+import type {QueueEntry} from '../console/console.js'
 
 interface Entry {
   instance: ReceivedInstance
@@ -20,24 +21,6 @@ interface Entry {
   /** Backends that answered out-of-resources twice for this entry: tried last. */
   avoid: Set<string>
   history: string[]
-}
-
-/** One queued instance as the console shows it: what it waits for. */
-export interface WaitingEntry {
-  sopInstanceUid: string
-  studyInstanceUid?: string
-  patientId?: string
-  callingAeTitle: string
-  /** Epoch ms. */
-  receivedAt: number
-  bytes: number
-  /** `sending`: an attempt is under way; `backoff`: waiting until `notBefore` after a failed attempt; `ready`: waiting for a free, healthy backend. */
-  state: 'sending' | 'backoff' | 'ready'
-  tries: number
-  /** Epoch ms of the next attempt (backoff). */
-  notBefore?: number
-  /** What the last attempt ran into. */
-  lastProblem?: string
 }
 
 /** Queue entries one pump looks at, at most. */
@@ -116,13 +99,13 @@ export class Forwarder {
   }
 
   /** What waits, oldest first (at most `limit`), for the console's queue page; `total` counts all. */
-  waiting(limit = 500): {total: number; entries: WaitingEntry[]} {
+  waiting(limit = 500): {total: number; entries: QueueEntry[]} {
     const ready = new Set(this.ready.slice(this.head))
     const delayed = new Set(this.delayed)
     const all = [...this.bySop.values()].sort((a, b) => a.instance.receivedAt - b.instance.receivedAt)
     return {
       total: all.length,
-      entries: all.slice(0, limit).map((entry): WaitingEntry => {
+      entries: all.slice(0, limit).map((entry): QueueEntry => {
         const i = entry.instance
         return {
           sopInstanceUid: i.sopInstanceUid,
