@@ -1,5 +1,6 @@
 import {type ChildProcessWithoutNullStreams} from 'node:child_process'
 import {readFileSync} from 'node:fs'
+import net from 'node:net'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {APPLICATION_CONTEXT, AbortSource, PduType, encodeAbort, encodeAssociateRq, encodeReleaseRq, pDataHeader} from '../../src/lib/dimse/pdu.js'
@@ -115,4 +116,24 @@ export async function startRouterChild(configFile: string): Promise<RouterChild>
   }
 
   return handle
+}
+
+/** Opens a connection, writes a hostile payload, lingers a little (300 ms) for the router's answer or close, then goes. */
+export function hostileConnection(port: number, payload: Buffer[]): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = net.connect({host: '127.0.0.1', port})
+    const done = () => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve()
+    }
+
+    const timer = setTimeout(done, 300)
+    socket.on('error', done)
+    socket.on('close', done)
+    socket.on('data', () => {})
+    socket.on('connect', () => {
+      for (const chunk of payload) socket.write(chunk)
+    })
+  })
 }

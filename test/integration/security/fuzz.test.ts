@@ -1,10 +1,9 @@
 import {mkdir, mkdtemp, readdir, rm, writeFile} from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
 import {type Storescp, echoscu, makeTestDicom, startStorescp, storescu} from '../../helpers/dcmtk.js'
-import {type RouterChild, hostilePayload, memoryOf, prng, startRouterChild, validAssociateRq} from '../../helpers/hostile.js'
+import {type RouterChild, hostileConnection, hostilePayload, memoryOf, prng, startRouterChild, validAssociateRq} from '../../helpers/hostile.js'
 import {freePort} from '../../helpers/ports.js'
 
 const CONNECTIONS = 2000
@@ -14,25 +13,6 @@ const RSS_LIMIT_KB = 200 * 1024
 
 const validRequest = validAssociateRq('DDR_FUZZ')
 
-/** Opens a connection, writes the payload, waits a little for the router to answer or close, then goes. */
-function attack(port: number, payload: Buffer[]): Promise<void> {
-  return new Promise((resolve) => {
-    const socket = net.connect({host: '127.0.0.1', port})
-    const done = () => {
-      clearTimeout(timer)
-      socket.destroy()
-      resolve()
-    }
-
-    const timer = setTimeout(done, 300)
-    socket.on('error', done)
-    socket.on('close', done)
-    socket.on('data', () => {})
-    socket.on('connect', () => {
-      for (const chunk of payload) socket.write(chunk)
-    })
-  })
-}
 
 describe('hostile input against ddr listen (compiled CLI, child process)', () => {
   let workDir: string
@@ -76,7 +56,7 @@ describe('hostile input against ddr listen (compiled CLI, child process)', () =>
     const worker = async () => {
       while (sent < CONNECTIONS && Date.now() - started < TIME_BUDGET_MS) {
         sent++
-        await attack(port, hostilePayload(random, validRequest))
+        await hostileConnection(port, hostilePayload(random, validRequest))
         if (sent % 200 === 0) peakKb = Math.max(peakKb, memoryOf(pid).rssKb)
       }
     }

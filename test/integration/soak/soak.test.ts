@@ -1,12 +1,11 @@
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {writeSyntheticStudies} from '../../helpers/datasets.js'
 import {storescu} from '../../helpers/dcmtk.js'
-import {type RouterChild, hostilePayload, memoryOf, prng, startRouterChild, validAssociateRq} from '../../helpers/hostile.js'
+import {type RouterChild, hostileConnection, hostilePayload, memoryOf, prng, startRouterChild, validAssociateRq} from '../../helpers/hostile.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {freePort} from '../../helpers/ports.js'
 import {waitFor} from '../../helpers/wait.js'
@@ -40,25 +39,6 @@ const WARM_UP_MS = Math.min(60_000, (SECONDS * 1000) / 3)
 const MAX_SLOPE_MB_PER_MIN = Math.max(5, 45 / ((SECONDS * 1000 - WARM_UP_MS) / 60_000))
 const AE_TITLE = 'DDR_SOAK'
 
-/** Opens a connection, writes a hostile payload, lingers a little for the router's answer, closes. */
-function hostileConnection(port: number, payload: Buffer[]): Promise<void> {
-  return new Promise((resolve) => {
-    const socket = net.connect({host: '127.0.0.1', port})
-    const done = () => {
-      clearTimeout(timer)
-      socket.destroy()
-      resolve()
-    }
-
-    const timer = setTimeout(done, 300)
-    socket.on('error', done)
-    socket.on('close', done)
-    socket.on('data', () => {})
-    socket.on('connect', () => {
-      for (const chunk of payload) socket.write(chunk)
-    })
-  })
-}
 
 /** Least-squares slope of y over x. */
 function slope(points: Array<{x: number; y: number}>): number {
