@@ -34,11 +34,14 @@ describe('console API with a real router and Orthanc', () => {
     const study = '1.2.826.0.1.3680043.8.498.77.1'
     const a = await makeTestDicom(path.join(fleet.dir, 'a.dcm'), {patientId: 'ZIPPAT', studyInstanceUid: study, pixels: 64})
     const b = await makeTestDicom(path.join(fleet.dir, 'b.dcm'), {patientId: 'ZIPPAT', studyInstanceUid: study, pixels: 64})
-    const whole = await readFile(b.file)
+    // The cut one is an instance of its own: a cut copy of B would be B's duplicate while B is
+    // still queued, acknowledged as such (the queued copy is whole) without its bytes being read.
+    const c = await makeTestDicom(path.join(fleet.dir, 'c.dcm'), {patientId: 'ZIPPAT', studyInstanceUid: study, pixels: 64})
+    const cut = await readFile(c.file)
     const zip = await writeZip(path.join(fleet.dir, 'cd.zip'), [
       {name: 'DICOM/A', data: await readFile(a.file)},
-      {name: 'DICOM/B', data: whole},
-      {name: 'DICOM/CUT', data: whole.subarray(0, whole.length - 40)},
+      {name: 'DICOM/B', data: await readFile(b.file)},
+      {name: 'DICOM/CUT', data: cut.subarray(0, cut.length - 40)},
     ])
 
     const refused = await upload([{name: 'cd.zip', file: zip}], {})
