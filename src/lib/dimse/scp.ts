@@ -627,7 +627,7 @@ class ScpAssociation {
       progress: (counts) => {
         if (!controller.signal.aborted) this.respondQuery(contextId, rsp, messageId, context.abstractSyntax, {status: Status.pending, counts})
       },
-      store: (instance) => this.sendStore(instance, messageId),
+      store: (instance) => this.sendStore(instance),
       canStore: (sopClassUid, transferSyntaxUid) => this.storeContext(sopClassUid, transferSyntaxUid) !== undefined,
     }
     // Queries run one at a time, in order with the other requests; C-CANCEL and C-STORE-RSP are read meanwhile.
@@ -654,7 +654,7 @@ class ScpAssociation {
     return undefined
   }
 
-  private sendStore(instance: StoreInstance, moveOriginatorMessageId: number): Promise<DimseResponse> {
+  private sendStore(instance: StoreInstance): Promise<DimseResponse> {
     const contextId = this.storeContext(instance.sopClassUid, instance.transferSyntaxUid)
     if (contextId === undefined) return Promise.reject(new Error(`the requester did not accept ${instance.sopClassUid} in ${instance.transferSyntaxUid} with the SCP role`))
     if (this.state !== 'established') return Promise.reject(new Error('the association has ended'))
@@ -669,8 +669,7 @@ class ScpAssociation {
       [CommandTag.priority, 0],
       [CommandTag.commandDataSetType, 0x0000],
       [CommandTag.affectedSopInstanceUid, instance.sopInstanceUid],
-      [CommandTag.moveOriginatorMessageId, moveOriginatorMessageId],
-      [CommandTag.moveOriginatorAeTitle, this.info.callingAeTitle],
+      // No Move Originator fields: PS3.7 9.3.1.1 has them for C-MOVE's sub-operations only.
     ])
     writePdvs(this.socket, contextId, true, command, this.peerMaxPduLength)
     writePdvs(this.socket, contextId, false, instance.dataset.buffer, this.peerMaxPduLength)
