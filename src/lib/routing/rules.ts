@@ -91,16 +91,35 @@ function compileMatch(match: InstanceMatchFields, where: string, valueOf: (insta
 }
 
 /**
+ * A tag's value for matching: the header values an instance carries, else read from its bytes
+ * (all of `extraTags` at once) the first time one is asked, and kept for that instance.
+ */
+function tagReader(extraTags: () => readonly number[]): (instance: RuleInstance, tag: number) => string | undefined {
+  const read = new WeakMap<object, Map<number, string>>()
+  return (instance, tag) => {
+    const known = KNOWN_FIELDS.get(tag)
+    if (known !== undefined) return known(instance)
+    let values = read.get(instance)
+    if (values === undefined) {
+      values = readExtraTags(instance, extraTags())
+      read.set(instance, values)
+    }
+
+    return values.get(tag)
+  }
+}
+
+/**
  * One match on its own (a processing module's): the same semantics as a routing rule's, tags beyond
  * the header values read from the instance's bytes once per instance, only when needed.
  */
 export class InstanceMatch {
   private readonly conditions: Condition[]
   private readonly extraTags: number[]
-  private readonly extraValues = new WeakMap<object, Map<number, string>>()
+  private readonly value = tagReader(() => this.extraTags)
 
   constructor(match: InstanceMatchFields, where: string) {
-    const compiled = compileMatch(match, where, (instance, tag) => this.value(instance, tag))
+    const compiled = compileMatch(match, where, this.value)
     this.conditions = compiled.conditions
     this.extraTags = compiled.extraTags
   }
@@ -112,18 +131,6 @@ export class InstanceMatch {
 
   test(instance: RuleInstance): boolean {
     return this.conditions.every((condition) => condition(instance))
-  }
-
-  private value(instance: RuleInstance, tag: number): string | undefined {
-    const known = KNOWN_FIELDS.get(tag)
-    if (known !== undefined) return known(instance)
-    let values = this.extraValues.get(instance)
-    if (values === undefined) {
-      values = readExtraTags(instance, this.extraTags)
-      this.extraValues.set(instance, values)
-    }
-
-    return values.get(tag)
   }
 }
 
@@ -139,14 +146,14 @@ export class RuleEngine {
   private readonly globalMirrors: string[]
   /** Tags some rule needs that ReceivedInstance does not carry. */
   readonly extraTags: number[]
-  private readonly extraValues = new WeakMap<object, Map<number, string>>()
+  private readonly value = tagReader(() => this.extraTags)
 
   constructor(rules: readonly RoutingRule[], backends: ReadonlyArray<Pick<BackendConfig, 'name' | 'mirror'>>) {
     this.globalMirrors = backends.filter((b) => b.mirror).map((b) => b.name)
     const extra = new Set<number>()
     this.rules = rules.map((rule, index) => {
       const name = rule.name ?? `rules[${index}]`
-      const {conditions, extraTags} = compileMatch(rule.match, name, (i, tag) => this.value(i, tag))
+      const {conditions, extraTags} = compileMatch(rule.match, name, this.value)
       for (const tag of extraTags) extra.add(tag)
       return {name, conditions, action: rule.action}
     })
@@ -170,18 +177,6 @@ export class RuleEngine {
     }
 
     return {mirrors: [...this.globalMirrors]}
-  }
-
-  private value(instance: RuleInstance, tag: number): string | undefined {
-    const known = KNOWN_FIELDS.get(tag)
-    if (known !== undefined) return known(instance)
-    let values = this.extraValues.get(instance)
-    if (values === undefined) {
-      values = readExtraTags(instance, this.extraTags)
-      this.extraValues.set(instance, values)
-    }
-
-    return values.get(tag)
   }
 }
 
