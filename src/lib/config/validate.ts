@@ -344,17 +344,7 @@ function checkRules(problems: Problems, rules: unknown, backends: unknown): void
   for (const [index, rule] of rules.entries()) {
     const path = `rules[${index}]`
     if (!isObject(rule)) continue
-    const tags = isObject(rule.match) ? rule.match.tags : undefined
-    if (isObject(tags)) {
-      for (const [key, condition] of Object.entries(tags)) {
-        if (!isObject(condition) || typeof condition.regex !== 'string') continue
-        try {
-          new RegExp(condition.regex)
-        } catch (error) {
-          problems.add(`${path}.match.tags.${key}.regex`, (error as Error).message)
-        }
-      }
-    }
+    checkTagRegexes(problems, path, rule.match)
 
     const action = rule.action
     if (!isObject(action)) continue
@@ -377,6 +367,20 @@ function checkRules(problems: Problems, rules: unknown, backends: unknown): void
   }
 }
 
+/** A match's `tags` conditions (rules and processing modules share them): each regex must compile. */
+function checkTagRegexes(problems: Problems, path: string, match: unknown): void {
+  const tags = isObject(match) ? match.tags : undefined
+  if (!isObject(tags)) return
+  for (const [key, condition] of Object.entries(tags)) {
+    if (!isObject(condition) || typeof condition.regex !== 'string') continue
+    try {
+      new RegExp(condition.regex)
+    } catch (error) {
+      problems.add(`${path}.match.tags.${key}.regex`, (error as Error).message)
+    }
+  }
+}
+
 /** processing.modules[]: unique names, a command or a url (not both), what an HTTP module can give back, regular expressions. */
 function checkProcessing(problems: Problems, processing: unknown): void {
   if (!isObject(processing) || !Array.isArray(processing.modules)) return
@@ -391,15 +395,6 @@ function checkProcessing(problems: Problems, processing: unknown): void {
 
     if ((module.command === undefined) === (module.url === undefined)) problems.add(path, 'give either command (a program) or url (an HTTP module), not both')
     if (module.url !== undefined && module.output === 'dicom') problems.add(`${path}.output`, 'an HTTP module answers result.json only: use output "sr" or "none"')
-    const tags = isObject(module.match) ? module.match.tags : undefined
-    if (!isObject(tags)) continue
-    for (const [key, condition] of Object.entries(tags)) {
-      if (!isObject(condition) || typeof condition.regex !== 'string') continue
-      try {
-        new RegExp(condition.regex)
-      } catch (error) {
-        problems.add(`${path}.match.tags.${key}.regex`, (error as Error).message)
-      }
-    }
+    checkTagRegexes(problems, path, module.match)
   }
 }

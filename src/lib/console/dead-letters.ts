@@ -11,6 +11,7 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
+import {routerStatusUrl} from '../status/client.js'
 import {type DeadLetter, Spool} from '../spool/spool.js'
 import {type DeadLetterFilter, matchesDeadLetter} from './console.js'
 
@@ -46,11 +47,6 @@ function rowOf(letter: DeadLetter): DeadLetterRow {
   return {id: letter.id, at: letter.at, bytes: letter.bytes, reason: text(letter.details.reason), sopInstanceUid: text(letter.details.sopInstanceUid), studyInstanceUid: text(letter.details.studyInstanceUid), from: text(letter.details.callingAeTitle)}
 }
 
-function statusBase(status: DdrConfig['status']): string {
-  const host = status.host === '0.0.0.0' || status.host === '::' ? '127.0.0.1' : status.host
-  return `http://${host.includes(':') ? `[${host}]` : host}:${status.port}`
-}
-
 async function routerAnswers(base: string): Promise<boolean> {
   try {
     return (await fetch(`${base}/api/session`, {signal: AbortSignal.timeout(2000)})).ok
@@ -66,7 +62,7 @@ export async function deadLetters(config: DdrConfig, options: DeadLettersOptions
     throw new DdrError('USAGE', `say which dead letters to ${options.action}: their ids, or --all (with --reason-contains, --since or --study to narrow it)`, {hint: '`ddr dead-letters` lists them'})
   }
 
-  const base = statusBase(config.status)
+  const base = routerStatusUrl(config.status)
   if (await routerAnswers(base)) return viaRouter(base, config, options, filter)
   return viaSpool(config, options, filter)
 }

@@ -21,6 +21,7 @@ import {datasyncFile, ensureDir, syncDir} from '../fs/durable.js'
 import {DiscardSink, InstanceSink, newInstanceId} from './intake.js'
 import {Spool} from '../spool/spool.js'
 import {type RouterStatus, type StatusRoutes, StatusServer} from '../status/server.js'
+import {routerStatusUrl} from '../status/client.js'
 import {BackendState} from '../routing/backend-state.js'
 import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
@@ -475,8 +476,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
 
 /** `ddr listen --drain`: asks the router on this status address to drain; says what it answered. */
 export async function requestDrain(status: DdrConfig['status']): Promise<string> {
-  const host = status.host === '0.0.0.0' ? '127.0.0.1' : status.host
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${status.port}/drain`
+  const url = `${routerStatusUrl(status)}/drain`
   let response: Response
   try {
     response = await fetch(url, {method: 'POST', signal: AbortSignal.timeout(10_000)})

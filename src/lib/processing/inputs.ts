@@ -155,21 +155,14 @@ async function fromRetention(instance: StudyInstance, kept: RetentionLocation | 
 /** What a module's match looks at for one gathered instance (tags beyond these are read from its file). */
 export function matchInstance(study: Pick<StudyDetail, 'studyInstanceUid' | 'patientId'>, instance: InputInstance): RuleInstance {
   return {
-    sopClassUid: instance.sopClassUid,
-    sopInstanceUid: instance.sopInstanceUid,
-    callingAeTitle: instance.callingAeTitle,
-    calledAeTitle: '',
-    modality: instance.modality ?? undefined,
-    studyInstanceUid: study.studyInstanceUid,
-    seriesInstanceUid: instance.seriesInstanceUid ?? undefined,
-    patientId: study.patientId ?? undefined,
+    ...ledgerInstance(study, instance),
     transferSyntaxUid: instance.transferSyntaxUid,
     dataset: {path: instance.path, offset: instance.datasetOffset, length: instance.datasetLength},
   }
 }
 
 /** The same for an instance known only from the ledger (no bytes: a tag condition finds nothing). */
-export function ledgerInstance(study: Pick<StudyDetail, 'studyInstanceUid' | 'patientId'>, instance: StudyInstance): RuleInstance {
+export function ledgerInstance(study: Pick<StudyDetail, 'studyInstanceUid' | 'patientId'>, instance: Pick<StudyInstance, 'sopClassUid' | 'sopInstanceUid' | 'callingAeTitle' | 'modality' | 'seriesInstanceUid'>): RuleInstance {
   return {
     sopClassUid: instance.sopClassUid,
     sopInstanceUid: instance.sopInstanceUid,
