@@ -94,7 +94,6 @@ export async function gatherInputs(instances: readonly StudyInstance[], inDir: s
         fetcher ??= new InstanceFetcher(sources.backends, {timeoutMs: sources.fetchTimeoutMs ?? 60_000})
         const fetched = await fetcher.fetch({
           sopInstanceUid: instance.sopInstanceUid,
-          sopClassUid: instance.sopClassUid,
           seriesInstanceUid: instance.seriesInstanceUid ?? '',
           studyInstanceUid: '',
           patientId: '',

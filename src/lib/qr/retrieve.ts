@@ -6,6 +6,7 @@ import {createHash} from 'node:crypto'
 
 import type {BackendConfig} from '../config/schema.js'
 import {Identifier, type QueryLevel} from '../dicom/identifier.js'
+import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {readMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
@@ -16,7 +17,6 @@ import type {QuerySource} from './sources.js'
 /** One instance and the backend it will be fetched from. */
 export interface LocatedInstance {
   sopInstanceUid: string
-  sopClassUid: string
   seriesInstanceUid: string
   studyInstanceUid: string
   patientId: string
@@ -76,7 +76,6 @@ export async function locateInstances(request: RetrieveRequest, sources: readonl
     if (!sopInstanceUid) continue
     instances.push({
       sopInstanceUid,
-      sopClassUid: match.identifier.get(Tag.SOPClassUID) ?? '',
       seriesInstanceUid: match.identifier.get(Tag.SeriesInstanceUID) ?? '',
       studyInstanceUid: match.identifier.get(Tag.StudyInstanceUID) ?? '',
       patientId: match.identifier.get(Tag.PatientID) ?? '',
@@ -129,7 +128,10 @@ export class InstanceFetcher {
     }
 
     const meta = readMetaHeader(file, {source: `${backend.name}'s copy of ${instance.sopInstanceUid}`})
-    return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid: meta.mediaStorageSopClassUid ?? instance.sopClassUid, dataset: file.subarray(meta.datasetOffset)}
+    // The SOP class comes from the stored file (the locate query does not ask it: see locateInstances).
+    const sopClassUid = meta.mediaStorageSopClassUid ?? readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID], {endOfData: true}).values.get(Tag.SOPClassUID)
+    if (sopClassUid === undefined) throw new DdrError('INVALID_DICOM', `${backend.name}'s copy of ${instance.sopInstanceUid} names no SOP class`)
+    return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid, dataset: file.subarray(meta.datasetOffset)}
   }
 }
 
