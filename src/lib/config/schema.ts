@@ -388,12 +388,39 @@ export const ConfigSchema = Type.Object(
       {
         url: Type.Optional(
           Type.String({
-            pattern: '^sqlite:.+',
-            problem: 'a ledger URL: sqlite:PATH',
+            pattern: '^(sqlite:.+|postgres(ql)?://.+)',
+            problem: 'a ledger URL: sqlite:PATH or postgres://USER@HOST:PORT/DATABASE',
             env: 'DDR_LEDGER_URL',
-            description: 'Where the study ledger lives: sqlite:PATH (relative to the working directory); default: sqlite:<spool.dir>/ledger.db.',
+            description:
+              'Where the study ledger lives: sqlite:PATH (relative to the working directory; default: sqlite:<spool.dir>/ledger.db), or postgres://USER@HOST:PORT/DATABASE, shared by several routers (docs/cluster.md).',
           }),
         ),
+        password: Type.Optional(
+          Type.String({minLength: 1, env: 'DDR_LEDGER_PASSWORD', description: "PostgreSQL password, when the URL has none (better from the environment than the file)."}),
+        ),
+        tls: Type.Optional(
+          Type.Object(
+            {
+              ca: pemFile("CA bundle that signs the database server's certificate (default: Node's built-in CAs)"),
+              cert: pemFile('Our client certificate, for servers that require one'),
+              key: pemFile('Its private key'),
+              rejectUnauthorized: Type.Boolean({default: true, description: "Check the server's certificate."}),
+            },
+            {additionalProperties: false, description: 'TLS towards PostgreSQL (absent: the URL decides, e.g. ?sslmode=require).'},
+          ),
+        ),
+        routerName: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+            problem: 'a router name of letters, digits, ".", "_" and "-"',
+            env: 'DDR_ROUTER_NAME',
+            description: 'This router\'s name in a shared (PostgreSQL) ledger: its registration and the claims it makes (default: the host name and listen port).',
+          }),
+        ),
+        claimTimeoutMs: integer(50, 60_000, {
+          default: 2000,
+          description: "How long a router waits for the shared ledger to say a new study's home before it routes on its own choice (logged as unconfirmed, reconciled later).",
+        }),
       },
       {additionalProperties: false, default: {}, description: 'The study ledger: every instance the router acknowledged, per study.'},
     ),

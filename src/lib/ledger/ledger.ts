@@ -13,9 +13,15 @@ import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudySummar
 /** Queues a kept copy for delivery again (a repair); provided by the pipeline that owns the spool. */
 export type Resender = (kept: RetentionLocation, sopInstanceUid: string) => Promise<void>
 
+/** A URL with its password masked, for messages and logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@]*@/i, '$1***@')
+}
+
 /** The ledger file a config names: `ledger.url` (sqlite:PATH), else spool.dir/ledger.db. */
 export function ledgerFile(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
   const url = config.ledger.url
+  if (url !== undefined && !url.startsWith('sqlite:')) throw new DdrError('CONFIG_INVALID', `ledger.url ${redactUrl(url)} is not an SQLite ledger file`, {hint: 'this command reads the SQLite ledger; a PostgreSQL ledger is read through its router'})
   return url === undefined ? path.resolve(config.spool.dir, 'ledger.db') : path.resolve(url.slice('sqlite:'.length))
 }
 
