@@ -25,7 +25,7 @@ One row per study from the study ledger (spool.dir/ledger.db, or ledger.url): pa
   }
 
   async run(): Promise<StudiesResult> {
-    const result = listStudies(this.ddrConfig, {
+    const result = await listStudies(this.ddrConfig, {
       state: this.flags.state as 'receiving' | 'stable' | undefined,
       patientId: this.flags.patient,
       since: this.flags.since === undefined ? undefined : parseSince(this.flags.since),

@@ -27,7 +27,7 @@ Reads the ledger file read-only, so it works while the router runs. --verify ask
     const uid = this.args.uid
     if (uid === undefined) throw new DdrError('USAGE', 'give the StudyInstanceUID', {hint: '`ddr studies` lists them'})
     if (!this.flags.verify) {
-      const study = showStudy(this.ddrConfig, uid)
+      const study = await showStudy(this.ddrConfig, uid)
       if (!this.jsonEnabled()) this.log(formatStudy(study))
       return study
     }

@@ -18,7 +18,7 @@ Per calling AE title and modality, from the study ledger: the pauses between con
   }
 
   async run(): Promise<GapsResult> {
-    const result = arrivalGaps(this.ddrConfig, parseSince(this.flags.since))
+    const result = await arrivalGaps(this.ddrConfig, parseSince(this.flags.since))
     if (!this.jsonEnabled()) this.log(formatGaps(result))
     return result
   }

@@ -5,7 +5,7 @@ import path from 'node:path'
 import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import type {StudyLedger} from '../ledger/ledger.js'
-import type {StudySummary} from '../ledger/types.js'
+import type {StudyDetail, StudySummary} from '../ledger/types.js'
 import type {Logger} from '../output/logger.js'
 import {explainRoute} from '../routing/route-explain.js'
 import type {DeadLetter} from '../spool/spool.js'
@@ -198,14 +198,14 @@ export function createConsole(options: ConsoleOptions): Console {
   const action = (event: string, fields: Record<string, string | number | boolean | undefined>, caller: Caller, message?: string) =>
     logger.info(event, {...fields, by: caller.address, auth: caller.auth}, message)
 
-  const studies = (query: URLSearchParams): {studies: StudySummary[]; ledger: boolean} => {
+  const studies = async (query: URLSearchParams): Promise<{studies: StudySummary[]; ledger: boolean}> => {
     if (options.ledger === undefined) return {studies: [], ledger: false}
     const store = options.ledger.store
     const studyUid = query.get('study')?.trim()
     const state = query.get('state')
     const limit = Math.min(1000, Math.max(1, Number(query.get('limit') ?? 100) || 100))
     if (studyUid) {
-      const one = store.summary(studyUid)
+      const one = await store.summary(studyUid)
       return {studies: one === undefined ? [] : [one], ledger: true}
     }
 
@@ -213,7 +213,7 @@ export function createConsole(options: ConsoleOptions): Console {
     const since = query.get('since')
     // The ledger's query filters by state, patient and time; an accession number is matched here
     // over the newest studies (up to 5000 of them).
-    const rows = store.studies({
+    const rows = await store.studies({
       state: state === 'receiving' || state === 'stable' ? state : undefined,
       patientId: query.get('patient')?.trim() || undefined,
       since: since === null || since === '' ? undefined : parseNumber('since', since),
@@ -229,10 +229,10 @@ export function createConsole(options: ConsoleOptions): Console {
     const deadline = Date.now() + waitMs
     for (;;) {
       let pending = 0
-      const byStudy = new Map<string, ReturnType<typeof ledger.store.study>>()
+      const byStudy = new Map<string, StudyDetail | undefined>()
       for (const result of results) {
         if (result.status !== 'stored' || result.studyInstanceUid === undefined || result.sopInstanceUid === undefined) continue
-        if (!byStudy.has(result.studyInstanceUid)) byStudy.set(result.studyInstanceUid, ledger.store.study(result.studyInstanceUid))
+        if (!byStudy.has(result.studyInstanceUid)) byStudy.set(result.studyInstanceUid, await ledger.store.study(result.studyInstanceUid))
         const instance = byStudy.get(result.studyInstanceUid)?.instanceList.find((i) => i.sopInstanceUid === result.sopInstanceUid)
         result.delivery = instance?.status ?? 'queued'
         if (instance?.backend) result.backend = instance.backend
@@ -284,7 +284,7 @@ export function createConsole(options: ConsoleOptions): Console {
     if (route === 'GET /api/studies') return studies(query)
     const study = /^\/api\/studies\/([0-9.]+)$/.exec(pathname)
     if (study !== null && method === 'GET') {
-      const detailOf = options.ledger?.store.study(study[1])
+      const detailOf = await options.ledger?.store.study(study[1])
       if (detailOf === undefined) throw new ApiError(404, `study ${study[1]} is not in the ledger`, 'NOT_FOUND')
       return detailOf
     }

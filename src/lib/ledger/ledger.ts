@@ -1,22 +1,21 @@
 import {EventEmitter} from 'node:events'
+import {hostname} from 'node:os'
 import path from 'node:path'
 
 import type {BackendConfig, DdrConfig} from '../config/schema.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {DdrError} from '../errors.js'
 import type {Logger} from '../output/logger.js'
+import {redactUrl} from '../output/redact.js'
 import {studyHoldings} from './holdings.js'
 import {type RetentionLocation, RetentionStore} from './retention.js'
+import {PostgresLedgerStore} from './postgres-store.js'
 import {SqliteLedgerStore} from './sqlite-store.js'
+import type {LedgerStore} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudySummary} from './types.js'
 
 /** Queues a kept copy for delivery again (a repair); provided by the pipeline that owns the spool. */
 export type Resender = (kept: RetentionLocation, sopInstanceUid: string) => Promise<void>
-
-/** A URL with its password masked, for messages and logs. */
-export function redactUrl(url: string): string {
-  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@]*@/i, '$1***@')
-}
 
 /** The ledger file a config names: `ledger.url` (sqlite:PATH), else spool.dir/ledger.db. */
 export function ledgerFile(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
@@ -39,11 +38,11 @@ export interface HoldingsComparison {
  * compares SOP Instance UIDs; undefined when the ledger does not know the study. Throws DdrError
  * BACKEND_UNREACHABLE when a backend does not answer.
  */
-export async function compareHoldings(store: SqliteLedgerStore, backends: readonly BackendConfig[], studyInstanceUid: string, callingAeTitle?: string): Promise<HoldingsComparison | undefined> {
-  const study = store.summary(studyInstanceUid)
+export async function compareHoldings(store: LedgerStore, backends: readonly BackendConfig[], studyInstanceUid: string, callingAeTitle?: string): Promise<HoldingsComparison | undefined> {
+  const study = await store.summary(studyInstanceUid)
   if (study === undefined) return undefined
   const comparison: HoldingsComparison = {expected: 0, found: 0, missing: [], unverifiable: []}
-  for (const [name, sops] of store.storedByBackend(studyInstanceUid)) {
+  for (const [name, sops] of await store.storedByBackend(studyInstanceUid)) {
     const backend = backends.find((b) => b.name === name)
     const held = backend === undefined ? undefined : await studyHoldings(backend, studyInstanceUid, study.patientId, {callingAeTitle})
     if (held === undefined) {
@@ -116,6 +115,29 @@ const DAY_MS = 86_400_000
 const FLUSH_MS = 10
 const FLUSH_MAX = 256
 
+/** Receipts kept in memory while a shared ledger is unreachable, before new instances are refused. */
+const MAX_UNWRITTEN = 100_000
+/** How soon a write that failed on a shared ledger is tried again. */
+const RETRY_MS = 1000
+
+/** This router's name in a shared ledger: ledger.routerName, else the host name and listen port. */
+export function routerName(config: Pick<DdrConfig, 'ledger' | 'listen'>): string {
+  return config.ledger.routerName ?? `${hostname().split('.')[0]}-${config.listen.port}`
+}
+
+/** Opens the store a config names: PostgreSQL for a postgres:// ledger.url, else the SQLite file. */
+export async function openLedgerStore(config: Pick<DdrConfig, 'ledger' | 'spool' | 'listen'>, options: {readonly?: boolean; logger?: Logger} = {}): Promise<LedgerStore> {
+  const url = config.ledger.url
+  if (url === undefined || url.startsWith('sqlite:')) return new SqliteLedgerStore(ledgerFile(config), {readonly: options.readonly})
+  return PostgresLedgerStore.open(url, {
+    router: routerName(config),
+    password: config.ledger.password,
+    tls: config.ledger.tls,
+    readonly: options.readonly,
+    onIdleError: (error) => options.logger?.warn('ledger-connection-lost', {}, `study ledger ${redactUrl(url)}: ${error.message}; reconnecting at the next write`),
+  })
+}
+
 /** What the ledger tells those who follow it: `stable` once a study's completion timer ran out (again after an amendment). */
 export interface StudyLedgerEvents {
   stable: [study: StudySummary]
@@ -128,12 +150,21 @@ export interface StudyLedgerEvents {
  * while instances arrive, stable after stableSeconds without one, re-opened by a late instance (an
  * amendment, logged). Old studies are pruned after keepDays. Emits `stable` (StudySummary) when a
  * study becomes stable, after it is recorded so: what processing modules wait for.
+ *
+ * The store is the embedded SQLite file or a PostgreSQL database shared by several routers. A
+ * shared one may be unreachable for a while (a restart, a failover): its writes are kept in memory
+ * and tried again every RETRY_MS, instances are still acknowledged and routed, and the spool lets
+ * a delivered instance go only once its outcome is written. Only MAX_UNWRITTEN receipts waiting
+ * make the router refuse new instances.
  */
 export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   private pendingReceipts: InstanceReceipt[] = []
   private pendingOutcomes: Array<{outcome: InstanceOutcome; resolve: () => void}> = []
   private flushScheduled = false
   private flushTimer?: NodeJS.Timeout
+  /** The write under way (one at a time, so a retried batch keeps its order). */
+  private writing?: Promise<void>
+  private writeAgain = false
   /** Studies receiving, with their last arrival (epoch ms). */
   private readonly receivingSince = new Map<string, number>()
   /** Receiving studies' count tags (in memory: after a restart the timer alone decides). */
@@ -142,16 +173,26 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   private lastPrune = 0
   /** Set when a write failed: new instances are refused until a write works again. */
   private failure?: string
+  /** Since when a shared ledger has not taken writes (they wait in memory). */
+  private unreachableSince?: number
   private resender?: Resender
   /** A background receipt check is running (one at a time). */
   private checking = false
+  private ticking = false
   private countsCache?: {at: number; counts: StudyCounts | null}
+  private countsRefreshing = false
+  private closed = false
 
-  constructor(readonly store: SqliteLedgerStore, private readonly options: StudyLedgerOptions) {
+  constructor(readonly store: LedgerStore, private readonly options: StudyLedgerOptions) {
     super()
-    for (const study of store.receiving()) this.receivingSince.set(study.studyInstanceUid, study.lastReceived)
+    void Promise.resolve()
+      .then(() => store.receiving())
+      .then((studies) => {
+        for (const study of studies) if (!this.receivingSince.has(study.studyInstanceUid)) this.receivingSince.set(study.studyInstanceUid, study.lastReceived)
+      })
+      .catch((error: Error) => options.logger.error('ledger-failed', {}, `study ledger ${store.file}: cannot read the receiving studies: ${error.message}`))
     const tick = options.tickMs ?? Math.max(100, Math.min(1000, (options.stableSeconds * 1000) / 4))
-    this.timer = setInterval(() => this.tick(), tick)
+    this.timer = setInterval(() => void this.tick(), tick)
     this.timer.unref()
   }
 
@@ -161,7 +202,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     const keep = config.studies.retentionHours > 0 && config.studies.retentionBytes > 0
     const retention = keep ? new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes}) : undefined
     await retention?.open()
-    return new StudyLedger(new SqliteLedgerStore(ledgerFile(config)), {
+    return new StudyLedger(await openLedgerStore(config, {logger}), {
       stableSeconds: config.studies.stableSeconds,
       keepDays: config.studies.keepDays,
       logger,
@@ -206,11 +247,11 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     if (options.repair && missing.length > 0 && this.resender !== undefined && this.options.retention !== undefined) {
       const resend: Array<{sop: string; kept: RetentionLocation}> = []
       for (const sop of missing) {
-        const kept = this.store.kept(sop)
+        const kept = await this.store.kept(sop)
         if (kept !== undefined && this.options.retention.holds(kept)) resend.push({sop, kept})
       }
 
-      this.store.requeued(resend.map((r) => r.sop))
+      await this.store.requeued(resend.map((r) => r.sop))
       for (const {sop, kept} of resend) {
         await this.resender(kept, sop)
         repaired++
@@ -219,7 +260,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
 
     const receipt = receiptFromComparison(compared, repaired)
     const state = receipt.state
-    this.store.setReceipt(studyInstanceUid, receipt)
+    await this.store.setReceipt(studyInstanceUid, receipt)
     const log = {study: studyInstanceUid, expected, found, missing: missing.length || undefined, repaired: repaired || undefined}
     if (state === 'verified') this.options.logger.info('receipt-verified', log)
     else if (state === 'unverifiable') this.options.logger.info('receipt-unverifiable', log, receipt.detail)
@@ -230,6 +271,11 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   /** Why new instances must be refused now (the last write failed), or undefined. */
   refusal(): string | undefined {
     return this.failure
+  }
+
+  /** Since when (epoch ms) a shared ledger has not taken writes, or undefined when it does. */
+  unreachable(): number | undefined {
+    return this.unreachableSince
   }
 
   /**
@@ -243,9 +289,9 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   }
 
   /** Instances read back from the spool after a restart: recorded where the ledger does not know them. */
-  recovered(receipts: InstanceReceipt[]): void {
+  async recovered(receipts: InstanceReceipt[]): Promise<void> {
     if (receipts.length === 0) return
-    this.store.received(receipts, true)
+    await this.store.received(receipts, true)
     for (const receipt of receipts) if (!this.receivingSince.has(receipt.studyInstanceUid)) this.receivingSince.set(receipt.studyInstanceUid, receipt.receivedAt)
   }
 
@@ -262,30 +308,49 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   }
 
   /**
-   * Studies by state and receipt, at most a second old (monitoring polls /status often, and the
-   * counts are two grouped queries); null when the ledger cannot be read (/status must still answer).
+   * Studies by state and receipt, at most a second or two old (monitoring polls /status often, and
+   * the counts are two grouped queries); null when the ledger cannot be read (/status must still answer).
    */
   counts(): StudyCounts | null {
     const now = Date.now()
-    if (this.countsCache !== undefined && now - this.countsCache.at < 1000) return this.countsCache.counts
-    let counts: StudyCounts | null
-    try {
-      counts = this.store.counts()
-    } catch {
-      counts = null
-    }
-
-    this.countsCache = {at: now, counts}
-    return counts
+    if (this.countsCache === undefined || now - this.countsCache.at >= 1000) this.refreshCounts(now)
+    return this.countsCache?.counts ?? null
   }
 
-  /** Writes what is pending and stops the timers. */
-  close(): void {
+  private refreshCounts(now: number): void {
+    if (this.countsRefreshing) return
+    let answer: ReturnType<LedgerStore['counts']>
+    try {
+      answer = this.store.counts()
+    } catch {
+      this.countsCache = {at: now, counts: null}
+      return
+    }
+
+    if (!(answer instanceof Promise)) {
+      this.countsCache = {at: now, counts: answer}
+      return
+    }
+
+    this.countsRefreshing = true
+    answer
+      .then(
+        (counts) => (this.countsCache = {at: Date.now(), counts}),
+        () => (this.countsCache = {at: Date.now(), counts: null}),
+      )
+      .finally(() => (this.countsRefreshing = false))
+  }
+
+  /** Writes what is pending (a shared ledger that does not answer gets one more try) and stops the timers. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
     clearInterval(this.timer)
     clearTimeout(this.flushTimer)
-    this.flush()
+    await this.writing
+    await this.writePending()
     this.options.retention?.close()
-    this.store.close()
+    await this.store.close()
   }
 
   /**
@@ -297,7 +362,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     const deadline = Date.now() + waitMs
     while (receipt?.state === 'repairing' && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 200))
-      if ((this.store.summary(studyInstanceUid)?.delivered.queued ?? 0) > 0) continue
+      if (((await this.store.summary(studyInstanceUid))?.delivered.queued ?? 0) > 0) continue
       receipt = await this.verify(studyInstanceUid, {repair: false})
     }
 
@@ -305,7 +370,8 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   }
 
   private scheduleFlush(): void {
-    if (this.pendingReceipts.length + this.pendingOutcomes.length >= FLUSH_MAX) {
+    if (this.closed) return
+    if (this.pendingReceipts.length + this.pendingOutcomes.length >= FLUSH_MAX && this.unreachableSince === undefined) {
       clearTimeout(this.flushTimer)
       this.flushScheduled = false
       this.flush()
@@ -314,26 +380,36 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
 
     if (this.flushScheduled) return
     this.flushScheduled = true
-    this.flushTimer = setTimeout(() => this.flush(), FLUSH_MS)
+    this.flushTimer = setTimeout(() => this.flush(), this.unreachableSince === undefined ? FLUSH_MS : RETRY_MS)
   }
 
   private flush(): void {
     this.flushScheduled = false
+    if (this.writing !== undefined) {
+      this.writeAgain = true
+      return
+    }
+
+    this.writing = this.writePending().finally(() => {
+      this.writing = undefined
+      if (this.writeAgain || (this.unreachableSince !== undefined && this.pendingReceipts.length + this.pendingOutcomes.length > 0)) {
+        this.writeAgain = false
+        this.scheduleFlush()
+      }
+    })
+  }
+
+  /** One write of everything pending: receipts, then outcomes (an outcome updates its receipt's row). */
+  private async writePending(): Promise<void> {
     const receipts = this.pendingReceipts
     const outcomes = this.pendingOutcomes
+    if (receipts.length === 0 && outcomes.length === 0) return
     this.pendingReceipts = []
     this.pendingOutcomes = []
+    if (this.store.transientFailures && this.store.write !== undefined) return this.writeShared(receipts, outcomes)
     if (receipts.length > 0) {
       try {
-        const amended = this.store.received(receipts)
-        const now = Date.now()
-        for (const receipt of receipts) {
-          this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
-          this.count(receipt)
-        }
-        for (const study of amended) this.options.logger.info('study-amended', {study}, 'an instance arrived after the study was stable: it is receiving again')
-        if (this.failure !== undefined) this.options.logger.info('ledger-writable', {}, 'the study ledger takes writes again: accepting instances')
-        this.failure = undefined
+        this.afterReceipts(receipts, await this.store.received(receipts))
       } catch (error) {
         const message = `study ledger ${this.store.file}: ${(error as Error).message}`
         // They are safe in the spool and will be delivered; a restart records those it still holds.
@@ -345,7 +421,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     if (outcomes.length > 0) {
       let written = true
       try {
-        this.store.outcomes(outcomes.map((o) => o.outcome))
+        await this.store.outcomes(outcomes.map((o) => o.outcome))
       } catch (error) {
         written = false
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not record ${outcomes.length} delivery outcomes: ${(error as Error).message}`)
@@ -360,6 +436,52 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
           for (const o of outcomes) o.resolve()
         })
     }
+  }
+
+  /**
+   * A shared ledger: receipts and outcomes in one transaction. When it fails they go back to the
+   * front of the queue (order kept) and are tried again; the outcomes' instances stay in the spool
+   * until then, so a router that dies meanwhile delivers them again rather than lose their record.
+   */
+  private async writeShared(receipts: InstanceReceipt[], outcomes: Array<{outcome: InstanceOutcome; resolve: () => void}>): Promise<void> {
+    try {
+      const amended = await this.store.write!(receipts, outcomes.map((o) => o.outcome))
+      this.afterReceipts(receipts, amended)
+      for (const o of outcomes) o.resolve()
+      if (this.unreachableSince !== undefined) {
+        this.options.logger.info('ledger-reachable', {after: `${Math.round((Date.now() - this.unreachableSince) / 1000)}s`, receipts: receipts.length, outcomes: outcomes.length}, `study ledger ${this.store.file} takes writes again: what waited is written`)
+        this.unreachableSince = undefined
+      }
+    } catch (error) {
+      this.pendingReceipts = [...receipts, ...this.pendingReceipts]
+      this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+      if (this.unreachableSince === undefined) {
+        this.unreachableSince = Date.now()
+        this.options.logger.error('ledger-unreachable', {waiting: this.pendingReceipts.length + this.pendingOutcomes.length}, `study ledger ${this.store.file}: ${(error as Error).message}; instances are still acknowledged and routed, their records wait in memory and are written when it answers`)
+      }
+
+      if (this.pendingReceipts.length > MAX_UNWRITTEN && this.failure === undefined) {
+        this.failure = `study ledger ${this.store.file} has not taken writes for ${Math.round((Date.now() - this.unreachableSince) / 1000)} s and ${this.pendingReceipts.length} records wait`
+        this.options.logger.error('ledger-failed', {waiting: this.pendingReceipts.length}, `${this.failure}; refusing new instances with A700`)
+      }
+
+      if (this.closed) {
+        this.options.logger.error('ledger-failed', {unrecorded: this.pendingReceipts.length}, `study ledger ${this.store.file} did not answer before the router stopped; the spool still holds what was not delivered, and a restart records it`)
+        for (const o of this.pendingOutcomes) o.resolve()
+      }
+    }
+  }
+
+  private afterReceipts(receipts: InstanceReceipt[], amended: string[]): void {
+    const now = Date.now()
+    for (const receipt of receipts) {
+      this.receivingSince.set(receipt.studyInstanceUid, Math.max(now, receipt.receivedAt))
+      this.count(receipt)
+    }
+
+    for (const study of amended) this.options.logger.info('study-amended', {study}, 'an instance arrived after the study was stable: it is receiving again')
+    if (this.failure !== undefined) this.options.logger.info('ledger-writable', {}, 'the study ledger takes writes again: accepting instances')
+    this.failure = undefined
   }
 
   private count(receipt: InstanceReceipt): void {
@@ -392,76 +514,95 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     return study.acquisitions.size
   }
 
-  private tick(): void {
+  private async tick(): Promise<void> {
+    if (this.ticking) return
+    this.ticking = true
+    try {
+      await this.completion()
+      this.receipts()
+      await this.pruneOld()
+    } finally {
+      this.ticking = false
+    }
+  }
+
+  private async completion(): Promise<void> {
     const now = Date.now()
     const quietSince = now - this.options.stableSeconds * 1000
     const countedQuietSince = now - Math.min(this.options.countedQuietMs ?? COUNTED_QUIET_MS, this.options.stableSeconds * 1000)
     const due = [...this.receivingSince].filter(([, last]) => last <= quietSince).map(([uid]) => uid)
     const counted = [...this.receivingSince].filter(([uid, last]) => last > quietSince && last <= countedQuietSince && this.wholeByCount(uid) !== undefined).map(([uid]) => uid)
-    if (due.length > 0 || counted.length > 0) {
-      const stable: StudySummary[] = []
-      try {
-        const log = (study: StudySummary, why: string) =>
-          this.options.logger.info('study-stable', {study: study.studyInstanceUid, patient: study.patientId ?? undefined, instances: study.instances, backend: study.backend ?? undefined, amendments: study.amendments || undefined}, why)
-        for (const study of this.store.markStable(due, quietSince, now)) {
-          log(study, `no new instance for ${this.options.stableSeconds} s`)
-          stable.push(study)
-        }
-
-        for (const study of this.store.markStable(counted, countedQuietSince, now)) {
-          log(study, `every acquisition is whole by ImagesInAcquisition (${this.wholeByCount(study.studyInstanceUid)} acquisition(s)), quiet for ${Math.round((now - countedQuietSince) / 1000)} s`)
-          stable.push(study)
-        }
-
-        for (const uid of [...due, ...counted]) {
-          this.receivingSince.delete(uid)
-          this.countTags.delete(uid)
-        }
-      } catch (error) {
-        this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
+    if (due.length === 0 && counted.length === 0) return
+    const stable: StudySummary[] = []
+    try {
+      const log = (study: StudySummary, why: string) =>
+        this.options.logger.info('study-stable', {study: study.studyInstanceUid, patient: study.patientId ?? undefined, instances: study.instances, backend: study.backend ?? undefined, amendments: study.amendments || undefined}, why)
+      for (const study of await this.store.markStable(due, quietSince, now)) {
+        log(study, `no new instance for ${this.options.stableSeconds} s`)
+        stable.push(study)
       }
 
-      for (const study of stable) {
-        try {
-          this.emit('stable', study)
-        } catch (error) {
-          this.options.logger.error('study-stable-listener-failed', {study: study.studyInstanceUid}, (error as Error).message)
-        }
+      for (const study of await this.store.markStable(counted, countedQuietSince, now)) {
+        log(study, `every acquisition is whole by ImagesInAcquisition (${this.wholeByCount(study.studyInstanceUid)} acquisition(s)), quiet for ${Math.round((now - countedQuietSince) / 1000)} s`)
+        stable.push(study)
       }
+
+      for (const uid of [...due, ...counted]) {
+        // An instance that arrived meanwhile keeps the study receiving, with its new time.
+        if ((this.receivingSince.get(uid) ?? 0) > now) continue
+        this.receivingSince.delete(uid)
+        this.countTags.delete(uid)
+      }
+    } catch (error) {
+      this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
     }
 
-    if ((this.options.autoReceipts ?? true) && this.options.backends !== undefined && !this.checking) {
+    for (const study of stable) {
+      try {
+        this.emit('stable', study)
+      } catch (error) {
+        this.options.logger.error('study-stable-listener-failed', {study: study.studyInstanceUid}, (error as Error).message)
+      }
+    }
+  }
+
+  private receipts(): void {
+    if (!(this.options.autoReceipts ?? true) || this.options.backends === undefined || this.checking) return
+    this.checking = true
+    void (async () => {
       let study: string | undefined
       try {
-        ;[study] = this.store.dueForReceipt(1)
+        ;[study] = await this.store.dueForReceipt(1)
       } catch (error) {
         // The database went away (closed, unreadable): the write path says so; receipts wait.
         this.options.logger.debug('receipt-skipped', {}, (error as Error).message)
       }
 
-      if (study !== undefined) {
-        this.checking = true
-        this.verify(study, {repair: true})
-          .catch((error: Error) => {
-            const unreachable = error instanceof DdrError && error.code === 'BACKEND_UNREACHABLE'
-            this.options.logger.warn('receipt-failed', {study}, `${error.message}${unreachable ? '; checked again later' : ''}`)
-            // Not checked again at once: a backend that is down would be asked every tick.
-            if (!unreachable) this.store.setReceipt(study, {state: 'unverifiable', expected: 0, found: 0, missing: [], repaired: 0, checkedAt: new Date().toISOString(), detail: error.message})
-          })
-          .finally(() => {
-            this.checking = false
-          })
-      }
-    }
-
-    if (now - this.lastPrune > 3_600_000) {
-      this.lastPrune = now
+      if (study === undefined) return
       try {
-        const removed = this.store.prune(now - this.options.keepDays * DAY_MS)
-        if (removed > 0) this.options.logger.info('ledger-pruned', {studies: removed}, `studies older than ${this.options.keepDays} days left the ledger`)
+        await this.verify(study, {repair: true})
       } catch (error) {
-        this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: pruning failed: ${(error as Error).message}`)
+        const unreachable = error instanceof DdrError && error.code === 'BACKEND_UNREACHABLE'
+        this.options.logger.warn('receipt-failed', {study}, `${(error as Error).message}${unreachable ? '; checked again later' : ''}`)
+        // Not checked again at once: a backend that is down would be asked every tick.
+        if (!unreachable) await this.store.setReceipt(study, {state: 'unverifiable', expected: 0, found: 0, missing: [], repaired: 0, checkedAt: new Date().toISOString(), detail: (error as Error).message})
       }
+    })()
+      .catch((error: Error) => this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${error.message}`))
+      .finally(() => {
+        this.checking = false
+      })
+  }
+
+  private async pruneOld(): Promise<void> {
+    const now = Date.now()
+    if (now - this.lastPrune <= 3_600_000) return
+    this.lastPrune = now
+    try {
+      const removed = await this.store.prune(now - this.options.keepDays * DAY_MS)
+      if (removed > 0) this.options.logger.info('ledger-pruned', {studies: removed}, `studies older than ${this.options.keepDays} days left the ledger`)
+    } catch (error) {
+      this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: pruning failed: ${(error as Error).message}`)
     }
   }
 }

@@ -2,8 +2,7 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
-import {compareHoldings, ledgerFile, receiptFromComparison} from './ledger.js'
-import {SqliteLedgerStore} from './sqlite-store.js'
+import {compareHoldings, ledgerFile, openLedgerStore, receiptFromComparison} from './ledger.js'
 import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
 
 /** How one sender's instances of one modality arrive within their studies. */
@@ -33,11 +32,11 @@ const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length 
  * Per sender and modality, how long the pauses between instances of one study are, and how often
  * a late instance re-opened a study: what studies.stableSeconds should wait out.
  */
-export function arrivalGaps(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies'>, since: number): GapsResult {
-  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+export async function arrivalGaps(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'listen'>, since: number): Promise<GapsResult> {
+  const store = await openLedgerStore(config, {readonly: true})
   try {
     const groups = new Map<string, {callingAeTitle: string; modality: string | null; studies: Set<string>; gaps: number[]; amendments: number[]}>()
-    for (const gap of store.arrivalGaps(since)) {
+    for (const gap of await store.arrivalGaps(since)) {
       const key = `${gap.callingAeTitle}\u0000${gap.modality ?? ''}`
       const group = groups.get(key) ?? {callingAeTitle: gap.callingAeTitle, modality: gap.modality, studies: new Set<string>(), gaps: [], amendments: []}
       group.studies.add(gap.studyInstanceUid)
@@ -108,24 +107,24 @@ export function parseSince(text: string, now = Date.now()): number {
  * The studies in the ledger a config names, newest first. Reads the file read-only, so it works
  * while the router writes it (SQLite's write-ahead log lets readers and the writer go on together).
  */
-export function listStudies(config: Pick<DdrConfig, 'ledger' | 'spool'>, query: StudyQuery): StudiesResult {
-  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+export async function listStudies(config: Pick<DdrConfig, 'ledger' | 'spool' | 'listen'>, query: StudyQuery): Promise<StudiesResult> {
+  const store = await openLedgerStore(config, {readonly: true})
   try {
-    return {ledger: store.file, studies: store.studies(query)}
+    return {ledger: store.file, studies: await store.studies(query)}
   } finally {
-    store.close()
+    await store.close()
   }
 }
 
 /** One study from the ledger, with its series and instances; DdrError USAGE when it is not there. */
-export function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool'>, studyInstanceUid: string): StudyDetail {
-  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+export async function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'listen'>, studyInstanceUid: string): Promise<StudyDetail> {
+  const store = await openLedgerStore(config, {readonly: true})
   try {
-    const study = store.study(studyInstanceUid)
+    const study = await store.study(studyInstanceUid)
     if (study === undefined) throw notInLedger(studyInstanceUid, store.file)
     return study
   } finally {
-    store.close()
+    await store.close()
   }
 }
 
@@ -152,14 +151,14 @@ export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | '
     return {receipt: body.receipt, study: body.study, by: 'router'}
   }
 
-  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  const store = await openLedgerStore(config, {readonly: true})
   try {
     const comparison = await compareHoldings(store, config.backends, studyInstanceUid, config.listen.aeTitle)
-    const study = store.study(studyInstanceUid)
+    const study = await store.study(studyInstanceUid)
     if (comparison === undefined || study === undefined) throw notInLedger(studyInstanceUid, store.file)
     return {receipt: receiptFromComparison(comparison, 0), study, by: 'ledger'}
   } finally {
-    store.close()
+    await store.close()
   }
 }
 

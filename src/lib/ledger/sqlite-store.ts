@@ -6,6 +6,7 @@ import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
 import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
+import type {LedgerStore} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
@@ -115,7 +116,8 @@ export interface SqliteStoreOptions {
  * Readers (`ddr studies`) never block the router. Methods are synchronous: better-sqlite3 answers
  * from the calling thread, faster than a round trip to a worker for statements this small.
  */
-export class SqliteLedgerStore {
+export class SqliteLedgerStore implements LedgerStore {
+  readonly transientFailures = false
   private readonly db: Database.Database
   private readonly insertInstance?: Database.Statement
   private readonly recoverInstance?: Database.Statement

@@ -52,7 +52,7 @@ export function deadLetterActions(spool: Spool, forwarder: Forwarder, ledger?: S
         return 'already-queued'
       }
 
-      ledger?.store.requeued([instance.sopInstanceUid])
+      await ledger?.store.requeued([instance.sopInstanceUid])
       forwarder.enqueue(instance, true)
       return 'queued'
     },

@@ -4,6 +4,7 @@ import type {DatasetSource, ReceivedInstance} from '../dicom/received-instance.j
 import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
+import type {StudyClaims} from '../ledger/cluster.js'
 import type {StudyLedger} from '../ledger/ledger.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
@@ -68,6 +69,8 @@ export class Forwarder {
   /** Bytes of queued datasets held in memory (see IN_MEMORY_BYTES). */
   private memoryBytes = 0
   private stopping = false
+  /** Studies whose home is being claimed in the shared ledger (their entries wait, keeping their place). */
+  private readonly claiming = new Set<string>()
   private idleWaiters: Array<() => void> = []
   counters = {retries: 0, deadLetters: 0}
 
@@ -77,6 +80,8 @@ export class Forwarder {
     private readonly settings: DdrConfig['spool'],
     private readonly logger: Logger,
     private readonly ledger?: StudyLedger,
+    /** A shared ledger's study claims: a study this router does not know waits for its home to be claimed or followed. */
+    private readonly claims?: StudyClaims,
   ) {
     this.timer = setInterval(() => this.pump(), 200)
     this.timer.unref()
@@ -204,6 +209,7 @@ export class Forwarder {
 
   /** The backend for an entry now, or undefined when it must wait (none healthy, or its backend is saturated). */
   private target(entry: Entry): {backend: BackendState; why: string} | undefined {
+    if (this.awaitingClaim(entry)) return undefined
     const placement = this.router.placer.place(entry.instance, true)
     if (placement.order.length === 0) return undefined
     const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
@@ -213,6 +219,30 @@ export class Forwarder {
     if ((this.active.get(backend.name) ?? 0) >= storeSlots(backend.backend)) return undefined
     if (entry.tries === 0) this.router.placer.explain(entry.instance, placement)
     return {backend, why: entry.tries === 0 ? placement.why : `retry ${entry.tries} after: ${entry.history.at(-1)}`}
+  }
+
+  /**
+   * Whether the entry's study needs its home from the shared ledger first: a study this router
+   * does not know yet. The claim is made once per study (its study affinity caches the answer);
+   * the pump runs again when it is settled.
+   */
+  private awaitingClaim(entry: Entry): boolean {
+    const claims = this.claims
+    const affinity = this.router.affinity
+    const study = entry.instance.studyInstanceUid
+    if (claims === undefined || affinity === undefined || !study || affinity.get(study) !== undefined) return false
+    if (this.claiming.has(study)) return true
+    const placement = this.router.placer.place(entry.instance, false)
+    if (placement.drop !== undefined || placement.order.length === 0) return false
+    this.claiming.add(study)
+    void claims
+      .home(study, placement.order[0].name)
+      .then((home) => affinity.set(study, home.backend))
+      .finally(() => {
+        this.claiming.delete(study)
+        this.pump()
+      })
+    return true
   }
 
   private async send(entry: Entry, backend: BackendState, why: string): Promise<void> {

@@ -1,4 +1,5 @@
 import {readFile, rm} from 'node:fs/promises'
+import {hostname} from 'node:os'
 import path from 'node:path'
 
 import type {Backend} from '../backends/backend.js'
@@ -26,8 +27,10 @@ import {BackendState} from '../routing/backend-state.js'
 import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
 import {type ReceivedInstance, readPart10Instance} from '../dicom/received-instance.js'
-import {StudyLedger} from '../ledger/ledger.js'
+import {RouterPresence, StudyClaims} from '../ledger/cluster.js'
+import {StudyLedger, routerName} from '../ledger/ledger.js'
 import {extractRetained} from '../ledger/retention.js'
+import {SqliteLedgerStore} from '../ledger/sqlite-store.js'
 import type {InstanceReceipt} from '../ledger/types.js'
 import {QUERY_MODELS, createQueryHandler} from '../qr/service.js'
 import {ProcessingService} from '../processing/service.js'
@@ -169,16 +172,23 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   let spool: Spool | undefined
   let forwarder: Forwarder | undefined
   let ledger: StudyLedger | undefined
+  let claims: StudyClaims | undefined
   if (config.spool.enabled) {
     spool = new Spool(spoolDir, config.spool)
     const recovered = await spool.open()
     // The ledger follows the spool: what the spool still holds after a crash is recorded again.
     if (config.studies.enabled) {
       ledger = await StudyLedger.open(config, logger)
-      ledger.recovered(recovered.pending.filter((i) => i.studyInstanceUid).map((i) => receiptOf(i)))
+      await ledger.recovered(recovered.pending.filter((i) => i.studyInstanceUid).map((i) => receiptOf(i)))
     }
 
-    forwarder = new Forwarder(router, spool, config.spool, logger, ledger)
+    // Several routers on one shared ledger: a new study's home is claimed there (docs/cluster.md).
+    const claimStore = ledger?.store.claims
+    if (claimStore !== undefined && config.routing.affinity) {
+      claims = new StudyClaims(claimStore, {router: routerName(config), timeoutMs: config.ledger.claimTimeoutMs, logger, onConflict: (study, backend) => router.affinity?.set(study, backend)})
+    }
+
+    forwarder = new Forwarder(router, spool, config.spool, logger, ledger, claims)
     for (const instance of recovered.pending) forwarder.enqueue(instance, true)
     const queue = forwarder
     const queueDir = spool.queueDir
@@ -318,10 +328,13 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   if (config.processing.modules.length > 0) {
     if (ledger === undefined) {
       logger.warn('processing-off', {modules: config.processing.modules.length}, 'processing modules need the study ledger (store-and-forward with studies.enabled): none will run')
+    } else if (!(ledger.store instanceof SqliteLedgerStore)) {
+      logger.warn('processing-off', {modules: config.processing.modules.length}, `processing modules run on the SQLite ledger only for now (this router shares ${ledger.store.file}): none will run`)
     } else {
       processing = new ProcessingService({
         config,
         ledger,
+        runs: ledger.store,
         logger,
         store: async (file, module) => {
           const result = await ingest(await readFile(file), {callingAeTitle: config.listen.aeTitle, remoteAddress: `processing/${module}`, source: `${module}'s ${path.basename(file)}`, derived: true})
@@ -384,7 +397,9 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     studies: ledger?.counts() ?? null,
     processing: processing?.status() ?? null,
     backends: backends.map((b) => b.snapshot()),
+    ...(presence === undefined ? {} : {cluster: {router: routerName(config), claims: {...claims?.counters, pending: claims?.pending ?? 0}, ledgerUnreachableSince: ledger?.unreachable() === undefined ? null : new Date(ledger.unreachable()!).toISOString(), routers: presence.routers()}}),
   })
+  let presence: RouterPresence | undefined
 
   let draining = false
   const readiness = (): {ok: boolean; reasons: string[]} => {
@@ -446,6 +461,26 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     }
   }
 
+  // Each router of a shared ledger says it is alive, with its counters (balance-status, the console).
+  const registry = ledger?.store.registry
+  if (registry !== undefined) {
+    const address = `${config.status.host === '0.0.0.0' || config.status.host === '::' ? hostname() : config.status.host}:${statusPort ?? config.status.port}`
+    presence = new RouterPresence(
+      registry,
+      () => {
+        const ready = readiness()
+        return {
+          name: routerName(config),
+          address,
+          version: options.version ?? 'dev',
+          startedAt: startedAt.getTime(),
+          status: {healthy: ready.ok, reasons: ready.reasons, received: router.counters.received, routed: router.counters.routed, failed: router.counters.failed, spoolDepth: forwarder?.depth ?? 0},
+        }
+      },
+      {logger},
+    )
+  }
+
   processing?.start()
   return {
     port,
@@ -462,7 +497,9 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       await health.stop()
       webConsole?.close()
       await statusServer?.close()
-      ledger?.close()
+      presence?.close()
+      claims?.close()
+      await ledger?.close()
       await Promise.all(backends.map((b) => b.backend.close()))
     },
     ledger,
@@ -497,7 +534,7 @@ function studyRoutes(ledger: StudyLedger, processing?: ProcessingService): Statu
 
     const verify = /^\/studies\/([0-9.]+)\/verify$/.exec(pathname)
     if (verify !== null && method === 'POST') {
-      return ledger.verifyAndRepair(verify[1]).then((receipt) => (receipt === undefined ? null : {receipt, study: ledger.store.study(verify[1])}))
+      return ledger.verifyAndRepair(verify[1]).then(async (receipt) => (receipt === undefined ? null : {receipt, study: await ledger.store.study(verify[1])}))
     }
 
     if (method !== 'GET') return undefined
@@ -505,25 +542,25 @@ function studyRoutes(ledger: StudyLedger, processing?: ProcessingService): Statu
       const state = query.get('state')
       const since = query.get('since')
       const limit = query.get('limit')
-      return {
-        studies: ledger.store.studies({
+      return Promise.resolve(
+        ledger.store.studies({
           state: state === 'receiving' || state === 'stable' ? state : undefined,
           patientId: query.get('patient') ?? undefined,
           since: since === null ? undefined : Number(since),
           limit: limit === null ? undefined : Number(limit),
         }),
-      }
+      ).then((studies) => ({studies}))
     }
 
     const match = /^\/studies\/([0-9.]+)$/.exec(pathname)
     if (match === null) return undefined
-    return ledger.store.study(match[1]) ?? null
+    return Promise.resolve(ledger.store.study(match[1])).then((study) => study ?? null)
   }
 }
 
 /** `ddr process` through the router: the named module (or every module, those that do not match skipped), one attempt each, now. */
 async function processStudyRoute(ledger: StudyLedger, processing: ProcessingService, studyInstanceUid: string, module: string | undefined): Promise<unknown> {
-  if (ledger.store.summary(studyInstanceUid) === undefined) return null
+  if ((await ledger.store.summary(studyInstanceUid)) === undefined) return null
   const names = module === undefined ? processing.moduleNames() : [module]
   const runs = []
   for (const name of names) runs.push(await processing.processNow(studyInstanceUid, name))

@@ -10,7 +10,8 @@ import type {DdrConfig} from '../config/schema.js'
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
 import type {StudyLedger} from '../ledger/ledger.js'
-import type {ProcessingRun, ProcessingRunState} from '../ledger/processing-runs.js'
+import type {ProcessingOutcome, ProcessingRun, ProcessingRunState} from '../ledger/processing-runs.js'
+import type {SqliteLedgerStore} from '../ledger/sqlite-store.js'
 import type {StudySummary} from '../ledger/types.js'
 import type {Logger} from '../output/logger.js'
 import {type AttemptResult, ProcessingModule, attemptModule} from './attempt.js'
@@ -28,6 +29,8 @@ export type OutputStore = (file: string, module: string) => Promise<{stored: boo
 export interface ProcessingServiceOptions {
   config: Pick<DdrConfig, 'processing' | 'backends'>
   ledger: StudyLedger
+  /** The ledger's file, read and written in step with the runs (processing runs on the SQLite ledger only). */
+  runs: SqliteLedgerStore
   store: OutputStore
   logger: Logger
   /** How often due runs are looked for (default 500 ms). */
@@ -70,7 +73,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   }
 
   private get runs() {
-    return this.options.ledger.store.processing
+    return this.options.runs.processing
   }
 
   /** Picks up runs a stopped router left behind, and follows the ledger. */
@@ -115,7 +118,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     if (fresh.length > 0) this.runs.schedule(uid, fresh)
     const settled = [...existing.values()].filter((r) => r.state === 'done' || r.state === 'failed' || r.state === 'skipped')
     if (settled.length === 0) return
-    const study = this.options.ledger.store.study(uid)
+    const study = this.options.runs.study(uid)
     if (study === undefined) return
     const digest = inputsDigest(study.instanceList, this.runs.outputsOf(uid))
     for (const run of settled) {
@@ -141,7 +144,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     for (const run of due) {
       if (this.running.size >= concurrency) break
       if (this.running.has(key(run))) continue
-      const summary = this.options.ledger.store.summary(run.studyInstanceUid)
+      const summary = this.options.runs.summary(run.studyInstanceUid)
       if (summary === undefined) {
         this.runs.finish(run.studyInstanceUid, run.module, {state: 'skipped', detail: 'the study left the ledger'})
         continue
@@ -199,7 +202,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     const attempt = run.attempts + 1
     const log = {study: uid, module: run.module, run: run.run, attempt}
     const module = this.modules.get(run.module)
-    const study = this.options.ledger.store.study(uid)
+    const study = this.options.runs.study(uid)
     if (module === undefined || study === undefined) {
       this.record(run, {state: 'skipped', detail: module === undefined ? 'the module is no longer configured' : 'the study left the ledger'})
       return
@@ -211,7 +214,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     try {
       attempted = await attemptModule(module, study, {
         processingOutputs: this.runs.outputsOf(uid),
-        sources: {kept: (sop) => this.options.ledger.store.kept(sop), backends: this.options.config.backends},
+        sources: {kept: (sop) => this.options.runs.kept(sop), backends: this.options.config.backends},
         workDir: this.options.config.processing.workDir,
         uidRoot: this.options.config.processing.uidRoot,
         run: run.run,
@@ -268,7 +271,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     if (!outcome.stored) throw new ModuleFailure('store', `the router refused ${what}${outcome.status === undefined ? '' : ` with ${formatStatus(outcome.status)}`}${outcome.reason ? `: ${outcome.reason}` : ''}`)
   }
 
-  private record(run: ProcessingRun, outcome: Parameters<StudyLedger['store']['processing']['finish']>[2], result?: ModuleResult): void {
+  private record(run: ProcessingRun, outcome: ProcessingOutcome, result?: ModuleResult): void {
     try {
       this.runs.finish(run.studyInstanceUid, run.module, outcome)
       const after = this.runs.get(run.studyInstanceUid, run.module)

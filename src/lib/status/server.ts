@@ -31,6 +31,17 @@ export interface RouterStatus {
   studiesRemembered: number
   /** Studies in the ledger by state, and stable ones by receipt; null without a ledger (pass-through, or studies.enabled false). */
   studies?: {receiving: number; stable: number; receipts: Record<string, number>} | null
+  /**
+   * With a shared (PostgreSQL) ledger: this router's name, its study claims (claimed first,
+   * followed another router's, routed unconfirmed while the ledger was silent, conflicts found
+   * after), and every router of the ledger as its last heartbeat said.
+   */
+  cluster?: {
+    router: string
+    claims: {claimed?: number; followed?: number; unconfirmed?: number; conflicts?: number; pending: number}
+    ledgerUnreachableSince: string | null
+    routers: Array<{name: string; address: string; version: string; startedAt: string; heartbeatAt: string; ageSeconds: number; status: {healthy: boolean; reasons: string[]; received: number; routed: number; failed: number; spoolDepth: number}}>
+  }
   /** Processing module runs by module and state (failed: the study is processing-failed), and how many run now; null without modules. */
   processing?: {running: number; runs: Array<{module: string; state: string; runs: number}>} | null
   backends: BackendSnapshot[]

@@ -6,6 +6,7 @@ import {makeTestDicom, storescu} from '../../helpers/dcmtk.js'
 import {datasetOf} from '../../helpers/fixtures.js'
 import {waitFor} from '../../helpers/wait.js'
 import {writeZip} from '../../helpers/zip.js'
+import type {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 
 interface UploadAnswer {
   results: Array<{file: string; sopInstanceUid?: string; studyInstanceUid?: string; status: string; backend?: string; delivery?: string; reason?: string}>
@@ -104,7 +105,7 @@ describe('console API with a real router and Orthanc', () => {
     expect(datasetOf(await fleet.full.client.instanceFile((await fleet.full.client.lookupInstance(late.sopInstanceUid))!)).equals(datasetOf(await readFile(late.file)))).toBe(true)
     await fleet.router.drained()
     expect(fleet.router.logs.some((l) => l.includes('dead-letter-retried') && l.includes(`id=${letter.id}`) && l.includes('by=127.0.0.1') && l.includes('auth=token'))).toBe(true)
-    await waitFor('the ledger to say stored', () => fleet.router.service.ledger!.store.study(late.studyInstanceUid)?.instanceList[0].status === 'stored', 5000)
+    await waitFor('the ledger to say stored', () => (fleet.router.service.ledger!.store as SqliteLedgerStore).study(late.studyInstanceUid)?.instanceList[0].status === 'stored', 5000)
 
     const rest = (await (await fetch(`${fleet.url}/api/dead-letters`)).json()) as {total: number; deadLetters: Array<{id: string}>}
     expect(rest.total).toBe(1)

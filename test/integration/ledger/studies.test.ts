@@ -13,6 +13,7 @@ import {datasetOf} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
 import {waitFor} from '../../helpers/wait.js'
+import type {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 
 const run = promisify(execFile)
 
@@ -118,7 +119,7 @@ describe('the study ledger behind a running router', () => {
 
   it('checks the receipt of a stable study by itself, and `ddr study --verify` restores instances deleted from Orthanc behind its back, byte for byte', async () => {
     await waitFor('the automatic receipt', () => router.logs.some((l) => l.includes('receipt-verified') && l.includes(study)), 15_000)
-    const holderName = router.service.ledger!.store.summary(study)!.backend!
+    const holderName = (router.service.ledger!.store as SqliteLedgerStore).summary(study)!.backend!
     const holder = orthancs.find((o) => o.name === holderName)!
     const victims = [instances[2], instances[7]]
     for (const victim of victims) await holder.client.deleteInstance((await holder.client.lookupInstance(victim.sopInstanceUid))!)
@@ -169,7 +170,7 @@ describe('a study ledger that cannot be written', () => {
   it('logs which acknowledged instances it could not record, delivers them, and refuses further instances with A700', async () => {
     const [first, second] = await writeSyntheticStudies(workDir, {studies: 1, instancesPerStudy: 2, pixelBytes: 1024})
     // The database goes away under the router (as a disk that fails would make every write fail).
-    router.service.ledger!.store.close()
+    ;(router.service.ledger!.store as SqliteLedgerStore).close()
     // The first instance is safe in the spool before the ledger write fails: Success, and it is delivered.
     const sentFirst = await storescu(['-aec', router.aeTitle, '127.0.0.1', String(router.port), first.path])
     expect(sentFirst.code).toBe(0)

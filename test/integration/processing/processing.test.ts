@@ -16,6 +16,7 @@ import {fixturePath, manifest} from '../../helpers/fixtures.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
 import {waitFor} from '../../helpers/wait.js'
+import type {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 
 const run = promisify(execFile)
 const COMPREHENSIVE_SR = '1.2.840.10008.5.1.4.1.1.88.33'
@@ -40,8 +41,8 @@ describe('processing modules behind a running router', () => {
   let configFile: string
 
   const module = (name: string, overrides: Partial<ProcessingModuleConfig>): Partial<ProcessingModuleConfig> => ({name, timeoutSeconds: 30, retries: 0, retryDelaySeconds: 0, ...overrides})
-  const runOf = (study: string, name: string) => router.service.ledger!.store.processing.get(study, name)
-  const holderOf = (study: string) => orthancs.find((o) => o.name === router.service.ledger!.store.summary(study)?.backend)!
+  const runOf = (study: string, name: string) => (router.service.ledger!.store as SqliteLedgerStore).processing.get(study, name)
+  const holderOf = (study: string) => orthancs.find((o) => o.name === (router.service.ledger!.store as SqliteLedgerStore).summary(study)?.backend)!
 
   /** Sends a synthetic CT study of three instances for patient `<prefix>-0`; its StudyInstanceUID. */
   async function sendSynthetic(prefix: string): Promise<string> {
@@ -105,7 +106,7 @@ describe('processing modules behind a running router', () => {
     await waitFor('the others to pass it by', () => ['broken', 'hang', 'invalid'].every((other) => runOf(study, other)?.state === 'skipped'), 10_000)
 
     // The SR goes through the router's intake and is delivered to the study's backend (affinity).
-    await waitFor('the SR to be delivered', () => router.service.ledger!.store.study(study)?.instanceList.find((i) => i.sopInstanceUid === srUid)?.status === 'stored', 20_000)
+    await waitFor('the SR to be delivered', () => (router.service.ledger!.store as SqliteLedgerStore).study(study)?.instanceList.find((i) => i.sopInstanceUid === srUid)?.status === 'stored', 20_000)
     const holder = holderOf(study)
     const other = orthancs.find((o) => o !== holder)!
     const srId = await holder.client.lookupInstance(srUid)
@@ -132,13 +133,13 @@ describe('processing modules behind a running router', () => {
     for (const f of crStudy) expect(evidence).toContain(f.sopInstanceUid)
 
     // In the ledger: the router's own instance, no amendment; `ddr studies` shows the module done.
-    const srRecord = router.service.ledger!.store.study(study)!.instanceList.find((i) => i.sopInstanceUid === srUid)!
+    const srRecord = (router.service.ledger!.store as SqliteLedgerStore).study(study)!.instanceList.find((i) => i.sopInstanceUid === srUid)!
     expect(srRecord).toMatchObject({callingAeTitle: router.aeTitle, remoteAddress: 'processing/count-instances', amendment: false, backend: holder.name})
     const listed = await runCompiledCli(['studies', '--json', '--config', configFile])
     const summary = (JSON.parse(listed.stdout) as StudiesResult).studies.find((s) => s.studyInstanceUid === study)!
     expect(summary).toMatchObject({instances: 4, amendments: 0, modalities: ['CR', 'DX', 'MG', 'SR'], processing: [{module: 'count-instances', state: 'done', attempts: 1}]})
     // Stable again after its SR, nothing runs twice.
-    await waitFor('stable again', () => router.service.ledger!.store.summary(study)?.state === 'stable', 10_000)
+    await waitFor('stable again', () => (router.service.ledger!.store as SqliteLedgerStore).summary(study)?.state === 'stable', 10_000)
     await new Promise((resolve) => setTimeout(resolve, 700))
     expect(runOf(study, 'count-instances')).toMatchObject({run: 1, attempts: 1, outputs: [srUid]})
   })
@@ -190,7 +191,7 @@ describe('processing modules behind a running router', () => {
     expect(router.logs.some((l) => l.includes('ERROR processing-failed') && l.includes(study) && l.includes('after 2 attempts'))).toBe(true)
     // Routing did its part: every instance on one backend, nothing added.
     expect((await holderOf(study).client.studyInstanceUids(study)).length).toBe(3)
-    expect(router.service.ledger!.store.summary(study)).toMatchObject({instances: 3, delivered: {stored: 3, queued: 0, deadLetter: 0}})
+    expect((router.service.ledger!.store as SqliteLedgerStore).summary(study)).toMatchObject({instances: 3, delivered: {stored: 3, queued: 0, deadLetter: 0}})
 
     const table = await runCompiledCli(['studies', '--config', configFile])
     expect(table.stdout).toMatch(/FAIL-0\s+CT\s+3\s+.*stable processing-failed/)
@@ -222,7 +223,7 @@ describe('processing modules behind a running router', () => {
     expect(runOf(study, 'invalid')!.detail).toBe('invalid-result: DDR_OUT/result.json does not follow the contract: /findings/0/probability expected number to be less or equal to 1')
     expect(router.logs.some((l) => l.includes('ERROR processing-failed') && l.includes('kind=invalid-result'))).toBe(true)
     // Nothing was stored into the study, and the run folders are gone.
-    expect(router.service.ledger!.store.summary(study)!.instances).toBe(3)
+    expect((router.service.ledger!.store as SqliteLedgerStore).summary(study)!.instances).toBe(3)
     await waitFor('the run folders to go', async () => (await run('ls', [path.join(workDir, 'runs')])).stdout.trim() === '', 5000)
   })
 
@@ -235,11 +236,11 @@ describe('processing modules behind a running router', () => {
       const mr = manifest.files.filter((f) => f.path.startsWith('studies/2/') && f.modality === 'MR')
       const study = mr[0].studyInstanceUid
       expect((await dcmsend(['-aec', second.aeTitle, '127.0.0.1', String(second.port), ...mr.map(fixturePath)])).code).toBe(0)
-      const runs = second.service.ledger!.store.processing
+      const runs = (second.service.ledger!.store as SqliteLedgerStore).processing
       await waitFor('the module to run', () => runs.get(study, 'count-instances')?.state === 'done', 20_000)
       expect(runs.get(study, 'count-instances')).toMatchObject({inputs: mr.length, attempts: 1})
       const srUid = runs.get(study, 'count-instances')!.outputs[0]
-      const holder = orthancs.find((o) => o.name === second.service.ledger!.store.summary(study)!.backend)!
+      const holder = orthancs.find((o) => o.name === (second.service.ledger!.store as SqliteLedgerStore).summary(study)!.backend)!
       await waitFor('the SR on the holder', async () => (await holder.client.lookupInstance(srUid)) !== undefined, 20_000)
     } finally {
       await second.stop()

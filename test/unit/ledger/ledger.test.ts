@@ -89,7 +89,7 @@ describe('the study ledger (SQLite)', () => {
     expect(() => new SqliteLedgerStore(path.join(dir, 'missing.db'), {readonly: true})).toThrow(expect.objectContaining({code: 'CONFIG_NOT_FOUND'}))
   })
 
-  it('measures the pauses inside studies per sender and modality, and suggests a stable timer that waits them out', () => {
+  it('measures the pauses inside studies per sender and modality, and suggests a stable timer that waits them out', async () => {
     const store = new SqliteLedgerStore(file)
     // CT1 pauses 1, 2 and 9 s inside study 1.3.1; MR1 sends 1.3.2 in one go, then an amendment 40 s later.
     store.received([0, 1000, 3000, 12_000].map((at, n) => receipt('1.3.1', n, {receivedAt: 100_000 + at})))
@@ -97,7 +97,7 @@ describe('the study ledger (SQLite)', () => {
     store.markStable(['1.3.2'], 200_000, 200_000)
     store.received([receipt('1.3.2', 9, {receivedAt: 140_500, callingAeTitle: 'MR1', modality: 'MR'})])
     store.close()
-    const result = arrivalGaps({ledger: {url: `sqlite:${file}`}, spool: {dir}, studies: {stableSeconds: 60}} as never, 0)
+    const result = await arrivalGaps({ledger: {url: `sqlite:${file}`}, spool: {dir}, studies: {stableSeconds: 60}} as never, 0)
     expect(result.senders).toEqual([
       {callingAeTitle: 'CT1', modality: 'CT', studies: 1, gaps: {count: 3, p50: 2, p95: 9, max: 9}, amendments: {count: 0, longestGap: null}, suggestedStableSeconds: 15},
       {callingAeTitle: 'MR1', modality: 'MR', studies: 1, gaps: {count: 1, p50: 0.5, p95: 0.5, max: 0.5}, amendments: {count: 1, longestGap: 40}, suggestedStableSeconds: 5},
@@ -146,14 +146,14 @@ describe('the study ledger (SQLite)', () => {
   it("tells who follows it when a study becomes stable (after it is recorded so), and an instance processing made from a study re-opens it without being an amendment", async () => {
     const ledger = new StudyLedger(new SqliteLedgerStore(file), {stableSeconds: 1, keepDays: 30, tickMs: 50, logger: new Logger({write: () => {}})})
     const stable: Array<{uid: string; stateInStore?: string; amendments: number}> = []
-    ledger.on('stable', (study) => stable.push({uid: study.studyInstanceUid, stateInStore: ledger.store.summary(study.studyInstanceUid)?.state, amendments: study.amendments}))
+    ledger.on('stable', (study) => stable.push({uid: study.studyInstanceUid, stateInStore: (ledger.store as SqliteLedgerStore).summary(study.studyInstanceUid)?.state, amendments: study.amendments}))
     ledger.received(receipt('1.2.8', 1))
     await waitFor('stable', () => stable.length === 1, 5000)
     expect(stable).toEqual([{uid: '1.2.8', stateInStore: 'stable', amendments: 0}])
     ledger.received(receipt('1.2.8', 2, {derived: true, callingAeTitle: 'DDR'}))
     await waitFor('stable again', () => stable.length === 2, 5000)
     expect(stable[1]).toEqual({uid: '1.2.8', stateInStore: 'stable', amendments: 0})
-    expect(ledger.store.study('1.2.8')!.instanceList.map((i) => [i.callingAeTitle, i.amendment])).toEqual([
+    expect((ledger.store as SqliteLedgerStore).study('1.2.8')!.instanceList.map((i) => [i.callingAeTitle, i.amendment])).toEqual([
       ['CT1', false],
       ['DDR', false],
     ])

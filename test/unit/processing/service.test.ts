@@ -31,6 +31,7 @@ printf '{"findings":[{"label":"Looked at","sopInstanceUid":"%s","probability":0.
 describe('the processing service', () => {
   let dir: string
   let ledger: StudyLedger
+  let store: SqliteLedgerStore
   let service: ProcessingService | undefined
   let logs: string[]
   let stored: string[]
@@ -62,6 +63,7 @@ describe('the processing service', () => {
     service = new ProcessingService({
       config: {processing: {concurrency, modules, workDir: path.join(dir, 'work')}, backends: []},
       ledger,
+      runs: store,
       logger: new Logger({write: (line) => logs.push(line)}),
       tickMs: 50,
       // The router's intake, as far as the ledger sees it: the output arrives (derived) and is delivered.
@@ -84,7 +86,8 @@ describe('the processing service', () => {
     process.env.LOG = path.join(dir, 'log')
     const retention = new RetentionStore(path.join(dir, 'retention'), {maxAgeMs: 3_600_000, maxBytes: 1e9})
     await retention.open()
-    ledger = new StudyLedger(new SqliteLedgerStore(path.join(dir, 'ledger.db')), {stableSeconds: 0.3, keepDays: 30, logger: new Logger({write: (line) => logs.push(line)}), tickMs: 50, retention})
+    store = new SqliteLedgerStore(path.join(dir, 'ledger.db'))
+    ledger = new StudyLedger(store, {stableSeconds: 0.3, keepDays: 30, logger: new Logger({write: (line) => logs.push(line)}), tickMs: 50, retention})
     logs = []
     stored = []
   })
@@ -97,7 +100,7 @@ describe('the processing service', () => {
     await rm(dir, {recursive: true, force: true})
   })
 
-  const runOf = (study: string, module: string) => ledger.store.processing.get(study, module)
+  const runOf = (study: string, module: string) => store.processing.get(study, module)
 
   it('runs a matching module once the study is stable, with its instances and task.json in DDR_IN, and stores its SR; the SR re-opening the study runs nothing again and is no amendment', async () => {
     const study = study5[0].studyInstanceUid
@@ -119,11 +122,11 @@ describe('the processing service', () => {
     const run = runOf(study, 'finder')!
     expect(run).toMatchObject({state: 'done', run: 1, attempts: 1, inputs: 3, outputs: [expect.stringMatching(/^2\.25\./)]})
     // The SR re-opens the study; stable again, nothing runs again, and it is no amendment.
-    await waitFor('stable again', () => ledger.store.summary(study)?.state === 'stable' && ledger.store.summary(study)?.instances === 4, 10_000)
+    await waitFor('stable again', () => store.summary(study)?.state === 'stable' && store.summary(study)?.instances === 4, 10_000)
     await new Promise((resolve) => setTimeout(resolve, 400))
     expect(runOf(study, 'finder')).toMatchObject({state: 'done', run: 1, attempts: 1})
     expect(stored).toHaveLength(1)
-    expect(ledger.store.summary(study)).toMatchObject({amendments: 0, processing: [{module: 'finder', state: 'done', attempts: 1}]})
+    expect(store.summary(study)).toMatchObject({amendments: 0, processing: [{module: 'finder', state: 'done', attempts: 1}]})
     // The work folders are gone.
     expect(await readdir(path.join(dir, 'work'))).toEqual([])
   })
@@ -134,7 +137,7 @@ describe('the processing service', () => {
     await arrive(study2.slice(0, 2).map(fixturePath))
     await waitFor('the decision', () => runOf(study, 'ct-only')?.state === 'skipped', 10_000)
     expect(runOf(study, 'ct-only')!.detail).toBe('no instance of the study matches')
-    expect(ledger.store.summary(study)!.processing).toEqual([])
+    expect(store.summary(study)!.processing).toEqual([])
     // Decided from the ledger's header values: nothing was copied for it.
     expect(await readdir(path.join(dir, 'work')).catch(() => [])).toEqual([])
 
@@ -150,12 +153,12 @@ describe('the processing service', () => {
     start([shellModule('once', FINDER), shellModule('again', FINDER, {rerunOnAmendment: true})])
     await arrive(study2.slice(0, 2).map(fixturePath))
     await waitFor('both runs', () => runOf(study, 'once')?.state === 'done' && runOf(study, 'again')?.state === 'done', 15_000)
-    await waitFor('stable after the SRs', () => ledger.store.summary(study)?.state === 'stable' && ledger.store.summary(study)?.instances === 4, 10_000)
+    await waitFor('stable after the SRs', () => store.summary(study)?.state === 'stable' && store.summary(study)?.instances === 4, 10_000)
     await arrive([fixturePath(study2[2])])
     await waitFor('the re-run', () => runOf(study, 'again')?.run === 2 && runOf(study, 'again')?.state === 'done', 15_000)
     expect(runOf(study, 'again')).toMatchObject({inputs: 3, attempts: 1})
     expect(runOf(study, 'once')).toMatchObject({run: 1, inputs: 2})
-    expect(ledger.store.summary(study)!.amendments).toBe(1)
+    expect(store.summary(study)!.amendments).toBe(1)
     // Three SRs, each with its own UID (a new run is a new SR).
     expect(runOf(study, 'again')!.outputs).toHaveLength(2)
     expect(new Set([...runOf(study, 'once')!.outputs, ...runOf(study, 'again')!.outputs]).size).toBe(3)
@@ -169,7 +172,7 @@ describe('the processing service', () => {
     expect(runOf(study, 'broken')).toMatchObject({attempts: 3, detail: 'exit: exited with code 3; stderr: model file missing'})
     expect(logs.filter((l) => l.includes('processing-attempt-failed'))).toHaveLength(2)
     expect(logs.filter((l) => l.includes('ERROR processing-failed'))).toHaveLength(1)
-    expect(ledger.store.summary(study)!.processing).toEqual([{module: 'broken', state: 'failed', attempts: 3, detail: 'exit: exited with code 3; stderr: model file missing'}])
+    expect(store.summary(study)!.processing).toEqual([{module: 'broken', state: 'failed', attempts: 3, detail: 'exit: exited with code 3; stderr: model file missing'}])
     expect(service!.status().runs).toEqual([{module: 'broken', state: 'failed', runs: 1}])
     expect(stored).toEqual([])
   })
