@@ -35,7 +35,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     const config = structuredClone(this.ddrConfig)
     if (flags['status-port'] !== undefined) config.status.port = flags['status-port']
     if (flags.drain) {
-      this.log(await requestDrain(config.status))
+      this.log(await requestDrain(config))
       return
     }
 
@@ -49,7 +49,8 @@ export default class Listen extends BaseCommand<typeof Listen> {
 
     const logger = new Logger({debug: flags.debug, format: flags['log-format'] as 'text' | 'json'})
     const service = await startRouterService(config, {logger, version: this.config.version})
-    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `http://${config.status.host}:${service.statusPort}/status`, console: service.statusPort === undefined || !config.status.console ? undefined : `http://${config.status.host}:${service.statusPort}/console/`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
+    const scheme = config.status.tls === undefined ? 'http' : 'https'
+    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/status`, console: service.statusPort === undefined || !config.status.console ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/console/`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
 
     const drain = await new Promise<boolean>((resolve) => {
       const stop = (signal: string) => {

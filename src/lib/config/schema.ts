@@ -54,16 +54,20 @@ const pemFile = (what: string, env?: string) => Type.Optional(nonEmpty({descript
 
 // ---------------------------------------------------------------- listener
 
+/** The server side of TLS, as PEM file paths: the DICOM listener's (`listen.tls`) and the status server's (`status.tls`). */
+const serverTls = (description: string) =>
+  Type.Object(
+    {
+      cert: nonEmpty({description: 'Our server certificate (PEM file).', requiredHint: '(PEM certificate file)'}),
+      key: nonEmpty({description: 'Its private key (PEM file, not encrypted).', requiredHint: '(PEM private key file)'}),
+      ca: Type.Optional(nonEmpty({description: 'CA bundle that signs client certificates (PEM file).'})),
+      requireClientCert: Type.Boolean({default: false, description: 'Refuse TLS clients without a certificate signed by `ca`.'}),
+    },
+    {additionalProperties: false, description},
+  )
+
 /** Listener side of DICOM TLS: PEM file paths. */
-export const ListenTlsSchema = Type.Object(
-  {
-    cert: nonEmpty({description: 'Our server certificate (PEM file).', requiredHint: '(PEM certificate file)'}),
-    key: nonEmpty({description: 'Its private key (PEM file, not encrypted).', requiredHint: '(PEM private key file)'}),
-    ca: Type.Optional(nonEmpty({description: 'CA bundle that signs client certificates (PEM file).'})),
-    requireClientCert: Type.Boolean({default: false, description: 'Refuse TLS clients without a certificate signed by `ca`.'}),
-  },
-  {additionalProperties: false, description: 'DICOM TLS on the listener; absent: plain TCP.'},
-)
+export const ListenTlsSchema = serverTls('DICOM TLS on the listener; absent: plain TCP.')
 
 export const DEFAULT_ROUTER_AE_TITLE = 'DYNAMIC_DICOM_MW'
 export const DEFAULT_ROUTER_PORT = 11113
@@ -369,6 +373,11 @@ export const ConfigSchema = Type.Object(
           Type.String({minLength: 16, problem: 'a token of at least 16 characters', env: 'DDR_STATUS_TOKEN', description: "Needed for the console's actions (upload, retry, discard) as `Authorization: Bearer` or through the console's login; required when host is not loopback. Better from the environment than the file."}),
         ),
         maxUploadBytes: integer(1024, Number.MAX_SAFE_INTEGER, {default: 2 * 1024 ** 3, description: 'Largest body POST /api/upload takes (bytes); larger uploads are answered 413.'}),
+        tls: Type.Optional(
+          serverTls(
+            "HTTPS on the status server (/status, /metrics, the console, /api/), the listener's certificate options; absent: plain HTTP. ddr's own commands (dead-letters, balance-status, listen --drain, study --verify, process) then use https:// and trust this certificate, and `ca` (else listen.tls.ca, else Node's built-in CAs).",
+          ),
+        ),
       },
       {additionalProperties: false, default: {}, description: 'The HTTP status server.'},
     ),
@@ -516,6 +525,8 @@ export type BackendTransport = OrthancBackendConfig['transport']
 export type BackendTlsConfig = Static<typeof BackendTlsSchema>
 export type BackendHttpsConfig = Static<typeof BackendHttpsSchema>
 export type ListenTlsConfig = Static<typeof ListenTlsSchema>
+/** Server-side TLS files: `listen.tls` and `status.tls` have the same shape. */
+export type ServerTlsConfig = ListenTlsConfig
 export type MoveDestinationConfig = DdrConfig['retrieve']['destinations'][number]
 export type RoutingPolicy = DdrConfig['routing']['policy']
 export type RuleTagMatch = Static<typeof RuleTagMatchSchema>

@@ -47,6 +47,7 @@ export function validateConfig(raw: unknown, source: string, options: ValidateOp
 
   for (const problem of schemaProblems(ConfigSchema, config, '', config)) problems.add(problem.path, problem.text)
   checkListen(problems, config.listen)
+  if (isObject(config.status)) checkServerTls(problems, 'status.tls', config.status.tls)
   checkBackends(problems, config.backends)
   checkRules(problems, config.rules, config.backends)
   checkProcessing(problems, config.processing)
@@ -282,9 +283,13 @@ function checkListen(problems: Problems, listen: unknown): void {
     }
   }
 
-  const tls = listen.tls
+  checkServerTls(problems, 'listen.tls', listen.tls)
+}
+
+/** listen.tls and status.tls: what the schema cannot say (the files are read where they are used). */
+function checkServerTls(problems: Problems, path: string, tls: unknown): void {
   if (isObject(tls) && tls.requireClientCert === true && tls.ca === undefined) {
-    problems.add('listen.tls.ca', 'is required with requireClientCert (the CA that signs client certificates)')
+    problems.add(`${path}.ca`, 'is required with requireClientCert (the CA that signs client certificates)')
   }
 }
 

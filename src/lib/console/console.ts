@@ -176,7 +176,7 @@ function parseNumber(name: string, text: string): number {
  */
 export function createConsole(options: ConsoleOptions): Console {
   const {config, logger} = options
-  const guard = new ConsoleGuard(config.status.host, config.status.token)
+  const guard = new ConsoleGuard(config.status.host, config.status.token, config.status.tls !== undefined)
   const history = new RateHistory(options.status, options.historyIntervalMs)
   const streams = new Set<http.ServerResponse>()
   const streamTimer = setInterval(() => {

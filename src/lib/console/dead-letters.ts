@@ -11,7 +11,7 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
-import {routerStatusUrl} from '../status/client.js'
+import {callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
 import {type DeadLetter, Spool} from '../spool/spool.js'
 import {type DeadLetterFilter, matchesDeadLetter} from './console.js'
 
@@ -47,11 +47,17 @@ function rowOf(letter: DeadLetter): DeadLetterRow {
   return {id: letter.id, at: letter.at, bytes: letter.bytes, reason: text(letter.details.reason), sopInstanceUid: text(letter.details.sopInstanceUid), studyInstanceUid: text(letter.details.studyInstanceUid), from: text(letter.details.callingAeTitle)}
 }
 
-async function routerAnswers(base: string): Promise<boolean> {
+/**
+ * Whether a router with its console answers on the status port. Only "nothing listens there" means
+ * no router: one that answers but cannot be talked to (a TLS refusal, a timeout) is an error, not
+ * a reason to work on the spool folder under its feet.
+ */
+async function routerAnswers(config: DdrConfig): Promise<boolean> {
   try {
-    return (await fetch(`${base}/api/session`, {signal: AbortSignal.timeout(2000)})).ok
-  } catch {
-    return false
+    return (await callRouter(config, 'GET', '/api/session', {timeoutMs: 2000})).ok
+  } catch (error) {
+    if (isRouterNotRunning(error)) return false
+    throw error
   }
 }
 
@@ -62,19 +68,17 @@ export async function deadLetters(config: DdrConfig, options: DeadLettersOptions
     throw new DdrError('USAGE', `say which dead letters to ${options.action}: their ids, or --all (with --reason-contains, --since or --study to narrow it)`, {hint: '`ddr dead-letters` lists them'})
   }
 
-  const base = routerStatusUrl(config.status)
-  if (await routerAnswers(base)) return viaRouter(base, config, options, filter)
+  if (await routerAnswers(config)) return viaRouter(config, options, filter)
   return viaSpool(config, options, filter)
 }
 
-async function viaRouter(base: string, config: DdrConfig, options: DeadLettersOptions, filter: DeadLetterFilter): Promise<DeadLettersResult> {
-  const headers: Record<string, string> = {'content-type': 'application/json', ...(config.status.token === undefined ? {} : {authorization: `Bearer ${config.status.token}`})}
-  const call = async (method: string, path: string, body?: unknown): Promise<any> => {
-    const response = await fetch(`${base}${path}`, {method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(60_000)})
-    const answer = (await response.json().catch(() => ({}))) as {error?: string}
-    if (response.status === 404) return undefined
-    if (response.status === 401) throw new DdrError('USAGE', `the router at ${base} wants its token for this`, {hint: 'set DDR_STATUS_TOKEN (or status.token in the config)'})
-    if (!response.ok) throw new DdrError('BACKEND_REFUSED', `${method} ${base}${path}: HTTP ${response.status}${answer.error ? `: ${answer.error}` : ''}`)
+async function viaRouter(config: DdrConfig, options: DeadLettersOptions, filter: DeadLetterFilter): Promise<DeadLettersResult> {
+  const base = routerStatusUrl(config.status)
+  const call = async (method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<any> => {
+    const {statusCode, ok, body: answer} = await callRouter(config, method, path, {json: body, withToken: true, timeoutMs: 60_000})
+    if (statusCode === 404) return undefined
+    if (statusCode === 401) throw new DdrError('USAGE', `the router at ${base} wants its token for this`, {hint: 'set DDR_STATUS_TOKEN (or status.token in the config)'})
+    if (!ok) throw new DdrError('BACKEND_REFUSED', `${method} ${base}${path}: HTTP ${statusCode}${answer.error ? `: ${answer.error}` : ''}`)
     return answer
   }
 

@@ -60,11 +60,16 @@ function cookie(request: http.IncomingMessage, name: string): string | undefined
 export class ConsoleGuard {
   private readonly sessions = new Map<string, number>()
 
+  private readonly cookieAttributes: string
+
   /**
    * @param bindHost status.host: loopback or not decides whether Host headers are checked
    * @param token status.token, when set
+   * @param secure the console is served over TLS (status.tls): the session cookie is `Secure`, so a browser never sends it over plain HTTP
    */
-  constructor(private readonly bindHost: string, private readonly token?: string) {}
+  constructor(private readonly bindHost: string, private readonly token?: string, secure = false) {
+    this.cookieAttributes = `HttpOnly;${secure ? ' Secure;' : ''} SameSite=Strict; Path=/`
+  }
 
   /** Whether actions need the token (or a login). */
   get authRequired(): boolean {
@@ -124,14 +129,14 @@ export class ConsoleGuard {
     for (const [id, expires] of this.sessions) if (expires < now) this.sessions.delete(id)
     const id = randomBytes(32).toString('base64url')
     this.sessions.set(id, now + SESSION_MS)
-    return `${SESSION_COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_MS / 1000}`
+    return `${SESSION_COOKIE}=${id}; ${this.cookieAttributes}; Max-Age=${SESSION_MS / 1000}`
   }
 
   /** Ends the request's session; the Set-Cookie value that clears it. */
   logout(request: http.IncomingMessage): string {
     const id = cookie(request, SESSION_COOKIE)
     if (id !== undefined) this.sessions.delete(id)
-    return `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`
+    return `${SESSION_COOKIE}=; ${this.cookieAttributes}; Max-Age=0`
   }
 }
 

@@ -17,6 +17,12 @@ import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudySummar
 /** Queues a kept copy for delivery again (a repair); provided by the pipeline that owns the spool. */
 export type Resender = (kept: RetentionLocation, sopInstanceUid: string) => Promise<void>
 
+/** Where a config's ledger lives, for messages: the SQLite file, or the database URL with its password masked. */
+export function ledgerLabel(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
+  const url = config.ledger.url
+  return url !== undefined && !url.startsWith('sqlite:') ? redactUrl(url) : ledgerFile(config)
+}
+
 /** The ledger file a config names: `ledger.url` (sqlite:PATH), else spool.dir/ledger.db. */
 export function ledgerFile(config: Pick<DdrConfig, 'ledger' | 'spool'>): string {
   const url = config.ledger.url

@@ -2,7 +2,8 @@ import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
-import {compareHoldings, ledgerFile, openLedgerStore, receiptFromComparison} from './ledger.js'
+import {type RouterAnswer, callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
+import {compareHoldings, ledgerLabel, openLedgerStore, receiptFromComparison} from './ledger.js'
 import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
 
 /** How one sender's instances of one modality arrive within their studies. */
@@ -135,19 +136,19 @@ export async function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'li
  * BACKEND_UNREACHABLE when a backend does not answer, USAGE when the study is not in the ledger.
  */
 export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'listen'>, studyInstanceUid: string): Promise<VerifyResult> {
-  const host = config.status.host === '0.0.0.0' || config.status.host === '::' ? '127.0.0.1' : config.status.host
-  let response: Response | undefined
+  let answer: RouterAnswer | undefined
   try {
-    response = await fetch(`http://${host.includes(':') ? `[${host}]` : host}:${config.status.port}/studies/${studyInstanceUid}/verify`, {method: 'POST', signal: AbortSignal.timeout(120_000)})
-  } catch {
-    response = undefined // no router: check from here
+    answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/verify`, {timeoutMs: 120_000})
+  } catch (error) {
+    // No router: check from here. One that answered but could not be talked to (TLS) is an error.
+    if (!isRouterNotRunning(error)) throw error
   }
 
-  if (response !== undefined && response.status !== 405) {
-    const body = (await response.json().catch(() => ({}))) as {receipt?: Receipt; study?: StudyDetail; error?: string; code?: string}
-    if (response.status === 404) throw notInLedger(studyInstanceUid, ledgerFile(config))
-    if (response.status === 502) throw new DdrError('BACKEND_UNREACHABLE', body.error ?? `a backend did not answer for study ${studyInstanceUid}`)
-    if (!response.ok || body.receipt === undefined || body.study === undefined) throw new DdrError('BACKEND_REFUSED', `the router at ${host}:${config.status.port} answered HTTP ${response.status}: ${body.error ?? 'no receipt'}`)
+  if (answer !== undefined && answer.statusCode !== 405) {
+    const body = answer.body as {receipt?: Receipt; study?: StudyDetail; error?: string; code?: string}
+    if (answer.statusCode === 404) throw notInLedger(studyInstanceUid, ledgerLabel(config))
+    if (answer.statusCode === 502) throw new DdrError('BACKEND_UNREACHABLE', body.error ?? `a backend did not answer for study ${studyInstanceUid}`)
+    if (!answer.ok || body.receipt === undefined || body.study === undefined) throw new DdrError('BACKEND_REFUSED', `the router at ${routerStatusUrl(config.status)} answered HTTP ${answer.statusCode}: ${body.error ?? 'no receipt'}`)
     return {receipt: body.receipt, study: body.study, by: 'router'}
   }
 

@@ -9,6 +9,7 @@ import {DdrError} from '../errors.js'
 import {DimseServer, type StoreRequest, type StoreSink} from '../dimse/scp.js'
 import {listenerSecurityOptions} from '../security/listener.js'
 import {configPermissionWarning} from '../security/secrets.js'
+import {statusServerTls} from '../security/status-tls.js'
 import {redactUrl} from '../output/redact.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
@@ -22,7 +23,7 @@ import {datasyncFile, ensureDir, syncDir} from '../fs/durable.js'
 import {DiscardSink, InstanceSink, newInstanceId} from './intake.js'
 import {Spool} from '../spool/spool.js'
 import {type RouterStatus, type StatusRoutes, StatusServer} from '../status/server.js'
-import {routerStatusUrl} from '../status/client.js'
+import {type RouterAnswer, callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
 import {BackendState} from '../routing/backend-state.js'
 import {HealthMonitor} from '../routing/health.js'
 import {DROP_STATUS} from '../routing/router.js'
@@ -135,6 +136,8 @@ function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: stri
 export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
   const {logger} = options
   if (options.statusServer !== false) checkConsoleExposure(config)
+  // Read before anything starts: a bad status.tls file stops the start with the field and file named.
+  const statusTls = options.statusServer === false ? undefined : statusServerTls(config.status)
   const startedAt = new Date()
   const spoolDir = path.resolve(config.spool.dir)
   // Pass-through instances too large for memory wait here; none survives a restart (never acknowledged).
@@ -448,7 +451,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   // The web console and /api/ on the status server (src/lib/console).
   const webConsole = options.statusServer === false ? undefined : routerConsole({config, logger, status, ingest, scratchDir: incomingDir, spool, forwarder, ledger})
   if (options.statusServer !== false) {
-    statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness)
+    statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness, {tls: statusTls})
     try {
       statusPort = await statusServer.listen(config.status.port, config.status.host)
     } catch (error) {
@@ -511,18 +514,19 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   }
 }
 
-/** `ddr listen --drain`: asks the router on this status address to drain; says what it answered. */
-export async function requestDrain(status: DdrConfig['status']): Promise<string> {
-  const url = `${routerStatusUrl(status)}/drain`
-  let response: Response
+/** `ddr listen --drain`: asks the router on this status address (http or https, as status.tls says) to drain; says what it answered. */
+export async function requestDrain(config: Pick<DdrConfig, 'status' | 'listen'>): Promise<string> {
+  const url = `${routerStatusUrl(config.status)}/drain`
+  let answer: RouterAnswer
   try {
-    response = await fetch(url, {method: 'POST', signal: AbortSignal.timeout(10_000)})
+    answer = await callRouter(config, 'POST', '/drain', {timeoutMs: 10_000})
   } catch (error) {
-    throw new DdrError('BACKEND_UNREACHABLE', `no router answers on ${url}: ${(error as Error).message}`, {hint: 'give the config (or --status-port) of the running router'})
+    const {message, hint} = error as DdrError
+    throw new DdrError('BACKEND_UNREACHABLE', message, {hint: isRouterNotRunning(error) ? 'give the config (or --status-port) of the running router' : hint, cause: error})
   }
 
-  if (!response.ok) throw new DdrError('BACKEND_REFUSED', `${url} answered HTTP ${response.status}`)
-  const body = (await response.json()) as {associations: number; queued: number}
+  if (!answer.ok) throw new DdrError('BACKEND_REFUSED', `${url} answered HTTP ${answer.statusCode}`)
+  const body = answer.body as {associations: number; queued: number}
   return `draining: the router takes no new associations; ${body.associations} open, ${body.queued} queued; it exits once they are done`
 }
 

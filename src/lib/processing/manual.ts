@@ -3,7 +3,6 @@
  * status server), so that the outputs are stored through the router's intake like any; or, with
  * `dryRun`, here, storing nothing and showing the SR that would be written.
  */
-import http from 'node:http'
 import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
@@ -12,6 +11,7 @@ import {ledgerFile} from '../ledger/ledger.js'
 import type {ProcessingRunState} from '../ledger/processing-runs.js'
 import {SqliteLedgerStore} from '../ledger/sqlite-store.js'
 import {colorEnabled, painter} from '../output/table.js'
+import {callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
 import {ProcessingModule, attemptModule} from './attempt.js'
 import {ModuleFailure, type ModuleResult} from './contract.js'
 import type {ProcessOutcome} from './service.js'
@@ -45,7 +45,7 @@ export interface ProcessOptions {
   dryRun?: boolean
 }
 
-type ProcessConfig = Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'processing'>
+type ProcessConfig = Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'processing' | 'listen'>
 
 /** Runs modules on a study by hand (see the file's summary). Throws DdrError USAGE, ROUTER_UNREACHABLE. */
 export async function processStudy(config: ProcessConfig, studyInstanceUid: string, options: ProcessOptions = {}): Promise<ProcessResult> {
@@ -107,39 +107,26 @@ async function dryRun(config: ProcessConfig, studyInstanceUid: string, only: str
   }
 }
 
-/** POST /studies/UID/process on the router's status server; waits as long as the modules may take. */
+/** POST /studies/UID/process on the router's status server (http or https, as status.tls says); waits as long as the modules may take. */
 async function throughRouter(config: ProcessConfig, studyInstanceUid: string, only: string | undefined): Promise<ProcessResult> {
-  const host = config.status.host === '0.0.0.0' || config.status.host === '::' ? '127.0.0.1' : config.status.host
-  const where = `${host}:${config.status.port}`
+  const where = routerStatusUrl(config.status)
   const query = only === undefined ? '' : `?module=${encodeURIComponent(only)}`
-  // node:http, not fetch: fetch gives up on an answer after 300 s, and a module may take longer.
-  const answer = await new Promise<{status: number; body: string}>((resolve, reject) => {
-    const request = http.request({host, port: config.status.port, method: 'POST', path: `/studies/${studyInstanceUid}/process${query}`}, (response) => {
-      let body = ''
-      response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk))
-      response.on('end', () => resolve({status: response.statusCode ?? 0, body}))
-      response.on('error', reject)
-    })
-    request.on('error', reject)
-    request.end()
-  }).catch((error: Error) => {
-    throw new DdrError('ROUTER_UNREACHABLE', `no router answers at ${where} (status.host, status.port): ${error.message}`, {
-      hint: 'ddr process stores what a module writes through the running router: start `ddr listen` with this config, or use --dry-run to see the SR without storing it',
+  // No timeout: a module may take longer than any fixed one (fetch gave up after 300 s).
+  const answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/process${query}`).catch((error: DdrError) => {
+    throw new DdrError('ROUTER_UNREACHABLE', `${error.message} (status.host, status.port)`, {
+      hint: isRouterNotRunning(error)
+        ? 'ddr process stores what a module writes through the running router: start `ddr listen` with this config, or use --dry-run to see the SR without storing it'
+        : error.hint,
+      cause: error,
     })
   })
 
-  let body: {runs?: ProcessOutcome[]; error?: string; code?: string}
-  try {
-    body = JSON.parse(answer.body) as typeof body
-  } catch {
-    body = {}
-  }
-
-  if (answer.status === 404) throw notInLedger(studyInstanceUid, ledgerFile(config))
-  if (answer.status === 405) throw new DdrError('USAGE', `the router at ${where} runs no processing modules (its processing.modules is empty)`, {hint: 'configure the modules in the config `ddr listen` uses, and restart it'})
-  if (answer.status !== 200 || body.runs === undefined) {
+  const body = answer.body as {runs?: ProcessOutcome[]; error?: string; code?: string}
+  if (answer.statusCode === 404) throw notInLedger(studyInstanceUid, ledgerFile(config))
+  if (answer.statusCode === 405) throw new DdrError('USAGE', `the router at ${where} runs no processing modules (its processing.modules is empty)`, {hint: 'configure the modules in the config `ddr listen` uses, and restart it'})
+  if (answer.statusCode !== 200 || body.runs === undefined) {
     if (body.code === 'USAGE') throw new DdrError('USAGE', body.error ?? 'the router refused the request')
-    throw new DdrError('ROUTER_UNREACHABLE', `the router at ${where} answered HTTP ${answer.status}: ${body.error ?? 'no runs'}`)
+    throw new DdrError('ROUTER_UNREACHABLE', `the router at ${where} answered HTTP ${answer.statusCode}: ${body.error ?? 'no runs'}`)
   }
 
   return {

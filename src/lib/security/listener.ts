@@ -1,6 +1,10 @@
-import type {DdrConfig} from '../config/schema.js'
+import {createSecureContext} from 'node:tls'
+import type tls from 'node:tls'
+
+import type {DdrConfig, ServerTlsConfig} from '../config/schema.js'
 import type {ScpOptions} from '../dimse/scp.js'
-import {serverTlsOptions} from '../dimse/tls.js'
+import {pemFileProblem, serverTlsOptions} from '../dimse/tls.js'
+import {DdrError} from '../errors.js'
 import {createAssociationCheck} from './access.js'
 
 /**
@@ -16,6 +20,38 @@ export function listenerSecurityOptions(listen: DdrConfig['listen']): Pick<ScpOp
     artimTimeoutMs: listen.artimTimeoutMs,
     maxInstanceBytes: listen.maxInstanceBytes,
     ...(restricted ? {checkAssociation: createAssociationCheck(listen)} : {}),
-    ...(listen.tls === undefined ? {} : {tls: serverTlsOptions(listen.tls, 'listen.tls')}),
+    ...(listen.tls === undefined ? {} : {tls: loadServerTls(listen.tls, 'listen.tls')}),
   }
+}
+
+/**
+ * A server's TLS options from its configured PEM files (`listen.tls`, `status.tls`), read and
+ * checked now: a missing, unreadable or non-PEM file, an encrypted key, or a key that is not the
+ * certificate's is DdrError CONFIG_INVALID naming the field and the file.
+ */
+export function loadServerTls(files: ServerTlsConfig, field: string): tls.TlsOptions {
+  for (const role of ['cert', 'key', 'ca'] as const) {
+    const file = files[role]
+    if (file !== undefined) checkPemFile(file, role, `${field}.${role}`)
+  }
+
+  const options = serverTlsOptions(files, field)
+  try {
+    createSecureContext(options)
+  } catch (error) {
+    const mismatch = (error as {code?: string}).code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH'
+    throw new DdrError(
+      'CONFIG_INVALID',
+      mismatch ? `${field}.key ${files.key} is not the private key of ${field}.cert ${files.cert}` : `${field}: ${files.cert}, ${files.key}${files.ca === undefined ? '' : ` or ${files.ca}`} cannot be used: ${(error as Error).message}`,
+      {hint: `give ${field}.cert and ${field}.key as a certificate and its own key`, cause: error},
+    )
+  }
+
+  return options
+}
+
+/** Throws DdrError CONFIG_INVALID naming `field` and the file when `file` cannot serve as `role` (see pemFileProblem). */
+export function checkPemFile(file: string, role: 'ca' | 'cert' | 'key', field: string): void {
+  const problem = pemFileProblem(file, role)
+  if (problem !== undefined) throw new DdrError('CONFIG_INVALID', `${field}: ${problem}`, {hint: `point ${field} at a readable PEM file`})
 }

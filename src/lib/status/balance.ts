@@ -9,7 +9,7 @@ import {redactUrl} from '../output/redact.js'
 import {ExitCode, type ExitCodeValue} from '../errors.js'
 import {formatTable, painter} from '../output/table.js'
 import {formatBytes, formatDuration} from '../output/units.js'
-import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerStatusUrl} from './client.js'
+import {type RouterProbe, type RouterStatusView, fetchRouterStatus, routerHttpsAgent, routerStatusUrl} from './client.js'
 
 /** One backend as `ddr balance-status` sees it: our own checks, plus the router's view when it runs. */
 export interface BackendBalance {
@@ -84,10 +84,16 @@ export interface GatherBalanceOptions {
 export async function gatherBalance(config: DdrConfig, options: GatherBalanceOptions = {}): Promise<BalanceStatusResult> {
   const timeoutMs = options.timeoutMs ?? config.health.timeoutMs
   const backends = options.backends ?? config.backends
-  const checks = await Promise.all(backends.map((backend) => surveyBackend(backend, {timeoutMs, callingAeTitle: config.listen.aeTitle})))
-  // Asked after the backends, not beside them: the latencies measured are then the backends' own.
-  const probe = await fetchRouterStatus(routerStatusUrl(config.status), {timeoutMs: Math.min(timeoutMs, 2000), signal: options.signal})
-  return combine(probe, checks, backends)
+  // Made first: an unreadable status.tls file is a config error, found before the checks.
+  const https = routerHttpsAgent(config)
+  try {
+    const checks = await Promise.all(backends.map((backend) => surveyBackend(backend, {timeoutMs, callingAeTitle: config.listen.aeTitle})))
+    // Asked after the backends, not beside them: the latencies measured are then the backends' own.
+    const probe = await fetchRouterStatus(routerStatusUrl(config.status), {timeoutMs: Math.min(timeoutMs, 2000), signal: options.signal, https})
+    return combine(probe, checks, backends)
+  } finally {
+    https?.destroy()
+  }
 }
 
 /**

@@ -1,8 +1,13 @@
+import {Agent as HttpsAgent} from 'node:https'
+
 import {type Static, type TSchema, Type} from '@sinclair/typebox'
 import {Value} from '@sinclair/typebox/value'
 import got, {HTTPError, RequestError} from 'got'
 
 import type {DdrConfig} from '../config/schema.js'
+import {DdrError} from '../errors.js'
+import {describeRequestFailure} from '../security/https.js'
+import {type StatusTlsConfig, statusClientTls} from '../security/status-tls.js'
 
 /** The router's store-and-forward queue, when it has one. */
 export interface RouterSpoolStatus {
@@ -79,15 +84,104 @@ export type RouterProbe =
 export interface FetchRouterStatusOptions {
   timeoutMs?: number
   signal?: AbortSignal
+  /** For an https:// URL: the agent that trusts the router (routerHttpsAgent). */
+  https?: HttpsAgent
 }
 
-/** The base URL of the router's status server from config (a wildcard listen address is reached on loopback). */
-export function routerStatusUrl(status: Pick<DdrConfig['status'], 'host' | 'port'>): string {
+/**
+ * The base URL of the router's status server from config: https:// with status.tls, else http://
+ * (a wildcard listen address is reached on loopback).
+ */
+export function routerStatusUrl(status: Pick<DdrConfig['status'], 'host' | 'port' | 'tls'>): string {
   let host = status.host
   if (host === '0.0.0.0' || host === '') host = '127.0.0.1'
   else if (host === '::') host = '::1'
   if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`
-  return `http://${host}:${status.port}`
+  return `${status.tls === undefined ? 'http' : 'https'}://${host}:${status.port}`
+}
+
+/**
+ * The https agent that trusts the router's status server (security/status-tls.ts: its own
+ * certificate, and status.tls.ca or listen.tls.ca); undefined without status.tls. Reads the PEM
+ * files now (CONFIG_INVALID naming the field). Destroy it when done.
+ */
+export function routerHttpsAgent(config: StatusTlsConfig): HttpsAgent | undefined {
+  const tls = statusClientTls(config)
+  return tls === undefined ? undefined : new HttpsAgent(tls)
+}
+
+/** What ddr's commands need of the config to reach the running router. */
+export interface RouterClientConfig extends StatusTlsConfig {
+  status: Pick<DdrConfig['status'], 'host' | 'port' | 'tls' | 'token'>
+}
+
+export interface CallRouterOptions {
+  /** Sent as JSON. */
+  json?: unknown
+  /** Send status.token as `Authorization: Bearer` (never in the URL). */
+  withToken?: boolean
+  /** Give up after this long (default: wait as long as the router takes). */
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+/** The router's answer: its HTTP status and its JSON body ({} when it is not JSON). */
+export interface RouterAnswer {
+  statusCode: number
+  /** 2xx. */
+  ok: boolean
+  body: any
+}
+
+/**
+ * One request to the running router's status server (/drain, /studies/…, /api/…), over https when
+ * status.tls says so, trusting what routerHttpsAgent trusts. Any HTTP answer is returned; when none
+ * came, DdrError ROUTER_UNREACHABLE says why (isRouterNotRunning tells "nothing listens there"
+ * apart from a router that could not be talked to, e.g. a TLS refusal).
+ */
+export async function callRouter(config: RouterClientConfig, method: 'GET' | 'POST' | 'DELETE', path: string, options: CallRouterOptions = {}): Promise<RouterAnswer> {
+  const base = routerStatusUrl(config.status)
+  const agent = routerHttpsAgent(config)
+  try {
+    const response = await got(`${base}${path}`, {
+      method,
+      ...(options.json === undefined ? {} : {json: options.json}),
+      headers: options.withToken && config.status.token !== undefined ? {authorization: `Bearer ${config.status.token}`} : {},
+      ...(agent === undefined ? {} : {agent: {https: agent}}),
+      ...(options.timeoutMs === undefined ? {} : {timeout: {request: options.timeoutMs}}),
+      signal: options.signal,
+      retry: {limit: 0},
+      throwHttpErrors: false,
+    })
+    let body: unknown = {}
+    try {
+      body = JSON.parse(response.body)
+    } catch {
+      // not JSON: the caller reads the status code
+    }
+
+    return {statusCode: response.statusCode, ok: response.statusCode >= 200 && response.statusCode <= 299, body}
+  } catch (error) {
+    throw routerUnreachable(base, config, error)
+  } finally {
+    agent?.destroy()
+  }
+}
+
+function routerUnreachable(base: string, config: RouterClientConfig, error: unknown): DdrError {
+  const failure = describeRequestFailure(error)
+  const code = (error as {code?: string}).code
+  let hint = 'start `ddr listen` with this config, or give the config (status.host, status.port) of the running router'
+  if (failure.tls === 'untrusted') hint = "the router's certificate is not this config's status.tls.cert: give the same status.tls as the running router (or status.tls.ca: the CA that signs its certificate)"
+  else if (failure.tls === 'handshake') hint = 'the status port does not speak TLS as status.tls here says: give the same status.tls as the running router'
+  // A TLS server closes a plain HTTP request without an answer.
+  else if (config.status.tls === undefined && code === 'ECONNRESET') hint = 'if the running router serves its status port over TLS, give this config the same status.tls'
+  return new DdrError('ROUTER_UNREACHABLE', `no router answers at ${base}: ${failure.reason}`, {hint, cause: error})
+}
+
+/** Whether callRouter failed because nothing listens on the status port (connection refused): no router runs there. */
+export function isRouterNotRunning(error: unknown): boolean {
+  return error instanceof DdrError && error.code === 'ROUTER_UNREACHABLE' && (error.cause as {code?: string} | undefined)?.code === 'ECONNREFUSED'
 }
 
 /**
@@ -99,14 +193,14 @@ export async function fetchRouterStatus(baseUrl: string, options: FetchRouterSta
   let body: unknown
   try {
     body = await got
-      .get(`${url}/status`, {timeout: {request: options.timeoutMs ?? 2000}, retry: {limit: 0}, signal: options.signal})
+      .get(`${url}/status`, {timeout: {request: options.timeoutMs ?? 2000}, retry: {limit: 0}, signal: options.signal, ...(options.https === undefined ? {} : {agent: {https: options.https}})})
       .json()
   } catch (error) {
     if (error instanceof HTTPError) return {url, running: false, error: `${url}/status answered HTTP ${error.response.statusCode}: not a ddr router?`}
     const code = error instanceof RequestError ? error.code : undefined
     if (code === 'ECONNREFUSED') return {url, running: false, error: `not running (nothing listens on ${url})`}
     if (code === 'ERR_BODY_PARSE_FAILURE') return {url, running: false, error: `${url}/status did not answer JSON: not a ddr router?`}
-    return {url, running: false, error: `${url}/status failed: ${code ?? (error as Error).message}`}
+    return {url, running: false, error: `${url}/status failed: ${describeRequestFailure(error).reason}`}
   }
 
   const status = parseRouterStatus(body, url)

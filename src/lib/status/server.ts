@@ -1,5 +1,7 @@
 import http from 'node:http'
+import https from 'node:https'
 import type {AddressInfo} from 'node:net'
+import type tls from 'node:tls'
 
 import type {BackendSnapshot} from '../routing/backend-state.js'
 import type {SpoolStats} from '../spool/spool.js'
@@ -63,16 +65,22 @@ export type StatusHandler = (request: http.IncomingMessage, response: http.Serve
 const json = (response: http.ServerResponse, status: number, value: unknown) =>
   response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
 
+export interface StatusServerOptions {
+  /** Serve https with these options (security/status-tls.ts, from status.tls); absent: plain HTTP. */
+  tls?: tls.TlsOptions
+}
+
 /** Serves GET /status (JSON) and GET /metrics (Prometheus text) from a snapshot function. */
 export class StatusServer {
-  private readonly server: http.Server
+  private readonly server: http.Server | https.Server
 
   /**
    * `health` decides /healthz (200 "ok", or 503 with the reasons: what a load balancer's health
-   * check reads); without it /healthz always answers ok.
+   * check reads); without it /healthz always answers ok. With `options.tls` the server speaks only
+   * TLS: a plain HTTP request fails the handshake and gets no answer.
    */
-  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly handler?: StatusHandler, private readonly health?: () => {ok: boolean; reasons: string[]}) {
-    this.server = http.createServer((request, response) => {
+  constructor(private readonly snapshot: () => RouterStatus, private readonly routes?: StatusRoutes, private readonly handler?: StatusHandler, private readonly health?: () => {ok: boolean; reasons: string[]}, options: StatusServerOptions = {}) {
+    const serve = (request: http.IncomingMessage, response: http.ServerResponse) => {
       if (this.handler?.(request, response)) return
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
@@ -100,7 +108,9 @@ export class StatusServer {
       } else {
         response.writeHead(404, {'content-type': 'text/plain'}).end('not found: try /status or /metrics\n')
       }
-    })
+    }
+
+    this.server = options.tls === undefined ? http.createServer(serve) : https.createServer(options.tls, serve)
   }
 
   listen(port: number, host: string): Promise<number> {

@@ -177,7 +177,7 @@ describe('processing modules behind a running router', () => {
     await writeFile(offline, JSON.stringify({...JSON.parse(await readFile(configFile, 'utf8')), status: {host: '127.0.0.1', port: 1}}))
     const noRouter = await runCompiledCli(['process', study, '--module', 'count-instances', '--config', offline])
     expect(noRouter.code).toBe(3)
-    expect(noRouter.stderr).toMatch(/error \[ROUTER_UNREACHABLE\]: no router answers at 127\.0\.0\.1:1/)
+    expect(noRouter.stderr).toMatch(/error \[ROUTER_UNREACHABLE\]: no router answers at http:\/\/127\.0\.0\.1:1/)
     const unknown = await runCompiledCli(['process', study, '--module', 'nope', '--config', configFile])
     expect(unknown.code).toBe(2)
     expect(unknown.stderr).toMatch(/no processing module named nope/)
