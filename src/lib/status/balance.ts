@@ -233,6 +233,32 @@ export function formatBalance(result: BalanceStatusResult, options: {color?: boo
       const text = `  studies: ${studies.receiving} receiving, ${studies.stable} stable (receipts: ${r.verified} verified, ${r.repairing} repairing, ${r.incomplete} incomplete, ${r.unverifiable} unverifiable, ${r.unchecked} not checked yet)`
       lines.push(r.incomplete > 0 ? paint.yellow(text) : text)
     }
+
+    const cluster = router.cluster
+    if (cluster !== null) {
+      const c = cluster.claims
+      lines.push(`  cluster: this router is ${cluster.router}; study claims: ${c.claimed} made, ${c.followed} followed${c.unconfirmed > 0 ? `, ${c.unconfirmed} routed unconfirmed` : ''}${c.pending > 0 ? `, ${c.pending} waiting for the ledger` : ''}${c.conflicts > 0 ? `, ${c.conflicts} conflicts` : ''}`)
+      if (cluster.ledgerUnreachableSince !== null) lines.push(paint.red(`  the shared ledger has not answered since ${cluster.ledgerUnreachableSince}: records wait in memory`))
+      lines.push(
+        '',
+        formatTable(
+          cluster.routers,
+          [
+            {header: 'ROUTER', value: (r) => r.name},
+            {header: 'STATUS ADDRESS', value: (r) => r.address},
+            // A router silent for 15 s (three heartbeats) is taken for gone.
+            {header: 'STATE', value: (r) => (r.ageSeconds > 15 ? 'silent' : r.healthy ? 'up' : r.reasons.join('; ') || 'not ready'), paint: (r, text) => (r.ageSeconds <= 15 && r.healthy ? paint.green(text) : paint.red(text))},
+            {header: 'HEARD', value: (r) => `${Math.round(r.ageSeconds)}s ago`, align: 'right'},
+            {header: 'RECEIVED', value: (r) => String(r.received), align: 'right'},
+            {header: 'ROUTED', value: (r) => String(r.routed), align: 'right'},
+            {header: 'FAILED', value: (r) => String(r.failed), align: 'right'},
+            {header: 'QUEUE', value: (r) => String(r.spoolDepth), align: 'right'},
+            {header: 'VERSION', value: (r) => r.version},
+          ],
+          {color: options.color},
+        ),
+      )
+    }
   }
 
   const withRouter = router !== null

@@ -66,7 +66,17 @@ export interface RouterStatusView {
   mirrors: RouterMirrorStatus | null
   /** The study ledger's studies by state, and stable ones by receipt; null without a ledger. */
   studies: RouterStudiesStatus | null
+  /** With a shared (PostgreSQL) ledger: this router's name and every router of the ledger; null otherwise. */
+  cluster: RouterClusterStatus | null
   backends: RouterBackendStatus[]
+}
+
+/** The routers sharing a ledger, as their heartbeats in it say (docs/cluster.md). */
+export interface RouterClusterStatus {
+  router: string
+  claims: {claimed: number; followed: number; unconfirmed: number; conflicts: number; pending: number}
+  ledgerUnreachableSince: string | null
+  routers: Array<{name: string; address: string; version: string; ageSeconds: number; healthy: boolean; reasons: string[]; received: number; routed: number; failed: number; spoolDepth: number}>
 }
 
 /** Studies in the router's ledger. */
@@ -259,6 +269,20 @@ const StudiesDocument = Type.Object({
   receipts: Type.Object({verified: count(), repairing: count(), incomplete: count(), unverifiable: count(), unchecked: count()}, {default: {}}),
 })
 
+const ClusterDocument = Type.Object({
+  router: Type.String({default: '?'}),
+  claims: Type.Object({claimed: count(), followed: count(), unconfirmed: count(), conflicts: count(), pending: count()}, {default: {}}),
+  ledgerUnreachableSince: orNull(Type.String()),
+})
+
+const ClusterRouterDocument = Type.Object({
+  name: Type.String({default: '?'}),
+  address: Type.String({default: '?'}),
+  version: Type.String({default: '?'}),
+  ageSeconds: Type.Number({default: 0}),
+  status: Type.Object({healthy: Type.Boolean({default: false}), reasons: Type.Array(Type.String(), {default: []}), received: count(), routed: count(), failed: count(), spoolDepth: count()}, {default: {}}),
+})
+
 const MirrorsDocument = Type.Object({durable: orNull(Type.Boolean()), pending: orNull(Type.Number()), oldestAgeSeconds: orNull(Type.Number())})
 
 const BackendDocument = Type.Object({
@@ -281,6 +305,18 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
   const mirrors = Value.Check(AnObject, body.mirrors) ? read(MirrorsDocument, body.mirrors) : undefined
   const studiesBody = (body as {studies?: unknown}).studies
   const studies = Value.Check(AnObject, studiesBody) ? read(StudiesDocument, studiesBody) : null
+  const clusterBody = (body as {cluster?: {routers?: unknown}}).cluster
+  const cluster: RouterClusterStatus | null = Value.Check(AnObject, clusterBody)
+    ? {
+        ...read(ClusterDocument, clusterBody),
+        routers: (Array.isArray(clusterBody.routers) ? clusterBody.routers : [])
+          .filter((r) => Value.Check(AnObject, r))
+          .map((r) => {
+            const {status: state, ...rest} = read(ClusterRouterDocument, r)
+            return {...rest, ...state}
+          }),
+      }
+    : null
   return {
     url,
     ...status,
@@ -297,6 +333,7 @@ export function parseRouterStatus(body: unknown, url: string): RouterStatusView 
             oldestAgeSeconds: mirrors?.oldestAgeSeconds ?? null,
           },
     studies,
+    cluster,
     backends: body.backends.filter((backend) => Value.Check(AnObject, backend)).map((backend) => read(BackendDocument, backend)),
   }
 }

@@ -17,6 +17,7 @@ import {
   gatherBalance,
   watchBalance,
 } from '../../../src/lib/status/balance.js'
+import {parseRouterStatus} from '../../../src/lib/status/client.js'
 import {freePort} from '../../helpers/ports.js'
 
 const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
@@ -69,9 +70,34 @@ const runningRouter: NonNullable<BalanceStatusResult['router']> = {
   spool: {depth: 4, bytes: 2048, oldestAgeSeconds: 75, retries: 5, deadLetters: 1, refusing: null},
   mirrors: null,
   studies: {receiving: 2, stable: 5, receipts: {verified: 3, repairing: 0, incomplete: 1, unverifiable: 0, unchecked: 1}},
+  cluster: null,
 }
 
 describe('formatBalance', () => {
+  it('with a shared ledger: every router of the cluster, the silent and the draining ones named so', () => {
+    const routers = [
+      {name: 'router-1', address: '10.0.0.1:11180', version: '0.1.0', ageSeconds: 2, healthy: true, reasons: [], received: 40, routed: 38, failed: 0, spoolDepth: 2},
+      {name: 'router-2', address: '10.0.0.2:11180', version: '0.1.0', ageSeconds: 1, healthy: false, reasons: ['draining'], received: 12, routed: 12, failed: 0, spoolDepth: 0},
+      {name: 'router-3', address: '10.0.0.3:11180', version: '0.1.0', ageSeconds: 45, healthy: true, reasons: [], received: 7, routed: 7, failed: 1, spoolDepth: 0},
+    ]
+    const text = formatBalance(result({router: {...runningRouter, cluster: {router: 'router-1', claims: {claimed: 5, followed: 3, unconfirmed: 1, conflicts: 0, pending: 1}, ledgerUnreachableSince: null, routers}}, routerError: null}))
+    expect(text).toContain('cluster: this router is router-1; study claims: 5 made, 3 followed, 1 routed unconfirmed, 1 waiting for the ledger')
+    expect(text).toMatch(/^router-1\s+10\.0\.0\.1:11180\s+up\s+2s ago\s+40\s+38\s+0\s+2\s+0\.1\.0$/m)
+    expect(text).toMatch(/^router-2\s+10\.0\.0\.2:11180\s+draining\s+1s ago/m)
+    expect(text).toMatch(/^router-3\s+10\.0\.0\.3:11180\s+silent\s+45s ago/m)
+  })
+
+  it("reads the cluster from a router's /status, and none from one without a shared ledger", () => {
+    const body = {counters: {received: 1, routed: 1, failed: 0, failovers: 0}, backends: [], cluster: {router: 'router-2', claims: {claimed: 1, pending: 0}, ledgerUnreachableSince: null, routers: [{name: 'router-2', address: 'h:1', version: '1', ageSeconds: 0.5, status: {healthy: true, reasons: [], received: 1, routed: 1, failed: 0, spoolDepth: 0}}]}}
+    expect(parseRouterStatus(body, 'u')?.cluster).toEqual({
+      router: 'router-2',
+      claims: {claimed: 1, followed: 0, unconfirmed: 0, conflicts: 0, pending: 0},
+      ledgerUnreachableSince: null,
+      routers: [{name: 'router-2', address: 'h:1', version: '1', ageSeconds: 0.5, healthy: true, reasons: [], received: 1, routed: 1, failed: 0, spoolDepth: 0}],
+    })
+    expect(parseRouterStatus({counters: {received: 1}, backends: []}, 'u')?.cluster).toBeNull()
+  })
+
   it('without a router: says so, and leaves the router columns out', () => {
     const text = formatBalance(result())
     const lines = text.split('\n')
