@@ -163,8 +163,37 @@ function Fleet() {
           )}
         </tbody>
       </table>
+      ${status.cluster ? html`<${Routers} cluster=${status.cluster} />` : null}
       <p class="meta">ddr ${status.version}, up ${fmtSeconds(status.uptimeSeconds)}, listening as ${status.listen.aeTitle} on port ${status.listen.port}; policy ${status.policy}${status.affinity ? ' with study affinity' : ''}</p>
     </section>`
+}
+
+/** The routers sharing this router's ledger (PostgreSQL), as their heartbeats say; silent after 15 s. */
+function Routers({cluster}) {
+  const claims = cluster.claims || {}
+  return html`
+    <h3>Routers</h3>
+    ${cluster.ledgerUnreachableSince ? html`<p class="error">the shared ledger has not answered since ${cluster.ledgerUnreachableSince}: records wait in memory</p>` : null}
+    <table data-test="routers">
+      <thead><tr><th>router</th><th>state</th><th>heard</th><th>received</th><th>routed</th><th>failed</th><th>waiting</th><th>version</th></tr></thead>
+      <tbody>
+        ${cluster.routers.map((r) => {
+          const silent = r.ageSeconds > 15
+          const state = silent ? 'silent' : r.status.healthy ? 'up' : r.status.reasons.join('; ') || 'not ready'
+          return html`<tr data-test="router-row" data-router=${r.name}>
+            <td><b>${r.name}</b>${r.name === cluster.router ? ' (this one)' : ''}<br /><small>${r.address}</small></td>
+            <td><span class=${`pill ${!silent && r.status.healthy ? 'up' : 'down'}`}>${state}</span></td>
+            <td>${Math.round(r.ageSeconds)} s ago</td>
+            <td>${r.status.received}</td>
+            <td>${r.status.routed}</td>
+            <td>${r.status.failed}</td>
+            <td>${r.status.spoolDepth}</td>
+            <td>${r.version}</td>
+          </tr>`
+        })}
+      </tbody>
+    </table>
+    <p class="meta">study claims by this router: ${claims.claimed || 0} made, ${claims.followed || 0} followed another router's${claims.unconfirmed ? `, ${claims.unconfirmed} routed unconfirmed` : ''}${claims.conflicts ? `, ${claims.conflicts} conflicts` : ''}</p>`
 }
 
 // ---------------------------------------------------------------- studies
