@@ -138,7 +138,7 @@ export async function showStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'li
 export async function verifyStudy(config: Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'listen'>, studyInstanceUid: string): Promise<VerifyResult> {
   let answer: RouterAnswer | undefined
   try {
-    answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/verify`, {timeoutMs: 120_000})
+    answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/verify`, {timeoutMs: 120_000, withToken: true})
   } catch (error) {
     // No router: check from here. One that answered but could not be talked to (TLS) is an error.
     if (!isRouterNotRunning(error)) throw error

@@ -37,6 +37,7 @@ import {QUERY_MODELS, createQueryHandler} from '../qr/service.js'
 import {ProcessingService} from '../processing/service.js'
 import {Router} from './delivery.js'
 import {checkConsoleExposure} from '../console/console.js'
+import {ConsoleGuard, isRefusal} from '../console/guard.js'
 import {routerConsole} from './console-wiring.js'
 
 export interface RouterServiceOptions {
@@ -451,7 +452,21 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   // The web console and /api/ on the status server (src/lib/console).
   const webConsole = options.statusServer === false ? undefined : routerConsole({config, logger, status, ingest, scratchDir: incomingDir, spool, forwarder, ledger})
   if (options.statusServer !== false) {
-    statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness, {tls: statusTls})
+    // Drain, verify and process act: the console's rules apply (status.token, same origin).
+    const guard = new ConsoleGuard(config.status.host, config.status.token, statusTls !== undefined)
+    statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness, {
+      tls: statusTls,
+      authorize: (request) => {
+        const verdict = guard.authorize(request)
+        if (isRefusal(verdict)) {
+          logger.warn('status-action-refused', {path: request.url, by: request.socket.remoteAddress ?? 'unknown'}, verdict.error)
+          return verdict
+        }
+
+        logger.info('status-action', {path: request.url, by: verdict.address, auth: verdict.auth})
+        return undefined
+      },
+    })
     try {
       statusPort = await statusServer.listen(config.status.port, config.status.host)
     } catch (error) {
@@ -519,7 +534,7 @@ export async function requestDrain(config: Pick<DdrConfig, 'status' | 'listen'>)
   const url = `${routerStatusUrl(config.status)}/drain`
   let answer: RouterAnswer
   try {
-    answer = await callRouter(config, 'POST', '/drain', {timeoutMs: 10_000})
+    answer = await callRouter(config, 'POST', '/drain', {timeoutMs: 10_000, withToken: true})
   } catch (error) {
     const {message, hint} = error as DdrError
     throw new DdrError('BACKEND_UNREACHABLE', message, {hint: isRouterNotRunning(error) ? 'give the config (or --status-port) of the running router' : hint, cause: error})

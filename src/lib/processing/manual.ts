@@ -112,7 +112,7 @@ async function throughRouter(config: ProcessConfig, studyInstanceUid: string, on
   const where = routerStatusUrl(config.status)
   const query = only === undefined ? '' : `?module=${encodeURIComponent(only)}`
   // No timeout: a module may take longer than any fixed one (fetch gave up after 300 s).
-  const answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/process${query}`).catch((error: DdrError) => {
+  const answer = await callRouter(config, 'POST', `/studies/${studyInstanceUid}/process${query}`, {withToken: true}).catch((error: DdrError) => {
     throw new DdrError('ROUTER_UNREACHABLE', `${error.message} (status.host, status.port)`, {
       hint: isRouterNotRunning(error)
         ? 'ddr process stores what a module writes through the running router: start `ddr listen` with this config, or use --dry-run to see the SR without storing it'

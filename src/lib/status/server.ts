@@ -68,6 +68,11 @@ const json = (response: http.ServerResponse, status: number, value: unknown) =>
 export interface StatusServerOptions {
   /** Serve https with these options (security/status-tls.ts, from status.tls); absent: plain HTTP. */
   tls?: tls.TlsOptions
+  /**
+   * Whether a request that is not GET (drain, verify, process) may act: undefined to let it, or the
+   * refusal to answer (status.token, same-origin; console/guard.ts). Absent: every caller may.
+   */
+  authorize?: (request: http.IncomingMessage) => {status: number; error: string; code: string} | undefined
 }
 
 /** Serves GET /status (JSON) and GET /metrics (Prometheus text) from a snapshot function. */
@@ -85,6 +90,12 @@ export class StatusServer {
       const parsed = new URL(request.url ?? '/', 'http://status')
       const url = parsed.pathname
       let extra: unknown
+      const refusal = request.method === 'GET' || request.method === 'HEAD' || this.routes === undefined ? undefined : options.authorize?.(request)
+      if (refusal !== undefined) {
+        json(response, refusal.status, {error: refusal.error, code: refusal.code})
+        return
+      }
+
       try {
         extra = this.routes?.(request.method ?? 'GET', url, parsed.searchParams)
       } catch (error) {

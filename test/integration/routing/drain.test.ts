@@ -33,7 +33,8 @@ describe('ddr listen --drain and /healthz', () => {
       configPath,
       JSON.stringify({
         listen: {host: '127.0.0.1', port: listenPort, aeTitle: 'DDR_DRAIN'},
-        status: {host: '127.0.0.1', port: statusPort},
+        // With a token, draining (like every action on the status port) needs it: `listen --drain` sends it.
+        status: {host: '127.0.0.1', port: statusPort, token: 'drain-test-token-0123456789'},
         spool: {dir: path.join(dir, 'spool')},
         backends: [{name: 'drain', host: '127.0.0.1', port: orthanc.dicomPort, aeTitle: orthanc.aeTitle, url: orthanc.url}],
       }),
@@ -55,6 +56,9 @@ describe('ddr listen --drain and /healthz', () => {
     const open = await ScuAssociation.connect({host: '127.0.0.1', port: listenPort, callingAeTitle: 'MODALITY', calledAeTitle: 'DDR_DRAIN', contexts: [{abstractSyntax: entry.sopClassUid, transferSyntax: entry.transferSyntaxUid}]})
     const exited = new Promise<number | null>((resolve) => router.once('exit', (code) => resolve(code)))
 
+    const stranger = await fetch(`http://127.0.0.1:${statusPort}/drain`, {method: 'POST'})
+    expect(stranger.status).toBe(401)
+    expect((await healthz()).status).toBe(200)
     const asked = await runCompiledCli(['listen', '--drain', '--config', configPath], {timeoutMs: 15_000})
     expect(asked.code).toBe(0)
     expect(asked.stdout).toContain('draining')
