@@ -144,7 +144,7 @@ async function orthanc(name, extra) {
 }
 
 /** `ddr listen` as its own process (so its RSS and CPU are its own), in front of the given backends. */
-async function router(name, backends, {spool = true, ledger = true, retrieve} = {}) {
+async function router(name, backends, {spool = true, ledger = true, retrieve, ledgerUrl, routerName} = {}) {
   const dir = path.join(work, `router-${name}`)
   mkdirSync(dir, {recursive: true})
   const port = await freePort()
@@ -157,6 +157,7 @@ async function router(name, backends, {spool = true, ledger = true, retrieve} = 
       status: {host: '127.0.0.1', port: statusPort},
       spool: {dir: path.join(dir, 'spool'), enabled: spool},
       studies: {enabled: ledger},
+      ...(ledgerUrl ? {ledger: {url: ledgerUrl, routerName}} : {}),
       ...(retrieve ? {retrieve} : {}),
       backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
     }),
@@ -182,6 +183,7 @@ async function router(name, backends, {spool = true, ledger = true, retrieve} = 
   await waitFor(`router ${name}`, async () => (await status()) !== undefined, 30_000)
   return {
     port,
+    statusPort,
     aeTitle: 'DDR_BENCH',
     status,
     stop,
@@ -481,6 +483,76 @@ const p5 = () => group('P5', async () => {
   addFigure('P5', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
 })
 
+const cluster = () => group('CL', async () => {
+  const {startPostgres, stopPostgres} = await import('../dist/lib/stack/postgres-process.js')
+  const {startHaproxy, stopHaproxy} = await import('../dist/lib/stack/haproxy.js')
+  const instances = await workload('cluster', {studies: P5_SENDERS, instancesPerStudy: sizes.p5PerSender, pixelBytes: 40 * 1024, note: `${P5_SENDERS} senders, one study each`})
+  const perSender = Array.from({length: P5_SENDERS}, (_, s) => paths(instances.slice(s * sizes.p5PerSender, (s + 1) * sizes.p5PerSender)))
+  const n = instances.length
+  const allSenders = (target) => Promise.all(perSender.map((files) => storescuFiles(target, files)))
+  // One PostgreSQL for all rounds (a fresh database each round), as a site runs one.
+  const pgDir = path.join(work, 'cluster-postgres')
+  mkdirSync(pgDir, {recursive: true})
+  const pg = await startPostgres({dir: pgDir, port: await freePort(), startTimeoutMs: 60_000})
+  cleanups.push(once(async () => void (await stopPostgres(pgDir, {mode: 'fast'}))))
+  log(`CL ${P5_SENDERS} storescu at once x ${sizes.p5PerSender} instances into two Orthancs: through one router (its embedded SQLite ledger) vs through three routers behind HAProxy sharing a PostgreSQL ledger, ${ROUNDS} rounds on fresh servers`)
+  const rounds = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const one = async () => {
+      const [a, b] = await Promise.all([orthanc(`cl-one-a${round}`), orthanc(`cl-one-b${round}`)])
+      const ddr = await router(`cl-one-${round}`, [a, b])
+      const cpuBefore = ddr.cpuMs()
+      const time = await timed(async () => {
+        await allSenders(ddr)
+        await ddr.drained()
+      })
+      const cpuMs = ddr.cpuMs() - cpuBefore
+      const arrival = await orthancArrival('two Orthancs behind one router', [a, b], n)
+      await ddr.stop()
+      stopLater(a, b)
+      return [time, arrival, cpuMs / n]
+    }
+    const three = async () => {
+      const [a, b] = await Promise.all([orthanc(`cl-three-a${round}`), orthanc(`cl-three-b${round}`)])
+      const database = `round${round}`
+      execFileSync('psql', ['-h', pgDir, '-p', String(pg.port), '-U', 'postgres', '-d', 'postgres', '-c', `CREATE DATABASE ${database} OWNER ${pg.user}`], {stdio: 'ignore'})
+      const url = pg.url.replace(/\/[^/]+$/, `/${database}`)
+      const routers = await Promise.all([1, 2, 3].map((r) => router(`cl-three-${round}-${r}`, [a, b], {ledgerUrl: url, routerName: `router-${r}`})))
+      const haproxyDir = path.join(work, `cl-haproxy-${round}`)
+      mkdirSync(haproxyDir, {recursive: true})
+      const proxy = await startHaproxy({dir: haproxyDir, host: '127.0.0.1', port: await freePort(), servers: routers.map((r, i) => ({name: `router-${i + 1}`, host: '127.0.0.1', port: r.port, checkPort: r.statusPort}))})
+      const stopProxy = once(async () => void (await stopHaproxy(haproxyDir, {soft: false})))
+      cleanups.push(stopProxy)
+      const cpuBefore = routers.map((r) => r.cpuMs())
+      const time = await timed(async () => {
+        await allSenders({port: proxy.port, aeTitle: 'DDR_BENCH'})
+        await Promise.all(routers.map((r) => r.drained()))
+      })
+      const cpuMs = routers.reduce((sum, r, i) => sum + r.cpuMs() - cpuBefore[i], 0)
+      const arrival = await orthancArrival('two Orthancs behind three routers', [a, b], n)
+      await stopProxy()
+      await Promise.all(routers.map((r) => r.stop()))
+      stopLater(a, b)
+      return [time, arrival, cpuMs / n]
+    }
+    // The order alternates, as in P5.
+    let oneResult
+    let threeResult
+    if (round % 2 === 1) {
+      oneResult = await one()
+      threeResult = await three()
+    } else {
+      threeResult = await three()
+      oneResult = await one()
+    }
+
+    rounds.push({...ratioRound(oneResult[0], threeResult[0], [oneResult[1], threeResult[1]]), referenceCpuMsPerInstance: round2(oneResult[2]), ddrCpuMsPerInstance: round2(threeResult[2])})
+    log(`CL round ${round}: one router ${oneResult[0].toFixed(2)} s (${oneResult[2].toFixed(2)} ms CPU per instance), three behind HAProxy ${threeResult[0].toFixed(2)} s (${threeResult[2].toFixed(2)} ms CPU per instance, all three routers)`)
+  }
+
+  addFigure('CL3', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
+})
+
 const qr = () => group('QR', async () => {
   const instances = await workload('retrieve', {studies: 1, instancesPerStudy: sizes.retrieve, pixelBytes: 40 * 1024, note: 'one study, retrieved by C-MOVE'})
   const study = instances[0].studyInstanceUid
@@ -644,6 +716,7 @@ async function main() {
   await p2()
   await p4()
   await p5()
+  await cluster()
   await qr()
   await cpu()
   await p3()

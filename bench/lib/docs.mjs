@@ -136,8 +136,10 @@ function cells(f) {
   const r = f.rounds[f.medianRound ?? 0] ?? {}
   const others = f.rounds.length > 1 ? ` (rounds ${f.rounds.map((/** @type {any} */ x) => fixed(x.value)).join(' / ')})` : ''
   switch (f.kind) {
-    case 'ratio':
-      return [`${fixed(r.reference)} s`, `${fixed(r.ddr)} s`, `**${fixed(f.value)}**${others}`]
+    case 'ratio': {
+      const cpu = (/** @type {number | undefined} */ ms) => (ms === undefined ? '' : `, ${fixed(ms)} ms CPU per instance`)
+      return [`${fixed(r.reference)} s${cpu(r.referenceCpuMsPerInstance)}`, `${fixed(r.ddr)} s${cpu(r.ddrCpuMsPerInstance)}`, `**${fixed(f.value)}**${others}`]
+    }
     case 'peak-rss':
       return [`idle ${whole(r.idleMb)} MB`, r.afterHugeMb === undefined ? `${whole(f.value)} MB` : `${whole(r.afterHugeMb)} MB after the huge instance, ${whole(r.afterBigMb)} MB after the big set`, `**${whole(f.value)} MB**`]
     case 'latency':

@@ -145,6 +145,19 @@ export const FIGURES = [
       'Same senders, files and kind of receiver, fresh servers each round. ddr has two Orthancs where the reference has one: that is the point of a router in front of a fleet, and with several senders it should turn the second Orthanc into speed (target ≥ 1.2).',
   },
   {
+    id: 'CL3',
+    name: '8 concurrent senders through three routers behind HAProxy vs through one',
+    kind: 'ratio',
+    unit: 'ratio',
+    better: 'higher',
+    target: null,
+    measures:
+      'the eight storescu processes of P5 at once into HAProxy (TCP, leastconn, /healthz checks) in front of three `ddr listen` routers that share a PostgreSQL ledger (study claims, heartbeats), each with its own spool, in front of two fresh Orthancs; timed until every router counts a backend Success for every instance it took. CPU: the three routers\' CPU time together, per instance.',
+    reference: 'the same senders into one `ddr listen` with its embedded SQLite ledger in front of two fresh Orthancs, same round, order alternating; its CPU per instance.',
+    fair:
+      'Same senders, files and backends; the cluster pays for HAProxy, the claims and a database server on the same two cores, which is what this figure shows (no target on this machine: docs/cluster.md says what more cores change).',
+  },
+  {
     id: 'QR-move',
     name: 'C-MOVE of a study through ddr vs straight from Orthanc',
     kind: 'ratio',

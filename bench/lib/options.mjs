@@ -11,6 +11,7 @@ export const GROUPS = {
   P2: ['P2', 'P2b', 'P2c'],
   P4: ['P4', 'P4c', 'P4b', 'P4-3000'],
   P5: ['P5'],
+  CL: ['CL3'],
   QR: ['QR-move'],
   CPU: ['CPU-40k', 'CPU-512k'],
   P3: ['P3'],
