@@ -53,6 +53,10 @@ export async function startTestPostgres(options: {password?: string; keepDir?: b
   let pid = info.pid
   let stopped = false
   const processes = () => [pid, ...childrenOf(pid)]
+  const signalAll = (signal: NodeJS.Signals) => {
+    for (const each of processes()) process.kill(each, signal)
+  }
+
   return {
     url: info.url,
     port,
@@ -70,17 +74,13 @@ export async function startTestPostgres(options: {password?: string; keepDir?: b
     async resume() {
       pid = (await startPostgres(startOptions)).pid
     },
-    freeze() {
-      for (const each of processes()) process.kill(each, 'SIGSTOP')
-    },
-    thaw() {
-      for (const each of processes()) process.kill(each, 'SIGCONT')
-    },
+    freeze: () => signalAll('SIGSTOP'),
+    thaw: () => signalAll('SIGCONT'),
     async stop() {
       if (stopped) return
       stopped = true
       try {
-        this.thaw()
+        signalAll('SIGCONT')
       } catch {
         // not running
       }
