@@ -98,7 +98,7 @@ export interface PostgresStatus {
   user?: string
   database?: string
   url?: string
-  /** Major version from PG_VERSION. */
+  /** The running server's version (e.g. "15.14"), else the cluster's major version from PG_VERSION. */
   version?: string
 }
 
@@ -272,7 +272,7 @@ export async function startPostgres(options: PostgresOptions): Promise<PostgresI
     throw error
   }
 
-  return {dir, pid, host, port: options.port, user, database, url: postgresUrl({user, host: host === 'localhost' ? '127.0.0.1' : host, port: options.port, database}), socketDir: dir, logPath, version: serverVersion(binaries), initialized}
+  return {dir, pid, host, port: options.port, user, database, url: postgresUrl({user, host: host === 'localhost' ? '127.0.0.1' : host, port: options.port, database}), socketDir: dir, logPath, version: programVersion(binaries.postgres), initialized}
 }
 
 /**
@@ -307,6 +307,9 @@ export async function postgresStatus(dir: string, options: {timeoutMs?: number} 
   if (pid === undefined) return status
   status.pid = pid
   status.processAlive = true
+  // The running server's own version (e.g. 15.14), from the program it runs.
+  const program = processCommandLine(pid)?.split(' ')[0]
+  if (program !== undefined && isExecutable(program)) status.version = programVersion(program)
   const lines = readFileSync(path.join(dir, POSTMASTER_PID), 'utf8').split('\n')
   const port = Number(lines[3])
   if (Number.isInteger(port) && port > 0) status.port = port
@@ -418,7 +421,7 @@ async function ensureRoleAndDatabase(binaries: PostgresBinaries, options: {dir: 
   await runPsql({dir: options.dir, port: options.port, database: 'postgres', binaries}, sql)
 }
 
-function serverVersion(binaries: PostgresBinaries): string {
-  const result = spawnSync(binaries.postgres, ['--version'], {encoding: 'utf8'})
+function programVersion(program: string): string {
+  const result = spawnSync(program, ['--version'], {encoding: 'utf8'})
   return /(\d+(?:\.\d+)+)/.exec(result.stdout)?.[1] ?? 'unknown'
 }
