@@ -63,12 +63,15 @@ describe('HAProxy (src/lib/stack/haproxy.ts) in front of two routers', () => {
     expect(config).toMatch(/^\s+server router-1 127\.0\.0\.1:\d+ check port \d+$/m)
   })
 
-  it('marks a draining router DOWN (its /healthz answers 503) within seconds; new associations go to the other', async () => {
+  it('marks a draining router DOWN (its /healthz answers 503) within seconds; new associations go to the other, also before it noticed', async () => {
     const [draining, other] = routers
     const before = await Promise.all(routers.map(received))
     const answer = await fetch(`http://127.0.0.1:${draining.service.statusPort}/drain`, {method: 'POST'})
     expect(answer.status).toBe(200)
     const started = Date.now()
+    // Before HAProxy notices, the draining router refuses connections: HAProxy retries them on the other one.
+    await sendEach(files.slice(4, 7))
+    expect(Date.now() - started).toBeLessThan(1000)
     await haproxy.waitForServer('router-1', 'DOWN', 5000)
     expect(Date.now() - started).toBeLessThan(4000)
     // Down because it said 503, not because nothing answered: the status server is still there.
@@ -76,7 +79,7 @@ describe('HAProxy (src/lib/stack/haproxy.ts) in front of two routers', () => {
     expect(state?.check).toMatch(/Layer7 wrong status/)
     expect((await fetch(`http://127.0.0.1:${draining.service.statusPort}/healthz`)).status).toBe(503)
 
-    await sendEach(files.slice(4))
+    await sendEach(files.slice(7))
     expect(await received(draining)).toBe(before[0])
     expect(await received(other)).toBe(before[1] + files.length - 4)
     await other.drained()
