@@ -125,10 +125,8 @@ export async function clusterUp(config: DdrConfig, options: ClusterUpOptions): P
   }
 
   if (!Number.isInteger(options.routers) || options.routers < 2) throw new DdrError('USAGE', `--routers ${options.routers}: a cluster has at least 2 routers`, {hint: 'for one router, run ddr listen'})
-  const parts: StackPartResult[] = []
   const report = (part: StackPartResult) => {
     options.onPart?.(part)
-    parts.push(part)
     return part
   }
 
@@ -136,8 +134,12 @@ export async function clusterUp(config: DdrConfig, options: ClusterUpOptions): P
   const ledgerReady = options.routerLedger === 'sqlite' || postgres.state !== 'failed'
   const routers: StackPartResult[] = []
   for (const part of await routersUp(config, options, ledgerReady ? postgres.url : undefined, ledgerReady)) routers.push(report(part))
-  report(await haproxyUp(config, options, routers))
-  return parts
+  const haproxy = await haproxyUp(config, options, routers)
+  // Routers of an earlier, larger cluster go once HAProxy no longer sends to them.
+  const extras = await stopExtraRouters(config, options.routers)
+  for (const part of extras) report(part)
+  report(haproxy)
+  return [postgres, ...routers, ...extras, haproxy]
 }
 
 async function postgresUp(config: DdrConfig, options: ClusterUpOptions): Promise<StackPartResult> {
@@ -246,12 +248,18 @@ async function routersUp(config: DdrConfig, options: ClusterUpOptions, postgresU
     }),
   )
 
-  // Routers of an earlier, larger cluster: drained and stopped, their spools kept.
+  return results
+}
+
+/** Routers beyond router-N that still run (from an earlier, larger cluster): drained and stopped, their spools kept. */
+async function stopExtraRouters(config: DdrConfig, count: number): Promise<StackPartResult[]> {
+  const wanted = new Set(Array.from({length: count}, (_, index) => path.join(clusterDir(config, ROUTERS_DIR), routerName(index + 1))))
+  const results: StackPartResult[] = []
   for (const dir of await routerDirs(config)) {
     const record = await readRouterRecord(dir)
-    if (record === undefined || plans.some((plan) => plan.dir === dir)) continue
+    if (record === undefined || wanted.has(dir)) continue
     const stopped = await stopRouterProcess(dir)
-    if (stopped.stopped) results.push({kind: 'router', name: record.name, state: 'stopped', dir, host: '127.0.0.1', port: record.dicomPort, statusPort: record.statusPort, pid: stopped.pid, message: `not among the ${options.routers} routers asked for: drained and stopped (its spool stays)`})
+    if (stopped.stopped) results.push({kind: 'router', name: record.name, state: 'stopped', dir, host: '127.0.0.1', port: record.dicomPort, statusPort: record.statusPort, pid: stopped.pid, message: `not among the ${count} routers asked for: drained and stopped (its spool stays)`})
   }
 
   return results
@@ -318,7 +326,10 @@ export async function clusterDown(config: DdrConfig, options: {onPart?: (part: S
   const [routers, haproxy] = await Promise.all([routerParts, haproxyPart])
 
   const postgresDir = clusterDir(config, POSTGRES_DIR)
-  const postgres = existsSync(path.join(postgresDir, 'PG_VERSION')) ? await stopping({kind: 'postgres', name: 'postgresql', state: 'not-running', dir: postgresDir}, () => stopPostgres(postgresDir), 'a fast shutdown') : undefined
+  const database = await postgresStatus(postgresDir)
+  const postgres = database.initialized
+    ? await stopping({kind: 'postgres', name: 'postgresql', state: 'not-running', dir: postgresDir, host: database.host, port: database.port, url: database.url}, () => stopPostgres(postgresDir), 'a fast shutdown')
+    : undefined
   return [...(postgres === undefined ? [] : [postgres]), ...routers, ...(haproxy === undefined ? [] : [haproxy])]
 }
 
