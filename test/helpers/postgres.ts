@@ -4,6 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {type PostgresInfo, runPsql, startPostgres, stopPostgres} from '../../src/lib/stack/postgres-process.js'
+import {signalProcess} from '../../src/lib/stack/processes.js'
 import {freePort} from './ports.js'
 
 export interface TestPostgres {
@@ -54,7 +55,8 @@ export async function startTestPostgres(options: {password?: string; keepDir?: b
   let stopped = false
   const processes = () => [pid, ...childrenOf(pid)]
   const signalAll = (signal: NodeJS.Signals) => {
-    for (const each of processes()) process.kill(each, signal)
+    // A backend may end between the listing and the signal.
+    for (const each of processes()) signalProcess(each, signal)
   }
 
   return {
@@ -79,11 +81,7 @@ export async function startTestPostgres(options: {password?: string; keepDir?: b
     async stop() {
       if (stopped) return
       stopped = true
-      try {
-        signalAll('SIGCONT')
-      } catch {
-        // not running
-      }
+      signalAll('SIGCONT')
 
       await stopPostgres(dir, {mode: 'immediate', timeoutMs: 10_000})
       if (!options.keepDir) await rm(dir, {recursive: true, force: true})
