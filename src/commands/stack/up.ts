@@ -23,7 +23,7 @@ Exit code 3 when a part fails to start.`
   ]
 
   static override flags = {
-    'start-timeout': Flags.integer({description: 'seconds to wait for each Orthanc to answer', default: 20, min: 1}),
+    'start-timeout': Flags.integer({description: 'seconds to wait for each Orthanc (and each part of a cluster) to answer', default: 20, min: 1}),
     install: Flags.boolean({description: 'apt-get install Orthanc (PostgreSQL, HAProxy) when missing and ddr runs as root', default: true, allowNo: true}),
     routers: Flags.integer({description: 'also run a cluster: PostgreSQL, this many routers, HAProxy on listen.port in front of them', min: 2, max: 64}),
     'postgres-port': Flags.integer({description: "the cluster's PostgreSQL port [default: ledger.url's, else the last one, else 5432 when free]", min: 1, max: 65535, dependsOn: ['routers']}),
