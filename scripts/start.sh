@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The router's parts, and what `npm test` starts besides them (strace, Chromium for the console, dciodvfy for SRs).
-APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk strace chromium dicom3tools)
+APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk strace chromium dicom3tools postgresql haproxy)
 INSTALL_COMMAND="apt-get update && apt-get install -y ${APT_PACKAGES[*]}"
 
-# 1. Debian packages: Orthanc, its DICOMweb plugin and dcmtk.
+# 1. Debian packages: Orthanc, its DICOMweb plugin and dcmtk (and what the tests and the local cluster use).
 missing=()
 if [[ ! -x /usr/sbin/Orthanc ]] && ! command -v Orthanc >/dev/null 2>&1; then missing+=(orthanc); fi
 if [[ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]]; then missing+=(orthanc-dicomweb); fi
@@ -16,6 +16,9 @@ if ! command -v storescu >/dev/null 2>&1 || ! command -v dcmsend >/dev/null 2>&1
 if ! command -v strace >/dev/null 2>&1; then missing+=(strace); fi
 if [[ ! -x /usr/bin/chromium ]]; then missing+=(chromium); fi
 if ! command -v dciodvfy >/dev/null 2>&1; then missing+=(dicom3tools); fi
+# The local cluster (ddr stack up --routers: docs/cluster.md) and its tests.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then missing+=(postgresql); fi
+if [[ ! -x /usr/sbin/haproxy ]] && ! command -v haproxy >/dev/null 2>&1; then missing+=(haproxy); fi
 if (( ${#missing[@]} > 0 )); then
   if [[ "$(id -u)" != 0 ]]; then
     echo "ddr needs the Debian packages: ${missing[*]}. Install them as root, then run npm start again:" >&2
@@ -32,6 +35,13 @@ if (( ${#missing[@]} > 0 )); then
     echo "==> stopping and disabling the orthanc system service (it holds ports 4242/8042)" >&2
     systemctl disable --now orthanc >&2 || true
   fi
+  # Likewise Debian's PostgreSQL (5432) and HAProxy services: ddr stack runs its own.
+  for service in postgresql haproxy; do
+    if [[ " ${missing[*]} " == *" ${service} "* ]] && command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+      echo "==> stopping and disabling the ${service} system service (ddr stack runs its own)" >&2
+      systemctl disable --now "$service" >&2 || true
+    fi
+  done
 fi
 
 # 2. Node dependencies and build.

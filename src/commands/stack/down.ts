@@ -6,10 +6,11 @@ import {BaseCommand} from '../base-command.js'
 export type {StackDownResult, StackResult} from '../../lib/stack/stack.js'
 
 export default class StackDown extends BaseCommand<typeof StackDown> {
-  static override description = `stop the local Orthanc backends that "ddr stack up" started
+  static override description = `stop what "ddr stack up" started: the local Orthanc backends, and the cluster's routers, HAProxy and PostgreSQL
 
 Each Orthanc is found by its pid file under <stack.dir>/<backend name>/ and stopped; its data, config and log stay.
-Exit code 3 when an Orthanc fails to stop.`
+A cluster goes first: each router drains (no new associations, open ones and its queue finished, then it exits; its spool stays), HAProxy stops once its connections end, then PostgreSQL.
+Exit code 3 when a part fails to stop.`
 
   static override enableJsonFlag = true
   static override examples = ['<%= config.bin %> stack down', '<%= config.bin %> stack down --config ./ddr.config.json --json']

@@ -1,13 +1,15 @@
-import {spawn, spawnSync} from 'node:child_process'
-import {existsSync, accessSync, constants as fsConstants, openSync, closeSync, readFileSync} from 'node:fs'
+import {spawn} from 'node:child_process'
+import {openSync, closeSync} from 'node:fs'
 import {mkdir, readFile, rm, writeFile} from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {DdrError, ExitCode} from '../errors.js'
 import {OrthancClient} from '../orthanc/client.js'
+import {aptInstall, findExecutable, livePidFrom, portIsFree, runningAsRoot, signalProcess, startFailure, terminate, waitForExit} from './processes.js'
+
+export {portIsFree} from './processes.js'
 
 /** Where Debian's orthanc package puts the server. */
 export const ORTHANC_BINARY = '/usr/sbin/Orthanc'
@@ -20,6 +22,7 @@ export const INSTALL_COMMAND = `apt-get update && apt-get install -y ${APT_PACKA
 export const CONFIG_FILE = 'orthanc.json'
 export const PID_FILE = 'orthanc.pid'
 export const LOG_FILE = 'orthanc.log'
+const startHint = (logPath: string) => `read ${logPath}; a port in use or a bad plugin path are the usual causes`
 
 export interface OrthancProcessOptions {
   /** Shown in /system and in messages. */
@@ -144,14 +147,7 @@ export function orthancConfig(options: OrthancProcessOptions): Record<string, un
 
 /** The Orthanc executable: /usr/sbin/Orthanc, else "Orthanc" on PATH; undefined when neither exists. */
 export function findOrthancBinary(): string | undefined {
-  if (isExecutable(ORTHANC_BINARY)) return ORTHANC_BINARY
-  for (const folder of (process.env.PATH ?? '').split(path.delimiter)) {
-    if (folder === '') continue
-    const candidate = path.join(folder, 'Orthanc')
-    if (isExecutable(candidate)) return candidate
-  }
-
-  return undefined
+  return findExecutable('Orthanc', [ORTHANC_BINARY])
 }
 
 /**
@@ -161,17 +157,13 @@ export function findOrthancBinary(): string | undefined {
 export async function ensureOrthancInstalled(options: {install?: boolean} = {}): Promise<string> {
   const found = findOrthancBinary()
   if (found !== undefined) return found
-  const isRoot = process.getuid?.() === 0
-  if (!isRoot || options.install === false) {
+  if (!runningAsRoot() || options.install === false) {
     throw new DdrError('DEPENDENCY_MISSING', `Orthanc is not installed (looked for ${ORTHANC_BINARY} and "Orthanc" on PATH)`, {
       hint: `install it as root: ${INSTALL_COMMAND}`,
     })
   }
 
-  const env = {...process.env, DEBIAN_FRONTEND: 'noninteractive'}
-  // apt's progress goes to stderr: stdout carries results.
-  await run('apt-get', ['update'], env)
-  await run('apt-get', ['install', '-y', ...APT_PACKAGES], env)
+  await aptInstall(APT_PACKAGES, INSTALL_COMMAND)
   const installed = findOrthancBinary()
   if (installed === undefined) {
     throw new DdrError('DEPENDENCY_MISSING', `"apt-get install -y ${APT_PACKAGES.join(' ')}" finished but ${ORTHANC_BINARY} is still missing`, {
@@ -255,7 +247,7 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
       if (exited !== undefined) {
         await rm(pidPath, {force: true})
         const how = exited.signal === null ? `exit code ${exited.code}` : `signal ${exited.signal}`
-        throw startFailure(`${what} exited during startup (${how})`, logPath)
+        throw startFailure(`${what} exited during startup (${how})`, logPath, startHint(logPath))
       }
 
       try {
@@ -266,9 +258,10 @@ export async function startOrthanc(options: OrthancProcessOptions): Promise<Orth
       }
 
       if (Date.now() > deadline) {
-        await killQuietly(pid)
+        signalProcess(pid, 'SIGKILL')
+        await waitForExit(pid, 5000)
         await rm(pidPath, {force: true})
-        throw startFailure(`${what} did not answer GET ${url}/system within ${Math.round((options.startTimeoutMs ?? 20_000) / 1000)} s`, logPath)
+        throw startFailure(`${what} did not answer GET ${url}/system within ${Math.round((options.startTimeoutMs ?? 20_000) / 1000)} s`, logPath, startHint(logPath))
       }
 
       await sleep(100)
@@ -293,15 +286,7 @@ export async function stopOrthanc(dir: string, options: {timeoutMs?: number} = {
     return {dir, stopped: false}
   }
 
-  signal(pid, 'SIGTERM')
-  let killed = false
-  if (!(await waitForExit(pid, options.timeoutMs ?? 10_000))) {
-    killed = true
-    signal(pid, 'SIGKILL')
-    if (!(await waitForExit(pid, 5000))) {
-      throw new DdrError('STACK_FAILED', `Orthanc pid ${pid} (${dir}) survived SIGKILL`, {hint: `check it with: ps -p ${pid} -o pid,stat,cmd`})
-    }
-  }
+  const {killed} = await terminate(pid, `Orthanc of ${dir}`, {timeoutMs: options.timeoutMs ?? 10_000})
 
   await rm(pidPath, {force: true})
   return {dir, stopped: true, pid, killed}
@@ -340,106 +325,10 @@ export async function orthancStatus(dir: string, options: {host?: string; timeou
   return status
 }
 
-/** Whether a TCP port can be bound on every interface (as Orthanc will). */
-export function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer()
-    server.once('error', () => resolve(false))
-    server.listen({port, host: '0.0.0.0', exclusive: true}, () => server.close(() => resolve(true)))
-  })
-}
-
 /** The pid from dir's pid file when that process is alive and is the Orthanc started with dir's config. */
 async function livePid(dir: string): Promise<number | undefined> {
-  let text: string
-  try {
-    text = await readFile(path.join(dir, PID_FILE), 'utf8')
-  } catch {
-    return undefined
-  }
-
-  const pid = Number(text.trim())
-  if (!Number.isInteger(pid) || pid <= 1) return undefined
-  if (!isAlive(pid)) return undefined
-  const commandLine = processCommandLine(pid)
   // A recycled pid belongs to some other program: never signal it.
-  if (commandLine === undefined || !commandLine.includes(path.join(dir, CONFIG_FILE))) return undefined
-  return pid
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-
-  // An exited child that was not reaped yet still answers kill(0).
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
-    return state !== 'Z' && state !== 'X'
-  } catch {
-    return existsSync('/proc/self') ? false : true
-  }
-}
-
-function processCommandLine(pid: number): string | undefined {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ')
-  } catch {
-    if (existsSync('/proc/self')) return undefined
-  }
-
-  // No procfs (macOS, BSD): ask ps.
-  const ps = spawnSync('ps', ['-o', 'command=', '-p', String(pid)], {encoding: 'utf8'})
-  return ps.status === 0 ? ps.stdout.trim() : undefined
-}
-
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error
-  }
-}
-
-async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (isAlive(pid)) {
-    if (Date.now() > deadline) return false
-    await sleep(50)
-  }
-
-  return true
-}
-
-async function killQuietly(pid: number): Promise<void> {
-  signal(pid, 'SIGKILL')
-  await waitForExit(pid, 5000)
-}
-
-function startFailure(message: string, logPath: string): DdrError {
-  let tail = ''
-  try {
-    tail = readFileSync(logPath, 'utf8').trimEnd().split('\n').slice(-12).join('\n    ')
-  } catch {
-    // no log
-  }
-
-  return new DdrError('STACK_FAILED', `${message}${tail ? `; last lines of ${logPath}:\n    ${tail}` : ` (log ${logPath} is empty)`}`, {
-    exit: ExitCode.peer,
-    hint: `read ${logPath}; a port in use or a bad plugin path are the usual causes`,
-  })
-}
-
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, fsConstants.X_OK)
-    return true
-  } catch {
-    return false
-  }
+  return livePidFrom(path.join(dir, PID_FILE), [path.join(dir, CONFIG_FILE)])
 }
 
 async function readJson(file: string): Promise<Record<string, unknown> | undefined> {
@@ -449,18 +338,4 @@ async function readJson(file: string): Promise<Record<string, unknown> | undefin
   } catch {
     return undefined
   }
-}
-
-function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {env, stdio: ['ignore', 2, 2]})
-    child.on('error', (error) =>
-      reject(new DdrError('DEPENDENCY_MISSING', `could not run ${command}: ${error.message}`, {hint: `install by hand: ${INSTALL_COMMAND}`, cause: error})),
-    )
-    child.on('exit', (code) =>
-      code === 0
-        ? resolve()
-        : reject(new DdrError('DEPENDENCY_MISSING', `"${command} ${args.join(' ')}" failed with exit code ${code}`, {hint: `install by hand: ${INSTALL_COMMAND}`})),
-    )
-  })
 }

@@ -6,25 +6,12 @@ import {formatTable, painter} from '../output/table.js'
 import type {BackendConfig, DdrConfig} from '../config/schema.js'
 import {isDdrError} from '../errors.js'
 import {orthancClientFor} from '../orthanc/client.js'
+import {clusterDown, clusterExists, clusterStatus, clusterUp, formatClusterTable, type ClusterUpOptions, type StackPartResult} from './cluster.js'
 import {DICOMWEB_PLUGIN, ensureOrthancInstalled, orthancStatus, startOrthanc, stopOrthanc} from './orthanc-process.js'
+import {LOCAL_HOSTS, type StackBackendState} from './parts.js'
 
-/**
- * What happened to one backend's Orthanc:
- * up → started | already-running | restarted (config changed) | failed | skipped (not a local backend);
- * down → stopped | not-running | skipped | failed;
- * status → running | not-running | unhealthy (alive, HTTP silent) | external (an Orthanc ddr did not start answers there) | skipped.
- */
-export type StackBackendState =
-  | 'already-running'
-  | 'external'
-  | 'failed'
-  | 'not-running'
-  | 'restarted'
-  | 'running'
-  | 'skipped'
-  | 'started'
-  | 'stopped'
-  | 'unhealthy'
+export type {StackBackendState} from './parts.js'
+export type {StackPartResult} from './cluster.js'
 
 export interface StackBackendResult {
   name: string
@@ -46,9 +33,14 @@ export interface StackResult {
   action: 'down' | 'status' | 'up'
   /** The stack folder (absolute). */
   dir: string
-  /** False when an Orthanc failed to start (up) or to stop (down). */
+  /** False when an Orthanc (or a part of the cluster) failed to start (up) or to stop (down). */
   ok: boolean
   backends: StackBackendResult[]
+  /**
+   * The cluster (`stack up --routers N`): PostgreSQL, the routers, HAProxy, in that order. Absent
+   * when the stack has none (up without --routers; status and down when none is on disk).
+   */
+  cluster?: StackPartResult[]
 }
 export type StackUpResult = StackResult & {action: 'up'}
 export type StackDownResult = StackResult & {action: 'down'}
@@ -61,9 +53,9 @@ export interface StackUpOptions {
   startTimeoutMs?: number
   /** Called as each backend is handled, for progress output. */
   onBackend?: (result: StackBackendResult) => void
+  /** Also the cluster: PostgreSQL, `routers` routers and HAProxy in front of them (docs/cluster.md). */
+  cluster?: Omit<ClusterUpOptions, 'install' | 'startTimeoutMs'>
 }
-
-const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '::1', '[::1]', '0.0.0.0'])
 
 /** The stack folder: config.stack.dir resolved against the working directory. */
 export function stackDir(config: DdrConfig): string {
@@ -166,11 +158,18 @@ export async function stackUp(config: DdrConfig, options: StackUpOptions = {}): 
     results.push(result)
   }
 
-  return {action: 'up', dir: stackDir(config), ok: results.every((r) => r.state !== 'failed'), backends: results}
+  const cluster = options.cluster === undefined ? undefined : await clusterUp(config, {...options.cluster, install: options.install, startTimeoutMs: options.startTimeoutMs})
+  return {action: 'up', dir: stackDir(config), ok: allOk(results, cluster), backends: results, ...(cluster === undefined ? {} : {cluster})}
 }
 
-/** Stops every Orthanc of the stack that ddr started; data stays on disk. */
-export async function stackDown(config: DdrConfig, options: {timeoutMs?: number; onBackend?: (result: StackBackendResult) => void} = {}): Promise<StackDownResult> {
+const allOk = (backends: StackBackendResult[], cluster?: StackPartResult[]) => [...backends, ...(cluster ?? [])].every((part) => part.state !== 'failed')
+
+/**
+ * Stops everything of the stack that ddr started; data stays on disk. The cluster first (routers
+ * drain into the backends, HAProxy, then PostgreSQL), then the Orthancs.
+ */
+export async function stackDown(config: DdrConfig, options: {timeoutMs?: number; onBackend?: (result: StackBackendResult) => void; onPart?: (part: StackPartResult) => void} = {}): Promise<StackDownResult> {
+  const cluster = (await clusterExists(config)) ? await clusterDown(config, {onPart: options.onPart}) : undefined
   // In parallel: each Orthanc needs 2 to 3 s to shut down cleanly.
   const results = await Promise.all(
     config.backends.map(async (backend) => {
@@ -201,7 +200,7 @@ export async function stackDown(config: DdrConfig, options: {timeoutMs?: number;
     }),
   )
 
-  return {action: 'down', dir: stackDir(config), ok: results.every((r) => r.state !== 'failed'), backends: results}
+  return {action: 'down', dir: stackDir(config), ok: allOk(results, cluster), backends: results, ...(cluster === undefined ? {} : {cluster})}
 }
 
 /** Which Orthancs of the stack run and answer; also notices an Orthanc that ddr did not start at a backend's URL. */
@@ -238,7 +237,8 @@ export async function stackStatus(config: DdrConfig): Promise<StackStatusResult>
       return result
     }),
   )
-  return {action: 'status', dir: stackDir(config), ok: true, backends: results}
+  const cluster = (await clusterExists(config)) ? await clusterStatus(config) : undefined
+  return {action: 'status', dir: stackDir(config), ok: true, backends: results, ...(cluster === undefined ? {} : {cluster})}
 }
 
 async function probe(backend: BackendConfig): Promise<string | undefined> {
@@ -287,6 +287,7 @@ export function formatStackTable(result: StackResult, options: {color?: boolean}
     if (backend.message !== undefined) lines.push(`${colour[backend.state](`${backend.name}:`)} ${backend.message}`)
   }
 
+  if (result.cluster !== undefined && result.cluster.length > 0) lines.push('', formatClusterTable(result.cluster, options))
   lines.push(paint.dim(`stack folder: ${result.dir}`))
   return lines.join('\n')
 }
