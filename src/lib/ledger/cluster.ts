@@ -53,8 +53,13 @@ export class StudyClaims {
     return this.unconfirmed.size
   }
 
-  /** The study's home: the claim that holds, or (ledger silent) `choice`, unconfirmed. Never rejects. */
-  async home(studyInstanceUid: string, choice: string): Promise<StudyHome> {
+  /**
+   * The study's home: the claim that holds (`choice` when this router's claim is the first), or,
+   * when the ledger is silent, `unconfirmedChoice`, unconfirmed. That one should be the rendezvous
+   * choice, the same on every router that sees the same healthy backends, whatever their loads:
+   * then routers cut off from the ledger together still agree. Never rejects.
+   */
+  async home(studyInstanceUid: string, choice: string, unconfirmedChoice = choice): Promise<StudyHome> {
     const log = this.options.logger
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_, reject) => {
@@ -73,9 +78,9 @@ export class StudyClaims {
       return {backend: claim.backend, confirmed: true, router: claim.router}
     } catch (error) {
       this.counters.unconfirmed++
-      this.unconfirmed.set(studyInstanceUid, choice)
-      log.warn('study-claim-unconfirmed', {study: studyInstanceUid, backend: choice}, `the shared ledger did not confirm the study's home (${(error as Error).message}): routing it to ${choice}, this router's own choice, and claiming it again when the ledger answers`)
-      return {backend: choice, confirmed: false}
+      this.unconfirmed.set(studyInstanceUid, unconfirmedChoice)
+      log.warn('study-claim-unconfirmed', {study: studyInstanceUid, backend: unconfirmedChoice}, `the shared ledger did not confirm the study's home (${(error as Error).message}): routing it to ${unconfirmedChoice}, the rendezvous choice every router makes alike, and claiming it again when the ledger answers`)
+      return {backend: unconfirmedChoice, confirmed: false}
     } finally {
       clearTimeout(timer)
     }

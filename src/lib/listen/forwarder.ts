@@ -6,6 +6,7 @@ import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {StudyClaims} from '../ledger/cluster.js'
 import type {StudyLedger} from '../ledger/ledger.js'
+import {rendezvousOrder} from '../routing/affinity.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
 import type {Spool} from '../spool/spool.js'
@@ -236,7 +237,7 @@ export class Forwarder {
     if (placement.drop !== undefined || placement.order.length === 0) return false
     this.claiming.add(study)
     void claims
-      .home(study, placement.order[0].name)
+      .home(study, placement.order[0].name, (rendezvousOrder(study, placement.order)[0] ?? placement.order[0]).name)
       .then((home) => affinity.set(study, home.backend))
       .finally(() => {
         this.claiming.delete(study)
