@@ -9,7 +9,7 @@ export type {GetResult} from '../lib/qr/fleet.js'
 export default class Get extends BaseCommand<typeof Get> {
   static override description = `download studies from whichever backends hold them
 
-Finds every instance of each study on every DICOM backend (C-FIND), then fetches each file from its Orthanc (REST API: the backend needs its url) exactly as stored, into DIR/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm. A study split over several backends arrives whole.
+Finds every instance of each study on every DICOM backend (C-FIND), then fetches each instance from the backend that holds it exactly as stored (an Orthanc with a url over its REST API, any other DICOM backend by C-GET: the file is then its dataset as received behind ddr's meta header), into DIR/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm. A study split over several backends arrives whole.
 Exit codes: 0 every instance written, 4 a study is held by no backend that answered or an instance could not be fetched, 3 no backend answered.`
 
   static override enableJsonFlag = true

@@ -45,7 +45,7 @@ export interface ProcessOptions {
   dryRun?: boolean
 }
 
-type ProcessConfig = Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'processing'>
+type ProcessConfig = Pick<DdrConfig, 'ledger' | 'spool' | 'status' | 'backends' | 'processing' | 'listen'>
 
 /** Runs modules on a study by hand (see the file's summary). Throws DdrError USAGE, ROUTER_UNREACHABLE. */
 export async function processStudy(config: ProcessConfig, studyInstanceUid: string, options: ProcessOptions = {}): Promise<ProcessResult> {
@@ -70,7 +70,7 @@ async function dryRun(config: ProcessConfig, studyInstanceUid: string, only: str
       try {
         const attempted = await attemptModule(module, study, {
           processingOutputs: store.processing.outputsOf(studyInstanceUid),
-          sources: {kept: (sop) => store.kept(sop), backends: config.backends},
+          sources: {kept: (sop) => store.kept(sop), backends: config.backends, callingAeTitle: config.listen.aeTitle},
           workDir: config.processing.workDir,
           uidRoot: config.processing.uidRoot,
           run: (before?.run ?? 0) + 1,

@@ -11,7 +11,7 @@ import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
 import {FolderSink, type SubOperationFailure, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
-import {InstanceFetcher, locateInstances} from './retrieve.js'
+import {InstanceFetcher, fetchedByDimse, locateInstances} from './retrieve.js'
 import {querySources} from './sources.js'
 
 export interface FindOptions {
@@ -150,11 +150,17 @@ export interface GetResult {
 /** Downloads studies from whichever backends hold them into <out>/<PatientID>/<Study>/<Series>/<SOP>.dcm, byte for byte. */
 export async function getFromFleet(config: DdrConfig, studyInstanceUids: string[], options: GetOptions): Promise<GetResult> {
   if (studyInstanceUids.length === 0) throw new DdrError('USAGE', 'give at least one StudyInstanceUID', {hint: '`ddr find` lists them'})
-  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: options.callingAeTitle ?? config.listen.aeTitle, timeoutMs: config.retrieve.queryTimeoutMs})
-  const located = await locateInstances({level: 'STUDY', studyInstanceUids}, sources, {model: QueryModel.studyRootFind, timeoutMs: config.retrieve.queryTimeoutMs, signal: options.signal})
+  const callingAeTitle = options.callingAeTitle ?? config.listen.aeTitle
+  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle, timeoutMs: config.retrieve.queryTimeoutMs})
+  const located = await locateInstances({level: 'STUDY', studyInstanceUids}, sources, {
+    model: QueryModel.studyRootFind,
+    timeoutMs: config.retrieve.queryTimeoutMs,
+    signal: options.signal,
+    sopClassFrom: fetchedByDimse(config.backends),
+  })
   const sink = new FolderSink(options.outDir)
   let done = 0
-  const result = await deliverInstances(located.instances, new InstanceFetcher(config.backends, {timeoutMs: 60_000}), sink, {
+  const result = await deliverInstances(located.instances, new InstanceFetcher(config.backends, {timeoutMs: 60_000, callingAeTitle}), sink, {
     signal: options.signal,
     onProgress: (_counts, step) => {
       done++

@@ -1,0 +1,21 @@
+/** What retrieval passes around: an instance located on a backend, and its bytes once fetched. */
+
+/** One instance and the backend it will be fetched from. */
+export interface LocatedInstance {
+  sopInstanceUid: string
+  seriesInstanceUid: string
+  studyInstanceUid: string
+  patientId: string
+  backend: string
+  /** The SOP class, when the locate query asked the backend for it (backends fetched by C-GET: their contexts are proposed per class). */
+  sopClassUid?: string
+}
+
+/** One instance's stored bytes: the Part 10 file, and where its dataset starts. */
+export interface FetchedInstance {
+  file: Buffer
+  transferSyntaxUid: string
+  sopClassUid: string
+  /** The dataset bytes (a view into `file`), exactly as stored. */
+  dataset: Buffer
+}
