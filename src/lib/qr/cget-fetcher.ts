@@ -265,11 +265,22 @@ export class CGetFetcher {
   }
 }
 
-/** The received instance as ddr keeps it: its dataset as it came, behind a meta header ddr writes (naming the backend as source). */
+/**
+ * The received instance as ddr keeps it: its dataset as it came; as a file (ddr get, processing),
+ * behind a meta header ddr writes naming the backend as source. The file is made only when asked
+ * for: a C-MOVE or C-GET sends the dataset alone.
+ */
 function fetchedOf(store: IncomingStore, sourceAeTitle: string): FetchedInstance {
-  const meta = buildMetaHeader({sopClassUid: store.sopClassUid, sopInstanceUid: store.sopInstanceUid, transferSyntaxUid: store.transferSyntaxUid, sourceAeTitle})
-  const file = Buffer.concat([meta, store.dataset])
-  return {file, transferSyntaxUid: store.transferSyntaxUid, sopClassUid: store.sopClassUid, dataset: file.subarray(meta.length)}
+  let file: Buffer | undefined
+  return {
+    transferSyntaxUid: store.transferSyntaxUid,
+    sopClassUid: store.sopClassUid,
+    dataset: store.dataset,
+    get file() {
+      file ??= Buffer.concat([buildMetaHeader({sopClassUid: store.sopClassUid, sopInstanceUid: store.sopInstanceUid, transferSyntaxUid: store.transferSyntaxUid, sourceAeTitle}), store.dataset])
+      return file
+    },
+  }
 }
 
 /** The Failed SOP Instance UID List (0008,0058) of a final C-GET response, if it carries one. */

@@ -16,6 +16,6 @@ export interface FetchedInstance {
   file: Buffer
   transferSyntaxUid: string
   sopClassUid: string
-  /** The dataset bytes (a view into `file`), exactly as stored. */
+  /** The dataset bytes (a view into `file` when fetched as a file), exactly as stored. */
   dataset: Buffer
 }
