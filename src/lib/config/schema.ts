@@ -186,7 +186,7 @@ export const OrthancBackendSchema = Type.Object(
     retrieveTransport: Type.Optional(
       Type.Union([Type.Literal('dimse'), Type.Literal('rest')], {
         description:
-          'How ddr fetches this Orthanc\'s instances for C-MOVE, C-GET, `ddr get` and processing: "dimse" by C-GET from its DICOM port (Orthanc must allow it: DicomAlwaysAllowGet, or ddr in DicomModalities), "rest" by GET /instances/{id}/file (needs url). Absent: "rest" with a url, else "dimse".',
+          'How ddr fetches this Orthanc\'s instances for C-MOVE, C-GET, `ddr get` and processing: "dimse" by C-GET from its DICOM port (Orthanc must allow it: DicomAlwaysAllowGet, or ddr in DicomModalities; with a url, what C-GET does not bring is fetched over REST), "rest" by GET /instances/{id}/file (needs url). Absent: "rest" with transport "rest" (REST gives uploaded files back as uploaded), else "dimse".',
       }),
     ),
     tls: Type.Optional(BackendTlsSchema),

@@ -15,6 +15,7 @@ import {QueryModel} from '../dimse/scp.js'
 import {type ContextRequest, IMPLICIT_VR_LITTLE_ENDIAN, type IncomingStore, ScuAssociation} from '../dimse/scu.js'
 import {formatStatus, isPending} from '../dimse/status.js'
 import {clientTlsOptions} from '../dimse/tls.js'
+import type {DdrError} from '../errors.js'
 import type {FetchedInstance, LocatedInstance} from './located.js'
 
 /** An association holds at most 128 presentation contexts (PS3.8 9.3.2.2); one is C-ECHO's, two the C-GET model's. */
@@ -247,7 +248,9 @@ export class CGetFetcher {
     try {
       response = await association.query(CommandField.cGetRq, QueryModel.studyRootGet, syntax, identifier.encode(syntax), {signal: options.signal, onStore})
     } catch (error) {
-      const why = `C-GET from ${backend.name}: ${(error as Error).message}`
+      // Orthanc aborts the association when the calling AE title may not retrieve.
+      const refused = arrived.size === 0 && (error as DdrError).code === 'ASSOCIATION_ABORTED' ? ` (${ALLOW_GET_HINT})` : ''
+      const why = `C-GET from ${backend.name}: ${(error as Error).message}${refused}`
       return part.filter((instance) => !arrived.has(instance.sopInstanceUid)).map((instance) => ({instance, why}))
     }
 

@@ -11,7 +11,7 @@ import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
 import {FolderSink, type SubOperationFailure, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
-import {InstanceFetcher, fetchedByDimse, locateInstances} from './retrieve.js'
+import {InstanceFetcher, locateInstances} from './retrieve.js'
 import {querySources} from './sources.js'
 
 export interface FindOptions {
@@ -152,15 +152,16 @@ export async function getFromFleet(config: DdrConfig, studyInstanceUids: string[
   if (studyInstanceUids.length === 0) throw new DdrError('USAGE', 'give at least one StudyInstanceUID', {hint: '`ddr find` lists them'})
   const callingAeTitle = options.callingAeTitle ?? config.listen.aeTitle
   const {sources, unqueryable} = querySources(config.backends, {callingAeTitle, timeoutMs: config.retrieve.queryTimeoutMs})
+  const fetcher = new InstanceFetcher(config.backends, {timeoutMs: 60_000, callingAeTitle})
   const located = await locateInstances({level: 'STUDY', studyInstanceUids}, sources, {
     model: QueryModel.studyRootFind,
     timeoutMs: config.retrieve.queryTimeoutMs,
     signal: options.signal,
-    sopClassFrom: fetchedByDimse(config.backends),
+    sopClassFrom: fetcher.fetchesByCGet,
   })
   const sink = new FolderSink(options.outDir)
   let done = 0
-  const result = await deliverInstances(located.instances, new InstanceFetcher(config.backends, {timeoutMs: 60_000, callingAeTitle}), sink, {
+  const result = await deliverInstances(located.instances, fetcher, sink, {
     signal: options.signal,
     onProgress: (_counts, step) => {
       done++

@@ -112,31 +112,34 @@ export interface InstanceSource {
 /** How ddr fetches a backend's instances: Orthanc's REST API, C-GET from its DICOM port, or not at all (with why). */
 export type FetchMethod = {by: 'rest'} | {by: 'dimse'; restFallback: boolean} | {by: 'none'; why: string}
 
-/** The fetch method of a backend: `retrieveTransport` when given; else REST for an Orthanc with a url, C-GET for any other DICOM backend. */
+/**
+ * The fetch method of a backend: `retrieveTransport` when given; else C-GET from its DICOM port
+ * (with REST as fallback when it has a url), except for an Orthanc that ddr stores to over REST
+ * (`transport: "rest"`): Orthanc keeps an uploaded file as it came, and only REST gives it back so
+ * (its DICOM layer writes datasets anew: explicit lengths). What Orthanc received by C-STORE it
+ * stores as its DICOM layer wrote it, and C-GET gives back those very bytes.
+ */
 export function fetchMethodOf(backend: BackendConfig): FetchMethod {
   const type = backend.type ?? 'orthanc'
   if (type === 'orthanc' || type === 'dimse') {
     const hasRest = type === 'orthanc' && backend.url !== undefined
-    const by = backend.retrieveTransport ?? (hasRest ? 'rest' : 'dimse')
+    const by = backend.retrieveTransport ?? (hasRest && backend.transport === 'rest' ? 'rest' : 'dimse')
     return by === 'rest' ? {by: 'rest'} : {by: 'dimse', restFallback: hasRest}
   }
 
   return {by: 'none', why: `instances of a ${type} backend are not fetched yet`}
 }
 
-/** Whether a backend (by name) is fetched by C-GET: the locate query then asks it for the SOP class. */
-export function fetchedByDimse(backends: readonly BackendConfig[]): (name: string) => boolean {
-  return (name) => {
-    const backend = backends.find((b) => b.name === name)
-    return backend !== undefined && fetchMethodOf(backend).by === 'dimse'
-  }
-}
+/** After a C-GET that brought nothing, a backend with a REST fallback is fetched over REST for this long before C-GET is tried again. */
+const CGET_RETRY_AFTER_MS = 5 * 60_000
 
 export interface InstanceFetcherOptions {
   /** Fetching one instance (REST), connecting and each next PDU (C-GET) may take this long (ms). */
   timeoutMs: number
   /** Our AE title towards backends fetched by C-GET. */
   callingAeTitle: string
+  /** A backend's C-GET did not bring these instances, and they are fetched over REST instead (for the log). */
+  onFallback?: (backend: string, instances: number, why: string) => void
 }
 
 /**
@@ -146,24 +149,46 @@ export interface InstanceFetcherOptions {
  */
 export class InstanceFetcher implements InstanceSource {
   private readonly clients = new Map<string, OrthancClient>()
+  /** Backends whose C-GET brought nothing, and until when they are fetched over REST instead. */
+  private readonly cgetFailing = new Map<string, number>()
 
   constructor(private readonly backends: readonly BackendConfig[], private readonly options: InstanceFetcherOptions) {}
+
+  /** How a backend's instances are fetched now: its fetchMethodOf, or REST for a while after its C-GET failed. */
+  methodOf(backend: BackendConfig): FetchMethod {
+    const method = fetchMethodOf(backend)
+    if (method.by === 'dimse' && method.restFallback && (this.cgetFailing.get(backend.name) ?? 0) > Date.now()) return {by: 'rest'}
+    return method
+  }
+
+  /** Whether a backend (by name) is fetched by C-GET now: the locate query then asks it for the SOP class. */
+  readonly fetchesByCGet = (name: string): boolean => {
+    const backend = this.backends.find((b) => b.name === name)
+    return backend !== undefined && this.methodOf(backend).by === 'dimse'
+  }
 
   /** One instance (a C-GET of it alone from a backend fetched by DIMSE). */
   async fetch(instance: LocatedInstance): Promise<FetchedInstance> {
     const backend = this.backendOf(instance)
-    const method = fetchMethodOf(backend)
+    const method = this.methodOf(backend)
     if (method.by === 'none') throw new DdrError('NOT_IMPLEMENTED', `${backend.name}: ${method.why}`)
     if (method.by === 'rest') return this.fetchRest(backend, instance)
     let fetched: FetchedInstance | undefined
-    const [missing] = await new CGetFetcher(backend as DicomBackendConfig, this.options).retrieve([instance], {
+    const missing = await new CGetFetcher(backend as DicomBackendConfig, this.options).retrieve([instance], {
       onArrival: async (_instance, arrived) => {
         fetched = arrived
       },
     })
     if (fetched !== undefined) return fetched
-    if (method.restFallback) return this.fetchRest(backend, instance)
-    throw new DdrError('BACKEND_REFUSED', missing?.why ?? `${backend.name} did not send ${instance.sopInstanceUid}`)
+    const why = missing[0]?.why ?? `${backend.name} did not send ${instance.sopInstanceUid}`
+    if (!method.restFallback) throw new DdrError('BACKEND_REFUSED', why)
+    this.fellBack(backend.name, 1, why, true)
+    return this.fetchRest(backend, instance)
+  }
+
+  private fellBack(backend: string, instances: number, why: string, nothingCame: boolean): void {
+    if (nothingCame) this.cgetFailing.set(backend, Date.now() + CGET_RETRY_AFTER_MS)
+    this.options.onFallback?.(backend, instances, why)
   }
 
   /**
@@ -198,7 +223,7 @@ export class InstanceFetcher implements InstanceSource {
   /** One backend's share: pushes exactly one outcome per instance; never rejects. */
   private async produce(name: string, instances: readonly LocatedInstance[], channel: Channel<FetchOutcome>, options: {signal: AbortSignal; ahead: number}): Promise<void> {
     const backend = this.backends.find((b) => b.name === name)
-    const method: FetchMethod = backend === undefined ? {by: 'none', why: `no backend named ${name} in the config`} : fetchMethodOf(backend)
+    const method: FetchMethod = backend === undefined ? {by: 'none', why: `no backend named ${name} in the config`} : this.methodOf(backend)
     if (method.by === 'none') {
       for (const instance of instances) await channel.push({instance, why: `${name}: ${method.why}`})
       return
@@ -214,6 +239,7 @@ export class InstanceFetcher implements InstanceSource {
       onArrival: (instance, fetched) => channel.push({instance, fetched}),
     })
     if (method.restFallback && !options.signal.aborted && missing.length > 0) {
+      this.fellBack(name, missing.length, missing[0].why, missing.length === instances.length)
       await this.produceRest(backend!, missing.map((m) => m.instance), channel, options, new Map(missing.map((m) => [m.instance.sopInstanceUid, m.why])))
       return
     }

@@ -11,7 +11,7 @@ import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {type RetrieveSink, MoveDestinationSink, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
-import {type FetchedInstance, InstanceFetcher, type LocatedInstance, fetchedByDimse, locateInstances, retrieveRequestOf} from './retrieve.js'
+import {type FetchedInstance, InstanceFetcher, type LocatedInstance, locateInstances, retrieveRequestOf} from './retrieve.js'
 import {findModelFor, querySources} from './sources.js'
 
 export const QUERY_MODELS: readonly string[] = Object.values(QueryModel)
@@ -35,7 +35,11 @@ function describeMissing(missing: readonly MissingAnswer[]): string {
 export function createQueryHandler(options: QueryServiceOptions): (request: QueryRequest, responder: QueryResponder) => Promise<QueryOutcome> {
   const {config, logger} = options
   const timeoutMs = config.retrieve.queryTimeoutMs
-  const fetcher = new InstanceFetcher(config.backends, {timeoutMs: Math.max(timeoutMs, 30_000), callingAeTitle: config.listen.aeTitle})
+  const fetcher = new InstanceFetcher(config.backends, {
+    timeoutMs: Math.max(timeoutMs, 30_000),
+    callingAeTitle: config.listen.aeTitle,
+    onFallback: (backend, instances, why) => logger.warn('retrieve-fallback', {backend, instances}, `fetched over REST instead: ${why}`),
+  })
 
   const fleet = () => {
     const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: config.listen.aeTitle, timeoutMs})
@@ -116,7 +120,7 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
     }
 
     const {sources, skipped} = fleet()
-    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetchedByDimse(config.backends)})
+    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetcher.fetchesByCGet})
     const missing = [...skipped, ...located.missing]
     const fields = {id: request.association.id, from: request.association.callingAeTitle, peer: peerOf(request), kind: request.kind, to: target, level: wanted.level, instances: located.instances.length}
     logger.info('retrieve-start', {...fields, backends: [...new Set(located.instances.map((i) => i.backend))].join(',')}, missing.length > 0 ? `not located on ${describeMissing(missing)}` : undefined)

@@ -144,9 +144,19 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
     expect(router.logs.some((l) => l.includes('retrieve-refused') && l.includes('NOBODY'))).toBe(true)
   })
 
-  it('ddr find --json lists the split study once with both backends; ddr get writes it whole, byte for byte, and exits 4 for a study nobody holds', async () => {
+  it('ddr find --json lists the split study once with both backends; ddr get writes it whole (east over REST: its files byte for byte; west by C-GET: its datasets) and exits 4 for a study nobody holds', async () => {
     const configFile = path.join(workDir, 'ddr.config.json')
-    await writeFile(configFile, JSON.stringify({listen: {aeTitle: 'DDR_CLI'}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url}))}))
+    const [east, west] = orthancs
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        listen: {aeTitle: 'DDR_CLI'},
+        backends: [
+          {name: east.name, port: east.dicomPort, aeTitle: east.aeTitle, url: east.url, retrieveTransport: 'rest'},
+          {name: west.name, port: west.dicomPort, aeTitle: west.aeTitle, url: west.url},
+        ],
+      }),
+    )
     const found = await runCompiledCli(['find', '--patient', 'QRSPLIT*', '--date', '20260101-20260131', '--json', '--config', configFile])
     expect(found.code).toBe(0)
     const result = JSON.parse(found.stdout) as FindResult
@@ -160,7 +170,12 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
       const holder = orthancs[index < 3 ? 0 : 1]
       const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
       const written = await readFile(path.join(out, instance.patientId, instance.studyInstanceUid, instance.seriesInstanceUid, `${instance.sopInstanceUid}.dcm`))
-      expect(written.equals(stored)).toBe(true)
+      if (holder === east) {
+        expect(written.equals(stored)).toBe(true)
+      } else {
+        expect(datasetOf(written).equals(datasetOf(stored))).toBe(true)
+        expect(readMetaHeader(written).sourceApplicationEntityTitle).toBe(west.aeTitle)
+      }
     }
 
     const nobody = await runCompiledCli(['get', '1.2.3.999', '--out', out, '--config', configFile])
@@ -362,5 +377,46 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
     }
 
     expect(router.logs.some((l) => l.includes('retrieve-failed') && l.includes(instances[1].sopInstanceUid) && l.includes('pacs failed its C-GET sub-operation'))).toBe(true)
+  })
+})
+
+describe('an Orthanc that refuses C-GET from ddr (DicomAlwaysAllowGet false, ddr not in its DicomModalities)', () => {
+  let orthanc: TestOrthanc
+  let router: TestRouter
+  let workDir: string
+  let study: SyntheticInstance[]
+
+  beforeAll(async () => {
+    orthanc = await startTestOrthanc({name: 'strict', aeTitle: 'STRICT', extra: {DicomAlwaysAllowGet: false}})
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-strict-'))
+    study = await writeSyntheticStudies(path.join(workDir, 'study'), {studies: 1, instancesPerStudy: 3, pixelBytes: 1024, prefix: 'QRSTRICT'})
+    expect((await storescu(['-aec', orthanc.aeTitle, '127.0.0.1', String(orthanc.dicomPort), ...study.map((i) => i.path)])).code).toBe(0)
+    router = await startTestRouter([{...orthanc, url: orthanc.url}], {retrieve: {queryTimeoutMs: 3000}, health: {intervalMs: 60_000}})
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await orthanc?.stop()
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('fetches over its REST API instead, says so once in the log, and goes straight to REST the next time', async () => {
+    for (const attempt of [1, 2]) {
+      const out = path.join(workDir, `get-${attempt}`)
+      await mkdir(out, {recursive: true})
+      const get = await runDcmtk('getscu', ['-S', '-v', '-aec', router.aeTitle, '-od', out, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${study[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 60_000})
+      expect(get.code).toBe(0)
+      const received = await readdir(out)
+      expect(received).toHaveLength(study.length)
+      for (const instance of study) {
+        const stored = await orthanc.client.instanceFile((await orthanc.client.lookupInstance(instance.sopInstanceUid))!)
+        expect(datasetOf(await readFile(path.join(out, received.find((f) => f.endsWith(instance.sopInstanceUid))!))).equals(datasetOf(stored))).toBe(true)
+      }
+    }
+
+    const fallbacks = router.logs.filter((l) => l.includes('retrieve-fallback'))
+    expect(fallbacks).toHaveLength(1)
+    expect(fallbacks[0]).toContain('backend=strict instances=3')
+    expect(fallbacks[0]).toContain('DicomAlwaysAllowGet')
   })
 })
