@@ -16,7 +16,7 @@ import {type ContextRequest, IMPLICIT_VR_LITTLE_ENDIAN, type IncomingStore, ScuA
 import {formatStatus, isPending} from '../dimse/status.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import type {DdrError} from '../errors.js'
-import type {FetchedInstance, LocatedInstance} from './located.js'
+import type {FetchedInstance, LocatedInstance} from './types.js'
 
 /** An association holds at most 128 presentation contexts (PS3.8 9.3.2.2); one is C-ECHO's, two the C-GET model's. */
 const STORAGE_CONTEXTS = 125

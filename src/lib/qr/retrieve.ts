@@ -4,6 +4,12 @@
  * Orthanc's REST API, or by C-GET from a backend's DICOM port (cget-fetcher.ts).
  */
 import {createHash} from 'node:crypto'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+
+import type {Got} from 'got'
+
+import {folderLayout} from '../backends/folder-backend.js'
 
 import type {BackendConfig, DicomBackendConfig} from '../config/schema.js'
 import {Identifier, type QueryLevel} from '../dicom/identifier.js'
@@ -13,12 +19,13 @@ import {Tag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
 import {type OrthancClient, orthancClientFor} from '../orthanc/client.js'
 import {CGetFetcher} from './cget-fetcher.js'
+import {dicomwebClient} from './qido-source.js'
+import {wadoInstance} from './wado.js'
 import {Channel} from './channel.js'
 import {type FleetQueryResult, queryFleet} from './find.js'
-import type {FetchedInstance, LocatedInstance} from './located.js'
-import type {QuerySource} from './sources.js'
+import type {FetchedInstance, LocatedInstance, QuerySource} from './types.js'
 
-export type {FetchedInstance, LocatedInstance} from './located.js'
+export type {FetchedInstance, LocatedInstance} from './types.js'
 
 export interface Located {
   instances: LocatedInstance[]
@@ -109,8 +116,8 @@ export interface InstanceSource {
   fetchAll(instances: readonly LocatedInstance[], options: {signal?: AbortSignal; ahead: number}): AsyncIterable<FetchOutcome>
 }
 
-/** How ddr fetches a backend's instances: Orthanc's REST API, C-GET from its DICOM port, or not at all (with why). */
-export type FetchMethod = {by: 'rest'} | {by: 'dimse'; restFallback: boolean} | {by: 'none'; why: string}
+/** How ddr fetches a backend's instances: Orthanc's REST API, C-GET from its DICOM port, a folder backend's files, WADO-RS, or not at all (with why). */
+export type FetchMethod = {by: 'rest'} | {by: 'dimse'; restFallback: boolean} | {by: 'file'} | {by: 'wado'} | {by: 'none'; why: string}
 
 /**
  * The fetch method of a backend: `retrieveTransport` when given; else C-GET from its DICOM port
@@ -127,7 +134,9 @@ export function fetchMethodOf(backend: BackendConfig): FetchMethod {
     return by === 'rest' ? {by: 'rest'} : {by: 'dimse', restFallback: hasRest}
   }
 
-  return {by: 'none', why: `instances of a ${type} backend are not fetched yet`}
+  if (type === 'folder') return {by: 'file'}
+  if (type === 'dicomweb') return {by: 'wado'}
+  return {by: 'none', why: `instances of a ${type} backend are not fetched`}
 }
 
 /** After a C-GET that brought nothing, a backend with a REST fallback is fetched over REST for this long before C-GET is tried again. */
@@ -149,6 +158,7 @@ export interface InstanceFetcherOptions {
  */
 export class InstanceFetcher implements InstanceSource {
   private readonly clients = new Map<string, OrthancClient>()
+  private readonly webClients = new Map<string, Got>()
   /** Backends whose C-GET brought nothing, and until when they are fetched over REST instead. */
   private readonly cgetFailing = new Map<string, number>()
 
@@ -173,6 +183,8 @@ export class InstanceFetcher implements InstanceSource {
     const method = this.methodOf(backend)
     if (method.by === 'none') throw new DdrError('NOT_IMPLEMENTED', `${backend.name}: ${method.why}`)
     if (method.by === 'rest') return this.fetchRest(backend, instance)
+    if (method.by === 'file') return this.fetchFile(backend, instance)
+    if (method.by === 'wado') return this.fetchWado(backend, instance)
     let fetched: FetchedInstance | undefined
     const missing = await new CGetFetcher(backend as DicomBackendConfig, this.options).retrieve([instance], {
       onArrival: async (_instance, arrived) => {
@@ -229,8 +241,9 @@ export class InstanceFetcher implements InstanceSource {
       return
     }
 
-    if (method.by === 'rest') {
-      await this.produceRest(backend!, instances, channel, options)
+    if (method.by !== 'dimse') {
+      const fetchOne = {rest: this.fetchRest, file: this.fetchFile, wado: this.fetchWado}[method.by].bind(this, backend!)
+      await this.produceEach(instances, fetchOne, channel, options)
       return
     }
 
@@ -240,19 +253,27 @@ export class InstanceFetcher implements InstanceSource {
     })
     if (method.restFallback && !options.signal.aborted && missing.length > 0) {
       this.fellBack(name, missing.length, missing[0].why, missing.length === instances.length)
-      await this.produceRest(backend!, missing.map((m) => m.instance), channel, options, new Map(missing.map((m) => [m.instance.sopInstanceUid, m.why])))
+      const why = new Map(missing.map((m) => [m.instance.sopInstanceUid, m.why]))
+      await this.produceEach(
+        missing.map((m) => m.instance),
+        (instance) => this.fetchRest(backend!, instance).catch((error: Error) => {
+          throw new Error(`${why.get(instance.sopInstanceUid)}; then over REST: ${error.message}`)
+        }),
+        channel,
+        options,
+      )
       return
     }
 
     for (const {instance, why} of missing) await channel.push({instance, why})
   }
 
-  /** REST fetches, `ahead` at a time, pushed in order. `earlier` names why a C-GET did not bring an instance (kept in the reason when REST fails too). */
-  private async produceRest(backend: BackendConfig, instances: readonly LocatedInstance[], channel: Channel<FetchOutcome>, options: {signal: AbortSignal; ahead: number}, earlier?: Map<string, string>): Promise<void> {
+  /** One fetch per instance (REST, files), `ahead` at a time, pushed in order. */
+  private async produceEach(instances: readonly LocatedInstance[], fetchOne: (instance: LocatedInstance) => Promise<FetchedInstance>, channel: Channel<FetchOutcome>, options: {signal: AbortSignal; ahead: number}): Promise<void> {
     const fetches: Array<Promise<FetchedInstance> | undefined> = []
     const start = (index: number) => {
       if (index >= instances.length || fetches[index] !== undefined) return
-      const fetching = this.fetchRest(backend, instances[index])
+      const fetching = fetchOne(instances[index])
       fetching.catch(() => {})
       fetches[index] = fetching
     }
@@ -270,8 +291,7 @@ export class InstanceFetcher implements InstanceSource {
         await channel.push({instance, fetched})
       } catch (error) {
         fetches[index] = undefined
-        const before = earlier?.get(instance.sopInstanceUid)
-        await channel.push({instance, why: before === undefined ? (error as Error).message : `${before}; then over REST: ${(error as Error).message}`})
+        await channel.push({instance, why: (error as Error).message})
       }
     }
   }
@@ -280,6 +300,26 @@ export class InstanceFetcher implements InstanceSource {
     const backend = this.backends.find((b) => b.name === instance.backend)
     if (backend === undefined) throw new DdrError('USAGE', `no backend named ${instance.backend}`)
     return backend
+  }
+
+  /** A DICOMweb backend's copy of the instance by WADO-RS, as stored. */
+  private async fetchWado(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
+    let web = this.webClients.get(backend.name)
+    if (web === undefined) {
+      web = dicomwebClient(backend, this.options.timeoutMs).client
+      this.webClients.set(backend.name, web)
+    }
+
+    return storedFile(await wadoInstance(web, backend.name, instance), `${backend.name}'s copy of ${instance.sopInstanceUid} (WADO-RS)`)
+  }
+
+  /** A folder backend's file of the instance, where it wrote it (PatientID/Study/Series/SOP.dcm below its path). */
+  private async fetchFile(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
+    const file = path.join(path.resolve(backend.path!), folderLayout(instance))
+    const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new DdrError('BACKEND_REFUSED', error.code === 'ENOENT' ? `${backend.name} no longer holds ${instance.sopInstanceUid} (no ${file})` : `${backend.name}: cannot read ${file}: ${error.message}`)
+    })
+    return storedFile(bytes, `${backend.name}'s copy of ${instance.sopInstanceUid} (${file})`)
   }
 
   private async fetchRest(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
@@ -305,12 +345,17 @@ export class InstanceFetcher implements InstanceSource {
       file = await client.instanceFile(id)
     }
 
-    const meta = readMetaHeader(file, {source: `${backend.name}'s copy of ${instance.sopInstanceUid}`})
-    // The SOP class comes from the stored file (the locate query asks it only of backends fetched by C-GET).
-    const sopClassUid = meta.mediaStorageSopClassUid ?? readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID], {endOfData: true}).values.get(Tag.SOPClassUID)
-    if (sopClassUid === undefined) throw new DdrError('INVALID_DICOM', `${backend.name}'s copy of ${instance.sopInstanceUid} names no SOP class`)
-    return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid, dataset: file.subarray(meta.datasetOffset)}
+    return storedFile(file, `${backend.name}'s copy of ${instance.sopInstanceUid}`)
   }
+}
+
+/** A stored Part 10 file as fetched: its transfer syntax and SOP class from the meta header (else the dataset). */
+function storedFile(file: Buffer, source: string): FetchedInstance {
+  const meta = readMetaHeader(file, {source})
+  // The SOP class comes from the stored file (the locate query asks it only of backends fetched by C-GET).
+  const sopClassUid = meta.mediaStorageSopClassUid ?? readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID], {endOfData: true}).values.get(Tag.SOPClassUID)
+  if (sopClassUid === undefined) throw new DdrError('INVALID_DICOM', `${source} names no SOP class`)
+  return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid, dataset: file.subarray(meta.datasetOffset)}
 }
 
 /** Orthanc's id of an instance: SHA-1 of "PatientID|StudyUID|SeriesUID|SOPUID", in five groups of eight hex digits. */

@@ -12,6 +12,7 @@ import type {Logger} from '../output/logger.js'
 import {type RetrieveSink, MoveDestinationSink, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
 import {type FetchedInstance, InstanceFetcher, type LocatedInstance, locateInstances, retrieveRequestOf} from './retrieve.js'
+import type {StoredInstances} from './ledger-source.js'
 import {findModelFor, querySources} from './sources.js'
 
 export const QUERY_MODELS: readonly string[] = Object.values(QueryModel)
@@ -21,6 +22,8 @@ export interface QueryServiceOptions {
   logger: Logger
   /** Whether a backend is up now; a backend that is down is not asked and is named in the warning. */
   isHealthy?: (backend: string) => boolean
+  /** The study ledger's record of what each backend stored: folder backends are answered from it. */
+  stored?: StoredInstances
 }
 
 function peerOf(request: QueryRequest): string {
@@ -42,7 +45,7 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
   })
 
   const fleet = () => {
-    const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: config.listen.aeTitle, timeoutMs})
+    const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: config.listen.aeTitle, timeoutMs, stored: options.stored})
     const up = sources.filter((source) => options.isHealthy?.(source.name) ?? true)
     const down: MissingAnswer[] = sources.filter((source) => !up.includes(source)).map((source) => ({backend: source.name, why: 'down (health checks)'}))
     return {sources: up, skipped: [...down, ...unqueryable.map((u) => ({backend: u.backend, why: u.why}))]}

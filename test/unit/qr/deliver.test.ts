@@ -80,13 +80,14 @@ describe('deliverInstances', () => {
 
 describe('fetchMethodOf', () => {
   const orthanc = (extra: Record<string, unknown> = {}) => ({name: 'o', host: 'h', port: 1, aeTitle: 'O', transport: 'dimse', weight: 1, maxAssociations: 1, storeTimeoutMs: 1000, ...extra}) as BackendConfig
-  it('C-GET (REST as fallback with a url), REST for an Orthanc stored to over REST, retrieveTransport when given', () => {
+  it('C-GET (REST as fallback with a url), REST for an Orthanc stored to over REST, retrieveTransport when given; files, WADO-RS', () => {
     expect(fetchMethodOf(orthanc({url: 'http://h:8042'}))).toEqual({by: 'dimse', restFallback: true})
     expect(fetchMethodOf(orthanc({url: 'http://h:8042', transport: 'rest'}))).toEqual({by: 'rest'})
     expect(fetchMethodOf(orthanc({url: 'http://h:8042', retrieveTransport: 'rest'}))).toEqual({by: 'rest'})
     expect(fetchMethodOf(orthanc())).toEqual({by: 'dimse', restFallback: false})
     expect(fetchMethodOf(orthanc({type: 'dimse'}))).toEqual({by: 'dimse', restFallback: false})
     expect(fetchMethodOf(orthanc({url: 'http://h:8042', retrieveTransport: 'dimse'}))).toEqual({by: 'dimse', restFallback: true})
-    expect(fetchMethodOf({name: 'f', type: 'folder', path: '/x'} as BackendConfig)).toMatchObject({by: 'none'})
+    expect(fetchMethodOf({name: 'f', type: 'folder', path: '/x'} as BackendConfig)).toEqual({by: 'file'})
+    expect(fetchMethodOf({name: 'w', type: 'dicomweb', url: 'http://h/dicom-web'} as BackendConfig)).toEqual({by: 'wado'})
   })
 })
