@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import type {QueryLevel} from '../lib/dicom/identifier.js'
+import {openStoredInstances} from '../lib/ledger/query.js'
 import {colorEnabled} from '../lib/output/table.js'
 import {type FindResult, findInFleet, formatFindResult} from '../lib/qr/fleet.js'
 import {BaseCommand} from './base-command.js'
@@ -10,7 +11,7 @@ export type {FindResult, FoundRow} from '../lib/qr/fleet.js'
 export default class Find extends BaseCommand<typeof Find> {
   static override description = `find patients, studies, series or instances on every backend at once, and which backend holds them
 
-Asks every DICOM backend of the config by C-FIND at the same time (Orthanc must let ddr's AE title query it: DicomModalities or DicomAlwaysAllowFind) and merges the answers: a study split over two backends is one row, its instances summed, with both backends named. Wildcards (* and ?) work as in DICOM. No router needs to run.
+Asks every backend of the config at the same time (DICOM backends by C-FIND: Orthanc must let ddr's AE title query it, DicomModalities or DicomAlwaysAllowFind; DICOMweb backends by QIDO-RS; folder backends from the study ledger and their files) and merges the answers: a study split over two backends is one row, its instances summed, with both backends named. Wildcards (* and ?) work as in DICOM. No router needs to run.
 Exit codes: 0 all backends answered, 4 some did not (their names are in the warning; the rows are from the others).`
 
   static override enableJsonFlag = true
@@ -33,6 +34,8 @@ Exit codes: 0 all backends answered, 4 some did not (their names are in the warn
 
   async run(): Promise<FindResult> {
     const {flags} = this
+    // Folder backends are answered from the study ledger.
+    const stored = openStoredInstances(this.ddrConfig)
     const result = await findInFleet(this.ddrConfig, {
       level: flags.level.toUpperCase() as QueryLevel,
       patientId: flags.patient,
@@ -41,7 +44,8 @@ Exit codes: 0 all backends answered, 4 some did not (their names are in the warn
       accessionNumber: flags.accession,
       modality: flags.modality,
       date: flags.date,
-    })
+      stored,
+    }).finally(() => stored?.close())
     if (!this.jsonEnabled()) this.log(formatFindResult(result, {color: colorEnabled()}))
     if (result.missing.length > 0) this.setPartialFailure()
     return result

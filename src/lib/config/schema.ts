@@ -187,6 +187,12 @@ export const OrthancBackendSchema = Type.Object(
     ),
     ...credentials(),
     transport: Type.Union([Type.Literal('dimse'), Type.Literal('rest')], {default: 'dimse', description: '"dimse" forwards over C-STORE; "rest" posts to /instances (needs url).'}),
+    retrieveTransport: Type.Optional(
+      Type.Union([Type.Literal('dimse'), Type.Literal('rest')], {
+        description:
+          'How ddr fetches this Orthanc\'s instances for C-MOVE, C-GET, `ddr get` and processing: "dimse" by C-GET from its DICOM port (Orthanc must allow it: DicomAlwaysAllowGet, or ddr in DicomModalities; with a url, what C-GET does not bring is fetched over REST), "rest" by GET /instances/{id}/file (needs url). Absent: "rest" with transport "rest" (REST gives uploaded files back as uploaded), else "dimse".',
+      }),
+    ),
     tls: Type.Optional(BackendTlsSchema),
     https: Type.Optional(BackendHttpsSchema),
     storeTimeoutMs: storeTimeoutMs(),

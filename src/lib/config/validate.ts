@@ -315,6 +315,7 @@ function checkBackends(problems: Problems, backends: unknown): void {
     }
 
     if (item.transport === 'rest' && item.url === undefined) problems.add(`${path}.url`, 'is required with transport "rest"')
+    if (item.retrieveTransport === 'rest' && item.url === undefined) problems.add(`${path}.url`, 'is required with retrieveTransport "rest"')
     for (const key of ['tls', 'https'] as const) {
       const files = item[key]
       if (isObject(files) && (files.cert === undefined) !== (files.key === undefined)) problems.add(`${path}.${key}`, 'cert and key go together (a client certificate needs its key)')

@@ -98,6 +98,11 @@ export class Identifier {
     return text === undefined || text === '' ? [] : text.split('\\').map((v) => v.trim())
   }
 
+  /** The element's VR (from the data it was read from, else the dictionary); undefined when absent. */
+  vr(tag: number): string | undefined {
+    return this.elements.get(tag)?.vr
+  }
+
   set(tag: number, text: string, vr?: string): this {
     this.elements.set(tag, {vr: vr ?? this.elements.get(tag)?.vr ?? vrOf(tag), text})
     return this

@@ -14,6 +14,7 @@ import {
   PduReader,
   PduType,
   type PresentationContextProposal,
+  type RoleSelection,
   VERIFICATION_SOP_CLASS,
   decodeAbort,
   decodeAssociateAc,
@@ -25,7 +26,7 @@ import {
 } from './pdu.js'
 import type {DatasetSource} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
-import {isPending} from './status.js'
+import {Status, isPending} from './status.js'
 import {maxFragment, writePdvs} from './wire.js'
 
 export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
@@ -50,6 +51,11 @@ export interface ConnectOptions {
   storeTimeoutMs?: number
   /** DICOM TLS (see tls.ts clientTlsOptions): the association starts once the handshake is done. */
   tls?: tls.ConnectionOptions
+  /**
+   * SCP/SCU role selection to propose (PS3.7 D.3.3.4): a C-GET SCU asks for the SCP role of the
+   * storage SOP classes it wants to receive.
+   */
+  roleSelections?: RoleSelection[]
 }
 
 export type {DatasetSource}
@@ -63,6 +69,21 @@ export interface StoreInstance {
   moveOriginatorAeTitle?: string
   moveOriginatorMessageId?: number
 }
+
+/**
+ * A C-STORE sub-operation the peer sends us while our C-GET runs: the dataset bytes exactly as
+ * they arrived, in the transfer syntax of the presentation context they came on.
+ */
+export interface IncomingStore {
+  messageId: number
+  sopClassUid: string
+  sopInstanceUid: string
+  transferSyntaxUid: string
+  dataset: Buffer
+}
+
+/** Takes one incoming C-STORE; its answer is the status the peer gets (a rejection answers 0xC000 with the message). */
+export type IncomingStoreHandler = (store: IncomingStore) => Promise<{status: number; errorComment?: string}>
 
 export interface DimseResponse {
   status: number
@@ -89,6 +110,17 @@ function key(abstractSyntax: string, transferSyntax: string): string {
 export class ScuAssociation extends EventEmitter {
   private readonly reader: PduReader
   private readonly accepted = new Map<string, number>()
+  /** Accepted presentation contexts by id: what an incoming C-STORE's context means. */
+  private readonly acceptedById = new Map<number, ContextRequest>()
+  /** Storage SOP classes whose SCP role the peer granted us (C-GET). */
+  private readonly scpRoles = new Set<string>()
+  /** The running C-GET's taker of incoming C-STORE sub-operations. */
+  private storeHandler?: IncomingStoreHandler
+  /** An incoming C-STORE whose dataset is still arriving. */
+  private incoming?: {command: CommandSet; contextId: number; parts: Buffer[]}
+  /** Incoming C-STOREs being handled (their answers go out in order). */
+  private storesInHand = 0
+  private storeAnswers: Promise<void> = Promise.resolve()
   private peerMaxPduLength = 0
   private messageId = 0
   private pending?: {messageId: number; resolve: (r: DimseResponse) => void; reject: (e: Error) => void; onPending?: (r: DimseResponse) => void}
@@ -141,7 +173,7 @@ export class ScuAssociation extends EventEmitter {
             callingAeTitle: options.callingAeTitle,
             applicationContext: APPLICATION_CONTEXT,
             presentationContexts: contexts,
-            userInformation: {maxPduLength: options.maxPduLength ?? 262_144},
+            userInformation: {maxPduLength: options.maxPduLength ?? 262_144, ...(options.roleSelections === undefined ? {} : {roleSelections: options.roleSelections})},
           }),
         )
         const onData = (chunk: Buffer) => {
@@ -163,8 +195,13 @@ export class ScuAssociation extends EventEmitter {
             association.peerMaxPduLength = ac.userInformation.maxPduLength
             for (const result of ac.presentationContexts) {
               const proposal = contexts.find((c) => c.id === result.id)
-              if (proposal && result.result === ContextResult.acceptance) association.accepted.set(key(proposal.abstractSyntax, proposal.transferSyntaxes[0]), result.id)
+              if (proposal && result.result === ContextResult.acceptance) {
+                association.accepted.set(key(proposal.abstractSyntax, proposal.transferSyntaxes[0]), result.id)
+                association.acceptedById.set(result.id, {abstractSyntax: proposal.abstractSyntax, transferSyntax: proposal.transferSyntaxes[0]})
+              }
             }
+
+            for (const role of ac.userInformation.roleSelections ?? []) if (role.scpRole) association.scpRoles.add(role.sopClassUid)
 
             association.start()
             resolve(association)
@@ -204,6 +241,11 @@ export class ScuAssociation extends EventEmitter {
     return this.accepted.has(key(abstractSyntax, transferSyntax))
   }
 
+  /** Whether the peer agreed that we act as SCP of this SOP class (role selection): it may send us C-STOREs of it. */
+  grantedScpRole(sopClassUid: string): boolean {
+    return this.scpRoles.has(sopClassUid)
+  }
+
   acceptedContexts(): ContextRequest[] {
     return [...this.accepted.keys()].map((k) => {
       const [abstractSyntax, transferSyntax] = k.split('|')
@@ -228,9 +270,18 @@ export class ScuAssociation extends EventEmitter {
    * C-FIND (or C-MOVE, whose pending responses carry counts): sends the identifier on the
    * model's context and calls onPending for every pending response (a C-FIND match comes with its
    * identifier in `dataset`); resolves with the final response. `signal` sends C-CANCEL.
+   * C-GET: `onStore` takes each C-STORE sub-operation the peer sends meanwhile; the peer gets our
+   * C-STORE-RSP once onStore resolved (so a slow taker slows the peer down, nothing piles up here).
    */
-  async query(field: number, model: string, transferSyntax: string, identifier: Buffer, options: {onPending?: (response: DimseResponse) => void; signal?: AbortSignal; moveDestination?: string} = {}): Promise<DimseResponse> {
+  async query(
+    field: number,
+    model: string,
+    transferSyntax: string,
+    identifier: Buffer,
+    options: {onPending?: (response: DimseResponse) => void; signal?: AbortSignal; moveDestination?: string; onStore?: IncomingStoreHandler} = {},
+  ): Promise<DimseResponse> {
     let cancel: (() => void) | undefined
+    this.storeHandler = options.onStore
     try {
       return await this.request(
         model,
@@ -264,6 +315,7 @@ export class ScuAssociation extends EventEmitter {
       )
     } finally {
       if (cancel !== undefined) options.signal?.removeEventListener('abort', cancel)
+      this.storeHandler = undefined
     }
   }
 
@@ -375,6 +427,8 @@ export class ScuAssociation extends EventEmitter {
     const timeoutMs = this.options.requestTimeoutMs ?? 60_000
     clearInterval(this.timer)
     this.timer = setInterval(() => {
+      // An incoming C-STORE being taken (a C-GET's sub-operation waiting for its destination) is progress.
+      if (this.storesInHand > 0) this.lastActivity = Date.now()
       if (Date.now() - this.lastActivity > timeoutMs) {
         this.abort()
         this.closedError = new DdrError('TIMEOUT', `${this.peer} made no progress for ${timeoutMs} ms`)
@@ -446,6 +500,17 @@ export class ScuAssociation extends EventEmitter {
     switch (type) {
       case PduType.pData: {
         for (const pdv of decodePData(body)) {
+          if (!pdv.isCommand && this.incoming !== undefined) {
+            if (pdv.contextId !== this.incoming.contextId) throw new PduError(`dataset fragment on presentation context ${pdv.contextId}, the C-STORE was on ${this.incoming.contextId}`, AbortReason.unexpectedPdu)
+            // Views into the received PDUs (fresh buffers from the socket), copied once when whole.
+            this.incoming.parts.push(pdv.data)
+            if (!pdv.isLast) continue
+            const incoming = this.incoming
+            this.incoming = undefined
+            this.takeStore(incoming.command, incoming.contextId, Buffer.concat(incoming.parts))
+            continue
+          }
+
           if (!pdv.isCommand) {
             if (this.responseCommand === undefined) throw new PduError('dataset fragment without a response command', AbortReason.unexpectedPdu)
             this.datasetParts.push(Buffer.from(pdv.data))
@@ -462,6 +527,12 @@ export class ScuAssociation extends EventEmitter {
           if (!pdv.isLast) continue
           const command = decodeCommand(Buffer.concat(this.commandParts))
           this.commandParts = []
+          if (commandNumber(command, CommandTag.commandField) === CommandField.cStoreRq) {
+            if (commandNumber(command, CommandTag.commandDataSetType) === NO_DATASET) this.takeStore(command, pdv.contextId, undefined)
+            else this.incoming = {command, contextId: pdv.contextId, parts: []}
+            continue
+          }
+
           if (commandNumber(command, CommandTag.commandDataSetType) !== NO_DATASET) this.responseCommand = command
           else this.onResponse(command, undefined)
         }
@@ -493,6 +564,44 @@ export class ScuAssociation extends EventEmitter {
         throw new PduError(`unexpected PDU type 0x${type.toString(16)}`, AbortReason.unexpectedPdu)
       }
     }
+  }
+
+  /** One whole incoming C-STORE: handed to the running C-GET's taker, answered in arrival order. */
+  private takeStore(command: CommandSet, contextId: number, dataset: Buffer | undefined): void {
+    const messageId = commandNumber(command, CommandTag.messageId) ?? 0
+    const context = this.acceptedById.get(contextId)
+    const sopClassUid = commandString(command, CommandTag.affectedSopClassUid) ?? context?.abstractSyntax ?? ''
+    const sopInstanceUid = commandString(command, CommandTag.affectedSopInstanceUid) ?? ''
+    const handler = this.storeHandler
+    const answer = async (): Promise<{status: number; errorComment?: string}> => {
+      if (context === undefined) return {status: Status.cannotUnderstand, errorComment: `presentation context ${contextId} was not accepted`}
+      if (dataset === undefined) return {status: Status.cannotUnderstand, errorComment: 'a C-STORE without a dataset'}
+      if (handler === undefined) return {status: Status.cannotUnderstand, errorComment: 'no C-GET of ours is under way'}
+      try {
+        return await handler({messageId, sopClassUid, sopInstanceUid, transferSyntaxUid: context.transferSyntax, dataset})
+      } catch (error) {
+        return {status: Status.cannotUnderstand, errorComment: (error as Error).message}
+      }
+    }
+
+    this.storesInHand++
+    const outcome = answer()
+    this.storeAnswers = this.storeAnswers.then(async () => {
+      const {status, errorComment} = await outcome
+      this.storesInHand--
+      this.lastActivity = Date.now()
+      if (this.closedError !== undefined) return
+      const fields: Array<[number, number | string]> = [
+        [CommandTag.affectedSopClassUid, sopClassUid],
+        [CommandTag.commandField, CommandField.cStoreRsp],
+        [CommandTag.messageIdBeingRespondedTo, messageId],
+        [CommandTag.commandDataSetType, NO_DATASET],
+        [CommandTag.status, status],
+      ]
+      if (sopInstanceUid !== '') fields.push([CommandTag.affectedSopInstanceUid, sopInstanceUid])
+      if (errorComment && status !== 0) fields.push([CommandTag.errorComment, errorComment.slice(0, 64)])
+      writePdvs(this.socket, contextId, true, encodeCommand(fields), this.peerMaxPduLength)
+    }).catch(() => {})
   }
 
   private onResponse(command: CommandSet, dataset: Buffer | undefined): void {

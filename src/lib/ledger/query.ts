@@ -1,9 +1,13 @@
+import {existsSync} from 'node:fs'
+
 import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
 import {type Column, colorEnabled, formatTable, painter} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
+import type {StoredInstances} from '../qr/ledger-source.js'
 import {type RouterAnswer, callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
-import {compareHoldings, ledgerLabel, openLedgerStore, receiptFromComparison} from './ledger.js'
+import {compareHoldings, ledgerFile, ledgerLabel, openLedgerStore, receiptFromComparison} from './ledger.js'
+import {SqliteLedgerStore} from './sqlite-store.js'
 import type {Receipt, StudyDetail, StudyInstance, StudyQuery, StudySummary} from './types.js'
 
 /** How one sender's instances of one modality arrive within their studies. */
@@ -115,6 +119,21 @@ export async function listStudies(config: Pick<DdrConfig, 'ledger' | 'spool' | '
   } finally {
     await store.close()
   }
+}
+
+/**
+ * What the ledger says each backend stored, for `ddr find` and `ddr get` to answer for folder
+ * backends (read-only, beside a running router); undefined when the config has no folder backend
+ * or no ledger was written. Close it when done.
+ */
+export function openStoredInstances(config: Pick<DdrConfig, 'ledger' | 'spool' | 'backends'>): (StoredInstances & {close(): void}) | undefined {
+  if (!config.backends.some((backend) => backend.type === 'folder')) return undefined
+  // Folder backends are answered from the SQLite ledger only for now (docs/query-retrieve.md).
+  if (config.ledger.url !== undefined && !config.ledger.url.startsWith('sqlite:')) return undefined
+  const file = ledgerFile(config)
+  if (!existsSync(file)) return undefined
+  const store = new SqliteLedgerStore(file, {readonly: true})
+  return {storedOn: (backend, filter) => store.storedOn(backend, filter), close: () => store.close()}
 }
 
 /** One study from the ledger, with its series and instances; DdrError USAGE when it is not there. */

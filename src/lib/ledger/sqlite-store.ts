@@ -5,6 +5,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
+import type {StoredFilter, StoredInstance, StoredInstances} from '../qr/ledger-source.js'
 import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
 import type {LedgerStore} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
@@ -116,7 +117,7 @@ export interface SqliteStoreOptions {
  * Readers (`ddr studies`) never block the router. Methods are synchronous: better-sqlite3 answers
  * from the calling thread, faster than a round trip to a worker for statements this small.
  */
-export class SqliteLedgerStore implements LedgerStore {
+export class SqliteLedgerStore implements LedgerStore, StoredInstances {
   readonly transientFailures = false
   private readonly db: Database.Database
   private readonly insertInstance?: Database.Statement
@@ -348,6 +349,66 @@ export class SqliteLedgerStore implements LedgerStore {
     const rows = this.db.prepare<[string], {sop_instance_uid: string; backend: string}>("SELECT sop_instance_uid, backend FROM instances WHERE study_instance_uid = ? AND status = 'stored' AND backend IS NOT NULL").all(studyInstanceUid)
     for (const row of rows) byBackend.set(row.backend, [...(byBackend.get(row.backend) ?? []), row.sop_instance_uid])
     return byBackend
+  }
+
+  /**
+   * The instances stored on a backend, narrowed by what the ledger records (qr's StoredInstances:
+   * a folder backend's part of a fleet query; the files decide the rest, so this may return more).
+   */
+  storedOn(backend: string, filter: StoredFilter): StoredInstance[] {
+    const where = ["i.backend = @backend", "i.status = 'stored'"]
+    const parameters: Record<string, string> = {backend}
+    // DICOM's * and ? are GLOB's; a [ would open a GLOB character class.
+    const glob = (value: string) => value.replaceAll('[', '[[]')
+    const pattern = (column: string, name: string, value: string | undefined) => {
+      if (value === undefined || value.includes('\\')) return
+      parameters[name] = /[*?]/.test(value) ? glob(value) : value
+      where.push(/[*?]/.test(value) ? `${column} GLOB @${name}` : `${column} = @${name}`)
+    }
+
+    pattern('s.patient_id', 'patientId', filter.patientId)
+    pattern('s.accession_number', 'accessionNumber', filter.accessionNumber)
+    const date = filter.studyDate
+    if (date !== undefined && /^\d{0,8}-\d{0,8}$/.test(date)) {
+      const [from, to] = date.split('-')
+      if (from !== '') {
+        parameters.dateFrom = from
+        where.push('s.study_date >= @dateFrom')
+      }
+
+      if (to !== '') {
+        parameters.dateTo = to
+        where.push('s.study_date <= @dateTo')
+      }
+    } else if (date !== undefined && /^\d{8}$/.test(date)) {
+      parameters.date = date
+      where.push('s.study_date = @date')
+    }
+
+    const uids = (column: string, name: string, list: string[] | undefined) => {
+      if (list === undefined || list.length === 0 || list.length > 1000) return
+      where.push(`${column} IN (${list.map((_, index) => `@${name}${index}`).join(', ')})`)
+      for (const [index, uid] of list.entries()) parameters[`${name}${index}`] = uid
+    }
+
+    uids('i.study_instance_uid', 'study', filter.studyInstanceUids)
+    uids('i.series_instance_uid', 'series', filter.seriesInstanceUids)
+    uids('i.sop_instance_uid', 'sop', filter.sopInstanceUids)
+    const rows = this.db
+      .prepare<Record<string, string>, {sop_instance_uid: string; series_instance_uid: string | null; study_instance_uid: string; patient_id: string | null; sop_class_uid: string; modality: string | null}>(
+        `SELECT i.sop_instance_uid, i.series_instance_uid, i.study_instance_uid, s.patient_id, i.sop_class_uid, i.modality
+          FROM instances i JOIN studies s ON s.study_instance_uid = i.study_instance_uid
+          WHERE ${where.join(' AND ')}`,
+      )
+      .all(parameters)
+    return rows.map((row) => ({
+      sopInstanceUid: row.sop_instance_uid,
+      seriesInstanceUid: row.series_instance_uid ?? '',
+      studyInstanceUid: row.study_instance_uid,
+      patientId: row.patient_id ?? '',
+      sopClassUid: row.sop_class_uid,
+      modality: row.modality ?? '',
+    }))
   }
 
   /** Marks instances queued again (a repair re-sends them), so the study is not checked before they arrive. */

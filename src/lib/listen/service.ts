@@ -355,7 +355,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     beginStore,
     ...listenerSecurityOptions(config.listen),
     ...(config.listen.allowQuery
-      ? {query: {models: [...QUERY_MODELS], handle: createQueryHandler({config, logger, isHealthy: (name) => backends.find((b) => b.name === name)?.healthy ?? true})}}
+      ? {query: {models: [...QUERY_MODELS], handle: createQueryHandler({config, logger, isHealthy: (name) => backends.find((b) => b.name === name)?.healthy ?? true, stored: ledger?.store instanceof SqliteLedgerStore ? ledger.store : undefined})}}
       : {}),
   })
   server.on('instanceRefused', (r) => logger.warn('instance-refused', {id: r.info.id, from: r.info.callingAeTitle, peer: `${r.info.remoteAddress}:${r.info.remotePort}`, sop: r.sopInstanceUid, status: formatStatus(r.status)}, r.why))

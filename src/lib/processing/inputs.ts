@@ -74,6 +74,8 @@ export interface InputSources {
   backends: readonly BackendConfig[]
   /** How long one fetch from a backend may take (ms). */
   fetchTimeoutMs?: number
+  /** Our AE title towards a backend fetched by C-GET (listen.aeTitle). */
+  callingAeTitle: string
 }
 
 /**
@@ -91,7 +93,7 @@ export async function gatherInputs(instances: readonly StudyInstance[], inDir: s
     if (read === undefined) {
       if (instance.backend === null) throw new ModuleFailure('inputs', `instance ${instance.sopInstanceUid} is not in retention and no backend is recorded for it`)
       try {
-        fetcher ??= new InstanceFetcher(sources.backends, {timeoutMs: sources.fetchTimeoutMs ?? 60_000})
+        fetcher ??= new InstanceFetcher(sources.backends, {timeoutMs: sources.fetchTimeoutMs ?? 60_000, callingAeTitle: sources.callingAeTitle})
         const fetched = await fetcher.fetch({
           sopInstanceUid: instance.sopInstanceUid,
           seriesInstanceUid: instance.seriesInstanceUid ?? '',

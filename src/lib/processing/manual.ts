@@ -70,7 +70,7 @@ async function dryRun(config: ProcessConfig, studyInstanceUid: string, only: str
       try {
         const attempted = await attemptModule(module, study, {
           processingOutputs: store.processing.outputsOf(studyInstanceUid),
-          sources: {kept: (sop) => store.kept(sop), backends: config.backends},
+          sources: {kept: (sop) => store.kept(sop), backends: config.backends, callingAeTitle: config.listen.aeTitle},
           workDir: config.processing.workDir,
           uidRoot: config.processing.uidRoot,
           run: (before?.run ?? 0) + 1,

@@ -27,7 +27,8 @@ import type {OutputInstance} from './outputs.js'
 export type OutputStore = (file: string, module: string) => Promise<{stored: boolean; status?: number; reason?: string}>
 
 export interface ProcessingServiceOptions {
-  config: Pick<DdrConfig, 'processing' | 'backends'>
+  /** listen.aeTitle: ddr's AE title towards a backend an input is fetched from by C-GET. */
+  config: Pick<DdrConfig, 'processing' | 'backends'> & {listen: Pick<DdrConfig['listen'], 'aeTitle'>}
   ledger: StudyLedger
   /** The ledger's file, read and written in step with the runs (processing runs on the SQLite ledger only). */
   runs: SqliteLedgerStore
@@ -214,7 +215,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     try {
       attempted = await attemptModule(module, study, {
         processingOutputs: this.runs.outputsOf(uid),
-        sources: {kept: (sop) => this.options.runs.kept(sop), backends: this.options.config.backends},
+        sources: {kept: (sop) => this.options.runs.kept(sop), backends: this.options.config.backends, callingAeTitle: this.options.config.listen.aeTitle},
         workDir: this.options.config.processing.workDir,
         uidRoot: this.options.config.processing.uidRoot,
         run: run.run,

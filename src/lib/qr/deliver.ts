@@ -12,7 +12,7 @@ import {ScuAssociation} from '../dimse/scu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import {formatStatus, isStored, statusKind} from '../dimse/status.js'
 import type {SubOperations} from '../dimse/scp.js'
-import type {FetchedInstance, InstanceFetcher, LocatedInstance} from './retrieve.js'
+import type {FetchedInstance, InstanceSource, LocatedInstance} from './retrieve.js'
 
 /** Where retrieved instances go. `store` resolves with a DICOM status, or rejects when it could not be tried. */
 export interface RetrieveSink {
@@ -38,42 +38,33 @@ export interface DeliveryResult {
 const FETCH_AHEAD = 8
 
 /**
- * Fetches each instance from its backend and hands it to the sink, reporting progress after each
- * one; stops early (the rest counted as remaining) when `signal` aborts. Never rejects.
+ * Fetches the instances from their backends and hands each to the sink as it arrives, reporting
+ * progress after each one; stops early (the rest counted as remaining) when `signal` aborts.
+ * Never rejects.
  */
 export async function deliverInstances(
   instances: readonly LocatedInstance[],
-  fetcher: InstanceFetcher,
+  source: InstanceSource,
   sink: RetrieveSink,
   options: {signal?: AbortSignal; onProgress?: (counts: SubOperations, done?: {instance: LocatedInstance; status?: number; why?: string}) => void} = {},
 ): Promise<DeliveryResult> {
   const counts: SubOperations = {remaining: instances.length, completed: 0, failed: 0, warning: 0}
   const failures: SubOperationFailure[] = []
   let bytes = 0
-  const fetches: Array<Promise<FetchedInstance> | undefined> = []
-  const fetchAt = (index: number) => {
-    if (index < instances.length && fetches[index] === undefined) {
-      const fetching = fetcher.fetch(instances[index])
-      fetching.catch(() => {})
-      fetches[index] = fetching
-    }
-  }
-
   try {
-    for (const [index, instance] of instances.entries()) {
+    for await (const {instance, fetched, why: fetchFailure} of source.fetchAll(instances, {signal: options.signal, ahead: FETCH_AHEAD})) {
       if (options.signal?.aborted) return {counts, failures, cancelled: true, bytes}
-      for (let ahead = index; ahead <= index + FETCH_AHEAD; ahead++) fetchAt(ahead)
       let status: number | undefined
-      let why: string | undefined
-      try {
-        const fetched = await fetches[index]!
-        fetches[index] = undefined
-        const answer = await sink.store(instance, fetched)
-        status = answer.status
-        if (!isStored(status)) why = `the destination answered ${formatStatus(status)}${answer.errorComment ? ` (${answer.errorComment})` : ''}`
-        else bytes += fetched.dataset.length
-      } catch (error) {
-        why = (error as Error).message
+      let why = fetchFailure
+      if (fetched !== undefined) {
+        try {
+          const answer = await sink.store(instance, fetched)
+          status = answer.status
+          if (!isStored(status)) why = `the destination answered ${formatStatus(status)}${answer.errorComment ? ` (${answer.errorComment})` : ''}`
+          else bytes += fetched.dataset.length
+        } catch (error) {
+          why = (error as Error).message
+        }
       }
 
       counts.remaining--
@@ -89,7 +80,7 @@ export async function deliverInstances(
       options.onProgress?.({...counts}, {instance, status, why})
     }
 
-    return {counts, failures, cancelled: false, bytes}
+    return {counts, failures, cancelled: counts.remaining > 0, bytes}
   } finally {
     await sink.close().catch(() => {})
   }

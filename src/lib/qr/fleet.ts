@@ -11,6 +11,7 @@ import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
 import {FolderSink, type SubOperationFailure, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
+import type {StoredInstances} from './ledger-source.js'
 import {InstanceFetcher, locateInstances} from './retrieve.js'
 import {querySources} from './sources.js'
 
@@ -25,6 +26,8 @@ export interface FindOptions {
   date?: string
   /** Our AE title towards the backends (default: listen.aeTitle). */
   callingAeTitle?: string
+  /** The study ledger's record (ledger/query.ts openStoredInstances): folder backends are answered from it. */
+  stored?: StoredInstances
 }
 
 /** One match as `ddr find --json` prints it. */
@@ -101,8 +104,8 @@ function rowOf(level: QueryLevel, identifier: Identifier, backends: string[]): F
 /** Queries every DICOM backend of the config at once and merges the answers. */
 export async function findInFleet(config: DdrConfig, options: FindOptions): Promise<FindResult> {
   const identifier = findIdentifier(options)
-  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: options.callingAeTitle ?? config.listen.aeTitle, timeoutMs: config.retrieve.queryTimeoutMs})
-  if (sources.length === 0) throw new DdrError('USAGE', 'no backend of the config answers queries (only DICOM backends do)')
+  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: options.callingAeTitle ?? config.listen.aeTitle, timeoutMs: config.retrieve.queryTimeoutMs, stored: options.stored})
+  if (sources.length === 0) throw new DdrError('USAGE', 'no backend of the config answers queries', {hint: unqueryable.map((u) => `${u.backend}: ${u.why}`).join('; ')})
   const result = await queryFleet(identifier, sources, {
     model: options.level === 'PATIENT' ? QueryModel.patientRootFind : QueryModel.studyRootFind,
     timeoutMs: config.retrieve.queryTimeoutMs,
@@ -132,6 +135,8 @@ export function formatFindResult(result: FindResult, options: {color?: boolean} 
 export interface GetOptions {
   outDir: string
   callingAeTitle?: string
+  /** The study ledger's record: folder backends are answered from it. */
+  stored?: StoredInstances
   signal?: AbortSignal
   onProgress?: (done: number, total: number, failure?: SubOperationFailure) => void
 }
@@ -150,11 +155,18 @@ export interface GetResult {
 /** Downloads studies from whichever backends hold them into <out>/<PatientID>/<Study>/<Series>/<SOP>.dcm, byte for byte. */
 export async function getFromFleet(config: DdrConfig, studyInstanceUids: string[], options: GetOptions): Promise<GetResult> {
   if (studyInstanceUids.length === 0) throw new DdrError('USAGE', 'give at least one StudyInstanceUID', {hint: '`ddr find` lists them'})
-  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: options.callingAeTitle ?? config.listen.aeTitle, timeoutMs: config.retrieve.queryTimeoutMs})
-  const located = await locateInstances({level: 'STUDY', studyInstanceUids}, sources, {model: QueryModel.studyRootFind, timeoutMs: config.retrieve.queryTimeoutMs, signal: options.signal})
+  const callingAeTitle = options.callingAeTitle ?? config.listen.aeTitle
+  const {sources, unqueryable} = querySources(config.backends, {callingAeTitle, timeoutMs: config.retrieve.queryTimeoutMs, stored: options.stored})
+  const fetcher = new InstanceFetcher(config.backends, {timeoutMs: 60_000, callingAeTitle})
+  const located = await locateInstances({level: 'STUDY', studyInstanceUids}, sources, {
+    model: QueryModel.studyRootFind,
+    timeoutMs: config.retrieve.queryTimeoutMs,
+    signal: options.signal,
+    sopClassFrom: fetcher.fetchesByCGet,
+  })
   const sink = new FolderSink(options.outDir)
   let done = 0
-  const result = await deliverInstances(located.instances, new InstanceFetcher(config.backends, {timeoutMs: 60_000}), sink, {
+  const result = await deliverInstances(located.instances, fetcher, sink, {
     signal: options.signal,
     onProgress: (_counts, step) => {
       done++

@@ -1,27 +1,31 @@
 /**
  * Retrieval across the fleet: which backend holds each instance of what was asked for (an
- * IMAGE-level C-FIND to every backend), and its bytes exactly as that backend stores them.
+ * IMAGE-level C-FIND to every backend), and its bytes exactly as that backend stores them: from
+ * Orthanc's REST API, or by C-GET from a backend's DICOM port (cget-fetcher.ts).
  */
 import {createHash} from 'node:crypto'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
 
-import type {BackendConfig} from '../config/schema.js'
+import type {Got} from 'got'
+
+import {folderLayout} from '../backends/folder-backend.js'
+
+import type {BackendConfig, DicomBackendConfig} from '../config/schema.js'
 import {Identifier, type QueryLevel} from '../dicom/identifier.js'
 import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {readMetaHeader} from '../dicom/part10.js'
 import {Tag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
 import {type OrthancClient, orthancClientFor} from '../orthanc/client.js'
+import {CGetFetcher} from './cget-fetcher.js'
+import {dicomwebClient} from './qido-source.js'
+import {wadoInstance} from './wado.js'
+import {Channel} from './channel.js'
 import {type FleetQueryResult, queryFleet} from './find.js'
-import type {QuerySource} from './sources.js'
+import type {FetchedInstance, LocatedInstance, QuerySource} from './types.js'
 
-/** One instance and the backend it will be fetched from. */
-export interface LocatedInstance {
-  sopInstanceUid: string
-  seriesInstanceUid: string
-  studyInstanceUid: string
-  patientId: string
-  backend: string
-}
+export type {FetchedInstance, LocatedInstance} from './types.js'
 
 export interface Located {
   instances: LocatedInstance[]
@@ -59,17 +63,33 @@ export function retrieveRequestOf(identifier: Identifier): RetrieveRequest {
   return request
 }
 
-/** Finds every instance the request covers on every backend; an instance on two backends is fetched from the first that answered. */
-export async function locateInstances(request: RetrieveRequest, sources: readonly QuerySource[], options: {model: string; timeoutMs: number; signal?: AbortSignal}): Promise<Located> {
+/** A query source that also asks for the SOP class of each match (it costs Orthanc 1.10 a read of each instance's stored JSON). */
+function askingSopClass(source: QuerySource): QuerySource {
+  return {
+    name: source.name,
+    find: (query, options) => source.find(query.clone().set(Tag.SOPClassUID, ''), options),
+  }
+}
+
+/**
+ * Finds every instance the request covers on every backend; an instance on two backends is
+ * fetched from the first that answered. The SOP class is asked only of the backends for which
+ * `sopClassFrom` says so (those fetched by C-GET); the others' fetched files say it.
+ */
+export async function locateInstances(
+  request: RetrieveRequest,
+  sources: readonly QuerySource[],
+  options: {model: string; timeoutMs: number; signal?: AbortSignal; sopClassFrom?: (backend: string) => boolean},
+): Promise<Located> {
   const query = Identifier.of([
     [Tag.QueryRetrieveLevel, 'IMAGE'],
     [Tag.PatientID, request.patientId ?? ''],
     [Tag.StudyInstanceUID, (request.studyInstanceUids ?? []).join('\\')],
     [Tag.SeriesInstanceUID, (request.seriesInstanceUids ?? []).join('\\')],
     [Tag.SOPInstanceUID, (request.sopInstanceUids ?? []).join('\\')],
-    // Not SOPClassUID: Orthanc 1.10 answers it only by reading every file; the fetched file's meta header has it.
   ])
-  const result = await queryFleet(query, sources, options)
+  const asked = sources.map((source) => (options.sopClassFrom?.(source.name) ? askingSopClass(source) : source))
+  const result = await queryFleet(query, asked, options)
   const instances: LocatedInstance[] = []
   for (const match of result.matches) {
     const sopInstanceUid = match.identifier.get(Tag.SOPInstanceUID)
@@ -80,6 +100,7 @@ export async function locateInstances(request: RetrieveRequest, sources: readonl
       studyInstanceUid: match.identifier.get(Tag.StudyInstanceUID) ?? '',
       patientId: match.identifier.get(Tag.PatientID) ?? '',
       backend: match.backends[0],
+      ...(match.identifier.get(Tag.SOPClassUID) ? {sopClassUid: match.identifier.get(Tag.SOPClassUID)} : {}),
     })
   }
 
@@ -87,24 +108,221 @@ export async function locateInstances(request: RetrieveRequest, sources: readonl
   return {instances, missing: result.missing}
 }
 
-/** One instance's stored bytes: the Part 10 file, and where its dataset starts. */
-export interface FetchedInstance {
-  file: Buffer
-  transferSyntaxUid: string
-  sopClassUid: string
-  /** The dataset bytes (a view into `file`), exactly as stored. */
-  dataset: Buffer
+/** One located instance, fetched or not (with why). */
+export type FetchOutcome = {instance: LocatedInstance; fetched: FetchedInstance; why?: undefined} | {instance: LocatedInstance; fetched?: undefined; why: string}
+
+/** Where a retrieval gets the instances it sends: each located instance exactly once, in the order they arrive. */
+export interface InstanceSource {
+  fetchAll(instances: readonly LocatedInstance[], options: {signal?: AbortSignal; ahead: number}): AsyncIterable<FetchOutcome>
 }
 
-/** Fetches instances' stored bytes from the backends of the config. */
-export class InstanceFetcher {
+/** How ddr fetches a backend's instances: Orthanc's REST API, C-GET from its DICOM port, a folder backend's files, WADO-RS, or not at all (with why). */
+export type FetchMethod = {by: 'rest'} | {by: 'dimse'; restFallback: boolean} | {by: 'file'} | {by: 'wado'} | {by: 'none'; why: string}
+
+/**
+ * The fetch method of a backend: `retrieveTransport` when given; else C-GET from its DICOM port
+ * (with REST as fallback when it has a url), except for an Orthanc that ddr stores to over REST
+ * (`transport: "rest"`): Orthanc keeps an uploaded file as it came, and only REST gives it back so
+ * (its DICOM layer writes datasets anew: explicit lengths). What Orthanc received by C-STORE it
+ * stores as its DICOM layer wrote it, and C-GET gives back those very bytes.
+ */
+export function fetchMethodOf(backend: BackendConfig): FetchMethod {
+  const type = backend.type ?? 'orthanc'
+  if (type === 'orthanc' || type === 'dimse') {
+    const hasRest = type === 'orthanc' && backend.url !== undefined
+    const by = backend.retrieveTransport ?? (hasRest && backend.transport === 'rest' ? 'rest' : 'dimse')
+    return by === 'rest' ? {by: 'rest'} : {by: 'dimse', restFallback: hasRest}
+  }
+
+  if (type === 'folder') return {by: 'file'}
+  if (type === 'dicomweb') return {by: 'wado'}
+  return {by: 'none', why: `instances of a ${type} backend are not fetched`}
+}
+
+/** After a C-GET that brought nothing, a backend with a REST fallback is fetched over REST for this long before C-GET is tried again. */
+const CGET_RETRY_AFTER_MS = 5 * 60_000
+
+export interface InstanceFetcherOptions {
+  /** Fetching one instance (REST), connecting and each next PDU (C-GET) may take this long (ms). */
+  timeoutMs: number
+  /** Our AE title towards backends fetched by C-GET. */
+  callingAeTitle: string
+  /** A backend's C-GET did not bring these instances, and they are fetched over REST instead (for the log). */
+  onFallback?: (backend: string, instances: number, why: string) => void
+}
+
+/**
+ * Fetches instances' stored bytes from the backends of the config: REST (Orthanc's
+ * /instances/{id}/file, several at once) or C-GET (one per series, cget-fetcher.ts), each backend
+ * as fetchMethodOf says; a C-GET that fails falls back to REST where the backend has a url.
+ */
+export class InstanceFetcher implements InstanceSource {
   private readonly clients = new Map<string, OrthancClient>()
+  private readonly webClients = new Map<string, Got>()
+  /** Backends whose C-GET brought nothing, and until when they are fetched over REST instead. */
+  private readonly cgetFailing = new Map<string, number>()
 
-  constructor(private readonly backends: readonly BackendConfig[], private readonly options: {timeoutMs: number}) {}
+  constructor(private readonly backends: readonly BackendConfig[], private readonly options: InstanceFetcherOptions) {}
 
+  /** How a backend's instances are fetched now: its fetchMethodOf, or REST for a while after its C-GET failed. */
+  methodOf(backend: BackendConfig): FetchMethod {
+    const method = fetchMethodOf(backend)
+    if (method.by === 'dimse' && method.restFallback && (this.cgetFailing.get(backend.name) ?? 0) > Date.now()) return {by: 'rest'}
+    return method
+  }
+
+  /** Whether a backend (by name) is fetched by C-GET now: the locate query then asks it for the SOP class. */
+  readonly fetchesByCGet = (name: string): boolean => {
+    const backend = this.backends.find((b) => b.name === name)
+    return backend !== undefined && this.methodOf(backend).by === 'dimse'
+  }
+
+  /** One instance (a C-GET of it alone from a backend fetched by DIMSE). */
   async fetch(instance: LocatedInstance): Promise<FetchedInstance> {
+    const backend = this.backendOf(instance)
+    const method = this.methodOf(backend)
+    if (method.by === 'none') throw new DdrError('NOT_IMPLEMENTED', `${backend.name}: ${method.why}`)
+    if (method.by === 'rest') return this.fetchRest(backend, instance)
+    if (method.by === 'file') return this.fetchFile(backend, instance)
+    if (method.by === 'wado') return this.fetchWado(backend, instance)
+    let fetched: FetchedInstance | undefined
+    const missing = await new CGetFetcher(backend as DicomBackendConfig, this.options).retrieve([instance], {
+      onArrival: async (_instance, arrived) => {
+        fetched = arrived
+      },
+    })
+    if (fetched !== undefined) return fetched
+    const why = missing[0]?.why ?? `${backend.name} did not send ${instance.sopInstanceUid}`
+    if (!method.restFallback) throw new DdrError('BACKEND_REFUSED', why)
+    this.fellBack(backend.name, 1, why, true)
+    return this.fetchRest(backend, instance)
+  }
+
+  private fellBack(backend: string, instances: number, why: string, nothingCame: boolean): void {
+    if (nothingCame) this.cgetFailing.set(backend, Date.now() + CGET_RETRY_AFTER_MS)
+    this.options.onFallback?.(backend, instances, why)
+  }
+
+  /**
+   * Every instance, from each backend at once, as they arrive; at most `ahead` wait for the
+   * consumer (a backend fetched by C-GET is then held at its next sub-operation). Stops fetching
+   * when the consumer stops iterating or `signal` aborts.
+   */
+  async *fetchAll(instances: readonly LocatedInstance[], options: {signal?: AbortSignal; ahead: number}): AsyncGenerator<FetchOutcome> {
+    const controller = new AbortController()
+    const stop = () => controller.abort()
+    options.signal?.addEventListener('abort', stop, {once: true})
+    const channel = new Channel<FetchOutcome>(options.ahead)
+    const byBackend = new Map<string, LocatedInstance[]>()
+    for (const instance of instances) {
+      const list = byBackend.get(instance.backend)
+      if (list === undefined) byBackend.set(instance.backend, [instance])
+      else list.push(instance)
+    }
+
+    const producers = Promise.all([...byBackend].map(([name, list]) => this.produce(name, list, channel, {signal: controller.signal, ahead: options.ahead})))
+    void producers.finally(() => channel.end())
+    try {
+      yield* channel
+    } finally {
+      controller.abort()
+      channel.cancel()
+      options.signal?.removeEventListener('abort', stop)
+      await producers
+    }
+  }
+
+  /** One backend's share: pushes exactly one outcome per instance; never rejects. */
+  private async produce(name: string, instances: readonly LocatedInstance[], channel: Channel<FetchOutcome>, options: {signal: AbortSignal; ahead: number}): Promise<void> {
+    const backend = this.backends.find((b) => b.name === name)
+    const method: FetchMethod = backend === undefined ? {by: 'none', why: `no backend named ${name} in the config`} : this.methodOf(backend)
+    if (method.by === 'none') {
+      for (const instance of instances) await channel.push({instance, why: `${name}: ${method.why}`})
+      return
+    }
+
+    if (method.by !== 'dimse') {
+      const fetchOne = {rest: this.fetchRest, file: this.fetchFile, wado: this.fetchWado}[method.by].bind(this, backend!)
+      await this.produceEach(instances, fetchOne, channel, options)
+      return
+    }
+
+    const missing = await new CGetFetcher(backend as DicomBackendConfig, this.options).retrieve(instances, {
+      signal: options.signal,
+      onArrival: (instance, fetched) => channel.push({instance, fetched}),
+    })
+    if (method.restFallback && !options.signal.aborted && missing.length > 0) {
+      this.fellBack(name, missing.length, missing[0].why, missing.length === instances.length)
+      const why = new Map(missing.map((m) => [m.instance.sopInstanceUid, m.why]))
+      await this.produceEach(
+        missing.map((m) => m.instance),
+        (instance) => this.fetchRest(backend!, instance).catch((error: Error) => {
+          throw new Error(`${why.get(instance.sopInstanceUid)}; then over REST: ${error.message}`)
+        }),
+        channel,
+        options,
+      )
+      return
+    }
+
+    for (const {instance, why} of missing) await channel.push({instance, why})
+  }
+
+  /** One fetch per instance (REST, files), `ahead` at a time, pushed in order. */
+  private async produceEach(instances: readonly LocatedInstance[], fetchOne: (instance: LocatedInstance) => Promise<FetchedInstance>, channel: Channel<FetchOutcome>, options: {signal: AbortSignal; ahead: number}): Promise<void> {
+    const fetches: Array<Promise<FetchedInstance> | undefined> = []
+    const start = (index: number) => {
+      if (index >= instances.length || fetches[index] !== undefined) return
+      const fetching = fetchOne(instances[index])
+      fetching.catch(() => {})
+      fetches[index] = fetching
+    }
+
+    for (const [index, instance] of instances.entries()) {
+      if (options.signal.aborted) {
+        await channel.push({instance, why: 'cancelled'})
+        continue
+      }
+
+      for (let ahead = index; ahead < index + options.ahead; ahead++) start(ahead)
+      try {
+        const fetched = await fetches[index]!
+        fetches[index] = undefined
+        await channel.push({instance, fetched})
+      } catch (error) {
+        fetches[index] = undefined
+        await channel.push({instance, why: (error as Error).message})
+      }
+    }
+  }
+
+  private backendOf(instance: LocatedInstance): BackendConfig {
     const backend = this.backends.find((b) => b.name === instance.backend)
     if (backend === undefined) throw new DdrError('USAGE', `no backend named ${instance.backend}`)
+    return backend
+  }
+
+  /** A DICOMweb backend's copy of the instance by WADO-RS, as stored. */
+  private async fetchWado(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
+    let web = this.webClients.get(backend.name)
+    if (web === undefined) {
+      web = dicomwebClient(backend, this.options.timeoutMs).client
+      this.webClients.set(backend.name, web)
+    }
+
+    return storedFile(await wadoInstance(web, backend.name, instance), `${backend.name}'s copy of ${instance.sopInstanceUid} (WADO-RS)`)
+  }
+
+  /** A folder backend's file of the instance, where it wrote it (PatientID/Study/Series/SOP.dcm below its path). */
+  private async fetchFile(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
+    const file = path.join(path.resolve(backend.path!), folderLayout(instance))
+    const bytes = await readFile(file).catch((error: NodeJS.ErrnoException) => {
+      throw new DdrError('BACKEND_REFUSED', error.code === 'ENOENT' ? `${backend.name} no longer holds ${instance.sopInstanceUid} (no ${file})` : `${backend.name}: cannot read ${file}: ${error.message}`)
+    })
+    return storedFile(bytes, `${backend.name}'s copy of ${instance.sopInstanceUid} (${file})`)
+  }
+
+  private async fetchRest(backend: BackendConfig, instance: LocatedInstance): Promise<FetchedInstance> {
     if ((backend.type ?? 'orthanc') !== 'orthanc' || backend.url === undefined) {
       throw new DdrError('NOT_IMPLEMENTED', `${backend.name}: instances are fetched over Orthanc's REST API, and this backend has no url`, {
         hint: `give backends[${backend.name}].url (the Orthanc REST API) so ddr can fetch its instances`,
@@ -127,12 +345,17 @@ export class InstanceFetcher {
       file = await client.instanceFile(id)
     }
 
-    const meta = readMetaHeader(file, {source: `${backend.name}'s copy of ${instance.sopInstanceUid}`})
-    // The SOP class comes from the stored file (the locate query does not ask it: see locateInstances).
-    const sopClassUid = meta.mediaStorageSopClassUid ?? readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID], {endOfData: true}).values.get(Tag.SOPClassUID)
-    if (sopClassUid === undefined) throw new DdrError('INVALID_DICOM', `${backend.name}'s copy of ${instance.sopInstanceUid} names no SOP class`)
-    return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid, dataset: file.subarray(meta.datasetOffset)}
+    return storedFile(file, `${backend.name}'s copy of ${instance.sopInstanceUid}`)
   }
+}
+
+/** A stored Part 10 file as fetched: its transfer syntax and SOP class from the meta header (else the dataset). */
+function storedFile(file: Buffer, source: string): FetchedInstance {
+  const meta = readMetaHeader(file, {source})
+  // The SOP class comes from the stored file (the locate query asks it only of backends fetched by C-GET).
+  const sopClassUid = meta.mediaStorageSopClassUid ?? readTopLevelElements(file.subarray(meta.datasetOffset), meta.transferSyntaxUid, [Tag.SOPClassUID], {endOfData: true}).values.get(Tag.SOPClassUID)
+  if (sopClassUid === undefined) throw new DdrError('INVALID_DICOM', `${source} names no SOP class`)
+  return {file, transferSyntaxUid: meta.transferSyntaxUid, sopClassUid, dataset: file.subarray(meta.datasetOffset)}
 }
 
 /** Orthanc's id of an instance: SHA-1 of "PatientID|StudyUID|SeriesUID|SOPUID", in five groups of eight hex digits. */

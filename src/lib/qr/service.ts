@@ -12,6 +12,7 @@ import type {Logger} from '../output/logger.js'
 import {type RetrieveSink, MoveDestinationSink, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
 import {type FetchedInstance, InstanceFetcher, type LocatedInstance, locateInstances, retrieveRequestOf} from './retrieve.js'
+import type {StoredInstances} from './ledger-source.js'
 import {findModelFor, querySources} from './sources.js'
 
 export const QUERY_MODELS: readonly string[] = Object.values(QueryModel)
@@ -21,6 +22,8 @@ export interface QueryServiceOptions {
   logger: Logger
   /** Whether a backend is up now; a backend that is down is not asked and is named in the warning. */
   isHealthy?: (backend: string) => boolean
+  /** The study ledger's record of what each backend stored: folder backends are answered from it. */
+  stored?: StoredInstances
 }
 
 function peerOf(request: QueryRequest): string {
@@ -35,10 +38,14 @@ function describeMissing(missing: readonly MissingAnswer[]): string {
 export function createQueryHandler(options: QueryServiceOptions): (request: QueryRequest, responder: QueryResponder) => Promise<QueryOutcome> {
   const {config, logger} = options
   const timeoutMs = config.retrieve.queryTimeoutMs
-  const fetcher = new InstanceFetcher(config.backends, {timeoutMs: Math.max(timeoutMs, 30_000)})
+  const fetcher = new InstanceFetcher(config.backends, {
+    timeoutMs: Math.max(timeoutMs, 30_000),
+    callingAeTitle: config.listen.aeTitle,
+    onFallback: (backend, instances, why) => logger.warn('retrieve-fallback', {backend, instances}, `fetched over REST instead: ${why}`),
+  })
 
   const fleet = () => {
-    const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: config.listen.aeTitle, timeoutMs})
+    const {sources, unqueryable} = querySources(config.backends, {callingAeTitle: config.listen.aeTitle, timeoutMs, stored: options.stored})
     const up = sources.filter((source) => options.isHealthy?.(source.name) ?? true)
     const down: MissingAnswer[] = sources.filter((source) => !up.includes(source)).map((source) => ({backend: source.name, why: 'down (health checks)'}))
     return {sources: up, skipped: [...down, ...unqueryable.map((u) => ({backend: u.backend, why: u.why}))]}
@@ -116,7 +123,7 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
     }
 
     const {sources, skipped} = fleet()
-    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal})
+    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetcher.fetchesByCGet})
     const missing = [...skipped, ...located.missing]
     const fields = {id: request.association.id, from: request.association.callingAeTitle, peer: peerOf(request), kind: request.kind, to: target, level: wanted.level, instances: located.instances.length}
     logger.info('retrieve-start', {...fields, backends: [...new Set(located.instances.map((i) => i.backend))].join(',')}, missing.length > 0 ? `not located on ${describeMissing(missing)}` : undefined)

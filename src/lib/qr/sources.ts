@@ -11,18 +11,14 @@ import {IMPLICIT_VR_LITTLE_ENDIAN, ScuAssociation} from '../dimse/scu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
+import {LedgerQuerySource, type StoredInstances} from './ledger-source.js'
+import {QidoQuerySource} from './qido-source.js'
+import type {QuerySource} from './types.js'
+
+export type {QuerySource} from './types.js'
 
 export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1'
 
-/** One backend that answers queries. */
-export interface QuerySource {
-  readonly name: string
-  /**
-   * Sends the query (in the given information model) and calls onMatch for each match; resolves
-   * when the backend has answered all of them. Rejects with a DdrError naming the backend.
-   */
-  find(query: Identifier, options: {model: string; signal?: AbortSignal; onMatch: (match: Identifier) => void}): Promise<void>
-}
 
 /** A backend left out of fleet queries, and why. */
 export interface Unqueryable {
@@ -90,13 +86,19 @@ export function findModelFor(requestModel: string): string {
   return requestModel === QueryModel.patientRootFind || requestModel === QueryModel.patientRootMove || requestModel === QueryModel.patientRootGet ? QueryModel.patientRootFind : QueryModel.studyRootFind
 }
 
-/** The backends that can answer queries, and those that cannot (with why). */
-export function querySources(backends: readonly BackendConfig[], options: QuerySourceOptions): {sources: QuerySource[]; unqueryable: Unqueryable[]} {
+/**
+ * The backends that can answer queries, and those that cannot (with why): a DICOM backend by
+ * C-FIND, a DICOMweb backend by QIDO-RS, a folder backend from the study ledger and its files
+ * (when `stored` is given: the ledger is there).
+ */
+export function querySources(backends: readonly BackendConfig[], options: QuerySourceOptions & {stored?: StoredInstances}): {sources: QuerySource[]; unqueryable: Unqueryable[]} {
   const sources: QuerySource[] = []
   const unqueryable: Unqueryable[] = []
   for (const backend of backends) {
     if (backend.aeTitle !== undefined) sources.push(new DimseQuerySource(backend as Extract<BackendConfig, {aeTitle: string}>, options))
-    else unqueryable.push({backend: backend.name, why: `a ${backend.type} backend is not queried yet (only DICOM backends answer C-FIND)`})
+    else if (backend.type === 'dicomweb') sources.push(new QidoQuerySource(backend, {timeoutMs: options.timeoutMs}))
+    else if (options.stored !== undefined) sources.push(new LedgerQuerySource(backend, options.stored))
+    else unqueryable.push({backend: backend.name, why: 'a folder backend is answered from the study ledger, and there is none (studies.enabled, store-and-forward)'})
   }
 
   return {sources, unqueryable}

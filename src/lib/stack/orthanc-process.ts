@@ -116,8 +116,10 @@ export function orthancConfig(options: OrthancProcessOptions): Record<string, un
     DicomCheckCalledAet: false,
     DicomAlwaysAllowStore: true,
     DicomAlwaysAllowEcho: true,
-    // ddr answers queries for the fleet by asking each Orthanc (C-FIND), as any AE may here.
+    // ddr answers queries for the fleet by asking each Orthanc (C-FIND), as any AE may here, and
+    // fetches instances from an Orthanc by C-GET.
     DicomAlwaysAllowFind: true,
+    DicomAlwaysAllowGet: true,
     UnknownSopClassAccepted: true,
     StorageCompression: false,
     // Orthanc keeps the first copy of a SOPInstanceUID: re-sends after a retry are harmless.

@@ -5,6 +5,9 @@ import path from 'node:path'
 import {promisify} from 'node:util'
 
 import {Identifier} from '../../../src/lib/dicom/identifier.js'
+import {CommandField, CommandTag} from '../../../src/lib/dimse/command.js'
+import {DimseServer, QueryModel} from '../../../src/lib/dimse/scp.js'
+import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import type {FindResult} from '../../../src/lib/qr/fleet.js'
@@ -16,6 +19,7 @@ import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
 import {type TestRouter, startTestRouter} from '../../helpers/router.js'
 
 const run = promisify(execFile)
+const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1'
 
 /** The dataset bytes of a Part 10 file (what a byte-exact retrieval must preserve). */
 function datasetOf(file: Buffer): Buffer {
@@ -140,9 +144,19 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
     expect(router.logs.some((l) => l.includes('retrieve-refused') && l.includes('NOBODY'))).toBe(true)
   })
 
-  it('ddr find --json lists the split study once with both backends; ddr get writes it whole, byte for byte, and exits 4 for a study nobody holds', async () => {
+  it('ddr find --json lists the split study once with both backends; ddr get writes it whole (east over REST: its files byte for byte; west by C-GET: its datasets) and exits 4 for a study nobody holds', async () => {
     const configFile = path.join(workDir, 'ddr.config.json')
-    await writeFile(configFile, JSON.stringify({listen: {aeTitle: 'DDR_CLI'}, backends: orthancs.map((o) => ({name: o.name, port: o.dicomPort, aeTitle: o.aeTitle, url: o.url}))}))
+    const [east, west] = orthancs
+    await writeFile(
+      configFile,
+      JSON.stringify({
+        listen: {aeTitle: 'DDR_CLI'},
+        backends: [
+          {name: east.name, port: east.dicomPort, aeTitle: east.aeTitle, url: east.url, retrieveTransport: 'rest'},
+          {name: west.name, port: west.dicomPort, aeTitle: west.aeTitle, url: west.url},
+        ],
+      }),
+    )
     const found = await runCompiledCli(['find', '--patient', 'QRSPLIT*', '--date', '20260101-20260131', '--json', '--config', configFile])
     expect(found.code).toBe(0)
     const result = JSON.parse(found.stdout) as FindResult
@@ -156,12 +170,85 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
       const holder = orthancs[index < 3 ? 0 : 1]
       const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
       const written = await readFile(path.join(out, instance.patientId, instance.studyInstanceUid, instance.seriesInstanceUid, `${instance.sopInstanceUid}.dcm`))
-      expect(written.equals(stored)).toBe(true)
+      if (holder === east) {
+        expect(written.equals(stored)).toBe(true)
+      } else {
+        expect(datasetOf(written).equals(datasetOf(stored))).toBe(true)
+        expect(readMetaHeader(written).sourceApplicationEntityTitle).toBe(west.aeTitle)
+      }
     }
 
     const nobody = await runCompiledCli(['get', '1.2.3.999', '--out', out, '--config', configFile])
     expect(nobody.code).toBe(4)
     expect(nobody.stdout).toContain('1.2.3.999: held by no backend that answered')
+  })
+
+  describe('with west known only by its DICOM port (no url: fetched by C-GET)', () => {
+    let dimseRouter: TestRouter
+    let viewerDir: string
+
+    beforeAll(async () => {
+      const [east, west] = orthancs
+      dimseRouter = await startTestRouter(
+        [{...east, url: east.url}, {name: west.name, aeTitle: west.aeTitle, dicomPort: west.dicomPort}],
+        {retrieve: {destinations: [{aeTitle: 'VIEWER', host: '127.0.0.1', port: viewer.port}], queryTimeoutMs: 3000}, health: {intervalMs: 60_000}, listen: {aeTitle: 'DDR_DIMSE'}},
+      )
+      viewerDir = viewer.dir
+    })
+
+    afterAll(async () => {
+      await dimseRouter?.stop()
+    })
+
+    /** West's instances came by C-GET, east's over REST: every one must be the dataset its Orthanc stores. */
+    const expectStored = async (dir: string) => {
+      const received = await readdir(dir)
+      for (const [index, instance] of split.entries()) {
+        const file = received.find((f) => f.endsWith(instance.sopInstanceUid))
+        expect(file).toBeDefined()
+        const holder = orthancs[index < 3 ? 0 : 1]
+        const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
+        const delivered = await readFile(path.join(dir, file!))
+        expect(datasetOf(delivered).equals(datasetOf(stored))).toBe(true)
+        expect(readMetaHeader(delivered).transferSyntaxUid).toBe(readMetaHeader(stored).transferSyntaxUid)
+      }
+    }
+
+    it('C-MOVE sends the split study whole, west\'s half fetched by one C-GET, byte-identical to what each Orthanc stores', async () => {
+      await rm(viewerDir, {recursive: true, force: true})
+      await mkdir(viewerDir, {recursive: true})
+      const move = await runDcmtk('movescu', ['-S', '-v', '-aec', dimseRouter.aeTitle, '-aem', 'VIEWER', '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '127.0.0.1', String(dimseRouter.port)], {timeoutMs: 60_000})
+      expect(move.code).toBe(0)
+      expect(await readdir(viewerDir)).toHaveLength(split.length)
+      await expectStored(viewerDir)
+      expect(dimseRouter.logs.some((l) => / INFO +retrieve .*completed=6 failed=0/.test(l))).toBe(true)
+    })
+
+    it('C-GET through ddr returns them over the requesting association, byte-identical', async () => {
+      const out = path.join(workDir, 'get-dimse')
+      await mkdir(out, {recursive: true})
+      const get = await runDcmtk('getscu', ['-S', '-v', '-aec', dimseRouter.aeTitle, '-od', out, '-k', 'QueryRetrieveLevel=SERIES', '-k', `StudyInstanceUID=${split[0].studyInstanceUid}`, '-k', `SeriesInstanceUID=${split[0].seriesInstanceUid}`, '127.0.0.1', String(dimseRouter.port)], {timeoutMs: 60_000})
+      expect(get.code).toBe(0)
+      expect(await readdir(out)).toHaveLength(split.length)
+      await expectStored(out)
+    })
+
+    it('ddr get writes west\'s instances with ddr\'s meta header and the dataset as stored', async () => {
+      const [east, west] = orthancs
+      const configFile = path.join(workDir, 'ddr-dimse.config.json')
+      await writeFile(configFile, JSON.stringify({listen: {aeTitle: 'DDR_CLI'}, backends: [{name: east.name, port: east.dicomPort, aeTitle: east.aeTitle, url: east.url}, {name: west.name, port: west.dicomPort, aeTitle: west.aeTitle}]}))
+      const out = path.join(workDir, 'export-dimse')
+      const got = await runCompiledCli(['get', split[0].studyInstanceUid, '--out', out, '--json', '--config', configFile])
+      expect(got.code).toBe(0)
+      expect((JSON.parse(got.stdout) as GetResult).written).toBe(split.length)
+      for (const [index, instance] of split.entries()) {
+        const holder = orthancs[index < 3 ? 0 : 1]
+        const stored = await holder.client.instanceFile((await holder.client.lookupInstance(instance.sopInstanceUid))!)
+        const written = await readFile(path.join(out, instance.patientId, instance.studyInstanceUid, instance.seriesInstanceUid, `${instance.sopInstanceUid}.dcm`))
+        expect(datasetOf(written).equals(datasetOf(stored))).toBe(true)
+        if (index >= 3) expect(readMetaHeader(written).sourceApplicationEntityTitle).toBe(west.aeTitle)
+      }
+    })
   })
 
   it('with one backend stopped, answers from the other with a warning that names the missing backend', async () => {
@@ -175,5 +262,161 @@ describe('query/retrieve across the fleet (findscu, movescu, getscu through ddr)
     } finally {
       await orthancs[1].resume()
     }
+  })
+})
+
+describe('C-GET from a DICOM backend whose sub-operation fails', () => {
+  let scp: DimseServer
+  let router: TestRouter
+  let viewer: Storescp
+  let workDir: string
+  let instances: Array<SyntheticInstance & {sopClassUid: string; dataset: Buffer}>
+  const gets: string[][] = []
+
+  beforeAll(async () => {
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-fail-'))
+    const written = await writeSyntheticStudies(path.join(workDir, 'held'), {studies: 1, instancesPerStudy: 3, pixelBytes: 1024, prefix: 'QRFAIL'})
+    instances = await Promise.all(
+      written.map(async (instance) => {
+        const file = await readFile(instance.path)
+        const meta = readMetaHeader(file)
+        return {...instance, sopClassUid: meta.mediaStorageSopClassUid!, dataset: file.subarray(meta.datasetOffset)}
+      }),
+    )
+    const lost = instances[1].sopInstanceUid
+    // A PACS (ddr's own DICOM listener, scripted) that answers the locate, and fails the C-GET sub-operation of one instance.
+    scp = new DimseServer({
+      aeTitle: 'PACS',
+      transferSyntaxes: [EXPLICIT_VR_LITTLE_ENDIAN, '1.2.840.10008.1.2'],
+      beginStore: () => {
+        throw new Error('no store expected')
+      },
+      query: {
+        models: [QueryModel.studyRootFind, QueryModel.studyRootGet],
+        handle: async (request, responder) => {
+          const identifier = Identifier.decode(request.identifier, request.transferSyntaxUid)
+          if (request.kind === 'find') {
+            for (const instance of instances) {
+              const match = Identifier.of([
+                [Tag.QueryRetrieveLevel, 'IMAGE'],
+                [Tag.PatientID, instance.patientId],
+                [Tag.StudyInstanceUID, instance.studyInstanceUid],
+                [Tag.SeriesInstanceUID, instance.seriesInstanceUid],
+                [Tag.SOPInstanceUID, instance.sopInstanceUid],
+                ...(identifier.has(Tag.SOPClassUID) ? [[Tag.SOPClassUID, instance.sopClassUid] as [number, string]] : []),
+              ])
+              responder.match(match.encode(request.transferSyntaxUid))
+            }
+
+            return {status: 0}
+          }
+
+          const uids = identifier.list(Tag.SOPInstanceUID)
+          gets.push(uids)
+          const failed: string[] = []
+          for (const uid of uids) {
+            const instance = instances.find((i) => i.sopInstanceUid === uid)
+            if (instance === undefined || uid === lost) {
+              failed.push(uid)
+              continue
+            }
+
+            const answer = await responder.store({sopClassUid: instance.sopClassUid, sopInstanceUid: uid, transferSyntaxUid: EXPLICIT_VR_LITTLE_ENDIAN, dataset: {buffer: instance.dataset}})
+            if (answer.status !== 0) failed.push(uid)
+          }
+
+          return {status: 0xb000, counts: {remaining: 0, completed: uids.length - failed.length, failed: failed.length, warning: 0}, failedSopInstanceUids: failed}
+        },
+      },
+    })
+    const scpPort = await scp.listen(0, '127.0.0.1')
+    await mkdir(path.join(workDir, 'viewer'), {recursive: true})
+    viewer = await startStorescp({dir: path.join(workDir, 'viewer'), aeTitle: 'VIEWER'})
+    router = await startTestRouter([{name: 'pacs', aeTitle: 'PACS', dicomPort: scpPort, config: {type: 'dimse'}}], {
+      retrieve: {destinations: [{aeTitle: 'VIEWER', host: '127.0.0.1', port: viewer.port}], queryTimeoutMs: 3000},
+      health: {intervalMs: 60_000},
+    })
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await viewer?.stop()
+    await scp?.close(100)
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('C-MOVE through ddr: one C-GET for the series, the others delivered byte for byte, the failed one counted and named in the Failed SOP Instance UID List', async () => {
+    const association = await ScuAssociation.connect({
+      host: '127.0.0.1',
+      port: router.port,
+      callingAeTitle: 'MOVER',
+      calledAeTitle: router.aeTitle,
+      contexts: [{abstractSyntax: QueryModel.studyRootMove, transferSyntax: EXPLICIT_VR_LITTLE_ENDIAN}],
+    })
+    let final
+    try {
+      const identifier = Identifier.of([
+        [Tag.QueryRetrieveLevel, 'STUDY'],
+        [Tag.StudyInstanceUID, instances[0].studyInstanceUid],
+      ])
+      final = await association.query(CommandField.cMoveRq, QueryModel.studyRootMove, EXPLICIT_VR_LITTLE_ENDIAN, identifier.encode(EXPLICIT_VR_LITTLE_ENDIAN), {moveDestination: 'VIEWER'})
+    } finally {
+      await association.release()
+    }
+
+    expect(gets).toEqual([instances.map((i) => i.sopInstanceUid).sort()])
+    expect(final.status).toBe(0xb000)
+    expect(final.command?.get(CommandTag.numberOfCompletedSuboperations)).toBe(2)
+    expect(final.command?.get(CommandTag.numberOfFailedSuboperations)).toBe(1)
+    expect(Identifier.decode(final.dataset!, EXPLICIT_VR_LITTLE_ENDIAN).list(Tag.FailedSOPInstanceUIDList)).toEqual([instances[1].sopInstanceUid])
+    const received = await readdir(viewer.dir)
+    expect(received).toHaveLength(2)
+    for (const instance of [instances[0], instances[2]]) {
+      const file = received.find((f) => f.endsWith(instance.sopInstanceUid))
+      expect(datasetOf(await readFile(path.join(viewer.dir, file!))).equals(instance.dataset)).toBe(true)
+    }
+
+    expect(router.logs.some((l) => l.includes('retrieve-failed') && l.includes(instances[1].sopInstanceUid) && l.includes('pacs failed its C-GET sub-operation'))).toBe(true)
+  })
+})
+
+describe('an Orthanc that refuses C-GET from ddr (DicomAlwaysAllowGet false, ddr not in its DicomModalities)', () => {
+  let orthanc: TestOrthanc
+  let router: TestRouter
+  let workDir: string
+  let study: SyntheticInstance[]
+
+  beforeAll(async () => {
+    orthanc = await startTestOrthanc({name: 'strict', aeTitle: 'STRICT', extra: {DicomAlwaysAllowGet: false}})
+    workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-strict-'))
+    study = await writeSyntheticStudies(path.join(workDir, 'study'), {studies: 1, instancesPerStudy: 3, pixelBytes: 1024, prefix: 'QRSTRICT'})
+    expect((await storescu(['-aec', orthanc.aeTitle, '127.0.0.1', String(orthanc.dicomPort), ...study.map((i) => i.path)])).code).toBe(0)
+    router = await startTestRouter([{...orthanc, url: orthanc.url}], {retrieve: {queryTimeoutMs: 3000}, health: {intervalMs: 60_000}})
+  })
+
+  afterAll(async () => {
+    await router?.stop()
+    await orthanc?.stop()
+    if (workDir) await rm(workDir, {recursive: true, force: true})
+  })
+
+  it('fetches over its REST API instead, says so once in the log, and goes straight to REST the next time', async () => {
+    for (const attempt of [1, 2]) {
+      const out = path.join(workDir, `get-${attempt}`)
+      await mkdir(out, {recursive: true})
+      const get = await runDcmtk('getscu', ['-S', '-v', '-aec', router.aeTitle, '-od', out, '-k', 'QueryRetrieveLevel=STUDY', '-k', `StudyInstanceUID=${study[0].studyInstanceUid}`, '127.0.0.1', String(router.port)], {timeoutMs: 60_000})
+      expect(get.code).toBe(0)
+      const received = await readdir(out)
+      expect(received).toHaveLength(study.length)
+      for (const instance of study) {
+        const stored = await orthanc.client.instanceFile((await orthanc.client.lookupInstance(instance.sopInstanceUid))!)
+        expect(datasetOf(await readFile(path.join(out, received.find((f) => f.endsWith(instance.sopInstanceUid))!))).equals(datasetOf(stored))).toBe(true)
+      }
+    }
+
+    const fallbacks = router.logs.filter((l) => l.includes('retrieve-fallback'))
+    expect(fallbacks).toHaveLength(1)
+    expect(fallbacks[0]).toContain('backend=strict instances=3')
+    expect(fallbacks[0]).toContain('DicomAlwaysAllowGet')
   })
 })

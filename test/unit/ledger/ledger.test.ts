@@ -5,7 +5,7 @@ import path from 'node:path'
 import Database from 'better-sqlite3'
 
 import {StudyLedger} from '../../../src/lib/ledger/ledger.js'
-import {arrivalGaps, formatGaps} from '../../../src/lib/ledger/query.js'
+import {arrivalGaps, formatGaps, openStoredInstances} from '../../../src/lib/ledger/query.js'
 import {SqliteLedgerStore} from '../../../src/lib/ledger/sqlite-store.js'
 import type {InstanceReceipt} from '../../../src/lib/ledger/types.js'
 import {Logger} from '../../../src/lib/output/logger.js'
@@ -192,6 +192,29 @@ describe('the study ledger (SQLite)', () => {
     expect(store.prune(5000)).toBe(1)
     expect(runs.forStudy('1.2.9')).toEqual([])
     store.close()
+  })
+
+  it("says what each backend stored, read-only beside the router, for ddr find and ddr get to answer for folder backends", () => {
+    const store = new SqliteLedgerStore(file)
+    store.received([receipt('1.2.5', 1), receipt('1.2.5', 2), receipt('1.2.6', 1, {patientId: 'P2', studyDate: '20250101'})])
+    store.outcomes([
+      {sopInstanceUid: '1.2.5.1', status: 'stored', backend: 'archive', at: 1},
+      {sopInstanceUid: '1.2.5.2', status: 'dead-letter', at: 1},
+      {sopInstanceUid: '1.2.6.1', status: 'stored', backend: 'archive', at: 1},
+    ])
+    const config = {ledger: {url: `sqlite:${file}`}, spool: {dir}}
+    expect(openStoredInstances({...config, backends: [{name: 'pacs', type: 'dimse'}]} as never)).toBeUndefined()
+    const stored = openStoredInstances({...config, backends: [{name: 'archive', type: 'folder', path: dir}]} as never)!
+    try {
+      expect(stored.storedOn('archive', {}).map((i) => i.sopInstanceUid).sort()).toEqual(['1.2.5.1', '1.2.6.1'])
+      expect(stored.storedOn('archive', {patientId: 'P*', studyDate: '20260101-'})).toEqual([{sopInstanceUid: '1.2.5.1', seriesInstanceUid: '1.2.5.100', studyInstanceUid: '1.2.5', patientId: 'P1', sopClassUid: CT, modality: 'CT'}])
+      expect(stored.storedOn('archive', {studyInstanceUids: ['1.2.6'], sopInstanceUids: ['1.2.6.1', '1.2.5.1']}).map((i) => i.sopInstanceUid)).toEqual(['1.2.6.1'])
+    } finally {
+      stored.close()
+      store.close()
+    }
+
+    expect(openStoredInstances({ledger: {url: `sqlite:${path.join(dir, 'none.db')}`}, spool: {dir}, backends: [{name: 'archive', type: 'folder', path: dir}]} as never)).toBeUndefined()
   })
 
   it('reads a ledger written before the processing table existed', () => {

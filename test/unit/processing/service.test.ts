@@ -61,7 +61,7 @@ describe('the processing service', () => {
 
   function start(modules: ProcessingModuleConfig[], concurrency = 1): ProcessingService {
     service = new ProcessingService({
-      config: {processing: {concurrency, modules, workDir: path.join(dir, 'work')}, backends: []},
+      config: {processing: {concurrency, modules, workDir: path.join(dir, 'work')}, backends: [], listen: {aeTitle: 'DDR'}},
       ledger,
       runs: store,
       logger: new Logger({write: (line) => logs.push(line)}),
