@@ -4,8 +4,9 @@ import pg from 'pg'
 
 import {DdrError} from '../errors.js'
 import {redactUrl} from '../output/redact.js'
+import {type StudyRow, iso, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {ClaimStore, LedgerStore, RouterHeartbeat, RouterRecord, RouterRegistry, StudyClaim} from './store.js'
-import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
+import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; a database written by a newer ddr is refused. */
 const SCHEMA_VERSION = 1
@@ -74,51 +75,7 @@ SELECT s.study_instance_uid, s.patient_id, s.accession_number, s.study_date, s.f
   COUNT(*) FILTER (WHERE i.status = 'dead-letter')::int AS dead_letter
 FROM studies s LEFT JOIN instances i ON i.study_instance_uid = s.study_instance_uid`
 
-interface StudyRow {
-  study_instance_uid: string
-  patient_id: string | null
-  accession_number: string | null
-  study_date: string | null
-  first_received: number
-  last_received: number
-  state: StudyState
-  stable_at: number | null
-  amendments: number
-  receipt: Receipt | null
-  instances: number
-  bytes: number
-  modalities: string | null
-  backends: string | null
-  queued: number
-  stored: number
-  dead_letter: number
-}
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
-
-function summary(row: StudyRow): StudySummary {
-  const backends = (row.backends ?? '').split(',').filter((b) => b !== '').sort()
-  return {
-    studyInstanceUid: row.study_instance_uid,
-    patientId: row.patient_id,
-    accessionNumber: row.accession_number,
-    studyDate: row.study_date,
-    modalities: (row.modalities ?? '').split(',').filter((m) => m !== '').sort(),
-    instances: row.instances,
-    bytes: row.bytes,
-    backend: backends.length === 0 ? null : backends.join(','),
-    backends,
-    state: row.state,
-    delivered: {queued: row.queued, stored: row.stored, deadLetter: row.dead_letter},
-    amendments: row.amendments,
-    firstReceived: iso(row.first_received)!,
-    lastReceived: iso(row.last_received)!,
-    stableAt: iso(row.stable_at),
-    receipt: row.receipt,
-    // Processing modules run on the SQLite ledger only for now (docs/cluster.md).
-    processing: [],
-  }
-}
 
 /** BIGINT columns as numbers (epoch ms and byte counts stay far below 2^53). */
 const types = {
@@ -263,8 +220,10 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
    * (unnest), one statement per table whatever the batch size.
    */
   private async writeReceipts(client: pg.PoolClient, receipts: InstanceReceipt[], recovered: boolean): Promise<string[]> {
-    const uids = [...new Set(receipts.map((r) => r.studyInstanceUid))]
-    const before = new Map((await client.query<{study_instance_uid: string; state: StudyState}>('SELECT study_instance_uid, state FROM studies WHERE study_instance_uid = ANY($1) FOR UPDATE', [uids])).rows.map((r) => [r.study_instance_uid, r.state]))
+    // Rows are locked (and inserted) in one order, the UIDs', by every router: two routers writing
+    // the same studies at once then wait for each other instead of deadlocking.
+    const uids = [...new Set(receipts.map((r) => r.studyInstanceUid))].sort()
+    const before = new Map((await client.query<{study_instance_uid: string; state: StudyState}>('SELECT study_instance_uid, state FROM studies WHERE study_instance_uid = ANY($1) ORDER BY study_instance_uid FOR UPDATE', [uids])).rows.map((r) => [r.study_instance_uid, r.state]))
     const amended = new Set<string>()
     const firstSeen = new Set<string>()
     const bySop = new Map<string, InstanceReceipt & {amendment: boolean}>()
@@ -320,7 +279,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
     }
 
     if (studies.size > 0) {
-      const list = [...studies.values()]
+      const list = [...studies.values()].sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0))
       await client.query(
         `INSERT INTO studies (study_instance_uid, patient_id, accession_number, study_date, first_received, last_received, amendments, state)
          SELECT *, 'receiving' FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::int[])
@@ -341,7 +300,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
 
   private async writeOutcomes(client: pg.PoolClient, outcomes: InstanceOutcome[]): Promise<void> {
     const bySop = new Map(outcomes.map((o) => [o.sopInstanceUid, o]))
-    const rows = [...bySop.values()]
+    const rows = [...bySop.values()].sort((a, b) => (a.sopInstanceUid < b.sopInstanceUid ? -1 : 1))
     await client.query(
       `UPDATE instances SET status = o.status, backend = o.backend, delivered_at = o.at, detail = o.detail, kept = COALESCE(o.kept, instances.kept)
        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[]) AS o(sop, status, backend, at, detail, kept)
@@ -386,7 +345,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
     if (query.since !== undefined) where.push(`s.last_received >= $${values.push(query.since)}`)
     const limit = `$${values.push(query.limit ?? 100)}`
     const sql = `${SUMMARY_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ${limit}`
-    return (await this.pool.query<StudyRow>(sql, values)).rows.map(summary)
+    return (await this.pool.query<StudyRow>(sql, values)).rows.map(studySummary)
   }
 
   async arrivalGaps(since: number): Promise<Array<{callingAeTitle: string; modality: string | null; studyInstanceUid: string; gapMs: number; amendment: boolean}>> {
@@ -401,36 +360,14 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
 
   async summary(studyInstanceUid: string): Promise<StudySummary | undefined> {
     const {rows} = await this.pool.query<StudyRow>(`${SUMMARY_SELECT} WHERE s.study_instance_uid = $1 GROUP BY s.study_instance_uid`, [studyInstanceUid])
-    return rows.length === 0 ? undefined : summary(rows[0])
+    return rows.length === 0 ? undefined : studySummary(rows[0])
   }
 
   async study(studyInstanceUid: string): Promise<StudyDetail | undefined> {
     const head = await this.summary(studyInstanceUid)
     if (head === undefined) return undefined
     const {rows} = await this.pool.query<Record<string, unknown>>('SELECT * FROM instances WHERE study_instance_uid = $1 ORDER BY series_instance_uid, received_at, sop_instance_uid', [studyInstanceUid])
-    const instanceList: StudyInstance[] = rows.map((row) => ({
-      sopInstanceUid: row.sop_instance_uid as string,
-      seriesInstanceUid: row.series_instance_uid as string | null,
-      sopClassUid: row.sop_class_uid as string,
-      modality: row.modality as string | null,
-      bytes: row.bytes as number,
-      callingAeTitle: row.calling_ae as string,
-      remoteAddress: row.remote_address as string | null,
-      receivedAt: iso(row.received_at as number)!,
-      status: row.status as StudyInstance['status'],
-      backend: row.backend as string | null,
-      deliveredAt: iso(row.delivered_at as number | null),
-      detail: row.detail as string | null,
-      amendment: row.amendment === true,
-    }))
-    const series = new Map<string | null, {seriesInstanceUid: string | null; modality: string | null; instances: number}>()
-    for (const instance of instanceList) {
-      const entry = series.get(instance.seriesInstanceUid) ?? {seriesInstanceUid: instance.seriesInstanceUid, modality: instance.modality, instances: 0}
-      entry.instances++
-      series.set(instance.seriesInstanceUid, entry)
-    }
-
-    return {...head, series: [...series.values()], instanceList}
+    return studyDetail(head, rows.map(studyInstance))
   }
 
   async counts(): Promise<StudyCounts> {

@@ -7,8 +7,9 @@ import Database from 'better-sqlite3'
 import {DdrError} from '../errors.js'
 import type {StoredFilter, StoredInstance, StoredInstances} from '../qr/ledger-source.js'
 import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
+import {type StudyRow, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {LedgerStore} from './store.js'
-import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyInstance, StudyQuery, StudyState, StudySummary} from './types.js'
+import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
 const SCHEMA_VERSION = 1
@@ -50,26 +51,6 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_study ON instances (study_instance_uid);
 `
 
-interface StudyRow {
-  study_instance_uid: string
-  patient_id: string | null
-  accession_number: string | null
-  study_date: string | null
-  first_received: number
-  last_received: number
-  state: StudyState
-  stable_at: number | null
-  amendments: number
-  receipt: string | null
-  instances: number
-  bytes: number | null
-  modalities: string | null
-  backends: string | null
-  queued: number
-  stored: number
-  dead_letter: number
-  processing: string | null
-}
 
 // A ledger written before the processing table existed is read with no processing (readonly opens create nothing).
 const summarySelect = (withProcessing: boolean) => `
@@ -78,30 +59,6 @@ SELECT s.*, ${withProcessing ? PROCESSING_SUMMARY_COLUMN : 'NULL AS processing'}
   SUM(i.status = 'queued') AS queued, SUM(i.status = 'stored') AS stored, SUM(i.status = 'dead-letter') AS dead_letter
 FROM studies s LEFT JOIN instances i ON i.study_instance_uid = s.study_instance_uid`
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
-
-function summary(row: StudyRow): StudySummary {
-  const backends = (row.backends ?? '').split(',').filter((b) => b !== '').sort()
-  return {
-    studyInstanceUid: row.study_instance_uid,
-    patientId: row.patient_id,
-    accessionNumber: row.accession_number,
-    studyDate: row.study_date,
-    modalities: (row.modalities ?? '').split(',').filter((m) => m !== '').sort(),
-    instances: row.instances,
-    bytes: row.bytes ?? 0,
-    backend: backends.length === 0 ? null : backends.join(','),
-    backends,
-    state: row.state,
-    delivered: {queued: row.queued ?? 0, stored: row.stored ?? 0, deadLetter: row.dead_letter ?? 0},
-    amendments: row.amendments,
-    firstReceived: iso(row.first_received)!,
-    lastReceived: iso(row.last_received)!,
-    stableAt: iso(row.stable_at),
-    receipt: row.receipt === null ? null : (JSON.parse(row.receipt) as Receipt),
-    processing: row.processing === null ? [] : (JSON.parse(row.processing) as StudySummary['processing']),
-  }
-}
 
 /** Options for SqliteLedgerStore. */
 export interface SqliteStoreOptions {
@@ -279,7 +236,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
     return this.db
       .prepare<Array<string | number>, StudyRow>(sql)
       .all(...values, query.limit ?? 100)
-      .map(summary)
+      .map(studySummary)
   }
 
   /**
@@ -300,7 +257,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
 
   summary(studyInstanceUid: string): StudySummary | undefined {
     const row = this.db.prepare<[string], StudyRow>(`${this.summarySql} WHERE s.study_instance_uid = ? GROUP BY s.study_instance_uid`).get(studyInstanceUid)
-    return row === undefined ? undefined : summary(row)
+    return row === undefined ? undefined : studySummary(row)
   }
 
   /** One study with its series and every instance, or undefined. */
@@ -310,29 +267,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
     const rows = this.db
       .prepare<[string], Record<string, unknown>>('SELECT * FROM instances WHERE study_instance_uid = ? ORDER BY series_instance_uid, received_at, sop_instance_uid')
       .all(studyInstanceUid)
-    const instanceList: StudyInstance[] = rows.map((row) => ({
-      sopInstanceUid: row.sop_instance_uid as string,
-      seriesInstanceUid: row.series_instance_uid as string | null,
-      sopClassUid: row.sop_class_uid as string,
-      modality: row.modality as string | null,
-      bytes: row.bytes as number,
-      callingAeTitle: row.calling_ae as string,
-      remoteAddress: row.remote_address as string | null,
-      receivedAt: iso(row.received_at as number)!,
-      status: row.status as StudyInstance['status'],
-      backend: row.backend as string | null,
-      deliveredAt: iso(row.delivered_at as number | null),
-      detail: row.detail as string | null,
-      amendment: row.amendment === 1,
-    }))
-    const series = new Map<string | null, {seriesInstanceUid: string | null; modality: string | null; instances: number}>()
-    for (const instance of instanceList) {
-      const entry = series.get(instance.seriesInstanceUid) ?? {seriesInstanceUid: instance.seriesInstanceUid, modality: instance.modality, instances: 0}
-      entry.instances++
-      series.set(instance.seriesInstanceUid, entry)
-    }
-
-    return {...head, series: [...series.values()], instanceList}
+    return studyDetail(head, rows.map(studyInstance))
   }
 
   counts(): StudyCounts {

@@ -279,14 +279,29 @@ async function haproxyUp(config: DdrConfig, options: ClusterUpOptions, routers: 
     const existing = await haproxyStatus(dir)
     const wanted = haproxyConfig({dir, host, port, servers, check: options.check})
     if (existing.running && (await readFile(path.join(dir, HAPROXY_CONFIG), 'utf8').catch(() => '')) === wanted) {
-      return {...part, state: 'already-running', pid: existing.pid, balancer: describeServers(existing.servers)}
+      return {...part, state: 'already-running', pid: existing.pid, balancer: describeServers(await serversUp(dir, servers.length))}
     }
 
     const info = await startHaproxy({dir, host, port, servers, check: options.check, binary, startTimeoutMs: options.startTimeoutMs})
-    return {...part, state: info.replaced === undefined ? 'started' : 'restarted', pid: info.pid, version: info.version, ...(info.replaced === undefined ? {} : {message: `took over from pid ${info.replaced}, which ends with its open associations`})}
+    const balancer = describeServers(await serversUp(dir, servers.length))
+    return {...part, state: info.replaced === undefined ? 'started' : 'restarted', pid: info.pid, version: info.version, balancer, ...(info.replaced === undefined ? {} : {message: `took over from pid ${info.replaced}, which ends with its open associations`})}
   } catch (error) {
     if (!isDdrError(error)) throw error
     return {...part, state: 'failed', message: error.message}
+  }
+}
+
+/**
+ * What HAProxy says of the routers once it has seen all `count` of them UP (a router just
+ * restarted is DOWN until `rise` checks passed), or after 15 s: `stack up` returns when
+ * associations sent to listen.port reach a router.
+ */
+async function serversUp(dir: string, count: number): Promise<HaproxyServerState[] | undefined> {
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const servers = (await haproxyStatus(dir)).servers
+    if ((servers !== undefined && servers.filter((server) => server.status.startsWith('UP')).length >= count) || Date.now() > deadline) return servers
+    await new Promise((resolve) => setTimeout(resolve, 200))
   }
 }
 
