@@ -82,6 +82,18 @@ const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === 20 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
 }
 
+/**
+ * Takes a lock per study (a transaction-level advisory lock on its UID's hash) in the order of the
+ * sorted UIDs, before a transaction touches several studies' rows. Every router takes them in that
+ * one order, whether the rows exist yet or not, so two writing the same studies at once wait for
+ * each other instead of deadlocking (row locks alone follow each statement's own order, and a
+ * study another router inserted meanwhile would join a transaction's locks out of order).
+ */
+async function lockStudies(client: pg.PoolClient, sortedUids: string[]): Promise<void> {
+  if (sortedUids.length === 0) return
+  await client.query('SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT hashtextextended(u, 0) AS k FROM unnest($1::text[]) AS u ORDER BY 1) AS keys', [sortedUids])
+}
+
 /** Options for PostgresLedgerStore. */
 export interface PostgresStoreOptions {
   /** This router's name: recorded with each instance it received (only it holds their retained copies). */
@@ -220,10 +232,9 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
    * (unnest), one statement per table whatever the batch size.
    */
   private async writeReceipts(client: pg.PoolClient, receipts: InstanceReceipt[], recovered: boolean): Promise<string[]> {
-    // Rows are locked (and inserted) in one order, the UIDs', by every router: two routers writing
-    // the same studies at once then wait for each other instead of deadlocking.
     const uids = [...new Set(receipts.map((r) => r.studyInstanceUid))].sort()
-    const before = new Map((await client.query<{study_instance_uid: string; state: StudyState}>('SELECT study_instance_uid, state FROM studies WHERE study_instance_uid = ANY($1) ORDER BY study_instance_uid FOR UPDATE', [uids])).rows.map((r) => [r.study_instance_uid, r.state]))
+    await lockStudies(client, uids)
+    const before = new Map((await client.query<{study_instance_uid: string; state: StudyState}>('SELECT study_instance_uid, state FROM studies WHERE study_instance_uid = ANY($1)', [uids])).rows.map((r) => [r.study_instance_uid, r.state]))
     const amended = new Set<string>()
     const firstSeen = new Set<string>()
     const bySop = new Map<string, InstanceReceipt & {amendment: boolean}>()
@@ -324,10 +335,15 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
   async markStable(studyInstanceUids: string[], quietSince: number, at: number): Promise<StudySummary[]> {
     if (studyInstanceUids.length === 0) return []
     // Several routers may time the same study out: the UPDATE lets one of them mark it.
-    const {rows} = await this.pool.query<{study_instance_uid: string}>(
-      "UPDATE studies SET state = 'stable', stable_at = $1 WHERE study_instance_uid = ANY($2) AND state = 'receiving' AND last_received <= $3 RETURNING study_instance_uid",
-      [at, studyInstanceUids, quietSince],
-    )
+    const rows = await this.transaction(async (client) => {
+      await lockStudies(client, [...studyInstanceUids].sort())
+      return (
+        await client.query<{study_instance_uid: string}>(
+          "UPDATE studies SET state = 'stable', stable_at = $1 WHERE study_instance_uid = ANY($2) AND state = 'receiving' AND last_received <= $3 RETURNING study_instance_uid",
+          [at, studyInstanceUids, quietSince],
+        )
+      ).rows
+    })
     const marked: StudySummary[] = []
     for (const row of rows) {
       const study = await this.summary(row.study_instance_uid)

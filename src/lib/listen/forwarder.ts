@@ -46,6 +46,9 @@ function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
   return instance.path === undefined ? undefined : {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
 }
 
+/** How long an instance of a claimed study waits for its home to come back before it fails over (see Forwarder.awaitingHome). */
+const CLAIMED_HOME_GRACE_MS = 30_000
+
 /**
  * Drains the spool to the backends. Each entry goes where the router places it (study affinity,
  * health, load); a backend's out-of-resources answer is retried with exponential backoff and
@@ -210,7 +213,7 @@ export class Forwarder {
 
   /** The backend for an entry now, or undefined when it must wait (none healthy, or its backend is saturated). */
   private target(entry: Entry): {backend: BackendState; why: string} | undefined {
-    if (this.awaitingClaim(entry)) return undefined
+    if (this.awaitingClaim(entry) || this.awaitingHome(entry)) return undefined
     const placement = this.router.placer.place(entry.instance, true)
     if (placement.order.length === 0) return undefined
     const preferred = placement.order.filter((b) => !entry.avoid.has(b.name))
@@ -244,6 +247,20 @@ export class Forwarder {
         this.pump()
       })
     return true
+  }
+
+  /**
+   * With a shared ledger, an instance whose study's home is down waits for it (up to
+   * CLAIMED_HOME_GRACE_MS after it went down) instead of failing over at once: routers see a
+   * backend go down and come back at slightly different moments, and one that failed over while
+   * the others did not would split the study. After the grace it fails over as one router does.
+   */
+  private awaitingHome(entry: Entry): boolean {
+    const study = entry.instance.studyInstanceUid
+    if (this.claims === undefined || !study || entry.tries > 0) return false
+    const home = this.router.affinity?.get(study)
+    const state = home === undefined ? undefined : this.router.backends.find((b) => b.name === home)
+    return state !== undefined && !state.healthy && Date.now() - state.lastChange < CLAIMED_HOME_GRACE_MS
   }
 
   private async send(entry: Entry, backend: BackendState, why: string): Promise<void> {

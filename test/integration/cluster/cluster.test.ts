@@ -1,10 +1,13 @@
 import type {ChildProcess} from 'node:child_process'
+import {existsSync} from 'node:fs'
 import {mkdtemp, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
+import {chromium} from 'playwright-core'
+
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
-import {spawnCompiledCli} from '../../helpers/compiled-cli.js'
+import {runCompiledCli, spawnCompiledCli} from '../../helpers/compiled-cli.js'
 import {storescu} from '../../helpers/dcmtk.js'
 import {type TestHaproxy, startTestHaproxy} from '../../helpers/haproxy.js'
 import {type TestOrthanc, startTestOrthanc} from '../../helpers/orthanc.js'
@@ -149,6 +152,39 @@ describe('several routers behind HAProxy, one study ledger in PostgreSQL', () =>
     })
     expect((await pg.psql(`SELECT COUNT(*) FROM study_claims WHERE study_instance_uid IN (${list})`)).trim()).toBe('6')
   }, 120_000)
+
+  it("shows every router of the ledger on each router's console and in balance-status", async () => {
+    const chromiumPath = process.env.DDR_TEST_CHROMIUM ?? '/usr/bin/chromium'
+    if (!existsSync(chromiumPath)) throw new Error(`${chromiumPath} is missing: apt-get install chromium (.ci/run does), or set DDR_TEST_CHROMIUM`)
+    // Heartbeats every 5 s: each router has written its counters since the studies above.
+    let seen: unknown
+    await waitFor('heartbeats with the counters', async () => {
+      const status = (await (await fetch(`http://127.0.0.1:${routers[0].statusPort}/status`)).json()) as {cluster: {routers: Array<{status: {received: number}}>}}
+      seen = status.cluster
+      return status.cluster.routers.length === 3 && status.cluster.routers.reduce((sum, r) => sum + r.status.received, 0) === 6 * 9
+    }, 15_000).catch((error: Error) => {
+      throw new Error(`${error.message}: ${JSON.stringify(seen)}`)
+    })
+    const browser = await chromium.launch({executablePath: chromiumPath, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage']})
+    try {
+      const page = await browser.newPage()
+      await page.goto(`http://127.0.0.1:${routers[2].statusPort}/console/`)
+      await page.waitForSelector('[data-test=router-row]')
+      const rows = await page.locator('[data-test=router-row]').evaluateAll((trs) => trs.map((tr) => ({name: tr.getAttribute('data-router'), text: tr.textContent, state: tr.querySelector('.pill')?.textContent})))
+      expect(rows.map((r) => [r.name, r.state])).toEqual([
+        ['router-1', 'up'],
+        ['router-2', 'up'],
+        ['router-3', 'up'],
+      ])
+      expect(rows[2].text).toContain('(this one)')
+    } finally {
+      await browser.close()
+    }
+
+    const balance = await runCompiledCli(['balance-status', '--config', routers[0].config])
+    expect(balance.stdout).toMatch(/cluster: this router is router-1/)
+    expect(balance.stdout).toMatch(/^router-3\s+127\.0\.0\.1:\d+\s+up\b/m)
+  }, 60_000)
 
   it('delivers what a router killed with SIGKILL had acknowledged once it restarts, while the others take the later associations', async () => {
     // The Orthancs are down: what the routers acknowledge stays in their spools.
