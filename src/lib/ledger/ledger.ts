@@ -103,11 +103,13 @@ const COUNTED_QUIET_MS = 5000
 
 const DAY_MS = 86_400_000
 /**
- * Writes are gathered this long (or up to FLUSH_MAX of them) into one transaction: a commit costs
- * about as much for one instance as for fifty, and a sender waiting for each Success would
- * otherwise pay one per instance.
+ * Writes are gathered this long (or up to FLUSH_MAX of them) into one transaction: a commit (and
+ * the log sync that follows outcomes) costs about as much for one instance as for fifty, and a
+ * sender waiting for each Success would otherwise pay one per instance. Measured with a serial
+ * sender (~250 instances/s): the ledger costs ~0.29 ms CPU per instance with 10 ms, ~0.15 ms with
+ * 25 ms. Nothing waits for it but the spool's release of delivered instances.
  */
-const FLUSH_MS = 10
+const FLUSH_MS = 25
 const FLUSH_MAX = 256
 
 /** What the ledger tells those who follow it: `stable` once a study's completion timer ran out (again after an amendment). */
