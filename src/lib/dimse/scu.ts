@@ -99,6 +99,8 @@ export class ScuAssociation extends EventEmitter {
   private releasing?: {resolve: () => void}
   private lastActivity = Date.now()
   private timer?: NodeJS.Timeout
+  /** The open request's deadline (see armDeadline); messageId -1 when no request is open. */
+  private deadline?: {timeoutMs: number; what: string; messageId: number; timer: NodeJS.Timeout}
   private closedError?: Error
   private busy = false
 
@@ -343,16 +345,7 @@ export class ScuAssociation extends EventEmitter {
     response.catch(() => {})
     this.lastActivity = Date.now()
     this.armTimer()
-    let overdue: NodeJS.Timeout | undefined
-    if (deadline !== undefined) {
-      overdue = setTimeout(() => {
-        const error = new DdrError('TIMEOUT', `${this.peer} did not finish ${deadline.what} within ${deadline.timeoutMs} ms`)
-        this.abort()
-        this.closedError = error
-        this.pending?.reject(error)
-      }, deadline.timeoutMs)
-      overdue.unref()
-    }
+    if (deadline !== undefined) this.armDeadline(deadline, messageId)
 
     try {
       await send(contextId, messageId)
@@ -366,22 +359,50 @@ export class ScuAssociation extends EventEmitter {
     } finally {
       this.busy = false
       this.pending = undefined
-      clearInterval(this.timer)
-      clearTimeout(overdue)
+      if (this.deadline !== undefined) this.deadline.messageId = -1
     }
   }
 
+  /** The no-progress check: one interval for the association's life (made at its first request), idle while no request is open. */
   private armTimer(): void {
+    if (this.timer !== undefined) return
     const timeoutMs = this.options.requestTimeoutMs ?? 60_000
-    clearInterval(this.timer)
     this.timer = setInterval(() => {
-      if (Date.now() - this.lastActivity > timeoutMs) {
+      if (this.busy && Date.now() - this.lastActivity > timeoutMs) {
         this.abort()
         this.closedError = new DdrError('TIMEOUT', `${this.peer} made no progress for ${timeoutMs} ms`)
         this.pending?.reject(this.closedError)
       }
     }, Math.min(1000, timeoutMs))
     this.timer.unref()
+  }
+
+  /**
+   * Aborts the request `messageId` if it is still open after `deadline.timeoutMs`. One timer per
+   * association, re-armed for each request (refresh, no new timer): a C-STORE is sent per
+   * instance, and timers made and cleared per request cost more than the rest of its bookkeeping.
+   */
+  private armDeadline(deadline: {timeoutMs: number; what: string}, messageId: number): void {
+    const current = this.deadline
+    if (current !== undefined && current.timeoutMs === deadline.timeoutMs) {
+      current.what = deadline.what
+      current.messageId = messageId
+      current.timer.refresh()
+      return
+    }
+
+    if (current !== undefined) clearTimeout(current.timer)
+    const state = {timeoutMs: deadline.timeoutMs, what: deadline.what, messageId, timer: undefined as unknown as NodeJS.Timeout}
+    state.timer = setTimeout(() => {
+      // Fired after its request ended (messageId -1) or for an earlier one: nothing to do.
+      if (!this.busy || state.messageId < 0 || this.pending?.messageId !== state.messageId) return
+      const error = new DdrError('TIMEOUT', `${this.peer} did not finish ${state.what} within ${state.timeoutMs} ms`)
+      this.abort()
+      this.closedError = error
+      this.pending?.reject(error)
+    }, deadline.timeoutMs)
+    state.timer.unref()
+    this.deadline = state
   }
 
   private async sendDataset(contextId: number, source: DatasetSource): Promise<void> {
@@ -507,6 +528,7 @@ export class ScuAssociation extends EventEmitter {
     if (this.closedError !== undefined) return
     this.closedError = error
     clearInterval(this.timer)
+    if (this.deadline !== undefined) clearTimeout(this.deadline.timer)
     this.pending?.reject(error)
     this.pending = undefined
     this.releasing?.resolve()
