@@ -23,10 +23,10 @@ import {
   encodeAssociateRq,
   encodeReleaseRq,
 } from './pdu.js'
-import type {DatasetSource} from '../dicom/received-instance.js'
+import {type DatasetSource, datasetBuffers, datasetSourceLength} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
 import {isPending} from './status.js'
-import {maxFragment, writePdvs} from './wire.js'
+import {maxFragment, writePdvList, writePdvs} from './wire.js'
 
 export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
 
@@ -271,7 +271,7 @@ export class ScuAssociation extends EventEmitter {
 
   /** Sends one instance's dataset bytes unchanged and resolves with the peer's status (any status, success or not). */
   async store(instance: StoreInstance): Promise<DimseResponse> {
-    const length = 'buffer' in instance.dataset ? instance.dataset.buffer.length : instance.dataset.length
+    const length = datasetSourceLength(instance.dataset)
     if (length % 2 === 1 && !transferSyntaxInfo(instance.transferSyntaxUid)?.deflated) {
       throw new DdrError('INVALID_DICOM', `the dataset of ${instance.sopInstanceUid} has an odd length (${length} bytes) in transfer syntax ${instance.transferSyntaxUid}: DICOM needs even lengths`)
     }
@@ -409,11 +409,15 @@ export class ScuAssociation extends EventEmitter {
     // PDV fragments must have even lengths (PS3.8 E.1). A deflated stream may end on an odd byte
     // and gets the pad byte PS3.5 A.5 asks for; any other odd dataset is malformed and is not sent
     // (the listener refuses such instances, so only a file given to `ddr send` can be one).
-    if ('buffer' in source) {
-      const bytes = source.buffer.length % 2 === 0 ? source.buffer : Buffer.concat([source.buffer, PAD])
-      if (!writePdvs(this.socket, contextId, false, bytes, this.peerMaxPduLength)) await this.drain()
+    const inMemory = datasetBuffers(source)
+    if (inMemory !== undefined) {
+      // Written as they are (fragments as they arrived included), no copy.
+      const parts = datasetSourceLength(source) % 2 === 0 ? inMemory : [...inMemory, PAD]
+      if (!writePdvList(this.socket, contextId, false, parts, this.peerMaxPduLength)) await this.drain()
       return
     }
+
+    if (!('path' in source)) throw new Error('unreachable: a dataset in memory was sent above')
 
     const fragment = maxFragment(this.peerMaxPduLength)
     const chunkSize = Math.max(fragment, Math.floor(READ_CHUNK / fragment) * fragment)

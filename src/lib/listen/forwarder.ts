@@ -134,7 +134,7 @@ export class Forwarder {
     // Small instances are sent from memory while the queue holds little; beyond the budget (a
     // backend outage, a burst of large instances) only the spool files are kept, so memory does
     // not grow with the backlog.
-    if ('buffer' in instance.dataset) {
+    if (!('path' in instance.dataset)) {
       const onDisk = spooledDataset(instance)
       if (onDisk !== undefined && this.memoryBytes + instance.datasetLength > IN_MEMORY_BYTES) instance.dataset = onDisk
       else this.memoryBytes += instance.datasetLength
@@ -280,7 +280,7 @@ export class Forwarder {
   /** The entry left the queue (stored or dead-lettered). */
   private forget(entry: Entry): void {
     this.bySop.delete(entry.instance.sopInstanceUid)
-    if ('buffer' in entry.instance.dataset) this.memoryBytes -= entry.instance.datasetLength
+    if (!('path' in entry.instance.dataset)) this.memoryBytes -= entry.instance.datasetLength
   }
 
   private retryLater(entry: Entry): void {
