@@ -54,8 +54,12 @@ function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
  * one (that never dead-letters). See docs/reliability.md.
  */
 export class Forwarder {
-  /** Entries to send, oldest first, from `head` on (a queue without O(n) shifts). */
-  private ready: Entry[] = []
+  /**
+   * Entries to send, oldest first, from `head` on (a queue without O(n) shifts). Slots before
+   * `head` are emptied as entries are taken: a taken entry (and its dataset, held in memory) must
+   * not stay reachable from here until the array is next compacted.
+   */
+  private ready: Array<Entry | undefined> = []
   private head = 0
   /** Entries waiting for their retry time. */
   private delayed: Entry[] = []
@@ -100,7 +104,7 @@ export class Forwarder {
 
   /** What waits, oldest first (at most `limit`), for the console's queue page; `total` counts all. */
   waiting(limit = 500): {total: number; entries: QueueEntry[]} {
-    const ready = new Set(this.ready.slice(this.head))
+    const ready = new Set<Entry | undefined>(this.ready.slice(this.head))
     const delayed = new Set(this.delayed)
     const all = [...this.bySop.values()].sort((a, b) => a.instance.receivedAt - b.instance.receivedAt)
     return {
@@ -183,7 +187,8 @@ export class Forwarder {
     // so one pump never walks a whole backlog.
     const skipped: Entry[] = []
     for (let scanned = 0; this.head < this.ready.length && free > 0 && scanned < MAX_SCAN; scanned++) {
-      const entry = this.ready[this.head++]
+      const entry = this.ready[this.head]!
+      this.ready[this.head++] = undefined
       const target = this.target(entry)
       if (target === undefined) {
         skipped.push(entry)
