@@ -64,7 +64,7 @@ export class InstanceSink implements StoreSink {
   private drainWaiters: Array<() => void> = []
   private fileError?: Error
   private readonly metaHeader: Buffer
-  private readonly partPath: string
+  private partFile?: string
   private aborted = false
   private readonly check: ReceivedDatasetCheck
 
@@ -76,7 +76,12 @@ export class InstanceSink implements StoreSink {
       transferSyntaxUid: request.transferSyntaxUid,
       sourceAeTitle: request.association.callingAeTitle,
     })
-    this.partPath = path.join(options.dir, `${this.id}.dcm.part`)
+  }
+
+  /** `<dir>/<id>.dcm.part`: named only for an instance that gets a file (most stay in memory). */
+  private get partPath(): string {
+    this.partFile ??= path.join(this.options.dir, `${this.id}.dcm.part`)
+    return this.partFile
   }
 
   write(chunk: Buffer): boolean {
