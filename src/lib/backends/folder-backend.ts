@@ -9,7 +9,7 @@ import type {BackendConfig} from '../config/schema.js'
 import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {type ReceivedInstance, datasetBuffers} from '../dicom/received-instance.js'
 import type {Backend, BackendCheck, CheckOptions} from './backend.js'
 import {emptyCheck, roundMs} from './check.js'
 
@@ -32,8 +32,9 @@ async function* part10Chunks(instance: ReceivedInstance): AsyncGenerator<Buffer>
 
   yield instance.metaHeader
   const source = instance.dataset
-  if ('buffer' in source) yield source.buffer
-  else if (source.length > 0) yield* createReadStream(source.path, {start: source.offset, end: source.offset + source.length - 1})
+  const inMemory = datasetBuffers(source)
+  if (inMemory !== undefined) yield* inMemory
+  else if ('path' in source && source.length > 0) yield* createReadStream(source.path, {start: source.offset, end: source.offset + source.length - 1})
 }
 
 async function sameContent(file: string, instance: ReceivedInstance): Promise<boolean> {

@@ -11,7 +11,7 @@ import type {DimseResponse} from '../dimse/scu.js'
 import {Status} from '../dimse/status.js'
 import {type HttpAgents, backendRequestHint, createHttpAgents, describeRequestFailure, destroyHttpAgents} from '../security/https.js'
 import {redactUrl} from '../output/redact.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {type ReceivedInstance, datasetBuffers} from '../dicom/received-instance.js'
 import {type OrthancClient, orthancClientFor, orthancErrorDetail} from '../orthanc/client.js'
 import type {Backend, BackendCheck, CheckOptions} from './backend.js'
 import {askOrthanc, emptyCheck, roundMs} from './check.js'
@@ -20,7 +20,9 @@ import {askOrthanc, emptyCheck, roundMs} from './check.js'
 export function part10Stream(instance: ReceivedInstance): Readable {
   if (instance.path !== undefined) return createReadStream(instance.path)
   const source = instance.dataset
-  if ('buffer' in source) return Readable.from([instance.metaHeader, source.buffer])
+  const inMemory = datasetBuffers(source)
+  if (inMemory !== undefined) return Readable.from([instance.metaHeader, ...inMemory])
+  if (!('path' in source)) throw new Error('unreachable: a dataset in memory was streamed above')
   return Readable.from(
     (async function* () {
       yield instance.metaHeader

@@ -21,6 +21,9 @@ export interface ExpectedIdentity {
  */
 export type DatasetVerdict = {ok: true; values: Map<number, string>} | {ok: false; problem: 'malformed' | 'identity'; why: string}
 
+/** The tags to capture for a caller's list (the same list for every instance): made once per list. */
+const captureLists = new WeakMap<readonly number[], number[]>()
+
 /**
  * Checks a dataset while it arrives, on the bytes as they are (headers only, values skipped: it
  * costs about the same for any instance size), and says at the end whether a backend can take
@@ -40,7 +43,13 @@ export class ReceivedDatasetCheck {
     const encoding = datasetEncoding(expected.transferSyntaxUid)
     this.deflated = encoding.deflated
     this.littleEndian = encoding.littleEndian
-    this.stream = new ElementStream(encoding, {capture: [...new Set([...capture, Tag.SOPClassUID, Tag.SOPInstanceUID, Tag.SpecificCharacterSet])]})
+    let wanted = captureLists.get(capture)
+    if (wanted === undefined) {
+      wanted = [...new Set([...capture, Tag.SOPClassUID, Tag.SOPInstanceUID, Tag.SpecificCharacterSet])]
+      captureLists.set(capture, wanted)
+    }
+
+    this.stream = new ElementStream(encoding, {capture: wanted})
   }
 
   /** The next received bytes. Never throws: the first problem is kept for finish(). */

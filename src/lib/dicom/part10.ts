@@ -1,7 +1,7 @@
 import {DdrError} from '../errors.js'
 import {describeTag, Tag, tagGroup} from './tags.js'
 import {MAX_UID_LENGTH} from './uids.js'
-import {hasShortLength, TEXT_VRS} from './vr.js'
+import {hasShortLength} from './vr.js'
 
 /** Bytes of the Part 10 preamble, before "DICM". */
 export const PREAMBLE_LENGTH = 128
@@ -189,7 +189,12 @@ export interface BuildMetaHeaderOptions {
   implementationVersionName?: string
 }
 
+/** UIDs already checked (SOP classes, transfer syntaxes: the same few for every instance), bounded. */
+const checkedUids = new Map<string, string>()
+
 function checkUid(field: string, tag: number, value: string): string {
+  const known = checkedUids.get(value)
+  if (known !== undefined) return known
   const uid = value.replace(/[\0 ]+$/, '')
   // Lenient on purpose: a router stores what it received; only what cannot be written is refused.
   if (uid.length === 0 || uid.length > MAX_UID_LENGTH || !/^[\x21-\x7e]+$/.test(uid) || uid.includes('\\')) {
@@ -198,22 +203,11 @@ function checkUid(field: string, tag: number, value: string): string {
   return uid
 }
 
-function element(tag: number, vr: string, value: Buffer): Buffer {
-  const long = !hasShortLength(vr)
-  const header = Buffer.alloc(long ? 12 : 8)
-  header.writeUInt16LE(tagGroup(tag), 0)
-  header.writeUInt16LE(tag & 0xffff, 2)
-  header.write(vr, 4, 'latin1')
-  if (long) header.writeUInt32LE(value.length, 8)
-  else header.writeUInt16LE(value.length, 6)
-  return Buffer.concat([header, value])
-}
-
-function padded(text: string, vr: string): Buffer {
-  if (!TEXT_VRS.has(vr)) throw new Error(`not a text VR: ${vr}`)
-  const bytes = Buffer.from(text, 'latin1')
-  if (bytes.length % 2 === 0) return bytes
-  return Buffer.concat([bytes, Buffer.from([vr === 'UI' ? 0x00 : 0x20])])
+/** checkUid, remembering the answer: for the UIDs that repeat (not an instance's own UID). */
+function checkCommonUid(field: string, tag: number, value: string): string {
+  const uid = checkUid(field, tag, value)
+  if (checkedUids.size < 256) checkedUids.set(value, uid)
+  return uid
 }
 
 /**
@@ -222,33 +216,67 @@ function padded(text: string, vr: string): Buffer {
  * is a complete file when the dataset bytes are in the given transfer syntax.
  */
 export function buildMetaHeader(options: BuildMetaHeaderOptions): Buffer {
-  const sopClassUid = checkUid('the SOP class UID', Tag.MediaStorageSOPClassUID, options.sopClassUid)
+  const sopClassUid = checkCommonUid('the SOP class UID', Tag.MediaStorageSOPClassUID, options.sopClassUid)
   const sopInstanceUid = checkUid('the SOP instance UID', Tag.MediaStorageSOPInstanceUID, options.sopInstanceUid)
-  const transferSyntaxUid = checkUid('the transfer syntax UID', Tag.TransferSyntaxUID, options.transferSyntaxUid)
-  const implementationClassUid = checkUid('the implementation class UID', Tag.ImplementationClassUID, options.implementationClassUid ?? DDR_IMPLEMENTATION_CLASS_UID)
+  const transferSyntaxUid = checkCommonUid('the transfer syntax UID', Tag.TransferSyntaxUID, options.transferSyntaxUid)
+  const implementationClassUid = checkCommonUid('the implementation class UID', Tag.ImplementationClassUID, options.implementationClassUid ?? DDR_IMPLEMENTATION_CLASS_UID)
   const versionName = options.implementationVersionName ?? DDR_IMPLEMENTATION_VERSION_NAME
   if (versionName.length > 16 || !/^[\x20-\x7e]*$/.test(versionName) || versionName.includes('\\')) {
     throw new DdrError('INVALID_DICOM', `cannot write ${describeTag(Tag.ImplementationVersionName)}: ${JSON.stringify(versionName)} is longer than 16 characters or not printable ASCII`)
   }
 
-  const parts = [
-    element(Tag.FileMetaInformationVersion, 'OB', Buffer.from([0x00, 0x01])),
-    element(Tag.MediaStorageSOPClassUID, 'UI', padded(sopClassUid, 'UI')),
-    element(Tag.MediaStorageSOPInstanceUID, 'UI', padded(sopInstanceUid, 'UI')),
-    element(Tag.TransferSyntaxUID, 'UI', padded(transferSyntaxUid, 'UI')),
-    element(Tag.ImplementationClassUID, 'UI', padded(implementationClassUid, 'UI')),
-    element(Tag.ImplementationVersionName, 'SH', padded(versionName, 'SH')),
-  ]
+  let aeTitle: string | undefined
   if (options.sourceAeTitle !== undefined) {
-    const aeTitle = options.sourceAeTitle.trim()
+    aeTitle = options.sourceAeTitle.trim()
     if (aeTitle.length === 0 || aeTitle.length > 16 || !/^[\x20-\x7e]+$/.test(aeTitle) || aeTitle.includes('\\')) {
       throw new DdrError('INVALID_DICOM', `cannot write ${describeTag(Tag.SourceApplicationEntityTitle)}: ${JSON.stringify(options.sourceAeTitle)} is not an AE title (1 to 16 printable characters, no backslash)`)
     }
-    parts.push(element(Tag.SourceApplicationEntityTitle, 'AE', padded(aeTitle, 'AE')))
   }
-  const group = Buffer.concat(parts)
-  const groupLength = Buffer.alloc(4)
-  groupLength.writeUInt32LE(group.length, 0)
-  return Buffer.concat([Buffer.alloc(PREAMBLE_LENGTH), DICM, element(Tag.FileMetaInformationGroupLength, 'UL', groupLength), group])
+
+  // Written into one buffer (every received instance gets one): the elements in tag order, text
+  // padded to even length (UI with NUL, the others with a space), after the group length.
+  const texts: Array<[number, string, string]> = [
+    [Tag.MediaStorageSOPClassUID, 'UI', sopClassUid],
+    [Tag.MediaStorageSOPInstanceUID, 'UI', sopInstanceUid],
+    [Tag.TransferSyntaxUID, 'UI', transferSyntaxUid],
+    [Tag.ImplementationClassUID, 'UI', implementationClassUid],
+    [Tag.ImplementationVersionName, 'SH', versionName],
+  ]
+  if (aeTitle !== undefined) texts.push([Tag.SourceApplicationEntityTitle, 'AE', aeTitle])
+  let groupLength = 12 + 2 // FileMetaInformationVersion: OB, long form, 2 bytes
+  for (const [, , text] of texts) groupLength += 8 + text.length + (text.length % 2)
+  const out = Buffer.allocUnsafe(META_START + 12 + groupLength)
+  out.fill(0, 0, PREAMBLE_LENGTH)
+  DICM.copy(out, PREAMBLE_LENGTH)
+  let at = writeElementHeader(out, META_START, Tag.FileMetaInformationGroupLength, 'UL', 4)
+  out.writeUInt32LE(groupLength, at)
+  at = writeElementHeader(out, at + 4, Tag.FileMetaInformationVersion, 'OB', 2)
+  out[at] = 0x00
+  out[at + 1] = 0x01
+  at += 2
+  for (const [tag, vr, text] of texts) {
+    const length = text.length + (text.length % 2)
+    at = writeElementHeader(out, at, tag, vr, length)
+    out.write(text, at, 'latin1')
+    if (length > text.length) out[at + text.length] = vr === 'UI' ? 0x00 : 0x20
+    at += length
+  }
+
+  return out
+}
+
+/** An explicit VR little endian element header at `at`; returns where its value starts. */
+function writeElementHeader(out: Buffer, at: number, tag: number, vr: string, length: number): number {
+  out.writeUInt16LE(tagGroup(tag), at)
+  out.writeUInt16LE(tag & 0xffff, at + 2)
+  out.write(vr, at + 4, 'latin1')
+  if (hasShortLength(vr)) {
+    out.writeUInt16LE(length, at + 6)
+    return at + 8
+  }
+
+  out.writeUInt16LE(0, at + 6)
+  out.writeUInt32LE(length, at + 8)
+  return at + 12
 }
 

@@ -5,8 +5,37 @@ import {readDatasetFromFile} from './dataset-reader.js'
 import type {MetaHeader} from './part10.js'
 import {Tag} from './tags.js'
 
-/** Dataset bytes to send or store: in memory, or a slice of a file (streamed, never loaded whole). */
-export type DatasetSource = {buffer: Buffer} | {path: string; offset: number; length: number}
+/**
+ * Dataset bytes to send or store: in memory (one buffer, or the fragments as they arrived, in
+ * order, never copied together), or a slice of a file (streamed, never loaded whole).
+ */
+export type DatasetSource = {buffer: Buffer} | {buffers: readonly Buffer[]} | {path: string; offset: number; length: number}
+
+/** The dataset's bytes when they are in memory, in order, without a copy; undefined for a file slice. */
+export function datasetBuffers(source: DatasetSource): readonly Buffer[] | undefined {
+  if ('buffer' in source) return [source.buffer]
+  if ('buffers' in source) return source.buffers
+  return undefined
+}
+
+/** The dataset's bytes in one buffer, when they are in memory (fragments are copied together: for readers that need them contiguous). */
+export function datasetBuffer(source: DatasetSource): Buffer | undefined {
+  if ('buffer' in source) return source.buffer
+  if ('buffers' in source) return source.buffers.length === 1 ? source.buffers[0] : Buffer.concat(source.buffers)
+  return undefined
+}
+
+/** How many bytes the dataset has. */
+export function datasetSourceLength(source: DatasetSource): number {
+  if ('buffer' in source) return source.buffer.length
+  if ('buffers' in source) {
+    let length = 0
+    for (const buffer of source.buffers) length += buffer.length
+    return length
+  }
+
+  return source.length
+}
 
 /** Where a spooled instance lies in a journal segment: what senders need to read it; the spool keeps the rest. */
 export interface JournalSlot {
@@ -81,7 +110,7 @@ export function receivedInstanceFromDisk(id: string, meta: MetaHeader, values: M
     callingAeTitle: meta.sourceApplicationEntityTitle ?? '',
     calledAeTitle: '',
     ...where,
-    datasetLength: 'buffer' in where.dataset ? where.dataset.buffer.length : where.dataset.length,
+    datasetLength: datasetSourceLength(where.dataset),
     receivedAt: idTime(id) ?? Date.now(),
   }
 }

@@ -71,53 +71,60 @@ const VR_OF: Record<number, Vr> = {
 /** A decoded command: numbers for US/UL elements, strings for the rest; unknown elements are kept as raw bytes. */
 export type CommandSet = Map<number, number | string | Buffer>
 
-function encodeValue(vr: Vr, value: number | string): Buffer {
-  switch (vr) {
-    case 'US': {
-      const b = Buffer.alloc(2)
-      b.writeUInt16LE(value as number, 0)
-      return b
-    }
-
-    case 'UL': {
-      const b = Buffer.alloc(4)
-      b.writeUInt32LE(value as number, 0)
-      return b
-    }
-
-    case 'UI': {
-      const text = String(value)
-      return Buffer.from(text.length % 2 === 0 ? text : `${text}\0`, 'latin1')
-    }
-
-    default: {
-      const text = String(value)
-      return Buffer.from(text.length % 2 === 0 ? text : `${text} `, 'latin1')
-    }
-  }
+/** Bytes of a value as encoded: US 2, UL 4, text padded to even length (UI with NUL, others with a space). */
+function valueLength(vr: Vr, value: number | string): number {
+  if (vr === 'US') return 2
+  if (vr === 'UL') return 4
+  const length = String(value).length
+  return length + (length % 2)
 }
 
-/** Encodes a command set with its group length; elements are written in tag order. */
+/**
+ * Encodes a command set with its group length; elements are written in tag order. Sized first and
+ * written into one buffer: every request and response on the data path goes through here.
+ */
 export function encodeCommand(fields: Array<[number, number | string]>): Buffer {
-  const sorted = [...fields].sort((a, b) => a[0] - b[0])
-  const parts: Buffer[] = []
+  let sorted = fields
+  for (let i = 1; i < fields.length; i++) {
+    if (fields[i - 1][0] > fields[i][0]) {
+      sorted = [...fields].sort((a, b) => a[0] - b[0])
+      break
+    }
+  }
+
   let length = 0
   for (const [tag, value] of sorted) {
     const vr = VR_OF[tag]
     if (vr === undefined) throw new Error(`no VR known for command tag ${tag.toString(16)}`)
-    const encoded = encodeValue(vr, value)
-    const header = Buffer.alloc(8)
-    header.writeUInt16LE(tag >>> 16, 0)
-    header.writeUInt16LE(tag & 0xffff, 2)
-    header.writeUInt32LE(encoded.length, 4)
-    parts.push(header, encoded)
-    length += 8 + encoded.length
+    length += 8 + valueLength(vr, value)
   }
 
-  const groupLength = Buffer.alloc(12)
-  groupLength.writeUInt32LE(4, 4)
-  groupLength.writeUInt32LE(length, 8)
-  return Buffer.concat([groupLength, ...parts])
+  const out = Buffer.allocUnsafe(12 + length)
+  out.writeUInt32LE(0, 0) // (0000,0000) group length, UL
+  out.writeUInt32LE(4, 4)
+  out.writeUInt32LE(length, 8)
+  let offset = 12
+  for (const [tag, value] of sorted) {
+    const vr = VR_OF[tag]
+    const valueBytes = valueLength(vr, value)
+    out.writeUInt16LE(tag >>> 16, offset)
+    out.writeUInt16LE(tag & 0xffff, offset + 2)
+    out.writeUInt32LE(valueBytes, offset + 4)
+    offset += 8
+    if (vr === 'US') {
+      out.writeUInt16LE(value as number, offset)
+    } else if (vr === 'UL') {
+      out.writeUInt32LE(value as number, offset)
+    } else {
+      const text = String(value)
+      out.write(text, offset, 'latin1')
+      if (text.length % 2 === 1) out[offset + text.length] = vr === 'UI' ? 0 : 0x20
+    }
+
+    offset += valueBytes
+  }
+
+  return out
 }
 
 export function decodeCommand(buffer: Buffer): CommandSet {

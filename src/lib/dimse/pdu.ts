@@ -452,9 +452,18 @@ export class PduReader {
   /** The next complete PDU, or undefined when more bytes are needed. */
   next(): {type: number; body: Buffer} | undefined {
     if (this.buffered < 6) return undefined
-    const head = this.peek(6)
-    const type = head[0]
-    const length = head.readUInt32BE(2)
+    const first = this.chunks[0]
+    let type: number
+    let length: number
+    if (first.length >= 6) {
+      type = first[0]
+      length = first.readUInt32BE(2)
+    } else {
+      const head = this.copyOut(6, false)
+      type = head[0]
+      length = head.readUInt32BE(2)
+    }
+
     if (type < PduType.associateRq || type > PduType.abort) throw new PduError(`unknown PDU type 0x${type.toString(16)}`, AbortReason.unrecognizedPdu)
     const limit = pduLengthLimit(type, this.maxPduLength)
     if (length > limit) throw new PduError(`${PDU_NAMES[type]} of ${length} bytes exceeds the limit of ${limit}`, AbortReason.invalidPduParameterValue)
@@ -463,26 +472,42 @@ export class PduReader {
     return {type, body: whole.subarray(6)}
   }
 
-  private peek(length: number): Buffer {
-    if (this.chunks[0].length >= length) return this.chunks[0]
-    this.chunks = [Buffer.concat(this.chunks)]
-    return this.chunks[0]
-  }
-
   private take(length: number): Buffer {
     const first = this.chunks[0]
-    let out: Buffer
     if (first.length >= length) {
-      out = first.subarray(0, length)
+      // The common case: a view on the socket's chunk, no copy.
       if (first.length === length) this.chunks.shift()
       else this.chunks[0] = first.subarray(length)
-    } else {
-      const all = Buffer.concat(this.chunks)
-      out = all.subarray(0, length)
-      this.chunks = all.length > length ? [all.subarray(length)] : []
+      this.buffered -= length
+      return first.subarray(0, length)
     }
 
-    this.buffered -= length
+    return this.copyOut(length, true)
+  }
+
+  /**
+   * The next `length` buffered bytes copied into a buffer of their own (a PDU split across socket
+   * chunks): only those bytes are copied, the rest stays where it is. `consume` drops them.
+   */
+  private copyOut(length: number, consume: boolean): Buffer {
+    const out = Buffer.allocUnsafe(length)
+    let filled = 0
+    let index = 0
+    while (filled < length) {
+      const chunk = this.chunks[index]
+      const n = Math.min(chunk.length, length - filled)
+      chunk.copy(out, filled, 0, n)
+      filled += n
+      if (!consume) {
+        index++
+      } else if (n === chunk.length) {
+        this.chunks.shift()
+      } else {
+        this.chunks[0] = chunk.subarray(n)
+      }
+    }
+
+    if (consume) this.buffered -= length
     return out
   }
 }

@@ -25,6 +25,7 @@ import {
   encodeAssociateRj,
   encodeReleaseRp,
 } from './pdu.js'
+import {datasetBuffer} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
 import type {DimseResponse, StoreInstance} from './scu.js'
 import {Status, isPending} from './status.js'
@@ -658,7 +659,8 @@ class ScpAssociation {
     const contextId = this.storeContext(instance.sopClassUid, instance.transferSyntaxUid)
     if (contextId === undefined) return Promise.reject(new Error(`the requester did not accept ${instance.sopClassUid} in ${instance.transferSyntaxUid} with the SCP role`))
     if (this.state !== 'established') return Promise.reject(new Error('the association has ended'))
-    if (!('buffer' in instance.dataset)) return Promise.reject(new Error('C-GET sub-operations send datasets held in memory'))
+    const dataset = datasetBuffer(instance.dataset)
+    if (dataset === undefined) return Promise.reject(new Error('C-GET sub-operations send datasets held in memory'))
     this.outgoingMessageId = (this.outgoingMessageId % 0xffff) + 1
     const messageId = this.outgoingMessageId
     const response = new Promise<DimseResponse>((resolve, reject) => this.outgoing.set(messageId, {resolve, reject}))
@@ -672,7 +674,7 @@ class ScpAssociation {
       // No Move Originator fields: PS3.7 9.3.1.1 has them for C-MOVE's sub-operations only.
     ])
     writePdvs(this.socket, contextId, true, command, this.peerMaxPduLength)
-    writePdvs(this.socket, contextId, false, instance.dataset.buffer, this.peerMaxPduLength)
+    writePdvs(this.socket, contextId, false, dataset, this.peerMaxPduLength)
     return response
   }
 

@@ -24,10 +24,10 @@ import {
   encodeAssociateRq,
   encodeReleaseRq,
 } from './pdu.js'
-import type {DatasetSource} from '../dicom/received-instance.js'
+import {type DatasetSource, datasetBuffers, datasetSourceLength} from '../dicom/received-instance.js'
 import {transferSyntaxInfo} from '../dicom/uids.js'
 import {Status, isPending} from './status.js'
-import {maxFragment, writePdvs} from './wire.js'
+import {maxFragment, writePdvList, writePdvs} from './wire.js'
 
 export const IMPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2'
 
@@ -131,6 +131,8 @@ export class ScuAssociation extends EventEmitter {
   private releasing?: {resolve: () => void}
   private lastActivity = Date.now()
   private timer?: NodeJS.Timeout
+  /** The open request's deadline (see armDeadline); messageId -1 when no request is open. */
+  private deadline?: {timeoutMs: number; what: string; messageId: number; timer: NodeJS.Timeout}
   private closedError?: Error
   private busy = false
 
@@ -321,7 +323,7 @@ export class ScuAssociation extends EventEmitter {
 
   /** Sends one instance's dataset bytes unchanged and resolves with the peer's status (any status, success or not). */
   async store(instance: StoreInstance): Promise<DimseResponse> {
-    const length = 'buffer' in instance.dataset ? instance.dataset.buffer.length : instance.dataset.length
+    const length = datasetSourceLength(instance.dataset)
     if (length % 2 === 1 && !transferSyntaxInfo(instance.transferSyntaxUid)?.deflated) {
       throw new DdrError('INVALID_DICOM', `the dataset of ${instance.sopInstanceUid} has an odd length (${length} bytes) in transfer syntax ${instance.transferSyntaxUid}: DICOM needs even lengths`)
     }
@@ -395,16 +397,7 @@ export class ScuAssociation extends EventEmitter {
     response.catch(() => {})
     this.lastActivity = Date.now()
     this.armTimer()
-    let overdue: NodeJS.Timeout | undefined
-    if (deadline !== undefined) {
-      overdue = setTimeout(() => {
-        const error = new DdrError('TIMEOUT', `${this.peer} did not finish ${deadline.what} within ${deadline.timeoutMs} ms`)
-        this.abort()
-        this.closedError = error
-        this.pending?.reject(error)
-      }, deadline.timeoutMs)
-      overdue.unref()
-    }
+    if (deadline !== undefined) this.armDeadline(deadline, messageId)
 
     try {
       await send(contextId, messageId)
@@ -418,18 +411,18 @@ export class ScuAssociation extends EventEmitter {
     } finally {
       this.busy = false
       this.pending = undefined
-      clearInterval(this.timer)
-      clearTimeout(overdue)
+      if (this.deadline !== undefined) this.deadline.messageId = -1
     }
   }
 
+  /** The no-progress check: one interval for the association's life (made at its first request), idle while no request is open. */
   private armTimer(): void {
+    if (this.timer !== undefined) return
     const timeoutMs = this.options.requestTimeoutMs ?? 60_000
-    clearInterval(this.timer)
     this.timer = setInterval(() => {
       // An incoming C-STORE being taken (a C-GET's sub-operation waiting for its destination) is progress.
       if (this.storesInHand > 0) this.lastActivity = Date.now()
-      if (Date.now() - this.lastActivity > timeoutMs) {
+      if (this.busy && Date.now() - this.lastActivity > timeoutMs) {
         this.abort()
         this.closedError = new DdrError('TIMEOUT', `${this.peer} made no progress for ${timeoutMs} ms`)
         this.pending?.reject(this.closedError)
@@ -438,15 +431,47 @@ export class ScuAssociation extends EventEmitter {
     this.timer.unref()
   }
 
+  /**
+   * Aborts the request `messageId` if it is still open after `deadline.timeoutMs`. One timer per
+   * association, re-armed for each request (refresh, no new timer): a C-STORE is sent per
+   * instance, and timers made and cleared per request cost more than the rest of its bookkeeping.
+   */
+  private armDeadline(deadline: {timeoutMs: number; what: string}, messageId: number): void {
+    const current = this.deadline
+    if (current !== undefined && current.timeoutMs === deadline.timeoutMs) {
+      current.what = deadline.what
+      current.messageId = messageId
+      current.timer.refresh()
+      return
+    }
+
+    if (current !== undefined) clearTimeout(current.timer)
+    const state = {timeoutMs: deadline.timeoutMs, what: deadline.what, messageId, timer: undefined as unknown as NodeJS.Timeout}
+    state.timer = setTimeout(() => {
+      // Fired after its request ended (messageId -1) or for an earlier one: nothing to do.
+      if (!this.busy || state.messageId < 0 || this.pending?.messageId !== state.messageId) return
+      const error = new DdrError('TIMEOUT', `${this.peer} did not finish ${state.what} within ${state.timeoutMs} ms`)
+      this.abort()
+      this.closedError = error
+      this.pending?.reject(error)
+    }, deadline.timeoutMs)
+    state.timer.unref()
+    this.deadline = state
+  }
+
   private async sendDataset(contextId: number, source: DatasetSource): Promise<void> {
     // PDV fragments must have even lengths (PS3.8 E.1). A deflated stream may end on an odd byte
     // and gets the pad byte PS3.5 A.5 asks for; any other odd dataset is malformed and is not sent
     // (the listener refuses such instances, so only a file given to `ddr send` can be one).
-    if ('buffer' in source) {
-      const bytes = source.buffer.length % 2 === 0 ? source.buffer : Buffer.concat([source.buffer, PAD])
-      if (!writePdvs(this.socket, contextId, false, bytes, this.peerMaxPduLength)) await this.drain()
+    const inMemory = datasetBuffers(source)
+    if (inMemory !== undefined) {
+      // Written as they are (fragments as they arrived included), no copy.
+      const parts = datasetSourceLength(source) % 2 === 0 ? inMemory : [...inMemory, PAD]
+      if (!writePdvList(this.socket, contextId, false, parts, this.peerMaxPduLength)) await this.drain()
       return
     }
+
+    if (!('path' in source)) throw new Error('unreachable: a dataset in memory was sent above')
 
     const fragment = maxFragment(this.peerMaxPduLength)
     const chunkSize = Math.max(fragment, Math.floor(READ_CHUNK / fragment) * fragment)
@@ -616,6 +641,7 @@ export class ScuAssociation extends EventEmitter {
     if (this.closedError !== undefined) return
     this.closedError = error
     clearInterval(this.timer)
+    if (this.deadline !== undefined) clearTimeout(this.deadline.timer)
     this.pending?.reject(error)
     this.pending = undefined
     this.releasing?.resolve()

@@ -31,3 +31,39 @@ export function writePdvs(socket: Socket, contextId: number, isCommand: boolean,
   process.nextTick(() => socket.uncork())
   return ok
 }
+
+/**
+ * As writePdvs, for a message part held as several buffers in order (a dataset as its fragments
+ * arrived): PDVs are cut to the peer's maximum PDU length across the buffers, and each goes out as
+ * its header and views on the buffers, nothing copied together.
+ */
+export function writePdvList(socket: Socket, contextId: number, isCommand: boolean, parts: readonly Buffer[], peerMaxPduLength: number, last = true): boolean {
+  if (parts.length === 1) return writePdvs(socket, contextId, isCommand, parts[0], peerMaxPduLength, last)
+  const fragment = maxFragment(peerMaxPduLength)
+  let total = 0
+  for (const part of parts) total += part.length
+  let ok = true
+  socket.cork()
+  if (total === 0) ok = socket.write(pDataHeader(contextId, isCommand, last, 0))
+  let index = 0
+  let within = 0
+  for (let sent = 0; sent < total; ) {
+    const length = Math.min(fragment, total - sent)
+    sent += length
+    socket.write(pDataHeader(contextId, isCommand, last && sent === total, length))
+    for (let left = length; left > 0; ) {
+      const part = parts[index]
+      const take = Math.min(part.length - within, left)
+      if (take > 0) ok = socket.write(within === 0 && take === part.length ? part : part.subarray(within, within + take))
+      left -= take
+      within += take
+      if (within === part.length) {
+        index++
+        within = 0
+      }
+    }
+  }
+
+  process.nextTick(() => socket.uncork())
+  return ok
+}

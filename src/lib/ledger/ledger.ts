@@ -114,11 +114,13 @@ const COUNTED_QUIET_MS = 5000
 
 const DAY_MS = 86_400_000
 /**
- * Writes are gathered this long (or up to FLUSH_MAX of them) into one transaction: a commit costs
- * about as much for one instance as for fifty, and a sender waiting for each Success would
- * otherwise pay one per instance.
+ * Writes are gathered this long (or up to FLUSH_MAX of them) into one transaction: a commit (and
+ * the log sync that follows outcomes) costs about as much for one instance as for fifty, and a
+ * sender waiting for each Success would otherwise pay one per instance. Measured with a serial
+ * sender (~250 instances/s): the ledger costs ~0.29 ms CPU per instance with 10 ms, ~0.15 ms with
+ * 25 ms. Nothing waits for it but the spool's release of delivered instances.
  */
-const FLUSH_MS = 10
+const FLUSH_MS = 25
 const FLUSH_MAX = 256
 
 /** Receipts kept in memory while a shared ledger is unreachable, before new instances are refused. */
@@ -412,12 +414,38 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     if (receipts.length === 0 && outcomes.length === 0) return
     this.pendingReceipts = []
     this.pendingOutcomes = []
-    if (this.store.transientFailures && this.store.write !== undefined) return this.writeShared(receipts, outcomes)
+    if (this.store.transientFailures) return this.writeShared(receipts, outcomes)
+    const outcomeList = outcomes.map((o) => o.outcome)
+    let amended: string[] = []
+    let receiptError: Error | undefined
+    let outcomeError: Error | undefined
+    try {
+      // One commit for both (a commit costs about as much for one row as for fifty).
+      amended = await this.store.record(receipts, outcomeList)
+    } catch {
+      // Each part on its own, so one that fails does not keep the other from being recorded.
+      if (receipts.length > 0) {
+        try {
+          amended = await this.store.received(receipts)
+        } catch (error) {
+          receiptError = error as Error
+        }
+      }
+
+      if (outcomes.length > 0) {
+        try {
+          await this.store.outcomes(outcomeList)
+        } catch (error) {
+          outcomeError = error as Error
+        }
+      }
+    }
+
     if (receipts.length > 0) {
-      try {
-        this.afterReceipts(receipts, await this.store.received(receipts))
-      } catch (error) {
-        const message = `study ledger ${this.store.file}: ${(error as Error).message}`
+      if (receiptError === undefined) {
+        this.afterReceipts(receipts, amended)
+      } else {
+        const message = `study ledger ${this.store.file}: ${receiptError.message}`
         // They are safe in the spool and will be delivered; a restart records those it still holds.
         this.options.logger.error('ledger-failed', {unrecorded: receipts.length}, `${message}; ${receipts.map((r) => r.sopInstanceUid).join(' ')} acknowledged but not recorded; refusing new instances with A700`)
         this.failure = message
@@ -425,17 +453,13 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     }
 
     if (outcomes.length > 0) {
-      let written = true
-      try {
-        await this.store.outcomes(outcomes.map((o) => o.outcome))
-      } catch (error) {
-        written = false
-        this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not record ${outcomes.length} delivery outcomes: ${(error as Error).message}`)
+      if (outcomeError !== undefined) {
+        this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not record ${outcomes.length} delivery outcomes: ${outcomeError.message}`)
       }
 
       // The spool lets these instances go once resolved: the outcome (and every receipt before it)
       // must be on disk first, so a power loss cannot leave an instance in neither.
-      const synced = written ? this.store.syncLog() : Promise.resolve()
+      const synced = outcomeError === undefined ? this.store.syncLog() : Promise.resolve()
       void synced
         .catch((error: Error) => this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not sync its log: ${error.message}`))
         .finally(() => {
@@ -451,7 +475,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
    */
   private async writeShared(receipts: InstanceReceipt[], outcomes: Array<{outcome: InstanceOutcome; resolve: () => void}>): Promise<void> {
     try {
-      const amended = await this.store.write!(receipts, outcomes.map((o) => o.outcome))
+      const amended = await this.store.record(receipts, outcomes.map((o) => o.outcome))
       this.afterReceipts(receipts, amended)
       for (const o of outcomes) o.resolve()
       if (this.unreachableSince !== undefined) {

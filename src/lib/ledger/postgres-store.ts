@@ -218,7 +218,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
   }
 
   /** Receipts, then outcomes (an outcome updates its receipt's row), in one transaction. */
-  write(receipts: InstanceReceipt[], outcomes: InstanceOutcome[]): Promise<string[]> {
+  record(receipts: InstanceReceipt[], outcomes: InstanceOutcome[]): Promise<string[]> {
     return this.transaction(async (client) => {
       const amended = receipts.length === 0 ? [] : await this.writeReceipts(client, receipts, false)
       if (outcomes.length > 0) await this.writeOutcomes(client, outcomes)

@@ -2,7 +2,7 @@ import {closeSync, fstatSync, linkSync, openSync, readdirSync, statSync, unlinkS
 import {mkdir, rm} from 'node:fs/promises'
 import path from 'node:path'
 
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {type ReceivedInstance, datasetBuffers} from '../dicom/received-instance.js'
 import {readFileSlice} from '../fs/durable.js'
 
 /** Options for RetentionStore. */
@@ -83,12 +83,12 @@ export class RetentionStore {
     }
 
     const source = instance.dataset
-    const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
+    const dataset = datasetBuffers(source) ?? ('path' in source ? [await readFileSlice(source.path, source.offset, source.length)] : [])
     const segment = this.openSegment()
     const offset = segment.size
     // Synchronous on purpose: one write call for a small copy, where a promise-based call costs
     // more than that in dispatch alone.
-    writevSync(segment.fd, [instance.metaHeader, dataset], offset)
+    writevSync(segment.fd, [instance.metaHeader, ...dataset], offset)
     segment.size += length
     this.grow(segment.name, length)
     if (segment.size >= (this.options.segmentBytes ?? 64 * 1024 * 1024)) this.closeSegment()

@@ -82,6 +82,10 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
   private readonly upsertStudy?: Database.Statement
   private readonly outcome?: Database.Statement
   private readonly stateOf?: Database.Statement<[string], {state: StudyState}>
+  // Made once: db.transaction() builds its wrappers anew on every call.
+  private readonly receivedTransaction?: (receipts: InstanceReceipt[], recovered: boolean) => string[]
+  private readonly outcomesTransaction?: (outcomes: InstanceOutcome[]) => void
+  private readonly recordTransaction?: (receipts: InstanceReceipt[], outcomes: InstanceOutcome[]) => string[]
   private readonly summarySql: string
   /** Which module ran on which study (the processing room's records). */
   readonly processing: ProcessingRuns
@@ -145,6 +149,13 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
         state = 'receiving', stable_at = NULL, receipt = NULL`)
     this.stateOf = this.db.prepare<[string], {state: StudyState}>('SELECT state FROM studies WHERE study_instance_uid = ?')
     this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail, kept = COALESCE(@kept, kept) WHERE sop_instance_uid = @sopInstanceUid`)
+    this.receivedTransaction = this.db.transaction((receipts: InstanceReceipt[], recovered: boolean) => this.insertReceipts(receipts, recovered))
+    this.outcomesTransaction = this.db.transaction((outcomes: InstanceOutcome[]) => this.updateOutcomes(outcomes))
+    this.recordTransaction = this.db.transaction((receipts: InstanceReceipt[], outcomes: InstanceOutcome[]) => {
+      const amended = this.insertReceipts(receipts, false)
+      this.updateOutcomes(outcomes)
+      return amended
+    })
   }
 
   private checkVersion(): void {
@@ -160,39 +171,52 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
    * after a restart, recorded only where unknown.
    */
   received(receipts: InstanceReceipt[], recovered = false): string[] {
-    const amended: string[] = []
-    const stateOf = this.stateOf!
-    this.db.transaction(() => {
-      for (const receipt of receipts) {
-        const before = stateOf.get(receipt.studyInstanceUid)?.state
-        // An instance processing made from the study (its SR) re-opens it, but is no amendment of the sender's.
-        const amendment = before === 'stable' && !recovered && receipt.derived !== true
-        if (amendment) amended.push(receipt.studyInstanceUid)
-        const row = {
-          seriesInstanceUid: null,
-          modality: null,
-          remoteAddress: null,
-          patientId: null,
-          accessionNumber: null,
-          studyDate: null,
-          ...receipt,
-          amendment: amendment ? 1 : 0,
-        }
-        const inserted = (recovered ? this.recoverInstance! : this.insertInstance!).run(row)
-        if (!recovered || inserted.changes > 0) {
-          if (recovered && before === 'stable') continue
-          this.upsertStudy!.run(row)
-        }
-      }
-    })()
-    return [...new Set(amended)]
+    return this.receivedTransaction!(receipts, recovered)
   }
 
   /** Records what became of instances (stored on a backend, dead-lettered). */
   outcomes(outcomes: InstanceOutcome[]): void {
-    this.db.transaction(() => {
-      for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
-    })()
+    this.outcomesTransaction!(outcomes)
+  }
+
+  /**
+   * received() and outcomes() in one transaction: one commit (one set of log pages, one lock)
+   * where the two would take two. Throws if either part fails; nothing is then written.
+   */
+  record(receipts: InstanceReceipt[], outcomes: InstanceOutcome[]): string[] {
+    return this.recordTransaction!(receipts, outcomes)
+  }
+
+  private insertReceipts(receipts: InstanceReceipt[], recovered: boolean): string[] {
+    const amended: string[] = []
+    const stateOf = this.stateOf!
+    for (const receipt of receipts) {
+      const before = stateOf.get(receipt.studyInstanceUid)?.state
+      // An instance processing made from the study (its SR) re-opens it, but is no amendment of the sender's.
+      const amendment = before === 'stable' && !recovered && receipt.derived !== true
+      if (amendment) amended.push(receipt.studyInstanceUid)
+      const row = {
+        seriesInstanceUid: null,
+        modality: null,
+        remoteAddress: null,
+        patientId: null,
+        accessionNumber: null,
+        studyDate: null,
+        ...receipt,
+        amendment: amendment ? 1 : 0,
+      }
+      const inserted = (recovered ? this.recoverInstance! : this.insertInstance!).run(row)
+      if (!recovered || inserted.changes > 0) {
+        if (recovered && before === 'stable') continue
+        this.upsertStudy!.run(row)
+      }
+    }
+
+    return amended.length === 0 ? amended : [...new Set(amended)]
+  }
+
+  private updateOutcomes(outcomes: InstanceOutcome[]): void {
+    for (const outcome of outcomes) this.outcome!.run({backend: null, detail: null, ...outcome, kept: outcome.kept === undefined ? null : JSON.stringify(outcome.kept)})
   }
 
   /** Studies still receiving, with their last arrival: the completion timer's starting point after a restart. */

@@ -64,8 +64,8 @@ export interface LedgerStore {
 
   received(receipts: InstanceReceipt[], recovered?: boolean): Awaitable<string[]>
   outcomes(outcomes: InstanceOutcome[]): Awaitable<void>
-  /** Receipts and then outcomes in one write (what a flush of the ledger sends); returns the amended studies. */
-  write?(receipts: InstanceReceipt[], outcomes: InstanceOutcome[]): Promise<string[]>
+  /** Receipts and then outcomes in one transaction (what a flush of the ledger writes); returns the amended studies. Nothing is written when it throws. */
+  record(receipts: InstanceReceipt[], outcomes: InstanceOutcome[]): Awaitable<string[]>
   receiving(): Awaitable<Array<{studyInstanceUid: string; lastReceived: number}>>
   markStable(studyInstanceUids: string[], quietSince: number, at: number): Awaitable<StudySummary[]>
   studies(query?: StudyQuery): Awaitable<StudySummary[]>

@@ -59,8 +59,12 @@ const CLAIMED_HOME_GRACE_MS = 30_000
  * one (that never dead-letters). See docs/reliability.md.
  */
 export class Forwarder {
-  /** Entries to send, oldest first, from `head` on (a queue without O(n) shifts). */
-  private ready: Entry[] = []
+  /**
+   * Entries to send, oldest first, from `head` on (a queue without O(n) shifts). Slots before
+   * `head` are emptied as entries are taken: a taken entry (and its dataset, held in memory) must
+   * not stay reachable from here until the array is next compacted.
+   */
+  private ready: Array<Entry | undefined> = []
   private head = 0
   /** Entries waiting for their retry time. */
   private delayed: Entry[] = []
@@ -109,7 +113,7 @@ export class Forwarder {
 
   /** What waits, oldest first (at most `limit`), for the console's queue page; `total` counts all. */
   waiting(limit = 500): {total: number; entries: QueueEntry[]} {
-    const ready = new Set(this.ready.slice(this.head))
+    const ready = new Set<Entry | undefined>(this.ready.slice(this.head))
     const delayed = new Set(this.delayed)
     const all = [...this.bySop.values()].sort((a, b) => a.instance.receivedAt - b.instance.receivedAt)
     return {
@@ -143,7 +147,7 @@ export class Forwarder {
     // Small instances are sent from memory while the queue holds little; beyond the budget (a
     // backend outage, a burst of large instances) only the spool files are kept, so memory does
     // not grow with the backlog.
-    if ('buffer' in instance.dataset) {
+    if (!('path' in instance.dataset)) {
       const onDisk = spooledDataset(instance)
       if (onDisk !== undefined && this.memoryBytes + instance.datasetLength > IN_MEMORY_BYTES) instance.dataset = onDisk
       else this.memoryBytes += instance.datasetLength
@@ -192,7 +196,8 @@ export class Forwarder {
     // so one pump never walks a whole backlog.
     const skipped: Entry[] = []
     for (let scanned = 0; this.head < this.ready.length && free > 0 && scanned < MAX_SCAN; scanned++) {
-      const entry = this.ready[this.head++]
+      const entry = this.ready[this.head]!
+      this.ready[this.head++] = undefined
       const target = this.target(entry)
       if (target === undefined) {
         skipped.push(entry)
@@ -328,7 +333,7 @@ export class Forwarder {
   /** The entry left the queue (stored or dead-lettered). */
   private forget(entry: Entry): void {
     this.bySop.delete(entry.instance.sopInstanceUid)
-    if ('buffer' in entry.instance.dataset) this.memoryBytes -= entry.instance.datasetLength
+    if (!('path' in entry.instance.dataset)) this.memoryBytes -= entry.instance.datasetLength
   }
 
   private retryLater(entry: Entry): void {

@@ -42,6 +42,9 @@ export function newInstanceId(): string {
   return `${Date.now().toString(36)}-${counter.toString(36).padStart(4, '0')}-${processNonce}`
 }
 
+/** A dataset held in memory in more fragments than this is copied into one buffer. */
+const MAX_FRAGMENTS = 32
+
 /** Bytes written to a file but not yet confirmed by the OS before the sender is asked to wait. */
 const WRITE_HIGH_WATER = 1024 * 1024
 
@@ -61,7 +64,7 @@ export class InstanceSink implements StoreSink {
   private drainWaiters: Array<() => void> = []
   private fileError?: Error
   private readonly metaHeader: Buffer
-  private readonly partPath: string
+  private partFile?: string
   private aborted = false
   private readonly check: ReceivedDatasetCheck
 
@@ -73,7 +76,12 @@ export class InstanceSink implements StoreSink {
       transferSyntaxUid: request.transferSyntaxUid,
       sourceAeTitle: request.association.callingAeTitle,
     })
-    this.partPath = path.join(options.dir, `${this.id}.dcm.part`)
+  }
+
+  /** `<dir>/<id>.dcm.part`: named only for an instance that gets a file (most stay in memory). */
+  private get partPath(): string {
+    this.partFile ??= path.join(this.options.dir, `${this.id}.dcm.part`)
+    return this.partFile
   }
 
   write(chunk: Buffer): boolean {
@@ -177,15 +185,19 @@ export class InstanceSink implements StoreSink {
   private async complete(values: Map<number, string>): Promise<ReceivedInstance> {
     if (this.aborted) throw new Error('association ended before the dataset was complete')
     const inMemory = this.handle === undefined
-    const prefix = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks)
+    // The fragments as they arrived (views on the received PDUs): written and sent as they are,
+    // not copied together (a copy per instance, and memory the garbage collector has to count).
+    // Many tiny fragments (a sender with a small maximum PDU length, or a hostile one) are copied
+    // together once, so a queued instance never costs much more memory than its bytes.
+    const fragments = this.chunks.length <= MAX_FRAGMENTS ? this.chunks : [Buffer.concat(this.chunks)]
     let filePath: string | undefined
     let journalRecord: JournalRecord | undefined
     if (this.options.durable && inMemory) {
       if (this.options.journal === undefined) {
         this.openFile()
-        this.queueWrite([this.metaHeader, prefix])
+        this.queueWrite([this.metaHeader, ...fragments])
       } else {
-        journalRecord = await this.options.journal.append(this.id, [this.metaHeader, prefix])
+        journalRecord = await this.options.journal.append(this.id, [this.metaHeader, ...fragments])
       }
     }
 
@@ -210,7 +222,7 @@ export class InstanceSink implements StoreSink {
       calledAeTitle: this.request.association.calledAeTitle,
       metaHeader: this.metaHeader,
       // Small instances are sent from memory even when spooled; the file is the durable copy.
-      dataset: inMemory ? {buffer: prefix} : {path: filePath!, offset: this.metaHeader.length, length: this.size},
+      dataset: inMemory ? (fragments.length === 1 ? {buffer: fragments[0]} : {buffers: fragments}) : {path: filePath!, offset: this.metaHeader.length, length: this.size},
       path: filePath,
       journal: journalRecord,
       datasetLength: this.size,

@@ -7,7 +7,7 @@ import {backoffDelay} from './backoff.js'
 import {formatStatus, isStored, isTransientRefusal} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
 import {datasyncFile, syncDir, writeFileAtomic} from '../fs/durable.js'
-import {readPart10Instance} from '../dicom/received-instance.js'
+import {datasetBuffers, readPart10Instance} from '../dicom/received-instance.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 
@@ -266,7 +266,7 @@ export class MirrorQueue {
   private async holdVolatile(instance: ReceivedInstance, mirrors: BackendState[]): Promise<Array<Pick<Job, 'instance' | 'file'>>> {
     const source = instance.dataset
     const bare = {...instance, path: undefined, journal: undefined}
-    if ('buffer' in source) return mirrors.map(() => ({instance: bare}))
+    if (!('path' in source)) return mirrors.map(() => ({instance: bare}))
     const scratch = this.options.scratchDir
     if (scratch === undefined) {
       const buffer = Buffer.alloc(source.length)
@@ -411,10 +411,13 @@ async function writePart10(instance: ReceivedInstance, target: string): Promise<
 async function* part10Chunks(instance: ReceivedInstance): AsyncGenerator<Buffer> {
   yield instance.metaHeader
   const source = instance.dataset
-  if ('buffer' in source) {
-    yield source.buffer
+  const inMemory = datasetBuffers(source)
+  if (inMemory !== undefined) {
+    yield* inMemory
     return
   }
+
+  if (!('path' in source)) return
 
   const input = await open(source.path, 'r')
   try {

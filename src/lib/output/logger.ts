@@ -37,18 +37,39 @@ export class Logger {
   }
 
   private log(level: LogLevel, event: string, fields: LogFields, message?: string): void {
-    const time = new Date().toISOString()
+    const time = isoNow()
     if (this.format === 'json') {
       this.out(JSON.stringify({time, level, event, ...fields, ...(message === undefined ? {} : {message})}), level === 'warn' || level === 'error')
       return
     }
 
-    const pairs = Object.entries(fields)
-      .filter(([, v]) => v !== undefined && v !== null && v !== '')
-      .map(([k, v]) => `${k}=${formatValue(v!)}`)
-      .join(' ')
-    this.out(`${time} ${level.toUpperCase().padEnd(5)} ${event}${pairs ? ` ${pairs}` : ''}${message ? ` - ${message}` : ''}`, level === 'warn' || level === 'error')
+    // Built in one pass (the router logs every instance): `time LEVEL event key=value ... - message`.
+    let line = `${time} ${LEVEL_TEXT[level]} ${event}`
+    for (const key in fields) {
+      const value = fields[key]
+      if (value === undefined || value === null || value === '') continue
+      line += ` ${key}=${formatValue(value)}`
+    }
+
+    if (message) line += ` - ${message}`
+    this.out(line, level === 'warn' || level === 'error')
   }
+}
+
+const LEVEL_TEXT: Record<LogLevel, string> = {debug: 'DEBUG', info: 'INFO ', warn: 'WARN ', error: 'ERROR'}
+
+let lastMs = 0
+let lastIso = ''
+
+/** The time as ISO 8601, formatted once per millisecond. */
+function isoNow(): string {
+  const now = Date.now()
+  if (now !== lastMs) {
+    lastMs = now
+    lastIso = new Date(now).toISOString()
+  }
+
+  return lastIso
 }
 
 let pending: string[] = []

@@ -4,7 +4,7 @@ import type {BackendConfig, RoutingRule, RuleTagMatch} from '../config/schema.js
 import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {Tag, parseTag} from '../dicom/tags.js'
 import {DdrError} from '../errors.js'
-import type {ReceivedInstance} from '../dicom/received-instance.js'
+import {type ReceivedInstance, datasetBuffer} from '../dicom/received-instance.js'
 
 /** What the rules say about one instance. */
 export interface RuleDecision {
@@ -188,7 +188,9 @@ export function readExtraTags(instance: RuleInstance, tags: readonly number[]): 
   const source = instance.dataset
   if (source === undefined || tags.length === 0) return new Map()
   try {
-    if ('buffer' in source) return readTopLevelElements(source.buffer, instance.transferSyntaxUid, tags, {endOfData: true}).values
+    const inMemory = datasetBuffer(source)
+    if (inMemory !== undefined) return readTopLevelElements(inMemory, instance.transferSyntaxUid, tags, {endOfData: true}).values
+    if (!('path' in source)) return new Map()
     const fd = openSync(source.path, 'r')
     try {
       for (let take = Math.min(source.length, FIRST_READ_BYTES); ; take = Math.min(source.length, take * 8)) {

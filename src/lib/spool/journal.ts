@@ -1,4 +1,4 @@
-import {closeSync, openSync, writeSync} from 'node:fs'
+import {closeSync, openSync, writeSync, writevSync} from 'node:fs'
 import {type FileHandle, open, readdir, readFile, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {crc32} from 'node:zlib'
@@ -14,7 +14,8 @@ import {syncDir} from '../fs/durable.js'
  * (u16 LE), 2 reserved bytes, the id (ASCII), the payload (the Part 10 meta header, then the
  * dataset bytes as received). Writes are serialized, so a record is written only after every
  * record before it: a torn record can only be the last one written, never acknowledged, and
- * recovery stops there. A sealed segment is deleted once all its records are delivered.
+ * recovery stops there. A record is written by the caller's thread when nothing is queued before
+ * it (one pwritev into the page cache); only the fdatasync goes to the thread pool. A sealed segment is deleted once all its records are delivered.
  *
  * Space ahead of the write position is preallocated by writing zeros (and fdatasync'ing them)
  * in the background, a few MB at a time. A record written into that space changes no file size
@@ -74,6 +75,8 @@ export class Journal {
   private active?: Segment
   private readonly segments = new Set<Segment>()
   private writes: Promise<unknown> = Promise.resolve()
+  /** Appends waiting in `writes`; while there are any, a new record queues behind them (order is what recovery relies on). */
+  private queuedWrites = 0
   private syncRunning?: Promise<void>
   private syncNext?: Promise<void>
   /** Segments written since their last fdatasync. */
@@ -126,31 +129,64 @@ export class Journal {
   /** Appends a record; resolves once it is on disk (fdatasync), never before. */
   append(id: string, parts: Buffer[]): Promise<JournalRecord> {
     const idBytes = Buffer.from(id, 'latin1')
-    const payloadLength = parts.reduce((sum, part) => sum + part.length, 0)
-    const header = Buffer.alloc(HEADER_BYTES)
+    let payloadLength = 0
+    for (const part of parts) payloadLength += part.length
+    const header = Buffer.allocUnsafe(HEADER_BYTES)
     header.writeUInt32LE(MAGIC, 0)
     header.writeUInt32LE(payloadLength, 4)
     let crc = crc32(idBytes)
     for (const part of parts) crc = crc32(part, crc)
     header.writeUInt32LE(crc, 8)
     header.writeUInt16LE(idBytes.length, 12)
+    header.writeUInt16LE(0, 14)
+    const buffers = [header, idBytes, ...parts]
+    const recordBytes = HEADER_BYTES + idBytes.length + payloadLength
+    const active = this.active
+    if (this.queuedWrites === 0 && active !== undefined && !this.mustWait(active, recordBytes)) {
+      // The common case: nothing queued before this record and room in the open segment. One
+      // write from this thread (the bytes go to the page cache, as retention's copy does): a trip
+      // through the thread pool would cost more in wake-ups and promises than the copy itself.
+      let record: JournalRecord
+      try {
+        record = this.write(active, id, buffers, recordBytes, idBytes.length, (position) => writevSync(active.handle!.fd, buffers, position))
+      } catch (error) {
+        return Promise.reject(error)
+      }
+
+      return this.sync().then(() => record)
+    }
+
+    this.queuedWrites++
     const written = this.writes.then(async () => {
-      const recordBytes = HEADER_BYTES + idBytes.length + payloadLength
       const segment = await this.segmentFor(recordBytes)
       if (segment.size + recordBytes > segment.allocated && segment.filling !== undefined) await segment.filling
-      const position = segment.size
-      await segment.handle!.writev([header, idBytes, ...parts], position)
-      segment.size += recordBytes
-      segment.live++
-      this.dirty.add(segment)
-      this.preallocate(segment)
-      return {id, segment, payloadOffset: position + HEADER_BYTES + idBytes.length, payloadLength}
+      const {bytesWritten} = await segment.handle!.writev(buffers, segment.size)
+      return this.write(segment, id, buffers, recordBytes, idBytes.length, () => bytesWritten)
     })
-    this.writes = written.catch(() => {})
+    this.writes = written.catch(() => {}).finally(() => this.queuedWrites--)
     return written.then(async (record) => {
       await this.sync()
       return record
     })
+  }
+
+  /** Whether a record of this size must go the queued way: a new segment is due, or it would land in zeros still being written. */
+  private mustWait(segment: Segment, recordBytes: number): boolean {
+    if (segment.size > 0 && segment.size + recordBytes > this.segmentBytes) return true
+    return segment.size + recordBytes > segment.allocated && segment.filling !== undefined
+  }
+
+  /** Writes a record at the segment's end (`writeAt` does the I/O and returns the bytes written) and accounts for it. */
+  private write(segment: Segment, id: string, buffers: Buffer[], recordBytes: number, idLength: number, writeAt: (position: number) => number): JournalRecord {
+    const position = segment.size
+    const bytesWritten = writeAt(position)
+    // A short write (disk full) leaves a torn record: the next one overwrites it, recovery stops at it.
+    if (bytesWritten !== recordBytes) throw new Error(`journal ${segment.path}: wrote ${bytesWritten} of a ${recordBytes}-byte record`)
+    segment.size += recordBytes
+    segment.live++
+    this.dirty.add(segment)
+    this.preallocate(segment)
+    return {id, segment, payloadOffset: position + HEADER_BYTES + idLength, payloadLength: recordBytes - HEADER_BYTES - idLength}
   }
 
   /** The record was delivered (or moved to dead-letter): a sealed segment without live records goes. */

@@ -4,7 +4,7 @@ import path from 'node:path'
 import type {DdrConfig} from '../config/schema.js'
 import {readTopLevelElements} from '../dicom/dataset-reader.js'
 import {type MetaHeader, readMetaHeader} from '../dicom/part10.js'
-import {RECOVERY_TAGS, type ReceivedInstance, readPart10Instance, receivedInstanceFromDisk} from '../dicom/received-instance.js'
+import {RECOVERY_TAGS, type ReceivedInstance, datasetBuffers, readPart10Instance, receivedInstanceFromDisk} from '../dicom/received-instance.js'
 import {fsyncPath, readFileSlice} from '../fs/durable.js'
 import {Journal, type JournalRecord, type RecoveredRecord} from './journal.js'
 
@@ -128,8 +128,8 @@ export class Spool {
     this.forget(instance)
     if (instance.journal === undefined) return this.moveToDeadLetter(instance.path!, instance.id, reason)
     const source = instance.dataset
-    const dataset = 'buffer' in source ? source.buffer : await readFileSlice(source.path, source.offset, source.length)
-    const target = await this.writeDeadLetter(instance.id, Buffer.concat([instance.metaHeader, dataset]), reason)
+    const dataset = datasetBuffers(source) ?? ('path' in source ? [await readFileSlice(source.path, source.offset, source.length)] : [])
+    const target = await this.writeDeadLetter(instance.id, Buffer.concat([instance.metaHeader, ...dataset]), reason)
     // The spool set it when it appended the instance: it is one of this journal's records.
     await this.journal.release(instance.journal as JournalRecord)
     return target

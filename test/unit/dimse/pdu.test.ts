@@ -71,6 +71,16 @@ describe('PDU codec', () => {
     expect(decodePData(pdus[0].body)).toEqual([{contextId: 5, isCommand: false, isLast: true, data: payload}])
   })
 
+  it('reassembles a run of PDUs whatever the socket chunks (split headers, several PDUs per chunk)', () => {
+    const pdus = [1, 7, 3000, 16_000, 2].map((n, i) => Buffer.concat([pDataHeader(1, i % 2 === 0, true, n * 2), Buffer.alloc(n * 2, i + 1)]))
+    const bytes = Buffer.concat([...pdus, encodeReleaseRq()])
+    for (const chunkSize of [1, 5, 6, 7, 13, 4096, 16_384, 65_536]) {
+      const read = readAll(bytes, chunkSize)
+      expect(read.map((p) => p.type)).toEqual([...pdus.map(() => PduType.pData), PduType.releaseRq])
+      expect(Buffer.concat(read.map((p, i) => Buffer.concat([i < pdus.length ? pdus[i].subarray(0, 6) : encodeReleaseRq().subarray(0, 6), p.body])))).toEqual(bytes)
+    }
+  })
+
   it('refuses a PDU longer than the limit instead of buffering it', () => {
     const header = Buffer.from([PduType.pData, 0, 0x7f, 0xff, 0xff, 0xff])
     const reader = new PduReader(16384)

@@ -2,6 +2,8 @@ import {scriptedBackend} from '../../helpers/scripted-backend.js'
 import {mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import {setFlagsFromString} from 'node:v8'
+import {runInNewContext} from 'node:vm'
 
 import {validateConfig} from '../../../src/lib/config/validate.js'
 import {silentLogger} from '../../../src/lib/output/logger.js'
@@ -43,6 +45,25 @@ describe('Forwarder', () => {
     await forwarder.idle()
     expect(readdirSync(spool.queueDir)).toEqual([])
     expect(spool.stats().depth).toBe(0)
+    await forwarder.stop(100)
+  })
+
+  it('lets go of a delivered instance: the queue keeps no reference to its dataset', async () => {
+    setFlagsFromString('--expose-gc')
+    const gc = runInNewContext('gc') as () => void
+    const {forwarder} = setup('a')
+    // Made in a function of its own, so no local of this test holds them.
+    const enqueue = (n: number): WeakRef<Buffer> => {
+      const buffer = Buffer.alloc(4096, n)
+      forwarder.enqueue({...queued(n), dataset: {buffer}})
+      return new WeakRef(buffer)
+    }
+
+    const held = [10, 11, 12, 13, 14, 15].map((n) => enqueue(n))
+    await forwarder.idle()
+    await new Promise((resolve) => setImmediate(resolve))
+    gc()
+    expect(held.filter((ref) => ref.deref() !== undefined)).toHaveLength(0)
     await forwarder.stop(100)
   })
 

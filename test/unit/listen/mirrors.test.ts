@@ -6,7 +6,7 @@ import path from 'node:path'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Logger, silentLogger} from '../../../src/lib/output/logger.js'
 import {BackendState} from '../../../src/lib/routing/backend-state.js'
-import type {ReceivedInstance} from '../../../src/lib/dicom/received-instance.js'
+import {type ReceivedInstance, datasetBuffer} from '../../../src/lib/dicom/received-instance.js'
 import {MirrorQueue, type MirrorQueueOptions} from '../../../src/lib/listen/mirrors.js'
 import {newInstanceId} from '../../../src/lib/listen/intake.js'
 import {fixturePath, goodFixtures} from '../../helpers/fixtures.js'
@@ -38,7 +38,7 @@ function received(index: number, onDisk?: string): ReceivedInstance {
 function bytesOf(instance: ReceivedInstance): Buffer {
   if (instance.path !== undefined) return readFileSync(instance.path)
   const source = instance.dataset
-  const dataset = 'buffer' in source ? source.buffer : readFileSync(source.path).subarray(source.offset, source.offset + source.length)
+  const dataset = datasetBuffer(source) ?? ('path' in source ? readFileSync(source.path).subarray(source.offset, source.offset + source.length) : Buffer.alloc(0))
   return Buffer.concat([instance.metaHeader, dataset])
 }
 
