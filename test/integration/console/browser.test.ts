@@ -88,8 +88,9 @@ describe('console in Chromium', () => {
     await page.goto(`${fleet.url}/console/#/studies`)
     await page.locator('[data-test=study-search] input[name=patient]').fill('UPLOADPAT')
     await page.locator('[data-test=study-search] button[type=submit]').click()
-    await page.locator('[data-test=study-row]').first().waitFor()
-    expect(await page.locator('[data-test=study-row]').count()).toBe(1)
+    // The page lists every study when it opens: wait for the filtered answer to replace that list.
+    await page.waitForFunction("document.querySelectorAll('[data-test=study-row]').length === 1", null, {timeout: 10_000})
+    expect(await page.locator('[data-test=study-row]').textContent()).toContain('UPLOADPAT')
     await shot('studies')
     await page.locator('[data-test=study-row] a').first().click()
     await page.locator('[data-test=instance-row]').nth(1).waitFor()
