@@ -81,6 +81,9 @@ export interface RouterService {
   drainRequested: Promise<void>
 }
 
+/** An epoch-ms time as ISO text, or null. */
+const isoOrNull = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString())
+
 /** Who hands an instance to ingest(): shown in logs and the ledger as the sender. */
 export interface IngestSource {
   /** Recorded as the calling AE title (e.g. "HTTP-UPLOAD", a module's name). */
@@ -401,7 +404,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     studies: ledger?.counts() ?? null,
     processing: processing?.status() ?? null,
     backends: backends.map((b) => b.snapshot()),
-    ...(presence === undefined ? {} : {cluster: {router: routerName(config), claims: {...claims?.counters, pending: claims?.pending ?? 0}, ledgerUnreachableSince: ledger?.unreachable() === undefined ? null : new Date(ledger.unreachable()!).toISOString(), routers: presence.routers()}}),
+    ...(presence === undefined ? {} : {cluster: {router: routerName(config), claims: {...claims?.counters, pending: claims?.pending ?? 0}, ledgerUnreachableSince: isoOrNull(ledger?.unreachable()), routers: presence.routers()}}),
   })
   let presence: RouterPresence | undefined
 
