@@ -30,11 +30,14 @@ const SEGMENT = /^r-(\d+)\.seg$/
 
 /**
  * Delivered instances kept for a while in spool.dir/retention, so that a receipt that finds
- * instances missing on a backend can send them again without asking the modality. Small
- * instances are appended to a segment file that stays open (one write per instance: on this kind
- * of disk, creating a file per instance costs more than the rest of the ledger); large ones, which
- * already have a spool file of their own, are hard-linked. A cache, not a promise: no fsync, and
- * bounded by age and bytes, the oldest files going first.
+ * instances missing on a backend can send them again without asking the modality. An instance
+ * already on disk is kept by a hard link, so its bytes are not written again: a large one's
+ * spool file, or the spool journal segment that holds a small one (linked once, at its first
+ * delivered record, as `j-<time><count>-seg-<n>.log`; the record's payload is the meta header and the
+ * dataset, so the location is a slice of it). Only an instance that is on neither (or on another
+ * file system) is appended to a segment file of retention's own, which stays open (one write per
+ * instance: on this kind of disk, creating a file per instance costs more than the rest of the
+ * ledger). A cache, not a promise: no fsync, and bounded by age and bytes, the oldest files going first.
  */
 export class RetentionStore {
   /** Every retention file with its size and time, oldest first. */
@@ -42,6 +45,10 @@ export class RetentionStore {
   private bytes = 0
   private segment?: {fd: number; name: string; size: number}
   private nextSegment = 1
+  /** Spool journal segments linked in here, by their spool path: the link's name, or null when linking failed. */
+  private readonly linkedSegments = new Map<string, string | null>()
+  /** Links made, so that two links of one segment never get the same name. */
+  private links = 0
 
   constructor(readonly dir: string, private readonly options: RetentionOptions) {}
 
@@ -82,6 +89,24 @@ export class RetentionStore {
       }
     }
 
+    if (instance.journal !== undefined) {
+      const segmentPath = instance.journal.segment.path
+      // The record's payload is the meta header, then the dataset: this instance's Part 10 bytes.
+      const offset = instance.journal.payloadOffset
+      let name = this.linkSegment(segmentPath)
+      if (name !== undefined) {
+        this.extend(name, offset + length)
+        this.evict()
+        // The limits dropped the link this record is in (it was the oldest file): link it anew.
+        if (!this.linkedSegments.has(segmentPath)) {
+          name = this.linkSegment(segmentPath)
+          if (name !== undefined) this.extend(name, offset + length)
+        }
+      }
+
+      if (name !== undefined) return {file: path.join(this.dir, name), offset, length}
+    }
+
     const source = instance.dataset
     const dataset = datasetBuffers(source) ?? ('path' in source ? [await readFileSlice(source.path, source.offset, source.length)] : [])
     const segment = this.openSegment()
@@ -109,6 +134,8 @@ export class RetentionStore {
       const oldest = this.files[0]
       if (now - oldest.at <= this.options.maxAgeMs && this.bytes <= this.options.maxBytes) break
       if (oldest.name === this.segment?.name) this.closeSegment()
+      // A journal segment's link: later records of that segment get a new link.
+      for (const [segmentPath, name] of this.linkedSegments) if (name === oldest.name) this.linkedSegments.delete(segmentPath)
       this.files.shift()
       this.bytes -= oldest.bytes
       try {
@@ -125,6 +152,24 @@ export class RetentionStore {
 
   close(): void {
     this.closeSegment()
+  }
+
+  /** The retention name of a spool journal segment, linked at the first call; undefined if it cannot be linked (then copies are made). */
+  private linkSegment(segmentPath: string): string | undefined {
+    const known = this.linkedSegments.get(segmentPath)
+    if (known !== undefined) return known ?? undefined
+    const name = `j-${Date.now().toString(36)}${(++this.links).toString(36)}-${path.basename(segmentPath)}`
+    try {
+      linkSync(segmentPath, path.join(this.dir, name))
+    } catch {
+      // another file system (or no such file): this segment's instances are copied instead
+      this.linkedSegments.set(segmentPath, null)
+      return undefined
+    }
+
+    this.linkedSegments.set(segmentPath, name)
+    this.add(name, 0)
+    return name
   }
 
   private openSegment(): {fd: number; name: string; size: number} {
@@ -145,6 +190,19 @@ export class RetentionStore {
   private add(name: string, bytes: number): void {
     this.files.push({name, bytes, at: Date.now()})
     this.bytes += bytes
+  }
+
+  /** A linked journal segment holds kept records up to `end`: its bytes grow to that (zeros written ahead do not count). */
+  private extend(name: string, end: number): void {
+    let file: {name: string; bytes: number; at: number} | undefined
+    for (let i = this.files.length - 1; i >= 0 && file === undefined; i--) if (this.files[i].name === name) file = this.files[i]
+    if (file === undefined) return
+    if (end > file.bytes) {
+      this.bytes += end - file.bytes
+      file.bytes = end
+    }
+
+    file.at = Date.now()
   }
 
   private grow(name: string, bytes: number): void {
