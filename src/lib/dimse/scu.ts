@@ -484,7 +484,9 @@ export class ScuAssociation extends EventEmitter {
         const length = Math.min(chunkSize, source.length - sent)
         const last = sent + length === source.length
         const pad = last && source.length % 2 === 1 ? 1 : 0
-        const buffer = Buffer.alloc(length + pad)
+        // Filled by the read (checked below): no need to zero it first; the pad byte is PS3.5's 0x00.
+        const buffer = Buffer.allocUnsafe(length + pad)
+        if (pad === 1) buffer[length] = 0
         const {bytesRead} = await file.read(buffer, 0, length, source.offset + sent)
         if (bytesRead !== length) throw new DdrError('INVALID_DICOM', `${source.path} is shorter than expected (read ${sent + bytesRead} of ${source.length} dataset bytes)`)
         sent += length
