@@ -85,11 +85,27 @@ describe('console in Chromium', () => {
 
     await shot('upload')
     // The study page says where each instance went.
+    // The page lists every study when it opens. Here that opening answer comes late, after the
+    // operator's filtered search has answered: the page must keep the operator's list.
+    const opening = (url: URL) => url.pathname === '/api/studies' && url.search === ''
+    let releaseOpening!: () => void
+    const openingHeld = new Promise<void>((resolve) => {
+      releaseOpening = resolve
+    })
+    await page.route(opening, async (route) => {
+      await openingHeld
+      await route.continue()
+    })
     await page.goto(`${fleet.url}/console/#/studies`)
     await page.locator('[data-test=study-search] input[name=patient]').fill('UPLOADPAT')
     await page.locator('[data-test=study-search] button[type=submit]').click()
-    // The page lists every study when it opens: wait for the filtered answer to replace that list.
     await page.waitForFunction("document.querySelectorAll('[data-test=study-row]').length === 1", null, {timeout: 10_000})
+    const openingAnswered = page.waitForResponse((response) => opening(new URL(response.url())))
+    releaseOpening()
+    await openingAnswered
+    await page.unroute(opening)
+    await page.evaluate(() => new Promise((resolve) => setTimeout(resolve, 200)))
+    expect(await page.locator('[data-test=study-row]').count()).toBe(1)
     expect(await page.locator('[data-test=study-row]').textContent()).toContain('UPLOADPAT')
     await shot('studies')
     await page.locator('[data-test=study-row] a').first().click()

@@ -60,11 +60,15 @@ function useHashRoute() {
   return route
 }
 
-/** Calls load() now and every `ms`, while the page shows. */
+/**
+ * Calls load now and every ms until deps change. load gets `current()`: false once deps have changed
+ * (or the page is gone), so a late answer to an earlier query is not shown over the new one's.
+ */
 function usePolling(load, ms, deps = []) {
   useEffect(() => {
     let stopped = false
-    const tick = () => !stopped && load()
+    const current = () => !stopped
+    const tick = () => !stopped && load(current)
     tick()
     const timer = setInterval(tick, ms)
     return () => {
@@ -202,14 +206,19 @@ function Studies() {
   const [form, setForm] = useState({patient: '', accession: '', study: '', state: ''})
   const [result, setResult] = useState(null)
   const [error, setError] = useState('')
+  // Only the latest search's answer is shown: the opening search may answer after the operator's.
+  const latest = useRef(0)
   const search = useCallback(async (event) => {
     event?.preventDefault()
+    const ticket = ++latest.current
     const query = new URLSearchParams(Object.entries(form).filter(([, v]) => v.trim() !== ''))
     try {
-      setResult(await api(`/api/studies?${query}`))
+      const answer = await api(`/api/studies?${query}`)
+      if (ticket !== latest.current) return
+      setResult(answer)
       setError('')
     } catch (e) {
-      setError(e.message)
+      if (ticket === latest.current) setError(e.message)
     }
   }, [form])
   useEffect(() => {
@@ -250,7 +259,7 @@ function Studies() {
 function Study({uid}) {
   const [study, setStudy] = useState(null)
   const [error, setError] = useState('')
-  usePolling(() => api(`/api/studies/${uid}`).then(setStudy, (e) => setError(e.message)), 3000, [uid])
+  usePolling((current) => api(`/api/studies/${uid}`).then((answer) => current() && setStudy(answer), (e) => current() && setError(e.message)), 3000, [uid])
   if (error) return html`<${ErrorLine} error=${error} />`
   if (study === null) return html`<p class="loading">loading…</p>`
   const r = study.receipt
@@ -288,9 +297,9 @@ function Queue() {
   const [message, setMessage] = useState('')
   const [error, setError] = useState('')
   const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v.trim() !== ''))
-  const load = () => {
-    api('/api/queue?limit=200').then(setQueue, (e) => setError(e.message))
-    api(`/api/dead-letters?${query}`).then(setLetters, (e) => setError(e.message))
+  const load = (current = () => true) => {
+    api('/api/queue?limit=200').then((answer) => current() && setQueue(answer), (e) => current() && setError(e.message))
+    api(`/api/dead-letters?${query}`).then((answer) => current() && setLetters(answer), (e) => current() && setError(e.message))
   }
   usePolling(load, 3000, [filter.reason, filter.study])
   const act = async (what, run) => {
