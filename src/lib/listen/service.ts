@@ -459,6 +459,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const guard = new ConsoleGuard(config.status.host, config.status.token, statusTls !== undefined)
     statusServer = new StatusServer(status, withDrain, webConsole?.handle, readiness, {
       tls: statusTls,
+      onTlsError: (peer, message) => logger.warn('status-tls-refused', {peer}, message),
       authorize: (request) => {
         const verdict = guard.authorize(request)
         if (isRefusal(verdict)) {

@@ -73,6 +73,8 @@ export interface StatusServerOptions {
    * refusal to answer (status.token, same-origin; console/guard.ts). Absent: every caller may.
    */
   authorize?: (request: http.IncomingMessage) => {status: number; error: string; code: string} | undefined
+  /** Told of each TLS handshake that failed (a plain HTTP client, an untrusted or missing client certificate); the socket is closed. */
+  onTlsError?: (peer: string, message: string) => void
 }
 
 /** Serves GET /status (JSON) and GET /metrics (Prometheus text) from a snapshot function. */
@@ -121,7 +123,16 @@ export class StatusServer {
       }
     }
 
-    this.server = options.tls === undefined ? http.createServer(serve) : https.createServer(options.tls, serve)
+    if (options.tls === undefined) {
+      this.server = http.createServer(serve)
+    } else {
+      const server = https.createServer(options.tls, serve)
+      server.on('tlsClientError', (error, socket) => {
+        options.onTlsError?.(socket.remoteAddress ?? '', error.message)
+        socket.destroy()
+      })
+      this.server = server
+    }
   }
 
   listen(port: number, host: string): Promise<number> {

@@ -16,6 +16,7 @@ import {expectDdrError} from '../../helpers/expect.js'
 import {fixturePath, goodFixtures} from '../../helpers/fixtures.js'
 import {freePort} from '../../helpers/ports.js'
 import {type TestCertificates, makeTestCertificates} from '../../helpers/tls.js'
+import {waitFor} from '../../helpers/wait.js'
 
 const TOKEN = 'status-tls-test-token-0123'
 
@@ -63,7 +64,8 @@ describe('the status port over TLS (status.tls)', () => {
     backends: [{name: 'archive', type: 'folder', path: path.join(dir, 'archive'), minFreeMb: 0}],
   })
 
-  const start = (config: DdrConfig) => startRouterService(config, {logger: new Logger({write: () => {}})})
+  const logLines: string[] = []
+  const start = (config: DdrConfig) => startRouterService(config, {logger: new Logger({write: (line) => logLines.push(line)})})
 
   beforeAll(async () => {
     certs = await makeTestCertificates()
@@ -102,6 +104,8 @@ describe('the status port over TLS (status.tls)', () => {
     const plain = request(`http://127.0.0.1:${service!.statusPort}/status`)
     await expect(plain).rejects.toThrow(/socket hang up|ECONNRESET/)
     expect((await request(`${base}/status`, {ca})).status).toBe(200)
+    // The refused handshake is in the log, with the peer (as the DICOM listener logs its own).
+    await waitFor('the status-tls-refused log line', () => logLines.some((line) => line.includes('status-tls-refused') && line.includes('127.0.0.1')), 5000)
   })
 
   it('sets the console login cookie Secure', async () => {
