@@ -27,6 +27,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     spool: Flags.boolean({description: 'store-and-forward: answer Success once the instance is fsynced to the spool [default: spool.enabled, on]; --no-spool answers once a backend stored it', allowNo: true}),
     'log-format': Flags.string({description: 'log line format', options: ['text', 'json'], default: 'text'}),
     drain: Flags.boolean({description: 'do not start a router: ask the one running with this config (its status port) to stop taking associations, finish, and exit'}),
+    'proxy-protocol': Flags.boolean({description: 'every connection starts with a PROXY protocol header (HAProxy send-proxy-v2) naming the sender [default: listen.proxyProtocol, off]', allowNo: true}),
     'drain-timeout': Flags.integer({description: 'seconds a draining router waits for open associations and its queue before it exits anyway', default: 120, min: 1}),
   }
 
@@ -41,6 +42,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
 
     if (flags.port !== undefined) config.listen.port = flags.port
     if (flags.host !== undefined) config.listen.host = flags.host
+    if (flags['proxy-protocol'] !== undefined) config.listen.proxyProtocol = flags['proxy-protocol']
     if (flags['ae-title'] !== undefined) config.listen.aeTitle = flags['ae-title']
     if (flags['status-port'] !== undefined) config.status.port = flags['status-port']
     if (flags.policy !== undefined) config.routing.policy = flags.policy as typeof config.routing.policy

@@ -24,7 +24,7 @@ export interface TestHaproxy {
  * 2 to fall, 2 to rise) on a free port of 127.0.0.1 in front of the given servers (each a DICOM
  * port and the status port /healthz is checked on). Always call stop() (afterAll).
  */
-export async function startTestHaproxy(servers: Array<{name?: string; port: number; checkPort: number}>, options: {check?: Partial<HaproxyCheck>; keepDir?: boolean} = {}): Promise<TestHaproxy> {
+export async function startTestHaproxy(servers: Array<{name?: string; port: number; checkPort: number}>, options: {check?: Partial<HaproxyCheck>; keepDir?: boolean; sendProxy?: boolean} = {}): Promise<TestHaproxy> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-haproxy-'))
   let info
   try {
@@ -34,6 +34,7 @@ export async function startTestHaproxy(servers: Array<{name?: string; port: numb
       port: await freePort(),
       servers: servers.map((server, index) => ({name: server.name ?? `router-${index + 1}`, host: '127.0.0.1', port: server.port, checkPort: server.checkPort})),
       check: options.check,
+      sendProxy: options.sendProxy,
     })
   } catch (error) {
     await rm(dir, {recursive: true, force: true})

@@ -84,6 +84,10 @@ const ListenSchema = Type.Object(
       {default: [], description: 'Calling AE titles allowed to associate; empty: anyone.'},
     ),
     allowedAddresses: Type.Array(Type.String(), {default: [], description: 'Exact IP addresses or CIDR blocks allowed to associate; empty: anyone.'}),
+    proxyProtocol: Type.Boolean({
+      default: false,
+      description: 'Every connection starts with a PROXY protocol header (v1/v2, HAProxy send-proxy-v2) naming the client: allow-lists, logs and receipts see it. Connections without one are closed: only for a router behind such a balancer.',
+    }),
     requireCalledAeTitle: Type.Boolean({default: false, description: 'Reject associations whose called AE title is not listen.aeTitle.'}),
     maxPduLength: integer(4096, 16 * 1024 * 1024, {default: 262_144, description: 'Largest PDU we announce and accept; a larger one aborts the association.'}),
     idleTimeoutMs: integer(1000, 86_400_000, {default: 300_000, description: 'No PDU for this long while idle: the association is aborted.'}),

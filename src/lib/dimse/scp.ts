@@ -30,6 +30,7 @@ import {transferSyntaxInfo} from '../dicom/uids.js'
 import type {DimseResponse, StoreInstance} from './scu.js'
 import {Status, isPending} from './status.js'
 import {writePdvs} from './wire.js'
+import {type ProxiedPeer, readProxyHeader} from './proxy-protocol.js'
 
 const STORAGE_PREFIX = '1.2.840.10008.5.1.4.1.1.'
 
@@ -171,6 +172,13 @@ export interface ScpOptions {
   /** DICOM TLS (see tls.ts): the listener speaks TLS only; the handshake must end within artimTimeoutMs. */
   tls?: tls.TlsOptions
   /**
+   * Every connection starts with a PROXY protocol header (v1 or v2, from HAProxy's send-proxy-v2):
+   * the client it names is the association's remote address (allow-lists, logs, receipts). A
+   * connection without a valid header within artimTimeoutMs is closed ('proxyError'). With `tls`,
+   * the handshake follows the header.
+   */
+  proxyProtocol?: boolean
+  /**
    * Query/retrieve: the information models to accept (QueryModel values) and the handler that
    * answers C-FIND, C-MOVE and C-GET. Without it those contexts are refused. The handler must not
    * reject: its outcome is the final response.
@@ -201,7 +209,8 @@ export interface AssociationSummary extends AssociationInfo {
  * A DICOM C-STORE/C-ECHO service class provider (PS3.8 upper layer, PS3.7 DIMSE) that streams every
  * dataset byte-for-byte into a sink. Events: 'association' (AssociationInfo), 'associationEnd'
  * (AssociationSummary), 'rejected' ({remoteAddress, callingAeTitle, why}), 'protocolError' ({info, message}),
- * 'instanceRefused' ({info, sopInstanceUid, status, why}), 'contextRejected' (ContextRejection), 'tlsError' ({remoteAddress, message}).
+ * 'instanceRefused' ({info, sopInstanceUid, status, why}), 'contextRejected' (ContextRejection), 'tlsError' ({remoteAddress, message}),
+ * 'proxyError' ({remoteAddress, message}: a connection without a valid PROXY header, with proxyProtocol).
  */
 export class DimseServer extends EventEmitter {
   private readonly server: net.Server | tls.Server
@@ -211,7 +220,9 @@ export class DimseServer extends EventEmitter {
 
   constructor(readonly options: ScpOptions) {
     super()
-    if (options.tls === undefined) {
+    if (options.proxyProtocol === true) {
+      this.server = net.createServer((socket) => this.onProxiedConnection(socket))
+    } else if (options.tls === undefined) {
       this.server = net.createServer((socket) => this.onConnection(socket))
     } else {
       const server = tls.createServer({handshakeTimeout: options.artimTimeoutMs ?? 30_000, ...options.tls}, (socket) => this.onConnection(socket))
@@ -261,13 +272,55 @@ export class DimseServer extends EventEmitter {
     await closed
   }
 
-  private onConnection(socket: net.Socket): void {
+  private onConnection(socket: net.Socket, peer?: ProxiedPeer): void {
     socket.setNoDelay(true)
     this.sockets.add(socket)
     socket.once('close', () => this.sockets.delete(socket))
-    const handler = new ScpAssociation(this, socket, this.nextId++)
+    const handler = new ScpAssociation(this, socket, this.nextId++, peer)
     this.handlers.add(handler)
     socket.once('close', () => this.handlers.delete(handler))
+  }
+
+  /** A connection through a load balancer: its PROXY header first, then (with TLS) the handshake, then the association. */
+  private onProxiedConnection(socket: net.Socket): void {
+    socket.setNoDelay(true)
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
+    socket.on('error', () => {}) // 'close' follows
+    const timeoutMs = this.options.artimTimeoutMs ?? 30_000
+    readProxyHeader(socket, timeoutMs).then(
+      (peer) => {
+        if (socket.destroyed) return
+        const tlsOptions = this.options.tls
+        if (tlsOptions === undefined) {
+          this.onConnection(socket, peer)
+          socket.resume()
+          return
+        }
+
+        const secure = new tls.TLSSocket(socket, {isServer: true, secureContext: tls.createSecureContext(tlsOptions), requestCert: tlsOptions.requestCert, rejectUnauthorized: tlsOptions.rejectUnauthorized})
+        const timer = setTimeout(() => secure.destroy(new Error(`TLS handshake not done within ${timeoutMs} ms`)), timeoutMs)
+        const refused = (error: Error) => {
+          clearTimeout(timer)
+          this.emit('tlsError', {remoteAddress: peer?.address ?? socket.remoteAddress ?? '', message: error.message})
+          secure.destroy()
+          socket.destroy()
+        }
+
+        secure.once('error', refused)
+        // 'secure': a server-side TLSSocket's handshake is done (tls.Server waits for the same event).
+        secure.once('secure', () => {
+          clearTimeout(timer)
+          secure.off('error', refused)
+          this.onConnection(secure, peer ?? {address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0})
+        })
+        socket.resume()
+      },
+      (error: Error) => {
+        this.emit('proxyError', {remoteAddress: socket.remoteAddress ?? '', message: error.message})
+        socket.destroy()
+      },
+    )
   }
 
   /** @internal */
@@ -322,10 +375,11 @@ class ScpAssociation {
   private ending = 'connection closed'
   private readonly artim: NodeJS.Timeout
 
-  constructor(private readonly server: DimseServer, private readonly socket: net.Socket | tls.TLSSocket, id: number) {
+  /** `peer`: the client a PROXY header named (else the socket's own address). */
+  constructor(private readonly server: DimseServer, private readonly socket: net.Socket | tls.TLSSocket, id: number, peer?: ProxiedPeer) {
     const options = server.options
     this.reader = new PduReader(options.maxPduLength ?? 262_144)
-    this.info = {id, callingAeTitle: '', calledAeTitle: '', remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0}
+    this.info = {id, callingAeTitle: '', calledAeTitle: '', remoteAddress: peer?.address ?? socket.remoteAddress ?? '', remotePort: peer?.port ?? socket.remotePort ?? 0}
     this.artim = setTimeout(() => this.abort('no A-ASSOCIATE-RQ within the ARTIM timeout', AbortReason.notSpecified), options.artimTimeoutMs ?? 30_000)
     socket.setTimeout(options.idleTimeoutMs ?? 300_000, () => {
       if (!this.busy) this.abort('idle timeout', AbortReason.notSpecified)

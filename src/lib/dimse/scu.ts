@@ -51,6 +51,8 @@ export interface ConnectOptions {
   storeTimeoutMs?: number
   /** DICOM TLS (see tls.ts clientTlsOptions): the association starts once the handshake is done. */
   tls?: tls.ConnectionOptions
+  /** The local address to connect from (a host with several addresses); default: the system's choice. */
+  localAddress?: string
   /**
    * SCP/SCU role selection to propose (PS3.7 D.3.3.4): a C-GET SCU asks for the SCP role of the
    * storage SOP classes it wants to receive.
@@ -145,7 +147,8 @@ export class ScuAssociation extends EventEmitter {
   static connect(options: ConnectOptions): Promise<ScuAssociation> {
     const peer = `${options.calledAeTitle}@${options.host}:${options.port}`
     return new Promise((resolve, reject) => {
-      const socket = options.tls === undefined ? net.connect({host: options.host, port: options.port}) : tls.connect({...options.tls, host: options.host, port: options.port})
+      const endpoint = {host: options.host, port: options.port, ...(options.localAddress === undefined ? {} : {localAddress: options.localAddress})}
+      const socket = options.tls === undefined ? net.connect(endpoint) : tls.connect({...options.tls, ...endpoint})
       socket.setNoDelay(true)
       const association = new ScuAssociation(socket, options)
       const timer = setTimeout(() => {

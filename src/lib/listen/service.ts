@@ -370,6 +370,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     logger.info('context-rejected', {id: r.info.id, from: r.info.callingAeTitle, context: r.contextId, sopClass: r.abstractSyntax}, why)
   })
   server.on('tlsError', (e) => logger.warn('tls-refused', {peer: e.remoteAddress}, e.message))
+  server.on('proxyError', (e) => logger.warn('proxy-header-refused', {peer: e.remoteAddress}, e.message))
   const permissionWarning = configPermissionWarning(config.source)
   if (permissionWarning !== undefined) logger.warn('config-readable', {file: config.source}, permissionWarning)
   server.on('association', (a) => logger.info('association', {id: a.id, from: a.callingAeTitle, to: a.calledAeTitle, peer: `${a.remoteAddress}:${a.remotePort}`}))

@@ -9,16 +9,18 @@ import {createAssociationCheck} from './access.js'
 
 /**
  * The DimseServer options that come from listen.* security settings: who may associate
- * (allow-lists, called AE title), limits (PDU size, timeouts, instance size) and TLS.
+ * (allow-lists, called AE title, and the PROXY protocol that tells who a balancer's client is),
+ * limits (PDU size, timeouts, instance size) and TLS.
  * Reads the TLS PEM files now, so a bad path fails at start with the field named.
  */
-export function listenerSecurityOptions(listen: DdrConfig['listen']): Pick<ScpOptions, 'checkAssociation' | 'maxPduLength' | 'idleTimeoutMs' | 'artimTimeoutMs' | 'maxInstanceBytes' | 'tls'> {
+export function listenerSecurityOptions(listen: DdrConfig['listen']): Pick<ScpOptions, 'checkAssociation' | 'maxPduLength' | 'idleTimeoutMs' | 'artimTimeoutMs' | 'maxInstanceBytes' | 'tls' | 'proxyProtocol'> {
   const restricted = listen.allowedCallingAeTitles.length > 0 || listen.allowedAddresses.length > 0 || listen.requireCalledAeTitle
   return {
     maxPduLength: listen.maxPduLength,
     idleTimeoutMs: listen.idleTimeoutMs,
     artimTimeoutMs: listen.artimTimeoutMs,
     maxInstanceBytes: listen.maxInstanceBytes,
+    ...(listen.proxyProtocol ? {proxyProtocol: true} : {}),
     ...(restricted ? {checkAssociation: createAssociationCheck(listen)} : {}),
     ...(listen.tls === undefined ? {} : {tls: loadServerTls(listen.tls, 'listen.tls')}),
   }

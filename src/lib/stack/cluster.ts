@@ -277,12 +277,12 @@ async function haproxyUp(config: DdrConfig, options: ClusterUpOptions, routers: 
   try {
     const binary = await ensureHaproxyInstalled({install: options.install})
     const existing = await haproxyStatus(dir)
-    const wanted = haproxyConfig({dir, host, port, servers, check: options.check})
+    const wanted = haproxyConfig({dir, host, port, servers, check: options.check, sendProxy: true})
     if (existing.running && (await readFile(path.join(dir, HAPROXY_CONFIG), 'utf8').catch(() => '')) === wanted) {
       return {...part, state: 'already-running', pid: existing.pid, balancer: describeServers(await serversUp(dir, servers.length))}
     }
 
-    const info = await startHaproxy({dir, host, port, servers, check: options.check, binary, startTimeoutMs: options.startTimeoutMs})
+    const info = await startHaproxy({dir, host, port, servers, check: options.check, sendProxy: true, binary, startTimeoutMs: options.startTimeoutMs})
     const balancer = describeServers(await serversUp(dir, servers.length))
     return {...part, state: info.replaced === undefined ? 'started' : 'restarted', pid: info.pid, version: info.version, balancer, ...(info.replaced === undefined ? {} : {message: `took over from pid ${info.replaced}, which ends with its open associations`})}
   } catch (error) {

@@ -54,6 +54,11 @@ export interface HaproxyOptions {
   port: number
   servers: HaproxyServer[]
   check?: Partial<HaproxyCheck>
+  /**
+   * Open each connection to a router with a PROXY protocol v2 header naming the sender (the routers
+   * then need listen.proxyProtocol), so their address allow-lists and logs see the sender, not HAProxy.
+   */
+  sendProxy?: boolean
   /** How long to wait until the admin socket answers (default 10 s). */
   startTimeoutMs?: number
   /** haproxy executable (default: findHaproxyBinary()). */
@@ -107,7 +112,7 @@ const SERVER_NAME = /^[A-Za-z0-9._-]+$/
  * line). DICOM associations last long, so the client and server timeouts are an hour and TCP
  * keep-alives keep idle ones open through firewalls.
  */
-export function haproxyConfig(options: Pick<HaproxyOptions, 'dir' | 'host' | 'port' | 'servers' | 'check'>): string {
+export function haproxyConfig(options: Pick<HaproxyOptions, 'dir' | 'host' | 'port' | 'servers' | 'check' | 'sendProxy'>): string {
   const check: HaproxyCheck = {interMs: 1000, fall: 2, rise: 2, ...options.check}
   const host = options.host ?? '0.0.0.0'
   const socketPath = path.join(path.resolve(options.dir), SOCKET_FILE)
@@ -140,7 +145,7 @@ export function haproxyConfig(options: Pick<HaproxyOptions, 'dir' | 'host' | 'po
     '    option httpchk',
     '    http-check send meth GET uri /healthz',
     '    http-check expect status 200',
-    `    default-server inter ${check.interMs}ms fall ${check.fall} rise ${check.rise}`,
+    `    default-server inter ${check.interMs}ms fall ${check.fall} rise ${check.rise}${options.sendProxy === true ? ' send-proxy-v2' : ''}`,
     ...options.servers.map((server) => `    server ${server.name} ${server.host}:${server.port} check port ${server.checkPort}`),
     '',
   ].join('\n')

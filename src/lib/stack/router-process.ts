@@ -102,6 +102,8 @@ export function routerArguments(options: Pick<RouterProcessOptions, 'configPath'
     String(options.statusPort),
     '--drain-timeout',
     String(options.drainTimeoutSeconds ?? 60),
+    // HAProxy opens each connection with a PROXY header naming the sender (send-proxy-v2).
+    '--proxy-protocol',
   ]
 }
 

@@ -15,6 +15,7 @@ describe('the cluster in ddr stack', () => {
       '40002',
       '--drain-timeout',
       '30',
+      '--proxy-protocol',
     ])
     expect(routerArguments({dicomPort: 1, statusPort: 2})).not.toContain('--config')
   })
