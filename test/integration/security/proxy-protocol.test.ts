@@ -47,14 +47,16 @@ describe('listen.proxyProtocol behind HAProxy', () => {
   async function storeFrom(localAddress: string, port: number, file: string, tls?: ReturnType<typeof clientTlsOptions>): Promise<string> {
     const bytes = await readFile(file)
     const meta = readMetaHeader(bytes)
+    const sopClassUid = meta.mediaStorageSopClassUid!
+    const sopInstanceUid = meta.mediaStorageSopInstanceUid!
     let association: ScuAssociation
     try {
-      association = await ScuAssociation.connect({host: '127.0.0.1', port, localAddress, callingAeTitle: 'MODALITY', calledAeTitle: 'DDR_PROXY', contexts: [{abstractSyntax: meta.mediaStorageSopClassUid, transferSyntax: meta.transferSyntaxUid}], ...(tls === undefined ? {} : {tls})})
+      association = await ScuAssociation.connect({host: '127.0.0.1', port, localAddress, callingAeTitle: 'MODALITY', calledAeTitle: 'DDR_PROXY', contexts: [{abstractSyntax: sopClassUid, transferSyntax: meta.transferSyntaxUid}], ...(tls === undefined ? {} : {tls})})
     } catch (error) {
       return `refused: ${(error as Error).message}`
     }
 
-    const response = await association.store({sopClassUid: meta.mediaStorageSopClassUid, sopInstanceUid: meta.mediaStorageSopInstanceUid, transferSyntaxUid: meta.transferSyntaxUid, dataset: {buffer: bytes.subarray(meta.datasetOffset)}})
+    const response = await association.store({sopClassUid, sopInstanceUid, transferSyntaxUid: meta.transferSyntaxUid, dataset: {buffer: bytes.subarray(meta.datasetOffset)}})
     await association.release()
     return `status ${response.status}`
   }
