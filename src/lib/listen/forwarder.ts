@@ -6,7 +6,6 @@ import type {Logger} from '../output/logger.js'
 import type {BackendState} from '../routing/backend-state.js'
 import type {StudyClaims} from '../ledger/cluster.js'
 import type {StudyLedger} from '../ledger/ledger.js'
-import {rendezvousOrder} from '../routing/affinity.js'
 import {backoffDelay} from './backoff.js'
 import type {Router} from './delivery.js'
 import type {Spool} from '../spool/spool.js'
@@ -45,9 +44,6 @@ function spooledDataset(instance: ReceivedInstance): DatasetSource | undefined {
 
   return instance.path === undefined ? undefined : {path: instance.path, offset: instance.metaHeader.length, length: instance.datasetLength}
 }
-
-/** How long an instance of a claimed study waits for its home to come back before it fails over (see Forwarder.awaitingHome). */
-const CLAIMED_HOME_GRACE_MS = 30_000
 
 /**
  * Drains the spool to the backends. Each entry goes where the router places it (study affinity,
@@ -241,11 +237,11 @@ export class Forwarder {
     const study = entry.instance.studyInstanceUid
     if (claims === undefined || affinity === undefined || !study || affinity.get(study) !== undefined) return false
     if (this.claiming.has(study)) return true
-    const placement = this.router.placer.place(entry.instance, false)
-    if (placement.drop !== undefined || placement.order.length === 0) return false
+    const proposal = this.router.placer.claimProposal({...entry.instance, studyInstanceUid: study})
+    if (proposal === undefined) return false
     this.claiming.add(study)
     void claims
-      .home(study, placement.order[0].name, (rendezvousOrder(study, placement.order)[0] ?? placement.order[0]).name)
+      .home(study, proposal.preferred, proposal.rendezvous)
       .then((home) => affinity.set(study, home.backend))
       .finally(() => {
         this.claiming.delete(study)
@@ -254,18 +250,10 @@ export class Forwarder {
     return true
   }
 
-  /**
-   * With a shared ledger, an instance whose study's home is down waits for it (up to
-   * CLAIMED_HOME_GRACE_MS after it went down) instead of failing over at once: routers see a
-   * backend go down and come back at slightly different moments, and one that failed over while
-   * the others did not would split the study. After the grace it fails over as one router does.
-   */
+  /** With a shared ledger, a first try waits while its study's home is briefly down (routing's Placer.homeBrieflyDown says why). */
   private awaitingHome(entry: Entry): boolean {
     const study = entry.instance.studyInstanceUid
-    if (this.claims === undefined || !study || entry.tries > 0) return false
-    const home = this.router.affinity?.get(study)
-    const state = home === undefined ? undefined : this.router.backends.find((b) => b.name === home)
-    return state !== undefined && !state.healthy && Date.now() - state.lastChange < CLAIMED_HOME_GRACE_MS
+    return this.claims !== undefined && !!study && entry.tries === 0 && this.router.placer.homeBrieflyDown(study)
   }
 
   private async send(entry: Entry, backend: BackendState, why: string): Promise<void> {

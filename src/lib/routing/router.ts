@@ -2,7 +2,7 @@ import type {DdrConfig, RoutingRule} from '../config/schema.js'
 import type {ReceivedInstance} from '../dicom/received-instance.js'
 import {Status} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
-import {AffinityMap} from './affinity.js'
+import {AffinityMap, rendezvousOrder} from './affinity.js'
 import type {BackendState} from './backend-state.js'
 import {PolicyChooser} from './policy.js'
 import {type RuleDecision, RuleEngine} from './rules.js'
@@ -114,4 +114,33 @@ export class Placer {
   remember(studyInstanceUid: string | undefined, backend: string): void {
     if (studyInstanceUid && this.affinity !== undefined) this.affinity.set(studyInstanceUid, backend)
   }
+
+  /**
+   * What this router proposes as a new study's home when routers share a ledger (ledger/cluster.ts
+   * StudyClaims): `preferred`, the load policy's choice, is what it claims; `rendezvous`, which
+   * every router that sees the same healthy backends computes alike, is what it uses while the
+   * claim cannot be confirmed (two routers that each used their own load choice would split the
+   * study). Undefined when a rule drops the instance or no backend can take it.
+   */
+  claimProposal(instance: Parameters<RuleEngine['decide']>[0] & {studyInstanceUid: string}): {preferred: string; rendezvous: string} | undefined {
+    const placement = this.place(instance, false)
+    if (placement.drop !== undefined || placement.order.length === 0) return undefined
+    const preferred = placement.order[0]
+    return {preferred: preferred.name, rendezvous: (rendezvousOrder(instance.studyInstanceUid, placement.order)[0] ?? preferred).name}
+  }
+
+  /**
+   * Whether a study's home (its study affinity) went down less than CLAIMED_HOME_GRACE_MS ago.
+   * With a shared ledger its instances wait for it rather than fail over at once: routers see a
+   * backend go down and come back at slightly different moments, and one that failed over while
+   * the others did not would split the study. After the grace they fail over as on one router.
+   */
+  homeBrieflyDown(studyInstanceUid: string, now = Date.now()): boolean {
+    const home = this.affinity?.get(studyInstanceUid)
+    const state = home === undefined ? undefined : this.backends.find((b) => b.name === home)
+    return state !== undefined && !state.healthy && now - state.lastChange < CLAIMED_HOME_GRACE_MS
+  }
 }
+
+/** How long an instance of a claimed study waits for its home to come back before it fails over (Placer.homeBrieflyDown). */
+export const CLAIMED_HOME_GRACE_MS = 30_000

@@ -47,7 +47,9 @@ describe('several routers behind HAProxy, one study ledger in PostgreSQL', () =>
     router.process = spawnCompiledCli(['listen', '--config', router.config])
     router.process.stdout!.resume()
     router.process.stderr!.setEncoding('utf8').on('data', (chunk: string) => router.log.push(chunk))
-    await waitFor(`${router.name} to take traffic`, async () => (await healthz(router)) === 200, 30_000)
+    await waitFor(`${router.name} to take traffic`, async () => (await healthz(router)) === 200, 30_000).catch((error: Error) => {
+      throw new Error(`${error.message} (exit code ${router.process?.exitCode ?? 'none'}); its log ends: ${router.log.join('').slice(-1500)}`)
+    })
   }
 
   /** Studies of `count` × 9 small instances, each sent by three storescu processes at once through HAProxy; all at the same time. */
