@@ -61,6 +61,8 @@ export class ConsoleGuard {
   private readonly sessions = new Map<string, number>()
 
   private readonly cookieAttributes: string
+  /** The session cookie's name: with TLS `__Host-` first, so the browser keeps it only if it is Secure, for this host alone, on path / (no sibling host can set or shadow it). */
+  private readonly cookieName: string
 
   /**
    * @param bindHost status.host: loopback or not decides whether Host headers are checked
@@ -69,6 +71,7 @@ export class ConsoleGuard {
    */
   constructor(private readonly bindHost: string, private readonly token?: string, secure = false) {
     this.cookieAttributes = `HttpOnly;${secure ? ' Secure;' : ''} SameSite=Strict; Path=/`
+    this.cookieName = secure ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE
   }
 
   /** Whether actions need the token (or a login). */
@@ -110,7 +113,7 @@ export class ConsoleGuard {
 
   /** Whether the request carries a live console session. */
   hasSession(request: http.IncomingMessage): boolean {
-    const id = cookie(request, SESSION_COOKIE)
+    const id = cookie(request, this.cookieName)
     if (id === undefined) return false
     const expires = this.sessions.get(id)
     if (expires === undefined) return false
@@ -129,14 +132,14 @@ export class ConsoleGuard {
     for (const [id, expires] of this.sessions) if (expires < now) this.sessions.delete(id)
     const id = randomBytes(32).toString('base64url')
     this.sessions.set(id, now + SESSION_MS)
-    return `${SESSION_COOKIE}=${id}; ${this.cookieAttributes}; Max-Age=${SESSION_MS / 1000}`
+    return `${this.cookieName}=${id}; ${this.cookieAttributes}; Max-Age=${SESSION_MS / 1000}`
   }
 
   /** Ends the request's session; the Set-Cookie value that clears it. */
   logout(request: http.IncomingMessage): string {
-    const id = cookie(request, SESSION_COOKIE)
+    const id = cookie(request, this.cookieName)
     if (id !== undefined) this.sessions.delete(id)
-    return `${SESSION_COOKIE}=; ${this.cookieAttributes}; Max-Age=0`
+    return `${this.cookieName}=; ${this.cookieAttributes}; Max-Age=0`
   }
 }
 

@@ -27,11 +27,11 @@ interface Answer {
 }
 
 /** One request over https (trusting `ca`, when given) or plain http; rejects when no HTTP answer came. */
-function request(url: string, options: {method?: string; body?: string; ca?: Buffer} = {}): Promise<Answer> {
+function request(url: string, options: {method?: string; body?: string; ca?: Buffer; headers?: Record<string, string>} = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const secure = url.startsWith('https:')
     const call = secure
-      ? https.request(url, {method: options.method ?? 'GET', ca: options.ca, agent: false}, answered)
+      ? https.request(url, {method: options.method ?? 'GET', ca: options.ca, agent: false, headers: options.headers}, answered)
       : http.request(url, {method: options.method ?? 'GET', agent: false}, answered)
     function answered(response: http.IncomingMessage) {
       let body = ''
@@ -108,12 +108,15 @@ describe('the status port over TLS (status.tls)', () => {
     await waitFor('the status-tls-refused log line', () => logLines.some((line) => line.includes('status-tls-refused') && line.includes('127.0.0.1')), 5000)
   })
 
-  it('sets the console login cookie Secure', async () => {
+  it('sets the console login cookie Secure, with the __Host- prefix, and knows the session by it', async () => {
     const login = await request(`${base}/api/login`, {method: 'POST', body: JSON.stringify({token: TOKEN}), ca})
     expect(login.status).toBe(200)
     const cookie = login.headers['set-cookie']?.[0] ?? ''
-    expect(cookie).toMatch(/^ddr_session=[^;]+; HttpOnly; Secure; SameSite=Strict/)
+    expect(cookie).toMatch(/^__Host-ddr_session=[^;]+; HttpOnly; Secure; SameSite=Strict; Path=\//)
     expect(cookie).not.toContain(TOKEN)
+    // The browser sends it back by that name: the session is known.
+    const session = await request(`${base}/api/session`, {ca, headers: {cookie: cookie.split(';')[0]}})
+    expect(JSON.parse(session.body)).toMatchObject({authRequired: true, loggedIn: true})
   })
 
   it('ddr dead-letters, balance-status, listen --drain and process reach it over https with the config alone', async () => {

@@ -144,7 +144,7 @@ describe('status.tls files', () => {
 describe('the console session cookie', () => {
   it('is Secure when the console is served over TLS', () => {
     const token = 'a-token-of-some-length'
-    expect(new ConsoleGuard('127.0.0.1', token, true).login(token)).toMatch(/^ddr_session=[^;]+; HttpOnly; Secure; SameSite=Strict; Path=\/; Max-Age=43200$/)
+    expect(new ConsoleGuard('127.0.0.1', token, true).login(token)).toMatch(/^__Host-ddr_session=[^;]+; HttpOnly; Secure; SameSite=Strict; Path=\/; Max-Age=43200$/)
     expect(new ConsoleGuard('127.0.0.1', token).login(token)).not.toContain('Secure')
   })
 })
