@@ -271,7 +271,7 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
   let viewer: Storescp
   let workDir: string
   let instances: Array<SyntheticInstance & {sopClassUid: string; dataset: Buffer}>
-  const gets: string[][] = []
+  const gets: Array<{level?: string; uids: string[]}> = []
 
   beforeAll(async () => {
     workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-fail-'))
@@ -311,8 +311,10 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
             return {status: 0}
           }
 
-          const uids = identifier.list(Tag.SOPInstanceUID)
-          gets.push(uids)
+          // A SERIES-level C-GET (ddr asks so for a series whose every instance is fetched from here): all of it.
+          const level = identifier.get(Tag.QueryRetrieveLevel)
+          const uids = level === 'SERIES' ? instances.filter((i) => i.seriesInstanceUid === identifier.get(Tag.SeriesInstanceUID)).map((i) => i.sopInstanceUid) : identifier.list(Tag.SOPInstanceUID)
+          gets.push({level, uids})
           const failed: string[] = []
           for (const uid of uids) {
             const instance = instances.find((i) => i.sopInstanceUid === uid)
@@ -345,7 +347,7 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
     if (workDir) await rm(workDir, {recursive: true, force: true})
   })
 
-  it('C-MOVE through ddr: one C-GET for the series, the others delivered byte for byte, the failed one counted and named in the Failed SOP Instance UID List', async () => {
+  it('C-MOVE through ddr: one SERIES-level C-GET for the series, the others delivered byte for byte, the failed one counted and named in the Failed SOP Instance UID List', async () => {
     const association = await ScuAssociation.connect({
       host: '127.0.0.1',
       port: router.port,
@@ -364,7 +366,7 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
       await association.release()
     }
 
-    expect(gets).toEqual([instances.map((i) => i.sopInstanceUid).sort()])
+    expect(gets).toEqual([{level: 'SERIES', uids: instances.map((i) => i.sopInstanceUid)}])
     expect(final.status).toBe(0xb000)
     expect(final.command?.get(CommandTag.numberOfCompletedSuboperations)).toBe(2)
     expect(final.command?.get(CommandTag.numberOfFailedSuboperations)).toBe(1)
