@@ -17,6 +17,29 @@ import {findModelFor, querySources} from './sources.js'
 
 export const QUERY_MODELS: readonly string[] = Object.values(QueryModel)
 
+/**
+ * At most one Pending C-MOVE/C-GET response per this many ms. They are optional (PS3.4 C.4.2.3.1,
+ * C.4.3.3.1: the SCP "may" send them during the sub-operations) and each costs a write, a wake-up
+ * of the requester and its handling: one per instance was a measurable part of a retrieval's CPU
+ * (movescu 80 ms against 30 for 500 instances, and ddr's own share). The final response carries
+ * the final counts.
+ */
+export const PROGRESS_INTERVAL_MS = 100
+
+/**
+ * Paces progress reports: the first is sent at once, then at most one per `intervalMs` (the
+ * latest counts; those in between are skipped, never delayed).
+ */
+export function pacedProgress(send: (counts: SubOperations) => void, intervalMs = PROGRESS_INTERVAL_MS, now: () => number = Date.now): (counts: SubOperations) => void {
+  let last = Number.NEGATIVE_INFINITY
+  return (counts) => {
+    const at = now()
+    if (at - last < intervalMs) return
+    last = at
+    send(counts)
+  }
+}
+
 export interface QueryServiceOptions {
   config: DdrConfig
   logger: Logger
@@ -127,11 +150,12 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
     const missing = [...skipped, ...located.missing]
     const fields = {id: request.association.id, from: request.association.callingAeTitle, peer: peerOf(request), kind: request.kind, to: target, level: wanted.level, instances: located.instances.length}
     logger.info('retrieve-start', {...fields, backends: [...new Set(located.instances.map((i) => i.backend))].join(',')}, missing.length > 0 ? `not located on ${describeMissing(missing)}` : undefined)
+    const progress = pacedProgress((counts) => responder.progress(counts))
     const result = await deliverInstances(located.instances, fetcher, sink, {
       signal: request.signal,
       onProgress: (counts: SubOperations, done) => {
         if (done?.why !== undefined) logger.warn('retrieve-failed', {...fields, sop: done.instance.sopInstanceUid, backend: done.instance.backend}, done.why)
-        if (counts.remaining > 0) responder.progress(counts)
+        if (counts.remaining > 0) progress(counts)
       },
     })
     const failedUids = result.failures.map((f) => f.sopInstanceUid)

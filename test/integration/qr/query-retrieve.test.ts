@@ -7,7 +7,7 @@ import {promisify} from 'node:util'
 import {Identifier} from '../../../src/lib/dicom/identifier.js'
 import {CommandField, CommandTag} from '../../../src/lib/dimse/command.js'
 import {DimseServer, QueryModel} from '../../../src/lib/dimse/scp.js'
-import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {type DimseResponse, ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import type {FindResult} from '../../../src/lib/qr/fleet.js'
@@ -356,17 +356,23 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
       contexts: [{abstractSyntax: QueryModel.studyRootMove, transferSyntax: EXPLICIT_VR_LITTLE_ENDIAN}],
     })
     let final
+    const pendings: DimseResponse[] = []
     try {
       const identifier = Identifier.of([
         [Tag.QueryRetrieveLevel, 'STUDY'],
         [Tag.StudyInstanceUID, instances[0].studyInstanceUid],
       ])
-      final = await association.query(CommandField.cMoveRq, QueryModel.studyRootMove, EXPLICIT_VR_LITTLE_ENDIAN, identifier.encode(EXPLICIT_VR_LITTLE_ENDIAN), {moveDestination: 'VIEWER'})
+      final = await association.query(CommandField.cMoveRq, QueryModel.studyRootMove, EXPLICIT_VR_LITTLE_ENDIAN, identifier.encode(EXPLICIT_VR_LITTLE_ENDIAN), {moveDestination: 'VIEWER', onPending: (pending) => pendings.push(pending)})
     } finally {
       await association.release()
     }
 
     expect(gets).toEqual([{level: 'SERIES', uids: instances.map((i) => i.sopInstanceUid)}])
+    // Pending responses (paced: the first at once) carry the counts so far.
+    expect(pendings.length).toBeGreaterThanOrEqual(1)
+    const first = pendings[0].command!
+    expect(first.get(CommandTag.numberOfRemainingSuboperations)).toBe(2)
+    expect(Number(first.get(CommandTag.numberOfCompletedSuboperations)) + Number(first.get(CommandTag.numberOfFailedSuboperations))).toBe(1)
     expect(final.status).toBe(0xb000)
     expect(final.command?.get(CommandTag.numberOfCompletedSuboperations)).toBe(2)
     expect(final.command?.get(CommandTag.numberOfFailedSuboperations)).toBe(1)
