@@ -3,12 +3,15 @@
  * merges; C-MOVE and C-GET find each instance where it is and send it on. Wired into the DICOM
  * listener by listen/service.ts.
  */
-import type {DdrConfig} from '../config/schema.js'
+import {storableTransferSyntaxes} from '../backends/capabilities.js'
+import type {BackendConfig, DdrConfig} from '../config/schema.js'
 import {Identifier} from '../dicom/identifier.js'
 import {Tag} from '../dicom/tags.js'
 import {type QueryOutcome, type QueryRequest, type QueryResponder, QueryModel, type SubOperations} from '../dimse/scp.js'
+import type {ContextRequest} from '../dimse/scu.js'
 import {Status, formatStatus} from '../dimse/status.js'
 import type {Logger} from '../output/logger.js'
+import {proposalOrder} from './cget-fetcher.js'
 import {type RetrieveSink, MoveDestinationSink, deliverInstances} from './deliver.js'
 import {type MissingAnswer, queryFleet} from './find.js'
 import {type FetchedInstance, InstanceFetcher, type LocatedInstance, locateInstances, retrieveRequestOf} from './retrieve.js'
@@ -25,6 +28,32 @@ export const QUERY_MODELS: readonly string[] = Object.values(QueryModel)
  * the final counts.
  */
 export const PROGRESS_INTERVAL_MS = 100
+
+/** How many of a backend's likely transfer syntaxes the destination is offered per SOP class before any instance came. */
+const SYNTAXES_EXPECTED = 4
+
+/**
+ * The contexts a retrieval's instances will likely need at a C-MOVE destination: each SOP class
+ * the locate learned (backends fetched by C-GET), in the syntaxes its backend most often stores.
+ * Empty when no class is known (the association then opens with the first instance).
+ */
+export function expectedContexts(instances: readonly LocatedInstance[], backends: readonly BackendConfig[]): ContextRequest[] {
+  const expected = new Map<string, ContextRequest>()
+  const syntaxesOf = new Map<string, string[]>()
+  for (const instance of instances) {
+    let syntaxes = syntaxesOf.get(instance.backend)
+    if (syntaxes === undefined) {
+      const backend = backends.find((b) => b.name === instance.backend)
+      syntaxes = backend === undefined ? [] : proposalOrder(storableTransferSyntaxes(backend)).slice(0, SYNTAXES_EXPECTED)
+      syntaxesOf.set(instance.backend, syntaxes)
+    }
+
+    const classes = instance.sopClassUid ? [instance.sopClassUid] : (instance.sopClassUids ?? [])
+    for (const abstractSyntax of classes) for (const transferSyntax of syntaxes) expected.set(`${abstractSyntax}|${transferSyntax}`, {abstractSyntax, transferSyntax})
+  }
+
+  return [...expected.values()]
+}
 
 /**
  * Paces progress reports: the first is sent at once, then at most one per `intervalMs` (the
@@ -147,6 +176,8 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
 
     const {sources, skipped} = fleet()
     const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetcher.fetchesByCGet})
+    // The destination's association opens while the first instances are fetched.
+    if (sink instanceof MoveDestinationSink) sink.open(expectedContexts(located.instances, config.backends))
     const missing = [...skipped, ...located.missing]
     const fields = {id: request.association.id, from: request.association.callingAeTitle, peer: peerOf(request), kind: request.kind, to: target, level: wanted.level, instances: located.instances.length}
     logger.info('retrieve-start', {...fields, backends: [...new Set(located.instances.map((i) => i.backend))].join(',')}, missing.length > 0 ? `not located on ${describeMissing(missing)}` : undefined)

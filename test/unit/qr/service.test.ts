@@ -1,5 +1,8 @@
 import type {SubOperations} from '../../../src/lib/dimse/scp.js'
-import {PROGRESS_INTERVAL_MS, pacedProgress} from '../../../src/lib/qr/service.js'
+import type {BackendConfig} from '../../../src/lib/config/schema.js'
+import {SopClass, TransferSyntax} from '../../../src/lib/dicom/uids.js'
+import {PROGRESS_INTERVAL_MS, expectedContexts, pacedProgress} from '../../../src/lib/qr/service.js'
+import type {LocatedInstance} from '../../../src/lib/qr/types.js'
 
 const counts = (done: number): SubOperations => ({remaining: 500 - done, completed: done, failed: 0, warning: 0})
 
@@ -28,5 +31,23 @@ describe('pacedProgress: Pending C-MOVE/C-GET responses', () => {
     }
 
     expect(sent).toEqual([1, 2, 3])
+  })
+})
+
+describe('expectedContexts: what a C-MOVE destination is offered before the first instance', () => {
+  const located = (sop: string, more: Partial<LocatedInstance>): LocatedInstance => ({sopInstanceUid: sop, seriesInstanceUid: '1.2', studyInstanceUid: '1.1', patientId: 'P', backend: 'pacs', ...more})
+  const backends = [{name: 'pacs', type: 'dimse', transferSyntaxes: [TransferSyntax.JPEGBaseline8Bit, TransferSyntax.ImplicitVRLittleEndian, TransferSyntax.ExplicitVRLittleEndian]}] as unknown as BackendConfig[]
+
+  it("each SOP class the locate learned, in the backend's likely syntaxes; nothing for an instance of unknown class", () => {
+    const contexts = expectedContexts([located('1', {sopClassUids: [SopClass.CTImageStorage, SopClass.BasicTextSRStorage]}), located('2', {sopClassUid: SopClass.CTImageStorage}), located('3', {})], backends)
+    expect(contexts.map((c) => `${c.abstractSyntax} ${c.transferSyntax}`)).toEqual([
+      `${SopClass.CTImageStorage} ${TransferSyntax.ExplicitVRLittleEndian}`,
+      `${SopClass.CTImageStorage} ${TransferSyntax.ImplicitVRLittleEndian}`,
+      `${SopClass.CTImageStorage} ${TransferSyntax.JPEGBaseline8Bit}`,
+      `${SopClass.BasicTextSRStorage} ${TransferSyntax.ExplicitVRLittleEndian}`,
+      `${SopClass.BasicTextSRStorage} ${TransferSyntax.ImplicitVRLittleEndian}`,
+      `${SopClass.BasicTextSRStorage} ${TransferSyntax.JPEGBaseline8Bit}`,
+    ])
+    expect(expectedContexts([located('3', {})], backends)).toEqual([])
   })
 })
