@@ -34,25 +34,32 @@ const SYNTAXES_EXPECTED = 4
 
 /**
  * The contexts a retrieval's instances will likely need at a C-MOVE destination: each SOP class
- * the locate learned (backends fetched by C-GET), in the syntaxes its backend most often stores.
- * Empty when no class is known (the association then opens with the first instance).
+ * learned of a backend (the backends fetched by C-GET), in the syntaxes that backend most often
+ * stores. Empty when no class is known (the association then opens with the first instance).
  */
-export function expectedContexts(instances: readonly LocatedInstance[], backends: readonly BackendConfig[]): ContextRequest[] {
+export function expectedContexts(classesByBackend: ReadonlyMap<string, Iterable<string>>, backends: readonly BackendConfig[]): ContextRequest[] {
   const expected = new Map<string, ContextRequest>()
-  const syntaxesOf = new Map<string, string[]>()
-  for (const instance of instances) {
-    let syntaxes = syntaxesOf.get(instance.backend)
-    if (syntaxes === undefined) {
-      const backend = backends.find((b) => b.name === instance.backend)
-      syntaxes = backend === undefined ? [] : proposalOrder(storableTransferSyntaxes(backend)).slice(0, SYNTAXES_EXPECTED)
-      syntaxesOf.set(instance.backend, syntaxes)
-    }
-
-    const classes = instance.sopClassUid ? [instance.sopClassUid] : (instance.sopClassUids ?? [])
+  for (const [name, classes] of classesByBackend) {
+    const backend = backends.find((b) => b.name === name)
+    const syntaxes = backend === undefined ? [] : proposalOrder(storableTransferSyntaxes(backend)).slice(0, SYNTAXES_EXPECTED)
     for (const abstractSyntax of classes) for (const transferSyntax of syntaxes) expected.set(`${abstractSyntax}|${transferSyntax}`, {abstractSyntax, transferSyntax})
   }
 
   return [...expected.values()]
+}
+
+/** The SOP classes the locate learned of each backend's instances (their own, or their study's). */
+export function sopClassesByBackend(instances: readonly LocatedInstance[]): Map<string, Set<string>> {
+  const classes = new Map<string, Set<string>>()
+  for (const instance of instances) {
+    const known = instance.sopClassUid ? [instance.sopClassUid] : (instance.sopClassUids ?? [])
+    if (known.length === 0) continue
+    let set = classes.get(instance.backend)
+    if (set === undefined) classes.set(instance.backend, (set = new Set()))
+    for (const uid of known) set.add(uid)
+  }
+
+  return classes
 }
 
 /**
@@ -175,9 +182,17 @@ export function createQueryHandler(options: QueryServiceOptions): (request: Quer
     }
 
     const {sources, skipped} = fleet()
-    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetcher.fetchesByCGet})
-    // The destination's association opens while the first instances are fetched.
-    if (sink instanceof MoveDestinationSink) sink.open(expectedContexts(located.instances, config.backends))
+    // The destination's association opens as soon as the SOP classes are known (while the
+    // instances are located), else once they are located (while the first ones are fetched).
+    const open = (classes: ReadonlyMap<string, Iterable<string>>) => {
+      if (sink instanceof MoveDestinationSink) sink.open(expectedContexts(classes, config.backends))
+    }
+
+    const located = await locateInstances(wanted, sources, {model: QueryModel.studyRootFind, timeoutMs, signal: request.signal, sopClassFrom: fetcher.fetchesByCGet, onSopClasses: open}).catch(async (error: unknown) => {
+      await sink.close().catch(() => {})
+      throw error
+    })
+    if (located.instances.length > 0) open(sopClassesByBackend(located.instances))
     const missing = [...skipped, ...located.missing]
     const fields = {id: request.association.id, from: request.association.callingAeTitle, peer: peerOf(request), kind: request.kind, to: target, level: wanted.level, instances: located.instances.length}
     logger.info('retrieve-start', {...fields, backends: [...new Set(located.instances.map((i) => i.backend))].join(',')}, missing.length > 0 ? `not located on ${describeMissing(missing)}` : undefined)

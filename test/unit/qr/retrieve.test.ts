@@ -16,7 +16,7 @@ interface Held {
  * A backend as a query source: answers an IMAGE-level query with what it holds (SOPClassUID only
  * when asked), a STUDY-level one with the study and, when it knows the key, SOPClassesInStudy.
  */
-function backend(name: string, held: Held[], options: {studyClasses?: boolean; delayMs?: number} = {}): QuerySource & {queries: Identifier[]} {
+function backend(name: string, held: Held[], options: {studyClasses?: boolean; delayMs?: number; imageDelayMs?: number} = {}): QuerySource & {queries: Identifier[]} {
   const queries: Identifier[] = []
   return {
     name,
@@ -30,6 +30,7 @@ function backend(name: string, held: Held[], options: {studyClasses?: boolean; d
         return
       }
 
+      await new Promise((resolve) => setTimeout(resolve, options.imageDelayMs ?? 0))
       for (const h of held) {
         onMatch(
           Identifier.of([
@@ -63,6 +64,15 @@ describe('locateInstances', () => {
       ['STUDY', false],
     ])
     expect(pacs.queries.find((q) => q.get(Tag.QueryRetrieveLevel) === 'STUDY')!.get(Tag.StudyInstanceUID)).toBe(STUDY)
+  })
+
+  it('tells the SOP classes each C-GET backend named once all of them answered the STUDY-level question, before the locate ends', async () => {
+    const events: string[] = []
+    const east = backend('east', [ct('1.1', '1.1.1'), sr('1.2', '1.2.1')], {imageDelayMs: 50})
+    const west = backend('west', [], {studyClasses: false})
+    await locateInstances({level: 'STUDY', studyInstanceUids: [STUDY]}, [east, west], {...options, onSopClasses: (classes) => events.push(JSON.stringify([...classes]))})
+    events.push('located')
+    expect(events).toEqual([JSON.stringify([['east', [SopClass.CTImageStorage, SopClass.BasicTextSRStorage]]]), 'located'])
   })
 
   it('asks a backend that leaves SOPClassesInStudy empty for the SOP class of each instance', async () => {

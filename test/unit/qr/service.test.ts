@@ -1,7 +1,7 @@
 import type {SubOperations} from '../../../src/lib/dimse/scp.js'
 import type {BackendConfig} from '../../../src/lib/config/schema.js'
 import {SopClass, TransferSyntax} from '../../../src/lib/dicom/uids.js'
-import {PROGRESS_INTERVAL_MS, expectedContexts, pacedProgress} from '../../../src/lib/qr/service.js'
+import {PROGRESS_INTERVAL_MS, expectedContexts, pacedProgress, sopClassesByBackend} from '../../../src/lib/qr/service.js'
 import type {LocatedInstance} from '../../../src/lib/qr/types.js'
 
 const counts = (done: number): SubOperations => ({remaining: 500 - done, completed: done, failed: 0, warning: 0})
@@ -39,7 +39,7 @@ describe('expectedContexts: what a C-MOVE destination is offered before the firs
   const backends = [{name: 'pacs', type: 'dimse', transferSyntaxes: [TransferSyntax.JPEGBaseline8Bit, TransferSyntax.ImplicitVRLittleEndian, TransferSyntax.ExplicitVRLittleEndian]}] as unknown as BackendConfig[]
 
   it("each SOP class the locate learned, in the backend's likely syntaxes; nothing for an instance of unknown class", () => {
-    const contexts = expectedContexts([located('1', {sopClassUids: [SopClass.CTImageStorage, SopClass.BasicTextSRStorage]}), located('2', {sopClassUid: SopClass.CTImageStorage}), located('3', {})], backends)
+    const contexts = expectedContexts(sopClassesByBackend([located('1', {sopClassUids: [SopClass.CTImageStorage, SopClass.BasicTextSRStorage]}), located('2', {sopClassUid: SopClass.CTImageStorage}), located('3', {})]), backends)
     expect(contexts.map((c) => `${c.abstractSyntax} ${c.transferSyntax}`)).toEqual([
       `${SopClass.CTImageStorage} ${TransferSyntax.ExplicitVRLittleEndian}`,
       `${SopClass.CTImageStorage} ${TransferSyntax.ImplicitVRLittleEndian}`,
@@ -48,6 +48,6 @@ describe('expectedContexts: what a C-MOVE destination is offered before the firs
       `${SopClass.BasicTextSRStorage} ${TransferSyntax.ImplicitVRLittleEndian}`,
       `${SopClass.BasicTextSRStorage} ${TransferSyntax.JPEGBaseline8Bit}`,
     ])
-    expect(expectedContexts([located('3', {})], backends)).toEqual([])
+    expect(expectedContexts(sopClassesByBackend([located('3', {})]), backends)).toEqual([])
   })
 })
