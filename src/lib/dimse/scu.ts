@@ -532,12 +532,13 @@ export class ScuAssociation extends EventEmitter {
         for (const pdv of decodePData(body)) {
           if (!pdv.isCommand && this.incoming !== undefined) {
             if (pdv.contextId !== this.incoming.contextId) throw new PduError(`dataset fragment on presentation context ${pdv.contextId}, the C-STORE was on ${this.incoming.contextId}`, AbortReason.unexpectedPdu)
-            // Views into the received PDUs (fresh buffers from the socket), copied once when whole.
+            // Views into the received PDUs (fresh buffers from the socket), copied once when whole;
+            // a dataset that came in one PDV (the usual case up to our maximum PDU length) is that view.
             this.incoming.parts.push(pdv.data)
             if (!pdv.isLast) continue
             const incoming = this.incoming
             this.incoming = undefined
-            this.takeStore(incoming.command, incoming.contextId, Buffer.concat(incoming.parts))
+            this.takeStore(incoming.command, incoming.contextId, incoming.parts.length === 1 ? incoming.parts[0] : Buffer.concat(incoming.parts))
             continue
           }
 

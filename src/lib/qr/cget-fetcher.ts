@@ -1,6 +1,7 @@
 /**
  * Instances from a backend that speaks only DICOM (a `dimse` backend, an Orthanc without `url`, or
- * any Orthanc when C-GET is how it is fetched): C-GET from its own port, one per series, each
+ * any Orthanc when C-GET is how it is fetched): C-GET from its own port, one per series (the
+ * series itself when the locate found all of it there, else its SOP Instance UIDs), each
  * incoming C-STORE sub-operation taken exactly as it arrives (its dataset bytes in the transfer
  * syntax of its presentation context) and handed on before the next one is accepted.
  */
@@ -80,8 +81,9 @@ export function proposalOrder(syntaxes: readonly string[]): string[] {
 function sopClassesOf(series: readonly LocatedInstance[]): string[] {
   const classes = new Set<string>()
   for (const instance of series) {
-    if (instance.sopClassUid === undefined || instance.sopClassUid === '') for (const fallback of FALLBACK_SOP_CLASSES) classes.add(fallback)
-    else classes.add(instance.sopClassUid)
+    if (instance.sopClassUid !== undefined && instance.sopClassUid !== '') classes.add(instance.sopClassUid)
+    else if (instance.sopClassUids !== undefined && instance.sopClassUids.length > 0) for (const uid of instance.sopClassUids) classes.add(uid)
+    else for (const fallback of FALLBACK_SOP_CLASSES) classes.add(fallback)
   }
 
   return [...classes]
@@ -149,8 +151,9 @@ export class CGetFetcher {
   }
 
   /**
-   * Retrieves the instances (all located on this backend): one C-GET per series at IMAGE level
-   * with the series' SOP Instance UIDs as a list, over as few associations as the contexts allow.
+   * Retrieves the instances (all located on this backend): one C-GET per series, at SERIES level
+   * when they are the whole series as located (`seriesCount`), else at IMAGE level with the
+   * series' SOP Instance UIDs as a list; over as few associations as the contexts allow.
    * `onArrival` gets each instance as it comes; the backend's next sub-operation is accepted once
    * it resolved. Resolves with the instances that did not come, each with why; never rejects.
    */
@@ -201,15 +204,16 @@ export class CGetFetcher {
 
       const missing: NotFetched[] = []
       for (const series of plan.series) {
-        for (let start = 0; start < series.length; start += MAX_UIDS_PER_GET) {
-          const part = series.slice(start, start + MAX_UIDS_PER_GET)
+        const whole = isWholeSeries(series)
+        for (let start = 0; start < series.length; start += whole ? series.length : MAX_UIDS_PER_GET) {
+          const part = whole ? series : series.slice(start, start + MAX_UIDS_PER_GET)
           if (options.signal?.aborted || !association.isOpen) {
             const why = options.signal?.aborted ? 'cancelled' : `the association with ${association.peer} ended`
             missing.push(...part.map((instance) => ({instance, why})))
             continue
           }
 
-          missing.push(...(await this.getPart(association, syntax, part, options)))
+          missing.push(...(await this.getPart(association, syntax, part, whole, options)))
         }
       }
 
@@ -219,22 +223,30 @@ export class CGetFetcher {
     }
   }
 
-  /** One C-GET: some instances of one series. */
+  /** One C-GET: some instances of one series by their UIDs, or the whole series (as the locate found it on this backend). */
   private async getPart(
     association: ScuAssociation,
     syntax: string,
     part: readonly LocatedInstance[],
+    wholeSeries: boolean,
     options: {signal?: AbortSignal; onArrival: (instance: LocatedInstance, fetched: FetchedInstance) => Promise<void>},
   ): Promise<NotFetched[]> {
     const backend = this.backend
     const expected = new Map(part.map((instance) => [instance.sopInstanceUid, instance]))
     const arrived = new Set<string>()
-    const identifier = Identifier.of([
-      [Tag.QueryRetrieveLevel, 'IMAGE'],
-      [Tag.StudyInstanceUID, part[0].studyInstanceUid],
-      [Tag.SeriesInstanceUID, part[0].seriesInstanceUid],
-      [Tag.SOPInstanceUID, part.map((instance) => instance.sopInstanceUid).join('\\')],
-    ])
+    // A list of UIDs costs Orthanc 1.10 a lookup each; a whole series is one.
+    const identifier = wholeSeries
+      ? Identifier.of([
+          [Tag.QueryRetrieveLevel, 'SERIES'],
+          [Tag.StudyInstanceUID, part[0].studyInstanceUid],
+          [Tag.SeriesInstanceUID, part[0].seriesInstanceUid],
+        ])
+      : Identifier.of([
+          [Tag.QueryRetrieveLevel, 'IMAGE'],
+          [Tag.StudyInstanceUID, part[0].studyInstanceUid],
+          [Tag.SeriesInstanceUID, part[0].seriesInstanceUid],
+          [Tag.SOPInstanceUID, part.map((instance) => instance.sopInstanceUid).join('\\')],
+        ])
     const onStore = async (store: IncomingStore): Promise<{status: number; errorComment?: string}> => {
       const instance = expected.get(store.sopInstanceUid)
       // Not asked for (or sent twice): taken and dropped, so the backend does not count a failure.
@@ -266,6 +278,15 @@ export class CGetFetcher {
         return {instance, why: `${backend.name} did not send it (the C-GET answered ${answered})`}
       })
   }
+}
+
+/**
+ * Whether a backend's instances of one series are all it holds of that series (the locate's
+ * `seriesCount`, and every one of them here): one SERIES-level C-GET then brings them. An instance
+ * the backend got since is not asked for (dropped on arrival); one it no longer has is missing.
+ */
+function isWholeSeries(series: readonly LocatedInstance[]): boolean {
+  return series.every((instance) => instance.seriesCount === series.length)
 }
 
 /**

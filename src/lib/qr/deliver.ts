@@ -8,7 +8,7 @@ import path from 'node:path'
 import type tls from 'node:tls'
 
 import type {MoveDestinationConfig} from '../config/schema.js'
-import {ScuAssociation} from '../dimse/scu.js'
+import {type ContextRequest, ScuAssociation} from '../dimse/scu.js'
 import {clientTlsOptions} from '../dimse/tls.js'
 import {formatStatus, isStored, statusKind} from '../dimse/status.js'
 import type {SubOperations} from '../dimse/scp.js'
@@ -86,14 +86,21 @@ export async function deliverInstances(
   }
 }
 
+/** At most this many presentation contexts are proposed ahead of the instances (open): well within an association's 128. */
+const MAX_EXPECTED_CONTEXTS = 64
+
 /**
  * A C-MOVE destination: one association, opened with a presentation context for each SOP class
- * and transfer syntax seen so far; an instance that needs another context opens a new association
- * that proposes all of them (a study rarely has more than two or three).
+ * and transfer syntax seen so far (and those `open` expects); an instance that needs another
+ * context opens a new association that proposes the ones used so far and it (a study rarely has
+ * more than two or three).
  */
 export class MoveDestinationSink implements RetrieveSink {
   private association?: ScuAssociation
-  private readonly contexts = new Map<string, {abstractSyntax: string; transferSyntax: string}>()
+  /** The association `open` started, until the first instance takes it (undefined when it failed: the first store connects anew and says why). */
+  private opening?: Promise<ScuAssociation | undefined>
+  /** Proposed contexts; `used` once an instance needed one (only those are proposed again). */
+  private readonly contexts = new Map<string, {abstractSyntax: string; transferSyntax: string; used: boolean}>()
   private readonly tlsOptions?: tls.ConnectionOptions
 
   constructor(
@@ -103,26 +110,37 @@ export class MoveDestinationSink implements RetrieveSink {
     this.tlsOptions = destination.tls === undefined ? undefined : clientTlsOptions(destination.tls, `retrieve.destinations[${destination.aeTitle}].tls`)
   }
 
+  /**
+   * Opens the association now, while the instances are still being located or fetched, proposing
+   * the contexts they are expected to need (each SOP class in the syntaxes it is likely stored
+   * in; at most MAX_EXPECTED_CONTEXTS): the first instance then finds it open. An instance that
+   * needs another context opens a new one as usual; a failure here is the first store's to report.
+   */
+  open(expected: readonly ContextRequest[]): void {
+    if (this.association !== undefined || this.opening !== undefined || expected.length === 0) return
+    for (const context of expected.slice(0, MAX_EXPECTED_CONTEXTS)) this.contexts.set(`${context.abstractSyntax}|${context.transferSyntax}`, {...context, used: false})
+    this.opening = this.connect().catch(() => undefined)
+  }
+
   async store(instance: LocatedInstance, fetched: FetchedInstance): Promise<{status: number; errorComment?: string}> {
-    const key = `${fetched.sopClassUid}|${fetched.transferSyntaxUid}`
-    if (!this.contexts.has(key)) {
-      this.contexts.set(key, {abstractSyntax: fetched.sopClassUid, transferSyntax: fetched.transferSyntaxUid})
-      await this.association?.release(2000).catch(() => {})
-      this.association = undefined
+    if (this.opening !== undefined) {
+      this.association = await this.opening
+      this.opening = undefined
     }
 
-    if (this.association === undefined || !this.association.isOpen) {
-      this.association = await ScuAssociation.connect({
-        host: this.destination.host,
-        port: this.destination.port,
-        callingAeTitle: this.options.callingAeTitle,
-        calledAeTitle: this.destination.aeTitle,
-        contexts: [...this.contexts.values()],
-        connectTimeoutMs: this.options.timeoutMs,
-        requestTimeoutMs: this.options.timeoutMs,
-        ...(this.tlsOptions === undefined ? {} : {tls: this.tlsOptions}),
-      })
+    const key = `${fetched.sopClassUid}|${fetched.transferSyntaxUid}`
+    const context = this.contexts.get(key)
+    if (context === undefined) {
+      // Proposed again: what instances used, and this one (not what was only expected).
+      for (const [k, c] of this.contexts) if (!c.used) this.contexts.delete(k)
+      this.contexts.set(key, {abstractSyntax: fetched.sopClassUid, transferSyntax: fetched.transferSyntaxUid, used: true})
+      await this.association?.release(2000).catch(() => {})
+      this.association = undefined
+    } else {
+      context.used = true
     }
+
+    if (this.association === undefined || !this.association.isOpen) this.association = await this.connect()
 
     if (!this.association.supports(fetched.sopClassUid, fetched.transferSyntaxUid)) {
       throw new Error(`${this.association.peer} does not accept ${fetched.sopClassUid} in ${fetched.transferSyntaxUid}, the syntax ${instance.backend} stores it in (ddr does not transcode)`)
@@ -139,7 +157,21 @@ export class MoveDestinationSink implements RetrieveSink {
   }
 
   async close(): Promise<void> {
+    if (this.opening !== undefined) this.association = await this.opening
     await this.association?.release(2000)
+  }
+
+  private connect(): Promise<ScuAssociation> {
+    return ScuAssociation.connect({
+      host: this.destination.host,
+      port: this.destination.port,
+      callingAeTitle: this.options.callingAeTitle,
+      calledAeTitle: this.destination.aeTitle,
+      contexts: [...this.contexts.values()].map(({abstractSyntax, transferSyntax}) => ({abstractSyntax, transferSyntax})),
+      connectTimeoutMs: this.options.timeoutMs,
+      requestTimeoutMs: this.options.timeoutMs,
+      ...(this.tlsOptions === undefined ? {} : {tls: this.tlsOptions}),
+    })
   }
 }
 

@@ -65,21 +65,72 @@ export function retrieveRequestOf(identifier: Identifier): RetrieveRequest {
 
 /** A query source that also asks for the SOP class of each match (it costs Orthanc 1.10 a read of each instance's stored JSON). */
 function askingSopClass(source: QuerySource): QuerySource {
+  return {name: source.name, find: (query, options) => source.find(query.clone().set(Tag.SOPClassUID, ''), options)}
+}
+
+/**
+ * A query source that also learns the SOP classes of each match, for a backend fetched by C-GET
+ * (its contexts are proposed per class). Asking SOPClassUID of each instance costs Orthanc 1.10 a
+ * read of each instance's stored JSON (about 20 ms per 100); so, when the request names its
+ * studies (or its patient), one STUDY-level query asks their SOP Classes in Study meanwhile, and
+ * each match carries its study's classes in SOPClassesInStudy. A backend that leaves that key
+ * empty for a study is asked the locate again, SOPClassUID per instance. `onStudyClasses` gets
+ * the classes the STUDY-level answer named (none when it failed or named none) as soon as it is
+ * in, usually well before the locate.
+ */
+function learningSopClasses(source: QuerySource, request: RetrieveRequest, onStudyClasses: (classes: string[]) => void): QuerySource | undefined {
+  const studies = request.studyInstanceUids ?? []
+  if (studies.length === 0 && (request.level !== 'PATIENT' || !request.patientId)) return undefined
+  const studyQuery = Identifier.of([
+    [Tag.QueryRetrieveLevel, 'STUDY'],
+    [Tag.PatientID, request.patientId ?? ''],
+    [Tag.StudyInstanceUID, studies.join('\\')],
+    [Tag.SOPClassesInStudy, ''],
+  ])
   return {
     name: source.name,
-    find: (query, options) => source.find(query.clone().set(Tag.SOPClassUID, ''), options),
+    async find(query, options) {
+      const classes = new Map<string, string>()
+      const learned = new Set<string>()
+      const byStudy = source
+        .find(studyQuery, {
+          ...options,
+          onMatch(match) {
+            const study = match.get(Tag.StudyInstanceUID)
+            const uids = match.list(Tag.SOPClassesInStudy).filter((uid) => uid !== '')
+            if (study && uids.length > 0) classes.set(study, uids.join('\\'))
+            for (const uid of uids) learned.add(uid)
+          },
+        })
+        .catch(() => {})
+        .then(() => onStudyClasses([...learned]))
+      const matches: Identifier[] = []
+      await Promise.all([source.find(query, {...options, onMatch: (match) => matches.push(match)}), byStudy])
+      if (matches.some((match) => !match.get(Tag.SOPClassUID) && !classes.has(match.get(Tag.StudyInstanceUID) ?? ''))) {
+        await askingSopClass(source).find(query, options)
+        return
+      }
+
+      for (const match of matches) {
+        const uids = classes.get(match.get(Tag.StudyInstanceUID) ?? '')
+        if (uids !== undefined) match.set(Tag.SOPClassesInStudy, uids)
+        options.onMatch(match)
+      }
+    },
   }
 }
 
 /**
  * Finds every instance the request covers on every backend; an instance on two backends is
- * fetched from the first that answered. The SOP class is asked only of the backends for which
- * `sopClassFrom` says so (those fetched by C-GET); the others' fetched files say it.
+ * fetched from the first that answered. The SOP classes are asked only of the backends for which
+ * `sopClassFrom` says so (those fetched by C-GET); the others' fetched files say them.
+ * `onSopClasses` is called once, as soon as each of those backends answered its STUDY-level
+ * question, with the SOP classes each named (a C-MOVE opens its destination's association then).
  */
 export async function locateInstances(
   request: RetrieveRequest,
   sources: readonly QuerySource[],
-  options: {model: string; timeoutMs: number; signal?: AbortSignal; sopClassFrom?: (backend: string) => boolean},
+  options: {model: string; timeoutMs: number; signal?: AbortSignal; sopClassFrom?: (backend: string) => boolean; onSopClasses?: (classesByBackend: ReadonlyMap<string, readonly string[]>) => void},
 ): Promise<Located> {
   const query = Identifier.of([
     [Tag.QueryRetrieveLevel, 'IMAGE'],
@@ -88,24 +139,61 @@ export async function locateInstances(
     [Tag.SeriesInstanceUID, (request.seriesInstanceUids ?? []).join('\\')],
     [Tag.SOPInstanceUID, (request.sopInstanceUids ?? []).join('\\')],
   ])
-  const asked = sources.map((source) => (options.sopClassFrom?.(source.name) ? askingSopClass(source) : source))
+  const learned = new Map<string, readonly string[]>()
+  let waiting = 0
+  const asked = sources.map((source) => {
+    if (!options.sopClassFrom?.(source.name)) return source
+    const learning = learningSopClasses(source, request, (classes) => {
+      if (classes.length > 0) learned.set(source.name, classes)
+      if (--waiting === 0) options.onSopClasses?.(learned)
+    })
+    if (learning === undefined) return askingSopClass(source)
+    waiting++
+    return learning
+  })
   const result = await queryFleet(query, asked, options)
   const instances: LocatedInstance[] = []
+  /** Per backend and series: how many instances it holds, and whether any of them is fetched from another backend. */
+  const held = new Map<string, {count: number; shared: boolean}>()
   for (const match of result.matches) {
     const sopInstanceUid = match.identifier.get(Tag.SOPInstanceUID)
     if (!sopInstanceUid) continue
-    instances.push({
+    const instance: LocatedInstance = {
       sopInstanceUid,
       seriesInstanceUid: match.identifier.get(Tag.SeriesInstanceUID) ?? '',
       studyInstanceUid: match.identifier.get(Tag.StudyInstanceUID) ?? '',
       patientId: match.identifier.get(Tag.PatientID) ?? '',
       backend: match.backends[0],
-      ...(match.identifier.get(Tag.SOPClassUID) ? {sopClassUid: match.identifier.get(Tag.SOPClassUID)} : {}),
-    })
+    }
+    const sopClassUid = match.identifier.get(Tag.SOPClassUID)
+    const studyClasses = match.identifier.list(Tag.SOPClassesInStudy)
+    if (sopClassUid) instance.sopClassUid = sopClassUid
+    else if (studyClasses.length > 0) instance.sopClassUids = studyClasses
+    instances.push(instance)
+    for (const [index, backend] of match.backends.entries()) {
+      const key = seriesKey(backend, instance)
+      const entry = held.get(key) ?? {count: 0, shared: false}
+      entry.count++
+      if (index > 0) entry.shared = true
+      held.set(key, entry)
+    }
   }
 
-  instances.sort((a, b) => a.studyInstanceUid.localeCompare(b.studyInstanceUid) || a.seriesInstanceUid.localeCompare(b.seriesInstanceUid) || a.sopInstanceUid.localeCompare(b.sopInstanceUid))
+  // Above IMAGE level, a backend's whole series (as the locate found it) may be asked for as such.
+  if (request.level !== 'IMAGE') {
+    for (const instance of instances) {
+      const entry = held.get(seriesKey(instance.backend, instance))!
+      if (!entry.shared) instance.seriesCount = entry.count
+    }
+  }
+
+  const order = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0)
+  instances.sort((a, b) => order(a.studyInstanceUid, b.studyInstanceUid) || order(a.seriesInstanceUid, b.seriesInstanceUid) || order(a.sopInstanceUid, b.sopInstanceUid))
   return {instances, missing: result.missing}
+}
+
+function seriesKey(backend: string, instance: LocatedInstance): string {
+  return `${backend}\u0000${instance.studyInstanceUid}\u0000${instance.seriesInstanceUid}`
 }
 
 /** One located instance, fetched or not (with why). */

@@ -10,6 +10,14 @@ export interface LocatedInstance {
   backend: string
   /** The SOP class, when the locate query asked the backend for it (backends fetched by C-GET: their contexts are proposed per class). */
   sopClassUid?: string
+  /** The SOP classes of its study on that backend (SOP Classes in Study), when its own was not asked: all are proposed for it. */
+  sopClassUids?: readonly string[]
+  /**
+   * How many instances of its series the locate found on its backend, when every one of them is
+   * fetched from that backend (a retrieval above IMAGE level): a C-GET may then ask for the
+   * series instead of listing its SOP Instance UIDs.
+   */
+  seriesCount?: number
 }
 
 /** One instance's stored bytes: the Part 10 file, and where its dataset starts. */

@@ -7,7 +7,7 @@ import {promisify} from 'node:util'
 import {Identifier} from '../../../src/lib/dicom/identifier.js'
 import {CommandField, CommandTag} from '../../../src/lib/dimse/command.js'
 import {DimseServer, QueryModel} from '../../../src/lib/dimse/scp.js'
-import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {type DimseResponse, ScuAssociation} from '../../../src/lib/dimse/scu.js'
 import {readMetaHeader} from '../../../src/lib/dicom/part10.js'
 import {Tag} from '../../../src/lib/dicom/tags.js'
 import type {FindResult} from '../../../src/lib/qr/fleet.js'
@@ -271,7 +271,7 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
   let viewer: Storescp
   let workDir: string
   let instances: Array<SyntheticInstance & {sopClassUid: string; dataset: Buffer}>
-  const gets: string[][] = []
+  const gets: Array<{level?: string; uids: string[]}> = []
 
   beforeAll(async () => {
     workDir = await mkdtemp(path.join(os.tmpdir(), 'ddr-qr-fail-'))
@@ -311,8 +311,10 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
             return {status: 0}
           }
 
-          const uids = identifier.list(Tag.SOPInstanceUID)
-          gets.push(uids)
+          // A SERIES-level C-GET (ddr asks so for a series whose every instance is fetched from here): all of it.
+          const level = identifier.get(Tag.QueryRetrieveLevel)
+          const uids = level === 'SERIES' ? instances.filter((i) => i.seriesInstanceUid === identifier.get(Tag.SeriesInstanceUID)).map((i) => i.sopInstanceUid) : identifier.list(Tag.SOPInstanceUID)
+          gets.push({level, uids})
           const failed: string[] = []
           for (const uid of uids) {
             const instance = instances.find((i) => i.sopInstanceUid === uid)
@@ -345,7 +347,7 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
     if (workDir) await rm(workDir, {recursive: true, force: true})
   })
 
-  it('C-MOVE through ddr: one C-GET for the series, the others delivered byte for byte, the failed one counted and named in the Failed SOP Instance UID List', async () => {
+  it('C-MOVE through ddr: one SERIES-level C-GET for the series, the others delivered byte for byte, the failed one counted and named in the Failed SOP Instance UID List', async () => {
     const association = await ScuAssociation.connect({
       host: '127.0.0.1',
       port: router.port,
@@ -354,17 +356,23 @@ describe('C-GET from a DICOM backend whose sub-operation fails', () => {
       contexts: [{abstractSyntax: QueryModel.studyRootMove, transferSyntax: EXPLICIT_VR_LITTLE_ENDIAN}],
     })
     let final
+    const pendings: DimseResponse[] = []
     try {
       const identifier = Identifier.of([
         [Tag.QueryRetrieveLevel, 'STUDY'],
         [Tag.StudyInstanceUID, instances[0].studyInstanceUid],
       ])
-      final = await association.query(CommandField.cMoveRq, QueryModel.studyRootMove, EXPLICIT_VR_LITTLE_ENDIAN, identifier.encode(EXPLICIT_VR_LITTLE_ENDIAN), {moveDestination: 'VIEWER'})
+      final = await association.query(CommandField.cMoveRq, QueryModel.studyRootMove, EXPLICIT_VR_LITTLE_ENDIAN, identifier.encode(EXPLICIT_VR_LITTLE_ENDIAN), {moveDestination: 'VIEWER', onPending: (pending) => pendings.push(pending)})
     } finally {
       await association.release()
     }
 
-    expect(gets).toEqual([instances.map((i) => i.sopInstanceUid).sort()])
+    expect(gets).toEqual([{level: 'SERIES', uids: instances.map((i) => i.sopInstanceUid)}])
+    // Pending responses (paced: the first at once) carry the counts so far.
+    expect(pendings.length).toBeGreaterThanOrEqual(1)
+    const first = pendings[0].command!
+    expect(first.get(CommandTag.numberOfRemainingSuboperations)).toBe(2)
+    expect(Number(first.get(CommandTag.numberOfCompletedSuboperations)) + Number(first.get(CommandTag.numberOfFailedSuboperations))).toBe(1)
     expect(final.status).toBe(0xb000)
     expect(final.command?.get(CommandTag.numberOfCompletedSuboperations)).toBe(2)
     expect(final.command?.get(CommandTag.numberOfFailedSuboperations)).toBe(1)

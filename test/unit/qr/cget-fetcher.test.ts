@@ -10,13 +10,14 @@ import {CGetFetcher, planGets, proposalOrder} from '../../../src/lib/qr/cget-fet
 import type {FetchedInstance, LocatedInstance} from '../../../src/lib/qr/retrieve.js'
 
 const STUDY = '1.2.826.0.1.3680043.10.1.1'
-const located = (series: string, sop: string, sopClassUid?: string): LocatedInstance => ({
+const located = (series: string, sop: string, sopClassUid?: string, more: Partial<LocatedInstance> = {}): LocatedInstance => ({
   sopInstanceUid: sop,
   seriesInstanceUid: series,
   studyInstanceUid: STUDY,
   patientId: 'P1',
   backend: 'pacs',
   ...(sopClassUid === undefined ? {} : {sopClassUid}),
+  ...more,
 })
 
 describe('planGets: presentation contexts for a C-GET', () => {
@@ -46,6 +47,13 @@ describe('planGets: presentation contexts for a C-GET', () => {
     expect(few[0].contexts).toHaveLength(45)
   })
 
+  it("proposes its study's SOP classes for an instance whose own class was not asked (SOP Classes in Study), not the common ones", () => {
+    const study = [SopClass.CTImageStorage, SopClass.BasicTextSRStorage]
+    const [plan] = planGets([located('4.1', 'y', undefined, {sopClassUids: study}), located('4.1', 'z', undefined, {sopClassUids: study})], [TransferSyntax.ExplicitVRLittleEndian])
+    expect(plan.sopClasses).toEqual(study)
+    expect(plan.contexts).toHaveLength(2)
+  })
+
   it('proposes the common classes for an instance whose SOP class the backend did not say', () => {
     const [plan] = planGets([located('4.1', 'y')], [TransferSyntax.ExplicitVRLittleEndian, TransferSyntax.ImplicitVRLittleEndian])
     expect(plan.sopClasses).toEqual(expect.arrayContaining([SopClass.CTImageStorage, SopClass.MRImageStorage, SopClass.SecondaryCaptureImageStorage]))
@@ -65,7 +73,10 @@ describe('CGetFetcher against a C-GET SCP (ddr\'s own listener)', () => {
     requests.push(identifier)
     const failed: string[] = []
     let completed = 0
-    for (const uid of identifier.list(Tag.SOPInstanceUID)) {
+    // A SERIES-level C-GET: everything held in the series (a UID here is its series UID and a number).
+    const series = identifier.get(Tag.QueryRetrieveLevel) === 'SERIES' ? identifier.get(Tag.SeriesInstanceUID)! : undefined
+    const uids = series === undefined ? identifier.list(Tag.SOPInstanceUID) : [...held.keys()].filter((uid) => uid.startsWith(`${series}.`))
+    for (const uid of uids) {
       const instance = held.get(uid)
       if (instance === undefined || !responder.canStore(instance.sopClassUid, instance.transferSyntaxUid)) {
         failed.push(uid)
@@ -143,6 +154,27 @@ describe('CGetFetcher against a C-GET SCP (ddr\'s own listener)', () => {
       expect(meta.sourceApplicationEntityTitle).toBe('PACS')
       expect(fetched.file.subarray(meta.datasetOffset).equals(stored.dataset)).toBe(true)
     }
+  })
+
+  it("asks for a whole series at SERIES level, no UID list, when the locate found all of the backend's series here; what it holds beyond those is taken and dropped", async () => {
+    const {arrivals, missing} = await retrieve([located('1.1', '1.1.1', SopClass.CTImageStorage, {seriesCount: 2}), located('1.1', '1.1.2', SopClass.CTImageStorage, {seriesCount: 2})])
+    expect(missing).toEqual([])
+    expect(requests).toHaveLength(1)
+    expect(requests[0].get(Tag.QueryRetrieveLevel)).toBe('SERIES')
+    expect(requests[0].get(Tag.SeriesInstanceUID)).toBe('1.1')
+    expect(requests[0].has(Tag.SOPInstanceUID)).toBe(false)
+    // The SCP sent 1.1.3 too (it holds it in that series): not asked for, not handed on.
+    expect(arrivals.map((a) => a.instance.sopInstanceUid)).toEqual(['1.1.1', '1.1.2'])
+    for (const {instance, fetched} of arrivals) expect(fetched.dataset.equals(held.get(instance.sopInstanceUid)!.dataset)).toBe(true)
+  })
+
+  it('lists the UIDs when given only part of what the locate found of the series (seriesCount larger), or no seriesCount', async () => {
+    await retrieve([located('1.1', '1.1.1', SopClass.CTImageStorage, {seriesCount: 2})])
+    await retrieve([located('1.1', '1.1.2', SopClass.CTImageStorage)])
+    expect(requests.map((r) => [r.get(Tag.QueryRetrieveLevel), r.list(Tag.SOPInstanceUID)])).toEqual([
+      ['IMAGE', ['1.1.1']],
+      ['IMAGE', ['1.1.2']],
+    ])
   })
 
   it('takes the next sub-operation only once the last one was handed on', async () => {

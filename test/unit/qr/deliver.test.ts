@@ -1,5 +1,7 @@
 import {Channel} from '../../../src/lib/qr/channel.js'
-import {type RetrieveSink, deliverInstances} from '../../../src/lib/qr/deliver.js'
+import {DimseServer} from '../../../src/lib/dimse/scp.js'
+import {ScuAssociation} from '../../../src/lib/dimse/scu.js'
+import {MoveDestinationSink, type RetrieveSink, deliverInstances} from '../../../src/lib/qr/deliver.js'
 import {type FetchOutcome, type InstanceSource, type LocatedInstance, fetchMethodOf} from '../../../src/lib/qr/retrieve.js'
 import type {BackendConfig} from '../../../src/lib/config/schema.js'
 
@@ -89,5 +91,56 @@ describe('fetchMethodOf', () => {
     expect(fetchMethodOf(orthanc({url: 'http://h:8042', retrieveTransport: 'dimse'}))).toEqual({by: 'dimse', restFallback: true})
     expect(fetchMethodOf({name: 'f', type: 'folder', path: '/x'} as BackendConfig)).toEqual({by: 'file'})
     expect(fetchMethodOf({name: 'w', type: 'dicomweb', url: 'http://h/dicom-web'} as BackendConfig)).toEqual({by: 'wado'})
+  })
+})
+
+describe('MoveDestinationSink', () => {
+  const EXPLICIT = '1.2.840.10008.1.2.1'
+  const IMPLICIT = '1.2.840.10008.1.2'
+  const CT = '1.2.840.10008.5.1.4.1.1.2'
+  const MR = '1.2.840.10008.5.1.4.1.1.4'
+  const SC = '1.2.840.10008.5.1.4.1.1.7'
+  const stored = (sopClassUid: string) => ({file: Buffer.alloc(0), transferSyntaxUid: EXPLICIT, sopClassUid, dataset: Buffer.from('0800180002000000', 'hex')})
+
+  it('opens its association on open(), before any instance, proposing the expected contexts; a new context later proposes what was used and it', async () => {
+    const server = new DimseServer({
+      aeTitle: 'VIEWER',
+      transferSyntaxes: [EXPLICIT, IMPLICIT],
+      beginStore: () => ({write: () => true, waitDrain: async () => {}, finish: async () => ({status: 0}), abort: () => {}}),
+    })
+    let associations = 0
+    server.on('association', () => associations++)
+    const port = await server.listen(0, '127.0.0.1')
+    const original = ScuAssociation.connect
+    const proposed: string[][] = []
+    ScuAssociation.connect = (options) => {
+      proposed.push(options.contexts.map((c) => `${c.abstractSyntax === CT ? 'CT' : c.abstractSyntax === MR ? 'MR' : 'SC'} ${c.transferSyntax === EXPLICIT ? 'explicit' : 'implicit'}`))
+      return original(options)
+    }
+
+    try {
+      const sink = new MoveDestinationSink({aeTitle: 'VIEWER', host: '127.0.0.1', port}, {callingAeTitle: 'DDR', moveOriginatorAeTitle: 'MOVER', moveOriginatorMessageId: 1, timeoutMs: 5000})
+      sink.open([
+        {abstractSyntax: CT, transferSyntax: EXPLICIT},
+        {abstractSyntax: CT, transferSyntax: IMPLICIT},
+        {abstractSyntax: MR, transferSyntax: EXPLICIT},
+      ])
+      const deadline = Date.now() + 5000
+      while (associations === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+      expect(associations).toBe(1)
+      expect(proposed).toEqual([['CT explicit', 'CT implicit', 'MR explicit']])
+
+      expect((await sink.store(instance('1'), stored(CT))).status).toBe(0)
+      expect((await sink.store(instance('2'), stored(CT))).status).toBe(0)
+      expect(associations).toBe(1)
+
+      expect((await sink.store(instance('3'), stored(SC))).status).toBe(0)
+      expect(associations).toBe(2)
+      expect(proposed[1]).toEqual(['CT explicit', 'SC explicit'])
+      await sink.close()
+    } finally {
+      ScuAssociation.connect = original
+      await server.close(100)
+    }
   })
 })
