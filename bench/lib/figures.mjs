@@ -165,7 +165,7 @@ export const FIGURES = [
     better: 'higher',
     target: 0.9,
     measures:
-      'movescu asks `ddr listen` (in front of the Orthanc that holds the study and an empty one) to move one study of 40 KB instances to a storescp; ddr finds the instances by C-FIND on both Orthancs, fetches each file from the holder\'s REST API and C-STOREs it, byte for byte, on its own association. Timed until movescu has the final response.',
+      'movescu asks `ddr listen` (in front of the Orthanc that holds the study and an empty one) to move one study of 40 KB instances to a storescp; ddr finds the instances by C-FIND on both Orthancs (the SOP classes once per study), fetches them from the holder by C-GET (one per series) and C-STOREs each, byte for byte, on its own association to the destination, opened while the instances are located. Timed until movescu has the final response.',
     reference: 'the same movescu asking the holding Orthanc itself to move the study to the same storescp (Orthanc knows it as a modality), same round, order alternating.',
     fair:
       'Same study, same destination, same requester; the reference is the best case of a single PACS that knows where its images are, while ddr first has to find them across the fleet and fetch them over HTTP: the figure is the price of one address for the whole fleet (target ≥ 0.9).',
