@@ -616,7 +616,9 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
         this.countTags.delete(uid)
       }
     } catch (error) {
-      this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
+      // Busy (another worker of a shared file writes): the studies stay receiving and are marked at a later tick.
+      if (isSqliteBusy(error)) this.options.logger.debug('ledger-busy', {}, `study ledger ${this.store.file}: completion waits: ${(error as Error).message}`)
+      else this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
     }
 
     for (const study of stable) {
@@ -664,6 +666,13 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
       const removed = await this.store.prune(now - this.options.keepDays * DAY_MS)
       if (removed > 0) this.options.logger.info('ledger-pruned', {studies: removed}, `studies older than ${this.options.keepDays} days left the ledger`)
     } catch (error) {
+      // Another worker of a shared file holds its write lock: pruned at a later tick.
+      if (isSqliteBusy(error)) {
+        this.lastPrune = 0
+        this.options.logger.debug('ledger-busy', {}, `study ledger ${this.store.file}: pruning waits: ${(error as Error).message}`)
+        return
+      }
+
       this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: pruning failed: ${(error as Error).message}`)
     }
   }
