@@ -112,7 +112,8 @@ export class SpoolAdoption {
       let handed = 0
       for (const instance of pending) {
         if (this.closed) return pending.length - handed
-        const result = await this.ingest(await part10Bytes(instance), {callingAeTitle: instance.callingAeTitle, source: `${path.join(dir, 'queue')} ${instance.id}`})
+        // A spool file's meta header names its sender (SourceApplicationEntityTitle); one without it is recorded as from us.
+        const result = await this.ingest(await part10Bytes(instance), {callingAeTitle: instance.callingAeTitle || this.config.listen.aeTitle, source: `${path.join(dir, 'queue')} ${instance.id}`})
         if (result.outcome === 'stored') {
           await spool.remove(instance)
           handed++
