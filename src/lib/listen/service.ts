@@ -153,6 +153,12 @@ function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: stri
  * left by another number of workers are taken over (listen/adopt.ts).
  */
 export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
+  // A configuration problem is named before the spool folder's lock (which a running router may hold).
+  if (options.statusServer !== false) {
+    checkConsoleExposure(config)
+    statusServerTls(config.status)
+  }
+
   const spoolDir = path.resolve(config.spool.dir)
   const lock = SpoolLock.acquire(spoolDir)
   if (lock.takenOverFrom !== undefined) options.logger.info('spool-lock-taken-over', {folder: spoolDir, from: lock.takenOverFrom}, `process ${lock.takenOverFrom}, which held the spool folder, is gone`)
