@@ -123,9 +123,10 @@ export async function runListenWorker(config: DdrConfig, options: WorkersOptions
   // A terminal's Ctrl-C reaches the whole process group; the primary sends stop as well.
   process.once('SIGINT', () => void stop())
   process.once('SIGTERM', () => void stop())
-  process.once('SIGUSR2', () => {})
-  // The primary died (SIGKILL): nobody would restart or stop this one; stop cleanly.
-  process.once('disconnect', () => void stop())
+  // Drains are the primary's to start (it drains every worker); a worker's own SIGUSR2 is ignored.
+  process.on('SIGUSR2', () => {})
+  // A primary killed outright (SIGKILL): Node's cluster ends the worker as soon as the IPC channel
+  // closes. What it acknowledged is fsynced in its spool and delivered at the next start.
   return new Promise<never>(() => {})
 }
 
