@@ -295,9 +295,11 @@ export class StatusFront {
     response.writeHead(200, {'content-type': 'text/plain; version=0.0.4'}).end(`${prometheus(aggregate)}${lines.join('\n')}\n`)
   }
 
-  private drain(response: http.ServerResponse): void {
+  /** Answers as one router's /drain does (`ddr listen --drain` prints it), for all workers together. */
+  private async drain(response: http.ServerResponse): Promise<void> {
+    const statuses = (await this.entries()).map((entry) => entry.status).filter((status) => status !== undefined)
     this.options.drain()
-    json(response, 200, {draining: true, workers: this.options.workers().length})
+    json(response, 200, {draining: true, workers: this.options.workers().length, associations: sum(statuses.map((s) => s.associations)), queued: sum(statuses.map((s) => s.queueDepth))})
   }
 
   private async login(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
