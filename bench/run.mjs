@@ -576,20 +576,33 @@ const workersGroup = () => group('W', async () => {
   const instances = await workload('workers', {studies: P5_SENDERS, instancesPerStudy: sizes.p5PerSender, pixelBytes: 40 * 1024, note: `${P5_SENDERS} senders, one study each`})
   const perSender = Array.from({length: P5_SENDERS}, (_, s) => paths(instances.slice(s * sizes.p5PerSender, (s + 1) * sizes.p5PerSender)))
   const n = instances.length
-  const allSenders = (target) => Promise.all(perSender.map((files) => storescuFiles(target, files)))
-  log(`W ${P5_SENDERS} storescu at once x ${sizes.p5PerSender} instances into two storescp: through ddr listen --workers 1 vs --workers 2, ${ROUNDS} rounds on fresh servers`)
+  const allSenders = (target, files = perSender) => Promise.all(files.map((list) => storescuFiles(target, list)))
+  // Every process warms up first (each worker compiles the same code: a cold start would count that twice).
+  const warmPerSender = Math.round(sizes.p5PerSender / 2)
+  const warm = await workload('workers-warm', {studies: P5_SENDERS, instancesPerStudy: warmPerSender, pixelBytes: 40 * 1024, note: 'warm-up before each W2 measurement'})
+  const warmPerSenderFiles = Array.from({length: P5_SENDERS}, (_, s) => paths(warm.slice(s * warmPerSender, (s + 1) * warmPerSender)))
+  log(`W ${P5_SENDERS} storescu at once x ${sizes.p5PerSender} instances into two storescp (after ${warm.length} to warm up): through ddr listen --workers 1 vs --workers 2, ${ROUNDS} rounds on fresh servers`)
   const rounds = []
   for (let round = 1; round <= ROUNDS; round++) {
     const measure = async (workers) => {
       const dirs = ['a', 'b'].map((side) => path.join(work, `w${workers}-${round}-${side}`))
       const scps = await Promise.all(dirs.map((dir) => storescp(dir)))
       const ddr = await router(`w${workers}-${round}`, scps.map((scp, i) => ({...scp, name: `scp-${i + 1}`, type: 'dimse'})), {workers})
+      // Done when both destinations hold every instance, counted from their folders: polling the
+      // router's /status every 5 ms (ddr.drained) would cost the primary and each worker an HTTP
+      // request per poll and count it as their CPU, twice over with two workers.
+      const held = () => dirs.reduce((sum, dir) => sum + readdirSync(dir).length, 0)
+      await allSenders(ddr, warmPerSenderFiles)
+      await waitFor(`${warm.length} warm-up instances at the two storescp`, () => held() >= warm.length, 120_000, 5)
+      await ddr.drained()
+      for (const dir of dirs) for (const name of readdirSync(dir)) rmSync(path.join(dir, name), {force: true, recursive: true})
       const cpuBefore = ddr.cpuMs()
       const time = await timed(async () => {
         await allSenders(ddr)
-        await ddr.drained()
+        await waitFor(`${n} instances at the two storescp`, () => held() >= n, 120_000, 5)
       })
       const cpuMs = ddr.cpuMs() - cpuBefore
+      await ddr.drained()
       await ddr.stop()
       await Promise.all(scps.map((scp) => scp.stop()))
       // Each instance on one of the two destinations: the arrivals of both, together.
