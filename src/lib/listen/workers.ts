@@ -88,6 +88,8 @@ const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 export async function runListenWorker(config: DdrConfig, options: WorkersOptions): Promise<never> {
   const index = Number(process.env[WORKER_INDEX_ENV])
   const secret = process.env[WORKER_SECRET_ENV] ?? ''
+  // Not for the processes this worker starts (processing modules): only primary and workers know it.
+  delete process.env[WORKER_SECRET_ENV]
   const {logger} = options
   const send = (message: FromWorker) => process.send?.(message)
   const root = path.resolve(config.spool.dir)
@@ -98,8 +100,8 @@ export async function runListenWorker(config: DdrConfig, options: WorkersOptions
     service = await startRouterService(workerConfig(config, index, secret), {logger, version: options.version, adopt, exclusiveStatusPort: true, sharedLedger: true})
   } catch (error) {
     const ddr = error as DdrError
+    // The primary logs it (and stops the start, or restarts this worker later).
     send({ddr: 'fatal', index, code: ddr.code, message: ddr.message, hint: ddr.hint})
-    logger.error('worker-failed', {worker: index}, ddr.message)
     await delay(100)
     process.exit(2)
   }
