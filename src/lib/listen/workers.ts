@@ -16,6 +16,7 @@ import {randomBytes} from 'node:crypto'
 import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
+import {checkConsoleExposure} from '../console/console.js'
 import {DdrError} from '../errors.js'
 import {openLedgerStore, routerName} from '../ledger/ledger.js'
 import type {Logger} from '../output/logger.js'
@@ -141,6 +142,8 @@ export async function runListenPrimary(config: DdrConfig, options: WorkersOption
   const {logger} = options
   const n = config.listen.workers
   checkWorkersConfig(config)
+  // The primary's status port is the one the network sees: the same refusal as a single router's.
+  checkConsoleExposure(config)
   const tls = statusServerTls(config.status)
   const secret = randomBytes(24).toString('base64url')
   // The shared ledger made once before the workers race to create its tables.

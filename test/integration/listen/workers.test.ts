@@ -1,5 +1,5 @@
 import type {ChildProcessWithoutNullStreams} from 'node:child_process'
-import {copyFile, mkdir, mkdtemp, readdir, rm, writeFile} from 'node:fs/promises'
+import {copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -202,6 +202,16 @@ describe('ddr listen --workers 2', () => {
     const second = await runCompiledCli(['listen', '--config', configFile, '--workers', '1', '--port', String(await freePort()), '--status-port', String(await freePort())], {timeoutMs: 30_000})
     expect(second.code).toBe(2)
     expect(second.stderr).toContain(`spool folder ${spoolDir} is in use by process ${worker1.pid}`)
+  }, 40_000)
+
+  it('refuses, as one router does, a status port open to the network without a token, and pass-through', async () => {
+    const raw = JSON.parse(await readFile(configFile, 'utf8')) as {status: Record<string, unknown>; spool: Record<string, unknown>}
+    const exposed = path.join(dir, 'exposed.json')
+    await writeFile(exposed, JSON.stringify({...raw, status: {host: '0.0.0.0', port: await freePort()}}))
+    const refused = await runCompiledCli(['listen', '--config', exposed, '--workers', '2'], {timeoutMs: 20_000})
+    expect([refused.code, refused.stderr]).toEqual([2, expect.stringContaining('no status.token is set')])
+    const passThrough = await runCompiledCli(['listen', '--config', configFile, '--workers', '2', '--no-spool'], {timeoutMs: 20_000})
+    expect([passThrough.code, passThrough.stderr]).toEqual([2, expect.stringContaining('listen.workers is 2, but spool.enabled is false')])
   }, 40_000)
 
   it('restarts a worker killed with SIGKILL, which then delivers what it had acknowledged', async () => {
