@@ -1,11 +1,8 @@
-import path from 'node:path'
-
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from './base-command.js'
-import {Logger} from '../lib/output/logger.js'
-import {requestDrain, startRouterService} from '../lib/listen/service.js'
-import {listenWorkerIndex, runListenPrimary, runListenWorker} from '../lib/listen/workers.js'
+import {runListen} from '../lib/listen/run.js'
+import {requestDrain} from '../lib/listen/service.js'
 
 export default class Listen extends BaseCommand<typeof Listen> {
   static override description = 'run the router: receive C-STORE and forward each study to the best Orthanc backend'
@@ -51,33 +48,6 @@ export default class Listen extends BaseCommand<typeof Listen> {
     if (flags.spool !== undefined) config.spool.enabled = flags.spool
     if (flags.workers !== undefined) config.listen.workers = flags.workers
 
-    const worker = listenWorkerIndex()
-    const logger = new Logger({debug: flags.debug, format: flags['log-format'] as 'text' | 'json', context: worker === undefined ? undefined : {worker}})
-    // Several processes (listen.workers > 1): the primary forks and watches them, each worker is a router.
-    const workers = {logger, version: this.config.version, drainTimeoutMs: flags['drain-timeout'] * 1000}
-    if (worker !== undefined) await runListenWorker(config, workers)
-    if (config.listen.workers > 1) {
-      await runListenPrimary(config, workers)
-      return
-    }
-
-    const service = await startRouterService(config, {logger, version: this.config.version})
-    const scheme = config.status.tls === undefined ? 'http' : 'https'
-    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/status`, console: service.statusPort === undefined || !config.status.console ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/console/`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
-
-    const drain = await new Promise<boolean>((resolve) => {
-      const stop = (signal: string) => {
-        logger.info('stopping', {signal}, 'no new associations; finishing in-flight instances')
-        resolve(false)
-      }
-
-      process.once('SIGINT', () => stop('SIGINT'))
-      process.once('SIGTERM', () => stop('SIGTERM'))
-      process.once('SIGUSR2', () => resolve(true))
-      void service.drainRequested.then(() => resolve(true))
-    })
-    if (drain) await service.drain(flags['drain-timeout'] * 1000)
-    await service.stop()
-    logger.info('stopped', {routed: service.router.counters.routed, failed: service.router.counters.failed})
+    await runListen(config, {debug: flags.debug, logFormat: flags['log-format'] as 'text' | 'json', version: this.config.version, drainTimeoutMs: flags['drain-timeout'] * 1000})
   }
 }
