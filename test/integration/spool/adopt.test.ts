@@ -7,6 +7,7 @@ import {type RouterService, startRouterService} from '../../../src/lib/listen/se
 import {Logger} from '../../../src/lib/output/logger.js'
 import {SpoolLock} from '../../../src/lib/spool/lock.js'
 import {type SyntheticInstance, writeSyntheticStudies} from '../../helpers/datasets.js'
+import {storescu} from '../../helpers/dcmtk.js'
 import {datasetOf} from '../../helpers/fixtures.js'
 import {waitFor} from '../../helpers/wait.js'
 
@@ -73,4 +74,51 @@ describe('a router takes over the spool folders an earlier number of workers lef
     SpoolLock.acquire(path.join(dir, 'spool', 'worker-2')).release()
     SpoolLock.acquire(path.join(dir, 'spool')).release()
   })
+})
+
+describe('taking over a worker folder whose instances are in journal segments', () => {
+  let dir: string
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'ddr-adopt-journal-'))
+  })
+
+  afterAll(async () => {
+    await rm(dir, {recursive: true, force: true})
+  })
+
+  it('delivers what a stopped worker acknowledged into its journal (small instances), unchanged', async () => {
+    const instances = await writeSyntheticStudies(path.join(dir, 'files'), {studies: 1, instancesPerStudy: 5, pixelBytes: 2048, prefix: 'JRNL'})
+    const base = {listen: {host: '127.0.0.1', port: 0, aeTitle: 'DDR_TEST'}, studies: {receipts: false}}
+    // A worker of an earlier run: its backend unreachable, so what it acknowledges stays in its journal.
+    const worker = await startRouterService(
+      validateConfig({...base, spool: {dir: path.join(dir, 'spool', 'worker-2')}, backends: [{name: 'gone', type: 'dimse', host: '127.0.0.1', port: 1, aeTitle: 'GONE'}]}, 'test'),
+      {logger: new Logger({write: () => {}}), statusServer: false},
+    )
+    try {
+      const sent = await storescu(['-aec', 'DDR_TEST', '127.0.0.1', String(worker.port), ...instances.map((i) => i.path)])
+      expect(sent.code).toBe(0)
+    } finally {
+      await worker.stop(1000)
+    }
+
+    expect((await readdir(path.join(dir, 'spool', 'worker-2', 'queue'))).filter((name) => name.startsWith('seg-'))).not.toEqual([])
+    const lines: string[] = []
+    const single = await startRouterService(
+      validateConfig({...base, spool: {dir: path.join(dir, 'spool')}, backends: [{name: 'archive', type: 'folder', path: path.join(dir, 'archive')}]}, 'test'),
+      {logger: new Logger({write: (line) => lines.push(line)}), statusServer: false},
+    )
+    try {
+      const archived = async () => (await readdir(path.join(dir, 'archive'), {recursive: true}).catch(() => [])).map(String).filter((name) => name.endsWith('.dcm'))
+      await waitFor('the five instances in the archive', async () => (await archived()).length === 5, 20_000)
+      for (const instance of instances) {
+        const stored = (await archived()).find((name) => name.endsWith(`${instance.sopInstanceUid}.dcm`))!
+        expect(datasetOf(await readFile(path.join(dir, 'archive', stored))).equals(datasetOf(await readFile(instance.path)))).toBe(true)
+      }
+
+      expect(lines.some((line) => line.includes('spool-adopted') && line.includes('instances=5'))).toBe(true)
+    } finally {
+      await single.stop(5000)
+    }
+  }, 60_000)
 })
