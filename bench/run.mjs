@@ -144,7 +144,7 @@ async function orthanc(name, extra) {
 }
 
 /** `ddr listen` as its own process (so its RSS and CPU are its own), in front of the given backends. */
-async function router(name, backends, {spool = true, ledger = true, retrieve, ledgerUrl, routerName} = {}) {
+async function router(name, backends, {spool = true, ledger = true, retrieve, ledgerUrl, routerName, workers = 1} = {}) {
   const dir = path.join(work, `router-${name}`)
   mkdirSync(dir, {recursive: true})
   const port = await freePort()
@@ -153,13 +153,13 @@ async function router(name, backends, {spool = true, ledger = true, retrieve, le
   writeFileSync(
     config,
     JSON.stringify({
-      listen: {host: '127.0.0.1', port, aeTitle: 'DDR_BENCH'},
+      listen: {host: '127.0.0.1', port, aeTitle: 'DDR_BENCH', workers},
       status: {host: '127.0.0.1', port: statusPort},
       spool: {dir: path.join(dir, 'spool'), enabled: spool},
       studies: {enabled: ledger},
       ...(ledgerUrl ? {ledger: {url: ledgerUrl, routerName}} : {}),
       ...(retrieve ? {retrieve} : {}),
-      backends: backends.map((b) => ({name: b.name, host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
+      backends: backends.map((b) => ({name: b.name, ...(b.type ? {type: b.type} : {}), host: '127.0.0.1', port: b.dicomPort ?? b.port, aeTitle: b.aeTitle, url: b.url})),
     }),
   )
   // DDR_BENCH_ROUTER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the router processes.
@@ -188,12 +188,8 @@ async function router(name, backends, {spool = true, ledger = true, retrieve, le
     status,
     stop,
     logTail: () => stderr.split('\n').slice(-5).join('\n'),
-    /** CPU time (user + system, all threads) the router process has used so far, in ms. */
-    cpuMs: () => {
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ')
-      // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3 (state)
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
-    },
+    /** CPU time (user + system, all threads) the router process and its workers (listen --workers) have used so far, in ms. */
+    cpuMs: () => [child.pid, ...childPids(child.pid)].reduce((sum, pid) => sum + processCpuMs(pid), 0),
     /** Peak resident set size so far (VmHWM), in MB. */
     peakRssMb: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))[1]) / 1024,
     // Polled every 5 ms: the router's own count of backend Success responses, cheap to ask (a
@@ -202,6 +198,29 @@ async function router(name, backends, {spool = true, ledger = true, retrieve, le
       const s = await status()
       return s !== undefined && s.queueDepth === 0
     }, 120_000, 5),
+  }
+}
+
+/** CPU time (user + system, all threads) of one process so far, in ms; 0 once it is gone. */
+function processCpuMs(pid) {
+  let stat
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return 0
+  }
+
+  const fields = stat.split(') ')[1].split(' ')
+  // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3 (state)
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS
+}
+
+/** The child processes of a process (the workers of `ddr listen --workers`). */
+function childPids(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+  } catch {
+    return []
   }
 }
 
@@ -553,6 +572,62 @@ const cluster = () => group('CL', async () => {
   addFigure('CL3', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
 })
 
+const workersGroup = () => group('W', async () => {
+  const instances = await workload('workers', {studies: P5_SENDERS, instancesPerStudy: sizes.p5PerSender, pixelBytes: 40 * 1024, note: `${P5_SENDERS} senders, one study each`})
+  const perSender = Array.from({length: P5_SENDERS}, (_, s) => paths(instances.slice(s * sizes.p5PerSender, (s + 1) * sizes.p5PerSender)))
+  const n = instances.length
+  const allSenders = (target, files = perSender) => Promise.all(files.map((list) => storescuFiles(target, list)))
+  // Every process warms up first (each worker compiles the same code: a cold start would count that twice).
+  const warmPerSender = Math.round(sizes.p5PerSender / 2)
+  const warm = await workload('workers-warm', {studies: P5_SENDERS, instancesPerStudy: warmPerSender, pixelBytes: 40 * 1024, note: 'warm-up before each W2 measurement'})
+  const warmPerSenderFiles = Array.from({length: P5_SENDERS}, (_, s) => paths(warm.slice(s * warmPerSender, (s + 1) * warmPerSender)))
+  log(`W ${P5_SENDERS} storescu at once x ${sizes.p5PerSender} instances into two storescp (after ${warm.length} to warm up): through ddr listen --workers 1 vs --workers 2, ${ROUNDS} rounds on fresh servers`)
+  const rounds = []
+  for (let round = 1; round <= ROUNDS; round++) {
+    const measure = async (workers) => {
+      const dirs = ['a', 'b'].map((side) => path.join(work, `w${workers}-${round}-${side}`))
+      const scps = await Promise.all(dirs.map((dir) => storescp(dir)))
+      const ddr = await router(`w${workers}-${round}`, scps.map((scp, i) => ({...scp, name: `scp-${i + 1}`, type: 'dimse'})), {workers})
+      // Done when both destinations hold every instance, counted from their folders: polling the
+      // router's /status every 5 ms (ddr.drained) would cost the primary and each worker an HTTP
+      // request per poll and count it as their CPU, twice over with two workers.
+      const held = () => dirs.reduce((sum, dir) => sum + readdirSync(dir).length, 0)
+      await allSenders(ddr, warmPerSenderFiles)
+      await waitFor(`${warm.length} warm-up instances at the two storescp`, () => held() >= warm.length, 120_000, 5)
+      await ddr.drained()
+      for (const dir of dirs) for (const name of readdirSync(dir)) rmSync(path.join(dir, name), {force: true, recursive: true})
+      const cpuBefore = ddr.cpuMs()
+      const time = await timed(async () => {
+        await allSenders(ddr)
+        await waitFor(`${n} instances at the two storescp`, () => held() >= n, 120_000, 5)
+      })
+      const cpuMs = ddr.cpuMs() - cpuBefore
+      await ddr.drained()
+      await ddr.stop()
+      await Promise.all(scps.map((scp) => scp.stop()))
+      // Each instance on one of the two destinations: the arrivals of both, together.
+      const arrivals = dirs.map((dir) => scpArrival(`storescp ${path.basename(dir)}`, dir, instances))
+      const arrival = {where: `the two storescp behind ddr --workers ${workers}`, expected: n, arrived: arrivals.reduce((sum, a) => sum + a.arrived, 0)}
+      return [time, arrival, cpuMs / n]
+    }
+    // The order alternates, as in P5.
+    let one
+    let two
+    if (round % 2 === 1) {
+      one = await measure(1)
+      two = await measure(2)
+    } else {
+      two = await measure(2)
+      one = await measure(1)
+    }
+
+    rounds.push({...ratioRound(one[0], two[0], [one[1], two[1]]), referenceCpuMsPerInstance: round2(one[2]), ddrCpuMsPerInstance: round2(two[2])})
+    log(`W round ${round}: --workers 1 ${one[0].toFixed(2)} s (${one[2].toFixed(2)} ms CPU per instance), --workers 2 ${two[0].toFixed(2)} s (${two[2].toFixed(2)} ms CPU per instance, primary and workers)`)
+  }
+
+  addFigure('W2', `${P5_SENDERS} senders x ${sizes.p5PerSender} x 40 KB`, rounds)
+})
+
 const qr = () => group('QR', async () => {
   const instances = await workload('retrieve', {studies: 1, instancesPerStudy: sizes.retrieve, pixelBytes: 40 * 1024, note: 'one study, retrieved by C-MOVE'})
   const study = instances[0].studyInstanceUid
@@ -717,6 +792,7 @@ async function main() {
   await p4()
   await p5()
   await cluster()
+  await workersGroup()
   await qr()
   await cpu()
   await p3()

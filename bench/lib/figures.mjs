@@ -158,6 +158,19 @@ export const FIGURES = [
       'Same senders, files and backends; the cluster pays for HAProxy, the claims and a database server on the same two cores, which is what this figure shows (no target on this machine: docs/cluster.md says what more cores change).',
   },
   {
+    id: 'W2',
+    name: '8 concurrent senders through `ddr listen --workers 2` vs `--workers 1`',
+    kind: 'ratio',
+    unit: 'ratio',
+    better: 'higher',
+    target: null,
+    measures:
+      'after a warm-up of half as many instances (each worker compiles the same code; counted once per process, not in the figure), the eight storescu processes of P5 at once into `ddr listen --workers 2` (two router processes on one port: a spool folder each, one SQLite ledger with study claims) in front of two storescp destinations, so that the router and not a PACS is the limit; timed until the two destinations\' folders hold every instance (not by polling the router: with workers each poll of the primary\'s /status is an HTTP request to every worker, which would count as their CPU). CPU: every ddr process together (primary and workers), per instance.',
+    reference: 'the same warm-up and senders into `ddr listen --workers 1` (one process, as before) in front of two fresh storescp, same round, order alternating; its CPU per instance.',
+    fair:
+      'Same senders, files and destinations; the ratio is the speed of two workers over one. On this 2-core machine the senders, storescp and ddr share two cores, so it shows what a second worker costs and buys here; docs/cluster.md ("Several cores on one host") says what more cores predict (no target).',
+  },
+  {
     id: 'QR-move',
     name: 'C-MOVE of a study through ddr vs straight from Orthanc',
     kind: 'ratio',

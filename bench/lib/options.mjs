@@ -12,6 +12,7 @@ export const GROUPS = {
   P4: ['P4', 'P4c', 'P4b', 'P4-3000'],
   P5: ['P5'],
   CL: ['CL3'],
+  W: ['W2'],
   QR: ['QR-move'],
   CPU: ['CPU-40k', 'CPU-512k'],
   P3: ['P3'],

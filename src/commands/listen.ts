@@ -1,10 +1,8 @@
-import path from 'node:path'
-
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from './base-command.js'
-import {Logger} from '../lib/output/logger.js'
-import {requestDrain, startRouterService} from '../lib/listen/service.js'
+import {runListen} from '../lib/listen/run.js'
+import {requestDrain} from '../lib/listen/service.js'
 
 export default class Listen extends BaseCommand<typeof Listen> {
   static override description = 'run the router: receive C-STORE and forward each study to the best Orthanc backend'
@@ -15,6 +13,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     '<%= config.bin %> listen --debug   # log loads, health and scores behind every decision',
     '<%= config.bin %> listen --no-spool   # pass-through: the sender waits until a backend stored the instance',
     '<%= config.bin %> listen --drain   # ask the running router to drain and exit (rolling upgrade); or: kill -USR2 <pid>',
+    '<%= config.bin %> listen --workers 4   # four router processes on one port, one spool folder each, a shared SQLite ledger',
   ]
 
   static override flags = {
@@ -29,6 +28,7 @@ export default class Listen extends BaseCommand<typeof Listen> {
     drain: Flags.boolean({description: 'do not start a router: ask the one running with this config (its status port) to stop taking associations, finish, and exit'}),
     'proxy-protocol': Flags.boolean({description: 'every connection starts with a PROXY protocol header (HAProxy send-proxy-v2) naming the sender [default: listen.proxyProtocol, off]', allowNo: true}),
     'drain-timeout': Flags.integer({description: 'seconds a draining router waits for open associations and its queue before it exits anyway', default: 120, min: 1}),
+    workers: Flags.integer({description: 'router processes sharing the DICOM port, each with its own spool folder and a shared SQLite ledger [default: listen.workers, 1]', min: 1, max: 64}),
   }
 
   async run(): Promise<void> {
@@ -48,25 +48,8 @@ export default class Listen extends BaseCommand<typeof Listen> {
     if (flags.policy !== undefined) config.routing.policy = flags.policy as typeof config.routing.policy
     if (flags.affinity !== undefined) config.routing.affinity = flags.affinity
     if (flags.spool !== undefined) config.spool.enabled = flags.spool
+    if (flags.workers !== undefined) config.listen.workers = flags.workers
 
-    const logger = new Logger({debug: flags.debug, format: flags['log-format'] as 'text' | 'json'})
-    const service = await startRouterService(config, {logger, version: this.config.version})
-    const scheme = config.status.tls === undefined ? 'http' : 'https'
-    logger.info('listening', {ae: config.listen.aeTitle, port: service.port, status: service.statusPort === undefined ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/status`, console: service.statusPort === undefined || !config.status.console ? undefined : `${scheme}://${config.status.host}:${service.statusPort}/console/`, policy: config.routing.policy, affinity: config.routing.affinity, spool: config.spool.enabled ? path.resolve(config.spool.dir) : 'off (pass-through)', config: config.source})
-
-    const drain = await new Promise<boolean>((resolve) => {
-      const stop = (signal: string) => {
-        logger.info('stopping', {signal}, 'no new associations; finishing in-flight instances')
-        resolve(false)
-      }
-
-      process.once('SIGINT', () => stop('SIGINT'))
-      process.once('SIGTERM', () => stop('SIGTERM'))
-      process.once('SIGUSR2', () => resolve(true))
-      void service.drainRequested.then(() => resolve(true))
-    })
-    if (drain) await service.drain(flags['drain-timeout'] * 1000)
-    await service.stop()
-    logger.info('stopped', {routed: service.router.counters.routed, failed: service.router.counters.failed})
+    await runListen(config, {debug: flags.debug, logFormat: flags['log-format'] as 'text' | 'json', version: this.config.version, drainTimeoutMs: flags['drain-timeout'] * 1000})
   }
 }

@@ -78,6 +78,11 @@ const ListenSchema = Type.Object(
     port: integer(0, 65535, {default: DEFAULT_ROUTER_PORT, env: 'DDR_LISTEN_PORT', description: 'DICOM port of the router (0: any free port).'}),
     aeTitle: aeTitle({default: DEFAULT_ROUTER_AE_TITLE, env: 'DDR_LISTEN_AE_TITLE', description: 'AE title of the router.'}),
     maxAssociations: integer(1, 10000, {default: 64, description: 'Associations accepted at once.'}),
+    workers: integer(1, 64, {
+      default: 1,
+      env: 'DDR_LISTEN_WORKERS',
+      description: 'Router processes on this host sharing the DICOM port (1: one process). Above 1, a primary forks that many workers, each with its own spool folder (spool.dir/worker-<i>) and a shared SQLite ledger with study claims; the primary serves the status port (docs/cluster.md, "Several cores on one host").',
+    }),
     allowedCallingAeTitles: Type.Array(
       // The lookahead: not only spaces (a blank AE title names no one).
       Type.String({pattern: '^(?=.*[^ ])[\\x20-\\x5b\\x5d-\\x7e]{1,16}$', problem: AE_TITLE_PROBLEM}),
@@ -555,7 +560,7 @@ export interface DdrConfig extends Omit<ConfigFile, '$schema' | 'backends'> {
 }
 
 /** Who may connect to the listener, and how much they may send. */
-export type ListenSecurityConfig = Omit<DdrConfig['listen'], 'host' | 'port' | 'aeTitle' | 'maxAssociations'>
+export type ListenSecurityConfig = Omit<DdrConfig['listen'], 'host' | 'port' | 'aeTitle' | 'maxAssociations' | 'workers'>
 
 /** Any schema node, with ddr's annotations readable. */
 export type AnnotatedSchema = TSchema & DdrAnnotations

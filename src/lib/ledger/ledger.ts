@@ -10,7 +10,7 @@ import {redactUrl} from '../output/redact.js'
 import {studyHoldings} from './holdings.js'
 import {type RetentionLocation, RetentionStore} from './retention.js'
 import {PostgresLedgerStore} from './postgres-store.js'
-import {SqliteLedgerStore} from './sqlite-store.js'
+import {SqliteLedgerStore, isSqliteBusy} from './sqlite-store.js'
 import type {LedgerStore} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudySummary} from './types.js'
 
@@ -134,9 +134,10 @@ export function routerName(config: Pick<DdrConfig, 'ledger' | 'listen'>): string
 }
 
 /** Opens the store a config names: PostgreSQL for a postgres:// ledger.url, else the SQLite file. */
-export async function openLedgerStore(config: Pick<DdrConfig, 'ledger' | 'spool' | 'listen'>, options: {readonly?: boolean; logger?: Logger} = {}): Promise<LedgerStore> {
+export async function openLedgerStore(config: Pick<DdrConfig, 'ledger' | 'spool' | 'listen'>, options: {readonly?: boolean; logger?: Logger; shared?: boolean} = {}): Promise<LedgerStore> {
   const url = config.ledger.url
-  if (url === undefined || url.startsWith('sqlite:')) return new SqliteLedgerStore(ledgerFile(config), {readonly: options.readonly})
+  // shared: an SQLite file several workers of one `ddr listen --workers N` write (claims, heartbeats).
+  if (url === undefined || url.startsWith('sqlite:')) return new SqliteLedgerStore(ledgerFile(config), {readonly: options.readonly, shared: options.shared && !options.readonly ? {router: routerName(config)} : undefined})
   return PostgresLedgerStore.open(url, {
     router: routerName(config),
     password: config.ledger.password,
@@ -190,6 +191,8 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   private countsCache?: {at: number; counts: StudyCounts | null}
   private countsRefreshing = false
   private closed = false
+  /** Flushes a shared SQLite file's write lock turned back (tried again). */
+  private busyWrites = 0
 
   constructor(readonly store: LedgerStore, private readonly options: StudyLedgerOptions) {
     super()
@@ -205,12 +208,12 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
   }
 
   /** Opens (or creates) the ledger a config names, with its retention store. */
-  static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends' | 'listen'>, logger: Logger): Promise<StudyLedger> {
+  static async open(config: Pick<DdrConfig, 'ledger' | 'spool' | 'studies' | 'backends' | 'listen'>, logger: Logger, options: {shared?: boolean} = {}): Promise<StudyLedger> {
     // retentionHours 0 or retentionBytes 0: no copies kept (receipts then find, but cannot repair).
     const keep = config.studies.retentionHours > 0 && config.studies.retentionBytes > 0
     const retention = keep ? new RetentionStore(path.resolve(config.spool.dir, 'retention'), {maxAgeMs: config.studies.retentionHours * 3_600_000, maxBytes: config.studies.retentionBytes}) : undefined
     await retention?.open()
-    return new StudyLedger(await openLedgerStore(config, {logger}), {
+    return new StudyLedger(await openLedgerStore(config, {logger, shared: options.shared}), {
       stableSeconds: config.studies.stableSeconds,
       keepDays: config.studies.keepDays,
       logger,
@@ -357,6 +360,17 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     clearTimeout(this.flushTimer)
     await this.writing
     await this.writePending()
+    // A shared SQLite file's busy lock: a few more tries before the store closes (what is still
+    // not written then is in the spool, and the next start records it).
+    for (let attempt = 0; attempt < 20 && this.pendingReceipts.length + this.pendingOutcomes.length > 0 && !this.store.transientFailures; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await this.writePending()
+    }
+
+    if (this.pendingReceipts.length + this.pendingOutcomes.length > 0 && !this.store.transientFailures) {
+      this.options.logger.error('ledger-failed', {unrecorded: this.pendingReceipts.length + this.pendingOutcomes.length}, `study ledger ${this.store.file} stayed busy until the router stopped; the spool still holds those instances, and the next start records them`)
+    }
+
     this.options.retention?.close()
     await this.store.close()
   }
@@ -422,7 +436,18 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     try {
       // One commit for both (a commit costs about as much for one row as for fifty).
       amended = await this.store.record(receipts, outcomeList)
-    } catch {
+    } catch (error) {
+      // An SQLite file shared by several workers whose write lock another one held too long:
+      // nothing was written (the transaction takes the lock first); all of it is tried again.
+      if (isSqliteBusy(error)) {
+        this.pendingReceipts = [...receipts, ...this.pendingReceipts]
+        this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+        this.writeAgain = true
+        this.busyWrites++
+        if (this.busyWrites === 1 || this.busyWrites % 100 === 0) this.options.logger.warn('ledger-busy', {waiting: this.pendingReceipts.length + this.pendingOutcomes.length, times: this.busyWrites}, `study ledger ${this.store.file}: ${(error as Error).message}; another worker holds its write lock: the records wait and are written at the next try`)
+        return
+      }
+
       // Each part on its own, so one that fails does not keep the other from being recorded.
       if (receipts.length > 0) {
         try {
@@ -441,7 +466,11 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
       }
     }
 
-    if (receipts.length > 0) {
+    // A part that found the shared file's lock busy is tried again, not given up.
+    if (receiptError !== undefined && isSqliteBusy(receiptError)) {
+      this.pendingReceipts = [...receipts, ...this.pendingReceipts]
+      this.writeAgain = true
+    } else if (receipts.length > 0) {
       if (receiptError === undefined) {
         this.afterReceipts(receipts, amended)
       } else {
@@ -452,7 +481,10 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
       }
     }
 
-    if (outcomes.length > 0) {
+    if (outcomeError !== undefined && isSqliteBusy(outcomeError)) {
+      this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+      this.writeAgain = true
+    } else if (outcomes.length > 0) {
       if (outcomeError !== undefined) {
         this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: could not record ${outcomes.length} delivery outcomes: ${outcomeError.message}`)
       }
@@ -584,7 +616,9 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
         this.countTags.delete(uid)
       }
     } catch (error) {
-      this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
+      // Busy (another worker of a shared file writes): the studies stay receiving and are marked at a later tick.
+      if (isSqliteBusy(error)) this.options.logger.debug('ledger-busy', {}, `study ledger ${this.store.file}: completion waits: ${(error as Error).message}`)
+      else this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: ${(error as Error).message}`)
     }
 
     for (const study of stable) {
@@ -632,6 +666,13 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
       const removed = await this.store.prune(now - this.options.keepDays * DAY_MS)
       if (removed > 0) this.options.logger.info('ledger-pruned', {studies: removed}, `studies older than ${this.options.keepDays} days left the ledger`)
     } catch (error) {
+      // Another worker of a shared file holds its write lock: pruned at a later tick.
+      if (isSqliteBusy(error)) {
+        this.lastPrune = 0
+        this.options.logger.debug('ledger-busy', {}, `study ledger ${this.store.file}: pruning waits: ${(error as Error).message}`)
+        return
+      }
+
       this.options.logger.error('ledger-failed', {}, `study ledger ${this.store.file}: pruning failed: ${(error as Error).message}`)
     }
   }

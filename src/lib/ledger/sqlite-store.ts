@@ -8,7 +8,7 @@ import {DdrError} from '../errors.js'
 import type {StoredFilter, StoredInstance, StoredInstances} from '../qr/ledger-source.js'
 import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
 import {type StudyRow, studyDetail, studyInstance, studySummary} from './rows.js'
-import type {LedgerStore} from './store.js'
+import type {ClaimStore, LedgerStore, RouterHeartbeat, RouterRecord, RouterRegistry, StudyClaim} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
 
 /** Bumped when the tables change; an older file is migrated on open, a newer one refused. */
@@ -60,10 +60,48 @@ SELECT s.*, ${withProcessing ? PROCESSING_SUMMARY_COLUMN : 'NULL AS processing'}
 FROM studies s LEFT JOIN instances i ON i.study_instance_uid = s.study_instance_uid`
 
 
+// Only on a file several processes share (listen.workers > 1): a single router pays nothing for them.
+const SHARED_SCHEMA = `
+CREATE TABLE IF NOT EXISTS study_claims (
+  study_instance_uid TEXT PRIMARY KEY,
+  backend TEXT NOT NULL,
+  router TEXT NOT NULL,
+  claimed_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS routers (
+  name TEXT PRIMARY KEY,
+  address TEXT NOT NULL,
+  version TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  heartbeat_at INTEGER NOT NULL,
+  status TEXT NOT NULL
+) WITHOUT ROWID;
+`
+
+/**
+ * How long a statement waits for another process's write lock on a shared file before it fails
+ * with SQLITE_BUSY. A commit holds the lock for well under a millisecond; the wait blocks the
+ * event loop, so it is kept short, and the ledger tries a busy flush again instead of failing.
+ */
+const SHARED_BUSY_TIMEOUT_MS = 2000
+
+/** Whether an error is SQLite's "another connection holds the lock" (the write can be tried again). */
+export function isSqliteBusy(error: unknown): boolean {
+  const code = (error as {code?: unknown} | undefined)?.code
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))
+}
+
 /** Options for SqliteLedgerStore. */
 export interface SqliteStoreOptions {
   /** Open an existing ledger for reading only (the commands; a running router keeps writing). */
   readonly?: boolean
+  /**
+   * Several router processes write this file (the workers of `ddr listen --workers N`): this one's
+   * name. Adds study claims and router heartbeats (`claims`, `registry`), waits for the others'
+   * write locks, and takes each write transaction's lock up front (BEGIN IMMEDIATE), so a busy
+   * lock fails before anything is written and the write can simply be tried again.
+   */
+  shared?: {router: string}
 }
 
 /**
@@ -74,8 +112,13 @@ export interface SqliteStoreOptions {
  * Readers (`ddr studies`) never block the router. Methods are synchronous: better-sqlite3 answers
  * from the calling thread, faster than a round trip to a worker for statements this small.
  */
-export class SqliteLedgerStore implements LedgerStore, StoredInstances {
+export class SqliteLedgerStore implements LedgerStore, StoredInstances, ClaimStore, RouterRegistry {
   readonly transientFailures = false
+  /** Study claims: only on a shared file (one router needs none: its study affinity decides). */
+  readonly claims?: ClaimStore
+  /** Router heartbeats: only on a shared file. */
+  readonly registry?: RouterRegistry
+  private readonly shared?: {router: string}
   private readonly db: Database.Database
   private readonly insertInstance?: Database.Statement
   private readonly recoverInstance?: Database.Statement
@@ -87,6 +130,8 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
   private readonly outcomesTransaction?: (outcomes: InstanceOutcome[]) => void
   private readonly recordTransaction?: (receipts: InstanceReceipt[], outcomes: InstanceOutcome[]) => string[]
   private readonly summarySql: string
+  private readonly insertClaim?: Database.Statement<[string, string, string, number], {backend: string; router: string}>
+  private readonly selectClaim?: Database.Statement<[string], {backend: string; router: string}>
   /** Which module ran on which study (the processing room's records). */
   readonly processing: ProcessingRuns
 
@@ -105,6 +150,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
         return
       }
 
+      if (options.shared !== undefined) this.db.pragma(`busy_timeout = ${SHARED_BUSY_TIMEOUT_MS}`)
       this.db.pragma('journal_mode = WAL')
       this.db.pragma('synchronous = NORMAL')
       // A checkpoint (which syncs) every ~16 MB of log instead of every 4 MB: it runs on the thread
@@ -113,6 +159,16 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
       this.checkVersion()
       this.db.exec(SCHEMA)
       this.db.exec(PROCESSING_SCHEMA)
+      if (options.shared !== undefined) {
+        this.db.exec(SHARED_SCHEMA)
+        // Which worker received each instance (as the PostgreSQL ledger's router column).
+        const columns = this.db.prepare<[], {name: string}>('PRAGMA table_info(instances)').all()
+        if (!columns.some((column) => column.name === 'router')) this.db.exec('ALTER TABLE instances ADD COLUMN router TEXT')
+        this.shared = options.shared
+        this.claims = this
+        this.registry = this
+      }
+
       this.summarySql = summarySelect(true)
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
     } catch (error) {
@@ -124,17 +180,18 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
       })
     }
 
+    const router = options.shared === undefined ? {column: '', value: '', update: ''} : {column: ', router', value: ', @router', update: ', router = excluded.router'}
     this.insertInstance = this.db.prepare(`
-      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment)
-      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, @amendment)
+      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment${router.column})
+      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, @amendment${router.value})
       ON CONFLICT (sop_instance_uid) DO UPDATE SET
         study_instance_uid = excluded.study_instance_uid, series_instance_uid = excluded.series_instance_uid, bytes = excluded.bytes,
         calling_ae = excluded.calling_ae, remote_address = excluded.remote_address, received_at = excluded.received_at,
-        status = 'queued', backend = NULL, delivered_at = NULL, detail = NULL`)
+        status = 'queued', backend = NULL, delivered_at = NULL, detail = NULL${router.update}`)
     // After a restart, the spool's instances are recorded again without touching what is known.
     this.recoverInstance = this.db.prepare(`
-      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment)
-      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, 0)
+      INSERT INTO instances (sop_instance_uid, study_instance_uid, series_instance_uid, sop_class_uid, modality, bytes, calling_ae, remote_address, received_at, amendment${router.column})
+      VALUES (@sopInstanceUid, @studyInstanceUid, @seriesInstanceUid, @sopClassUid, @modality, @bytes, @callingAeTitle, @remoteAddress, @receivedAt, 0${router.value})
       ON CONFLICT (sop_instance_uid) DO NOTHING`)
     this.upsertStudy = this.db.prepare(`
       INSERT INTO studies (study_instance_uid, patient_id, accession_number, study_date, first_received, last_received, state)
@@ -149,13 +206,23 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
         state = 'receiving', stable_at = NULL, receipt = NULL`)
     this.stateOf = this.db.prepare<[string], {state: StudyState}>('SELECT state FROM studies WHERE study_instance_uid = ?')
     this.outcome = this.db.prepare(`UPDATE instances SET status = @status, backend = @backend, delivered_at = @at, detail = @detail, kept = COALESCE(@kept, kept) WHERE sop_instance_uid = @sopInstanceUid`)
-    this.receivedTransaction = this.db.transaction((receipts: InstanceReceipt[], recovered: boolean) => this.insertReceipts(receipts, recovered))
-    this.outcomesTransaction = this.db.transaction((outcomes: InstanceOutcome[]) => this.updateOutcomes(outcomes))
-    this.recordTransaction = this.db.transaction((receipts: InstanceReceipt[], outcomes: InstanceOutcome[]) => {
+    // Shared: BEGIN IMMEDIATE, so the write lock is waited for (busy_timeout) before the first
+    // read, instead of failing at once when a read transaction must become a write one.
+    const mode = (transaction: {immediate: unknown; default: unknown}) => (options.shared === undefined ? transaction.default : transaction.immediate)
+    const received = this.db.transaction((receipts: InstanceReceipt[], recovered: boolean) => this.insertReceipts(receipts, recovered))
+    this.receivedTransaction = mode(received) as typeof received
+    const outcomes = this.db.transaction((list: InstanceOutcome[]) => this.updateOutcomes(list))
+    this.outcomesTransaction = mode(outcomes) as typeof outcomes
+    const record = this.db.transaction((receipts: InstanceReceipt[], list: InstanceOutcome[]) => {
       const amended = this.insertReceipts(receipts, false)
-      this.updateOutcomes(outcomes)
+      this.updateOutcomes(list)
       return amended
     })
+    this.recordTransaction = mode(record) as typeof record
+    if (options.shared !== undefined) {
+      this.insertClaim = this.db.prepare('INSERT INTO study_claims (study_instance_uid, backend, router, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT (study_instance_uid) DO NOTHING RETURNING backend, router')
+      this.selectClaim = this.db.prepare('SELECT backend, router FROM study_claims WHERE study_instance_uid = ?')
+    }
   }
 
   private checkVersion(): void {
@@ -204,6 +271,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
         studyDate: null,
         ...receipt,
         amendment: amendment ? 1 : 0,
+        ...(this.shared === undefined ? {} : {router: this.shared.router}),
       }
       const inserted = (recovered ? this.recoverInstance! : this.insertInstance!).run(row)
       if (!recovered || inserted.changes > 0) {
@@ -231,9 +299,11 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
   markStable(studyInstanceUids: string[], quietSince: number, at: number): StudySummary[] {
     const update = this.db.prepare("UPDATE studies SET state = 'stable', stable_at = ? WHERE study_instance_uid = ? AND state = 'receiving' AND last_received <= ?")
     const marked: string[] = []
-    this.db.transaction(() => {
+    const mark = this.db.transaction(() => {
       for (const uid of studyInstanceUids) if (update.run(at, uid, quietSince).changes > 0) marked.push(uid)
-    })()
+    })
+    if (this.shared === undefined) mark()
+    else mark.immediate()
     return marked.map((uid) => this.summary(uid)!).filter(Boolean)
   }
 
@@ -390,6 +460,19 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
 
   /** Stable studies whose instances are all delivered and that have no final receipt yet (or are being repaired), oldest first. */
   dueForReceipt(limit: number): string[] {
+    // Shared: each study is checked by the worker whose claim holds (as on PostgreSQL).
+    if (this.shared !== undefined) {
+      return this.db
+        .prepare<[string, number], {study_instance_uid: string}>(
+          `SELECT s.study_instance_uid FROM studies s JOIN study_claims c ON c.study_instance_uid = s.study_instance_uid AND c.router = ?
+            WHERE s.state = 'stable' AND (s.receipt IS NULL OR json_extract(s.receipt, '$.state') = 'repairing')
+            AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_instance_uid = s.study_instance_uid AND i.status = 'queued')
+            ORDER BY s.stable_at LIMIT ?`,
+        )
+        .all(this.shared.router, limit)
+        .map((row) => row.study_instance_uid)
+    }
+
     return this.db
       .prepare<[number], {study_instance_uid: string}>(
         `SELECT s.study_instance_uid FROM studies s WHERE s.state = 'stable'
@@ -407,6 +490,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
     this.db.transaction(() => {
       this.db.prepare('DELETE FROM instances WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
       this.db.prepare('DELETE FROM processing WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
+      if (this.shared !== undefined) this.db.prepare('DELETE FROM study_claims WHERE study_instance_uid IN (SELECT study_instance_uid FROM studies WHERE last_received < ?)').run(before)
       removed = this.db.prepare('DELETE FROM studies WHERE last_received < ?').run(before).changes
     })()
     return removed
@@ -424,6 +508,52 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
     const sync = handle.then((h) => h.datasync())
     this.lastSync = sync.catch(() => {})
     return sync
+  }
+
+  /**
+   * Claims a study's home for `backend` unless another process of the shared file did first
+   * (shared only). A lock held past busy_timeout is waited for a few times more before it fails
+   * (StudyClaims then routes on the rendezvous choice and claims again later).
+   */
+  async claim(studyInstanceUid: string, backend: string, router: string): Promise<StudyClaim> {
+    if (this.insertClaim === undefined || this.selectClaim === undefined) throw new DdrError('LEDGER_FAILED', `study ledger ${this.file} is not opened as shared: it keeps no study claims`)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const inserted = this.insertClaim.get(studyInstanceUid, backend, router, Date.now())
+        if (inserted !== undefined) return {...inserted, won: true}
+        const held = this.selectClaim.get(studyInstanceUid)
+        if (held !== undefined) return {...held, won: false}
+        // Pruned between the two statements: claim again.
+      } catch (error) {
+        if (!isSqliteBusy(error) || attempt >= 3) throw error
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }
+  }
+
+  async heartbeat(heartbeat: RouterHeartbeat): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO routers (name, address, version, started_at, heartbeat_at, status) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET address = excluded.address, version = excluded.version, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, status = excluded.status`,
+      )
+      .run(heartbeat.name, heartbeat.address, heartbeat.version, heartbeat.startedAt, Date.now(), JSON.stringify(heartbeat.status))
+  }
+
+  async routers(): Promise<RouterRecord[]> {
+    const now = Date.now()
+    return this.db
+      .prepare<[], {name: string; address: string; version: string; started_at: number; heartbeat_at: number; status: string}>('SELECT * FROM routers ORDER BY name')
+      .all()
+      .map((row) => ({
+        name: row.name,
+        address: row.address,
+        version: row.version,
+        startedAt: new Date(row.started_at).toISOString(),
+        heartbeatAt: new Date(row.heartbeat_at).toISOString(),
+        ageSeconds: Math.round((now - row.heartbeat_at) / 100) / 10,
+        status: JSON.parse(row.status) as RouterRecord['status'],
+      }))
   }
 
   close(): void {

@@ -39,6 +39,8 @@ import {Router} from './delivery.js'
 import {checkConsoleExposure} from '../console/console.js'
 import {ConsoleGuard, isRefusal} from '../console/guard.js'
 import {routerConsole} from './console-wiring.js'
+import {SpoolAdoption, workerFolders} from './adopt.js'
+import {SpoolLock} from '../spool/lock.js'
 
 export interface RouterServiceOptions {
   logger: Logger
@@ -47,6 +49,15 @@ export interface RouterServiceOptions {
   /** Skip the status HTTP server (tests that do not need it). */
   statusServer?: boolean
   version?: string
+  /**
+   * Spool folders no router owns, whose queues this router takes over (locked while it runs).
+   * Default: the worker folders (spool.dir/worker-<i>) a run with listen.workers > 1 left.
+   */
+  adopt?: string[]
+  /** The status server binds only for this process (a worker's private port; cluster would share it). */
+  exclusiveStatusPort?: boolean
+  /** The SQLite ledger is written by several workers: study claims and heartbeats on (listen/workers.ts). */
+  sharedLedger?: boolean
 }
 
 export interface RouterService {
@@ -136,8 +147,52 @@ function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: stri
   return createBackend(config, {callingAeTitle})
 }
 
-/** Starts the router: backends and their health checks, the DICOM listener, the status server. */
+/**
+ * Starts the router: backends and their health checks, the DICOM listener, the status server.
+ * The spool folder is locked for this process first (two routers never share one), and folders
+ * left by another number of workers are taken over (listen/adopt.ts).
+ */
 export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
+  // A configuration problem is named before the spool folder's lock (which a running router may hold).
+  if (options.statusServer !== false) {
+    checkConsoleExposure(config)
+    statusServerTls(config.status)
+  }
+
+  const spoolDir = path.resolve(config.spool.dir)
+  const lock = SpoolLock.acquire(spoolDir)
+  if (lock.takenOverFrom !== undefined) options.logger.info('spool-lock-taken-over', {folder: spoolDir, from: lock.takenOverFrom}, `process ${lock.takenOverFrom}, which held the spool folder, is gone`)
+  let adoption: SpoolAdoption | undefined
+  let service: RouterService
+  try {
+    const adopt = options.adopt ?? (await workerFolders(spoolDir)).map((folder) => folder.dir)
+    if (adopt.length > 0) {
+      adoption = new SpoolAdoption(adopt, (file, from) => service.ingest(file, from), config, options.logger)
+      adoption.lock()
+    }
+
+    service = await startLockedRouterService(config, options)
+  } catch (error) {
+    await adoption?.close()
+    lock.release()
+    throw error
+  }
+
+  void adoption?.start()
+  const stop = service.stop.bind(service)
+  service.stop = async (graceMs) => {
+    try {
+      await adoption?.close()
+      await stop(graceMs)
+    } finally {
+      lock.release()
+    }
+  }
+
+  return service
+}
+
+async function startLockedRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
   const {logger} = options
   if (options.statusServer !== false) checkConsoleExposure(config)
   // Read before anything starts: a bad status.tls file stops the start with the field and file named.
@@ -185,7 +240,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
     const recovered = await spool.open()
     // The ledger follows the spool: what the spool still holds after a crash is recorded again.
     if (config.studies.enabled) {
-      ledger = await StudyLedger.open(config, logger)
+      ledger = await StudyLedger.open(config, logger, {shared: options.sharedLedger})
       await ledger.recovered(recovered.pending.filter((i) => i.studyInstanceUid).map((i) => receiptOf(i)))
     }
 
@@ -473,7 +528,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       },
     })
     try {
-      statusPort = await statusServer.listen(config.status.port, config.status.host)
+      statusPort = await statusServer.listen(config.status.port, config.status.host, options.exclusiveStatusPort)
     } catch (error) {
       webConsole?.close()
       await server.close(0)

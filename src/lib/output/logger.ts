@@ -6,6 +6,8 @@ export interface LoggerOptions {
   format?: 'text' | 'json'
   /** Where lines go: stderr by default (stdout is for results). */
   write?: (line: string) => void
+  /** Fields every line starts with (a worker of `ddr listen --workers`: its index). */
+  context?: LogFields
 }
 
 /** One line per event: `time LEVEL event key=value ... message`, or JSON lines for log shippers. */
@@ -18,7 +20,10 @@ export class Logger {
     this.debugEnabled = options.debug ?? false
     this.format = options.format ?? 'text'
     this.out = options.write ?? writeToStderr
+    this.context = options.context
   }
+
+  private readonly context?: LogFields
 
   debug(event: string, fields: LogFields = {}, message?: string): void {
     if (this.debugEnabled) this.log('debug', event, fields, message)
@@ -36,8 +41,9 @@ export class Logger {
     this.log('error', event, fields, message)
   }
 
-  private log(level: LogLevel, event: string, fields: LogFields, message?: string): void {
+  private log(level: LogLevel, event: string, given: LogFields, message?: string): void {
     const time = isoNow()
+    const fields = this.context === undefined ? given : {...this.context, ...given}
     if (this.format === 'json') {
       this.out(JSON.stringify({time, level, event, ...fields, ...(message === undefined ? {} : {message})}), level === 'warn' || level === 'error')
       return

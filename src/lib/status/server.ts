@@ -135,10 +135,11 @@ export class StatusServer {
     }
   }
 
-  listen(port: number, host: string): Promise<number> {
+  /** `exclusive`: in a cluster worker, a port of this process's own (not shared through the primary). */
+  listen(port: number, host: string, exclusive = false): Promise<number> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject)
-      this.server.listen(port, host, () => {
+      this.server.listen({port, host, exclusive}, () => {
         this.server.off('error', reject)
         resolve((this.server.address() as AddressInfo).port)
       })

@@ -304,3 +304,18 @@ describe('documented configs', () => {
     for (const backend of backends) expect(() => validateConfig({backends: [{...backend, mirror: false}]}, 'docs/backends.md')).not.toThrow()
   })
 })
+
+describe('listen.workers', () => {
+  it('is 1 (one process) by default, and takes DDR_LISTEN_WORKERS', () => {
+    expect(validateConfig({}, 'test').listen.workers).toBe(1)
+    expect(validateConfig({listen: {workers: 4}}, 'test').listen.workers).toBe(4)
+    expect(validateConfig({}, 'test', {env: {DDR_LISTEN_WORKERS: '3'}}).listen.workers).toBe(3)
+  })
+
+  it('names the field when it is not an integer from 1 to 64', () => {
+    expect(problems({listen: {workers: 0}})).toContain('listen.workers: must be an integer from 1 to 64 (got 0)')
+    expect(problems({listen: {workers: 65}})).toContain('listen.workers: must be an integer from 1 to 64 (got 65)')
+    expect(problems({listen: {workers: 2.5}})).toContain('listen.workers: must be an integer from 1 to 64 (got 2.5)')
+    expect(problems({}, {DDR_LISTEN_WORKERS: 'many'})).toContain('listen.workers (from DDR_LISTEN_WORKERS)')
+  })
+})
