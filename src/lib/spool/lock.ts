@@ -37,9 +37,14 @@ function alive(pid: number): boolean {
  * a journal written by two processes is corrupt. The lock is a file with the holder's pid, made
  * with an atomic link (fails when it exists). A lock whose pid no longer runs (the holder was
  * killed) is taken over: it is renamed aside first, which only one contender can do, then made
- * anew. A pid reused by an unrelated process after a crash keeps the folder locked: the message
- * names the pid, so the operator can check it and remove the file.
+ * anew. A lock naming this process's own pid that this process did not take was left by an
+ * earlier process with the same pid (a container restarted on the same volume is pid 1 again):
+ * stale too. A pid reused by an unrelated process after a crash keeps the folder locked: the
+ * message names the pid, so the operator can check it and remove the file.
  */
+/** Lock files this process holds now: a lock naming our own pid that is not in here was left by an earlier process that had the same pid (a container's pid 1 after a restart). */
+const held = new Set<string>()
+
 export class SpoolLock {
   private released = false
 
@@ -67,6 +72,7 @@ export class SpoolLock {
 
       try {
         linkSync(temporary, file)
+        held.add(file)
         return new SpoolLock(folder, file, takenOverFrom)
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
@@ -81,7 +87,7 @@ export class SpoolLock {
         })
       }
 
-      if (holder !== undefined && holder.pid === process.pid) {
+      if (holder !== undefined && holder.pid === process.pid && held.has(file)) {
         throw new DdrError('USAGE', `spool folder ${folder} is already in use by this process (lock ${file})`, {hint: 'each router of one process needs a spool.dir of its own'})
       }
 
@@ -119,6 +125,7 @@ export class SpoolLock {
   release(): void {
     if (this.released) return
     this.released = true
+    held.delete(this.file)
     if (readLock(this.file)?.pid === process.pid) rmSync(this.file, {force: true})
   }
 }

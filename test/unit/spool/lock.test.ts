@@ -59,6 +59,14 @@ describe('SpoolLock: one process per spool folder', () => {
     lock.release()
   })
 
+  it('takes over a lock with its own pid that it did not take (a container restarted as pid 1 on the same volume)', async () => {
+    await lockOf(process.pid)
+    const lock = SpoolLock.acquire(dir)
+    expect(lock.takenOverFrom).toBe(process.pid)
+    expect(() => SpoolLock.acquire(dir)).toThrow(/already in use by this process/)
+    lock.release()
+  })
+
   it('takes over an unreadable lock file (a holder killed while writing it)', async () => {
     await writeFile(path.join(dir, SPOOL_LOCK_FILE), '{"pi')
     const lock = SpoolLock.acquire(dir)
