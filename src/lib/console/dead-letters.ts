@@ -12,6 +12,7 @@ import {DdrError} from '../errors.js'
 import {type Column, formatTable} from '../output/table.js'
 import {formatBytes} from '../output/units.js'
 import {callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
+import {SpoolLock} from '../spool/lock.js'
 import {type DeadLetter, Spool} from '../spool/spool.js'
 import {type DeadLetterFilter, matchesDeadLetter} from './console.js'
 
@@ -104,7 +105,34 @@ async function viaRouter(config: DdrConfig, options: DeadLettersOptions, filter:
   return {via: 'router', deadLetters: rows, results}
 }
 
+/**
+ * Holds the spool folder while the command works in it. A router that runs on it owns it even when
+ * its status port did not answer with the console's API (status.console false, or another port):
+ * then the command says so instead of changing a queue under the router's feet.
+ */
+function holdSpool(config: DdrConfig): SpoolLock | undefined {
+  if (!existsSync(config.spool.dir)) return undefined
+  try {
+    return SpoolLock.acquire(config.spool.dir)
+  } catch (error) {
+    const pid = SpoolLock.holder(config.spool.dir)
+    if (pid === undefined) throw error
+    throw new DdrError('USAGE', `a router (process ${pid}) runs on spool folder ${config.spool.dir}, but ${routerStatusUrl(config.status)} did not answer with the console's API: its dead letters are its own`, {
+      hint: 'turn status.console on for that router (the dead-letter API lives there), point this command at its status port (status.port, DDR_STATUS_PORT), or stop the router first',
+    })
+  }
+}
+
 async function viaSpool(config: DdrConfig, options: DeadLettersOptions, filter: DeadLetterFilter): Promise<DeadLettersResult> {
+  const lock = holdSpool(config)
+  try {
+    return await inSpool(config, options, filter)
+  } finally {
+    lock?.release()
+  }
+}
+
+async function inSpool(config: DdrConfig, options: DeadLettersOptions, filter: DeadLetterFilter): Promise<DeadLettersResult> {
   const spool = new Spool(config.spool.dir, config.spool)
   const letters = existsSync(spool.deadLetterDir) ? (await spool.listDeadLetters()).filter((letter) => matchesDeadLetter(letter, filter)) : []
   const rows = letters.map(rowOf)

@@ -121,6 +121,15 @@ export class SpoolLock {
     throw new DdrError('USAGE', `spool folder ${folder}: could not take its lock ${file} (other processes keep changing it)`, {hint: 'make sure one router only starts on this spool.dir'})
   }
 
+  /** The pid of the running process that holds a spool folder, or undefined when none does (no lock, or a stale one). */
+  static holder(dir: string): number | undefined {
+    const file = path.join(path.resolve(dir), SPOOL_LOCK_FILE)
+    const content = readLock(file)
+    if (content === undefined) return undefined
+    if (content.pid === process.pid) return held.has(file) ? content.pid : undefined
+    return alive(content.pid) ? content.pid : undefined
+  }
+
   /** Gives the folder up (the file is removed only while it is still ours). */
   release(): void {
     if (this.released) return

@@ -75,4 +75,13 @@ describe('ddr dead-letters (compiled CLI)', () => {
     expect(await readdir(path.join(spoolDir, 'dead-letter'))).not.toContain('lq1-0002-bbbb.dcm')
     await waitFor('the log line', () => router!.logs.some((l) => l.includes('dead-letters-discarded')), 2000)
   })
+
+  it("with the router running but its console not reachable (another status port): refuses to touch the router's spool and says why", async () => {
+    await deadLetter('lq1-0003-cccc', second, 'the backend refused it: 0xA900')
+    const file = await config(await freePort())
+    const discarded = await runCompiledCli(['dead-letters', 'discard', '--all', '--yes', '--config', file])
+    expect(discarded.code).toBe(2)
+    expect(discarded.stderr).toContain(`a router (process ${process.pid}) runs on spool folder ${spoolDir}`)
+    expect(await readdir(path.join(spoolDir, 'dead-letter'))).toContain('lq1-0003-cccc.dcm')
+  })
 })
