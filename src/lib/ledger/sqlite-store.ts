@@ -6,7 +6,7 @@ import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
 import type {StoredFilter, StoredInstance, StoredInstances} from '../qr/ledger-source.js'
-import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
+import {PROCESSING_SUMMARY_COLUMN, ProcessingRuns, createProcessingSchema} from './processing-runs.js'
 import {type StudyRow, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {LedgerStore} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
@@ -112,7 +112,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances {
       this.db.pragma('wal_autocheckpoint = 4000')
       this.checkVersion()
       this.db.exec(SCHEMA)
-      this.db.exec(PROCESSING_SCHEMA)
+      createProcessingSchema(this.db)
       this.summarySql = summarySelect(true)
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`)
     } catch (error) {

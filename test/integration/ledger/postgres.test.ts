@@ -54,7 +54,7 @@ describe('the study ledger in PostgreSQL', () => {
 
   afterEach(async () => {
     for (const store of stores.splice(0)) await store.close()
-    await pg.psql('DROP TABLE IF EXISTS studies, instances, study_claims, routers, ddr_schema')
+    await pg.psql('DROP TABLE IF EXISTS studies, instances, study_claims, routers, processing, ddr_schema')
   })
 
   afterAll(async () => {
