@@ -24,7 +24,7 @@ printf '{"findings":[{"label":"Instances looked at","value":%s,"unit":"{instance
 describe('processing modules behind two routers sharing a PostgreSQL ledger', () => {
   let pg: TestPostgres
   let orthanc: TestOrthanc
-  let routers: TestRouter[] = []
+  const routers: TestRouter[] = []
   let dir: string
   let marks: string
   const configFor = (router: TestRouter) => path.join(dir, `${router.config.ledger.routerName}.json`)
