@@ -85,7 +85,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   }
 
   private stopped = false
-  private ticking = false
+  private ticking?: Promise<void>
   private resumed: Promise<void> = Promise.resolve()
   private countsCache: ProcessingCounts = []
   private countsRefreshing = false
@@ -107,12 +107,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
 
   /** Picks up runs this router (or, on a shared ledger, a router gone silent) left running, and follows the ledger. */
   start(): void {
-    this.resumed = this.requeue(true)
+    this.resumed = this.requeue(true, 'processing-resumed', 'runs a stopped router left running are tried again')
     this.options.ledger.on('stable', this.onStable)
     this.timer = setInterval(() => void this.tick(), this.options.tickMs ?? 500)
     this.timer.unref()
     if (this.options.shared !== undefined) {
-      this.reclaimTimer = setInterval(() => void this.requeue(false), this.options.shared.reclaimMs ?? 5000)
+      this.reclaimTimer = setInterval(() => void this.requeue(false, 'processing-taken-over', `runs of a router silent for ${this.silentSeconds} s are tried again here or by another router`), this.options.shared.reclaimMs ?? 5000)
       this.reclaimTimer.unref()
     }
   }
@@ -122,12 +122,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
    * left them), and on a shared ledger those of routers silent for silentSeconds; never a live
    * router's, nor, without `own`, this router's own (it may be running them now).
    */
-  private async requeue(own: boolean): Promise<void> {
+  private async requeue(own: boolean, event: string, why: string): Promise<void> {
     try {
       const requeued = await this.runs.requeueInterrupted({router: this.router, own, silentSeconds: this.silentSeconds})
       if (requeued === 0) return
-      if (own) this.options.logger.info('processing-resumed', {runs: requeued}, 'runs a stopped router left running are tried again')
-      else this.options.logger.warn('processing-taken-over', {runs: requeued}, `runs of a router silent for ${this.silentSeconds} s are tried again here or by another router`)
+      if (own) this.options.logger.info(event, {runs: requeued}, why)
+      else this.options.logger.warn(event, {runs: requeued}, why)
     } catch (error) {
       this.options.logger.error('processing-failed', {}, `cannot requeue interrupted runs: ${(error as Error).message}`)
     }
@@ -142,10 +142,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     clearInterval(this.timer)
     clearInterval(this.reclaimTimer)
     this.options.ledger.off('stable', this.onStable)
+    // A look for due runs under way may still take one (the ledger answers later): it is stopped with the others.
+    await this.ticking
     for (const {controller} of this.running.values()) controller.abort()
     const interrupted = this.running.size
     await Promise.all([...this.running.values()].map((r) => r.done))
-    if (this.options.shared !== undefined && interrupted > 0) await this.requeue(true)
+    if (this.options.shared !== undefined && interrupted > 0) await this.requeue(true, 'processing-handed-back', 'the runs this router stopped are handed back for another router to take')
   }
 
   status(): ProcessingStatus {
@@ -202,17 +204,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   }
 
   /** One look for due runs at a time (a slow answer from a shared ledger is not asked again meanwhile). */
-  private async tick(): Promise<void> {
-    if (this.ticking) return
-    this.ticking = true
-    try {
-      await this.resumed
-      await this.launchDue()
-    } catch (error) {
-      this.options.logger.error('processing-failed', {}, `cannot read the processing runs: ${(error as Error).message}`)
-    } finally {
-      this.ticking = false
-    }
+  private tick(): Promise<void> {
+    this.ticking ??= this.resumed
+      .then(() => this.launchDue())
+      .catch((error: Error) => this.options.logger.error('processing-failed', {}, `cannot read the processing runs: ${error.message}`))
+      .finally(() => (this.ticking = undefined))
+    return this.ticking
   }
 
   private async launchDue(): Promise<void> {

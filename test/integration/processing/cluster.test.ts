@@ -226,4 +226,23 @@ describe('processing modules on a shared PostgreSQL ledger, two routers', () => 
     expect(await two.store.processing.get(study, 'slow')).toMatchObject({state: 'done', runner: 'router-2'})
     expect(stored).toHaveLength(1)
   }, 90_000)
+
+  it('a router that stops hands its running runs back at once, for another to take', async () => {
+    process.env.HANG_FIRST = '1'
+    const [one, two] = [await startRouter('router-1'), await startRouter('router-2')]
+    const modules = [module('slow')]
+    startProcessing(one, modules)
+    const files = await writeSyntheticStudies(path.join(dir, 'studies'), {studies: 1, instancesPerStudy: 2, pixelBytes: 1024, prefix: 'STOP'})
+    const study = files[0].studyInstanceUid
+    await arrive(one, files.map((f) => f.path))
+    await waitFor('router-1 to run it', async () => (await one.store.processing.get(study, 'slow'))?.state === 'running', 20_000)
+    startProcessing(two, modules)
+    // router-1 stops (it still beats: not silent); its module is killed and the run is router-2's to take.
+    await one.service!.stop()
+    expect(one.logs.some((line) => line.includes('processing-handed-back'))).toBe(true)
+    await waitFor('router-2 to run it', async () => (await two.store.processing.get(study, 'slow'))?.state === 'done', 10_000)
+    expect(await two.store.processing.get(study, 'slow')).toMatchObject({runner: 'router-2', attempts: 1})
+    expect(two.logs.some((line) => line.includes('processing-taken-over'))).toBe(false)
+    expect(stored).toEqual([`router-2 ${study} slow`])
+  }, 60_000)
 })
