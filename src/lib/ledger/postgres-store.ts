@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS routers (
 );
 ${POSTGRES_PROCESSING_SCHEMA}`
 
+/** The tables SCHEMA creates, each with its indexes. */
+const TABLES = ['ddr_schema', 'studies', 'instances', 'study_claims', 'routers', 'processing']
+
 /** Any number that identifies ddr's schema lock among the database's advisory locks. */
 const SCHEMA_LOCK = 0x0dd7_1ed9
 
@@ -171,7 +174,11 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
         store.summarySql = summarySelect((await pool.query<{t: string | null}>("SELECT to_regclass('processing')::text AS t")).rows[0].t !== null)
       } else await store.transaction(async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK])
-        await client.query(SCHEMA)
+        // CREATE INDEX IF NOT EXISTS locks its table (SHARE) before it finds the index: on a ledger other
+        // routers use, that lock taken table after table deadlocked with a router's prune (which deletes
+        // from instances, then studies). The tables come with their indexes, so when all are there, no DDL.
+        const present = await client.query<{n: number}>('SELECT count(*)::int AS n FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL', [TABLES])
+        if (present.rows[0].n < TABLES.length) await client.query(SCHEMA)
         await store.checkVersion(client)
         await client.query('DELETE FROM ddr_schema')
         await client.query('INSERT INTO ddr_schema (version) VALUES ($1)', [SCHEMA_VERSION])
