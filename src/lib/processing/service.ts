@@ -9,6 +9,7 @@ import {EventEmitter} from 'node:events'
 import type {DdrConfig} from '../config/schema.js'
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
+import {SILENT_ROUTER_SECONDS} from '../ledger/cluster.js'
 import type {StudyLedger} from '../ledger/ledger.js'
 import type {ProcessingCounts, ProcessingOutcome, ProcessingRun, ProcessingRunState} from '../ledger/processing-runs.js'
 import type {LedgerStore} from '../ledger/store.js'
@@ -28,9 +29,6 @@ export type OutputStore = (file: string, module: string) => Promise<{stored: boo
 
 /** What processing needs of the ledger's store: its processing table and the studies (the SQLite file, or PostgreSQL shared by several routers). */
 export type ProcessingLedgerStore = Pick<LedgerStore, 'processing' | 'study' | 'summary' | 'kept'>
-
-/** A router RouterPresence has not heard from for this long is taken for gone (three missed heartbeats). */
-export const SILENT_ROUTER_SECONDS = 15
 
 export interface ProcessingServiceOptions {
   /** listen.aeTitle: ddr's AE title towards a backend an input is fetched from by C-GET. */
