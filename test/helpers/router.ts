@@ -21,7 +21,7 @@ export interface TestRouter {
 }
 
 /** A router (in this process) on a free port in front of the given Orthanc servers. */
-export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number; config?: Record<string, unknown>}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; studies?: Partial<DdrConfig['studies']>; retrieve?: Partial<DdrConfig['retrieve']>; listen?: Partial<DdrConfig['listen']>; status?: Partial<DdrConfig['status']>; rules?: unknown[]; processing?: Partial<DdrConfig['processing']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
+export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' | 'aeTitle' | 'dicomPort'> & {url?: string; maxAssociations?: number; config?: Record<string, unknown>}>, overrides: {routing?: Partial<DdrConfig['routing']>; health?: Partial<DdrConfig['health']>; spool?: Partial<DdrConfig['spool']>; studies?: Partial<DdrConfig['studies']>; retrieve?: Partial<DdrConfig['retrieve']>; listen?: Partial<DdrConfig['listen']>; status?: Partial<DdrConfig['status']>; rules?: unknown[]; processing?: Partial<DdrConfig['processing']>; ledger?: Partial<DdrConfig['ledger']>; transport?: 'dimse' | 'rest'; spoolDir?: string} = {}): Promise<TestRouter> {
   const spoolDir = overrides.spoolDir ?? (await mkdtemp(path.join(os.tmpdir(), 'ddr-spool-')))
   const config = validateConfig(
     {
@@ -33,6 +33,7 @@ export async function startTestRouter(backends: Array<Pick<TestOrthanc, 'name' |
       routing: {policy: 'least-loaded', affinity: true, ...overrides.routing},
       ...(overrides.studies === undefined ? {} : {studies: overrides.studies}),
       ...(overrides.processing === undefined ? {} : {processing: overrides.processing}),
+      ...(overrides.ledger === undefined ? {} : {ledger: overrides.ledger}),
       health: {intervalMs: 500, timeoutMs: 2000, failThreshold: 1, recoverThreshold: 1, ...overrides.health},
       backends: backends.map((b) => {
         const plainDimse = b.config?.type === 'dimse'

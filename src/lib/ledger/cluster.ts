@@ -114,6 +114,12 @@ export class StudyClaims {
   }
 }
 
+/**
+ * A router of a shared ledger not heard from for this long (three heartbeats at the default 5 s) is
+ * taken for gone: `ddr balance-status` calls it silent, and its running processing runs are taken over.
+ */
+export const SILENT_ROUTER_SECONDS = 15
+
 export interface RouterPresenceOptions {
   logger: Logger
   /** How often to say we are alive (default 5 s). */

@@ -4,6 +4,8 @@ import pg from 'pg'
 
 import {DdrError} from '../errors.js'
 import {redactUrl} from '../output/redact.js'
+import {POSTGRES_PROCESSING_SCHEMA, POSTGRES_PROCESSING_SUMMARY_COLUMN, PostgresProcessingRuns} from './postgres-processing.js'
+import type {ProcessingStore} from './processing-runs.js'
 import {type StudyRow, iso, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {ClaimStore, LedgerStore, RouterHeartbeat, RouterRecord, RouterRegistry, StudyClaim} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
@@ -62,13 +64,18 @@ CREATE TABLE IF NOT EXISTS routers (
   heartbeat_at TIMESTAMPTZ NOT NULL,
   status JSONB NOT NULL
 );
-`
+${POSTGRES_PROCESSING_SCHEMA}`
+
+/** The tables SCHEMA creates, each with its indexes. */
+const TABLES = ['ddr_schema', 'studies', 'instances', 'study_claims', 'routers', 'processing']
 
 /** Any number that identifies ddr's schema lock among the database's advisory locks. */
 const SCHEMA_LOCK = 0x0dd7_1ed9
 
-const SUMMARY_SELECT = `
+// A database written before the processing table existed is read with no processing (readonly opens create nothing).
+const summarySelect = (withProcessing: boolean) => `
 SELECT s.study_instance_uid, s.patient_id, s.accession_number, s.study_date, s.first_received, s.last_received, s.state, s.stable_at, s.amendments, s.receipt,
+  ${withProcessing ? POSTGRES_PROCESSING_SUMMARY_COLUMN : 'NULL AS processing'},
   COUNT(i.sop_instance_uid)::int AS instances, COALESCE(SUM(i.bytes), 0)::bigint AS bytes,
   string_agg(DISTINCT i.modality, ',') AS modalities, string_agg(DISTINCT i.backend, ',') AS backends,
   COUNT(*) FILTER (WHERE i.status = 'queued')::int AS queued, COUNT(*) FILTER (WHERE i.status = 'stored')::int AS stored,
@@ -120,10 +127,14 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
   readonly transientFailures = true
   readonly claims: ClaimStore = this
   readonly registry: RouterRegistry = this
+  /** Which module ran on which study, shared by the routers (one runner per run). */
+  readonly processing: ProcessingStore
   readonly file: string
+  private summarySql = summarySelect(true)
 
   private constructor(private readonly pool: pg.Pool, url: string, private readonly options: PostgresStoreOptions) {
     this.file = redactUrl(url)
+    this.processing = new PostgresProcessingRuns(pool)
   }
 
   /** Connects (creating the tables unless readonly); DdrError LEDGER_FAILED naming the database when it cannot. */
@@ -158,10 +169,16 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
     pool.on('error', (error) => options.onIdleError?.(error))
     const store = new PostgresLedgerStore(pool, url, options)
     try {
-      if (options.readonly) await store.checkVersion(pool)
-      else await store.transaction(async (client) => {
+      if (options.readonly) {
+        await store.checkVersion(pool)
+        store.summarySql = summarySelect((await pool.query<{t: string | null}>("SELECT to_regclass('processing')::text AS t")).rows[0].t !== null)
+      } else await store.transaction(async (client) => {
         await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK])
-        await client.query(SCHEMA)
+        // CREATE INDEX IF NOT EXISTS locks its table (SHARE) before it finds the index: on a ledger other
+        // routers use, that lock taken table after table deadlocked with a router's prune (which deletes
+        // from instances, then studies). The tables come with their indexes, so when all are there, no DDL.
+        const present = await client.query<{n: number}>('SELECT count(*)::int AS n FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL', [TABLES])
+        if (present.rows[0].n < TABLES.length) await client.query(SCHEMA)
         await store.checkVersion(client)
         await client.query('DELETE FROM ddr_schema')
         await client.query('INSERT INTO ddr_schema (version) VALUES ($1)', [SCHEMA_VERSION])
@@ -360,7 +377,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
     if (query.patientId !== undefined) where.push(`s.patient_id = $${values.push(query.patientId)}`)
     if (query.since !== undefined) where.push(`s.last_received >= $${values.push(query.since)}`)
     const limit = `$${values.push(query.limit ?? 100)}`
-    const sql = `${SUMMARY_SELECT} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ${limit}`
+    const sql = `${this.summarySql} ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} GROUP BY s.study_instance_uid ORDER BY s.last_received DESC LIMIT ${limit}`
     return (await this.pool.query<StudyRow>(sql, values)).rows.map(studySummary)
   }
 
@@ -375,7 +392,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
   }
 
   async summary(studyInstanceUid: string): Promise<StudySummary | undefined> {
-    const {rows} = await this.pool.query<StudyRow>(`${SUMMARY_SELECT} WHERE s.study_instance_uid = $1 GROUP BY s.study_instance_uid`, [studyInstanceUid])
+    const {rows} = await this.pool.query<StudyRow>(`${this.summarySql} WHERE s.study_instance_uid = $1 GROUP BY s.study_instance_uid`, [studyInstanceUid])
     return rows.length === 0 ? undefined : studySummary(rows[0])
   }
 
@@ -432,6 +449,7 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
       const old = 'SELECT study_instance_uid FROM studies WHERE last_received < $1'
       await client.query(`DELETE FROM instances WHERE study_instance_uid IN (${old})`, [before])
       await client.query(`DELETE FROM study_claims WHERE study_instance_uid IN (${old})`, [before])
+      await client.query(`DELETE FROM processing WHERE study_instance_uid IN (${old})`, [before])
       return (await client.query('DELETE FROM studies WHERE last_received < $1', [before])).rowCount ?? 0
     })
   }

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3'
 
 import {DdrError} from '../errors.js'
 import type {StoredFilter, StoredInstance, StoredInstances} from '../qr/ledger-source.js'
-import {PROCESSING_SCHEMA, PROCESSING_SUMMARY_COLUMN, ProcessingRuns} from './processing-runs.js'
+import {PROCESSING_SUMMARY_COLUMN, ProcessingRuns, createProcessingSchema} from './processing-runs.js'
 import {type StudyRow, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {ClaimStore, LedgerStore, RouterHeartbeat, RouterRecord, RouterRegistry, StudyClaim} from './store.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, ReceiptState, StudyCounts, StudyDetail, StudyQuery, StudyState, StudySummary} from './types.js'
@@ -142,7 +142,8 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances, ClaimSto
     try {
       if (!options.readonly) mkdirSync(path.dirname(file), {recursive: true})
       this.db = new Database(file, {readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false})
-      this.processing = new ProcessingRuns(this.db)
+      // Shared by the workers of one `ddr listen --workers N`: their runs are each other's (heartbeats say who lives).
+      this.processing = new ProcessingRuns(this.db, {shared: options.shared !== undefined})
       if (options.readonly) {
         this.db.pragma('query_only = ON')
         this.checkVersion()
@@ -158,7 +159,7 @@ export class SqliteLedgerStore implements LedgerStore, StoredInstances, ClaimSto
       this.db.pragma('wal_autocheckpoint = 4000')
       this.checkVersion()
       this.db.exec(SCHEMA)
-      this.db.exec(PROCESSING_SCHEMA)
+      createProcessingSchema(this.db)
       if (options.shared !== undefined) {
         this.db.exec(SHARED_SCHEMA)
         // Which worker received each instance (as the PostgreSQL ledger's router column).

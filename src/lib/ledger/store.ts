@@ -1,4 +1,4 @@
-import type {ProcessingRuns} from './processing-runs.js'
+import type {ProcessingStore} from './processing-runs.js'
 import type {InstanceOutcome, InstanceReceipt, Receipt, StudyCounts, StudyDetail, StudyQuery, StudySummary} from './types.js'
 
 /** A value now (SQLite answers from the calling thread) or later (PostgreSQL answers over the network). */
@@ -55,8 +55,8 @@ export interface LedgerStore {
    * the ledger keeps the writes and tries again instead of refusing new instances.
    */
   readonly transientFailures: boolean
-  /** The processing table (processing modules run only on the SQLite ledger for now). */
-  readonly processing?: ProcessingRuns
+  /** The processing table: which module ran on which study (both stores; several routers share PostgreSQL's). */
+  readonly processing: ProcessingStore
   /** Study claims (shared ledgers only: one router needs none). */
   readonly claims?: ClaimStore
   /** Router registration (shared ledgers only). */

@@ -390,13 +390,14 @@ async function startLockedRouterService(config: DdrConfig, options: RouterServic
   if (config.processing.modules.length > 0) {
     if (ledger === undefined) {
       logger.warn('processing-off', {modules: config.processing.modules.length}, 'processing modules need the study ledger (store-and-forward with studies.enabled): none will run')
-    } else if (!(ledger.store instanceof SqliteLedgerStore)) {
-      logger.warn('processing-off', {modules: config.processing.modules.length}, `processing modules run on the SQLite ledger only for now (this router shares ${ledger.store.file}): none will run`)
     } else {
+      // On a shared ledger every router follows the same processing table: each run is taken by one of them.
       processing = new ProcessingService({
         config,
         ledger,
         runs: ledger.store,
+        router: routerName(config),
+        ...(ledger.store.registry === undefined ? {} : {shared: {}}),
         logger,
         store: async (file, module) => {
           const result = await ingest(await readFile(file), {callingAeTitle: config.listen.aeTitle, remoteAddress: `processing/${module}`, source: `${module}'s ${path.basename(file)}`, derived: true})

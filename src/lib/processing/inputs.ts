@@ -68,8 +68,11 @@ export function inputsDigest(instances: ReadonlyArray<Pick<StudyInstance, 'sopIn
 
 /** Where an instance's copy can come from. */
 export interface InputSources {
-  /** Where the ledger says a copy was kept (retention), if it was. */
-  kept(sopInstanceUid: string): RetentionLocation | undefined
+  /**
+   * Where the ledger says this router kept a copy (retention), if it did. On a shared ledger a
+   * study another router received has none here: its instances are fetched from the backend.
+   */
+  kept(sopInstanceUid: string): Promise<RetentionLocation | undefined> | RetentionLocation | undefined
   /** The configured backends, to fetch what retention no longer holds. */
   backends: readonly BackendConfig[]
   /** How long one fetch from a backend may take (ms). */
@@ -89,7 +92,7 @@ export async function gatherInputs(instances: readonly StudyInstance[], inDir: s
   for (const instance of instances) {
     const file = `${instance.sopInstanceUid}.dcm`
     const target = path.join(inDir, file)
-    let read = await fromRetention(instance, sources.kept(instance.sopInstanceUid), target)
+    let read = await fromRetention(instance, await sources.kept(instance.sopInstanceUid), target)
     if (read === undefined) {
       if (instance.backend === null) throw new ModuleFailure('inputs', `instance ${instance.sopInstanceUid} is not in retention and no backend is recorded for it`)
       try {

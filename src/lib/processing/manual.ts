@@ -7,9 +7,8 @@ import path from 'node:path'
 
 import type {DdrConfig} from '../config/schema.js'
 import {DdrError} from '../errors.js'
-import {ledgerFile} from '../ledger/ledger.js'
+import {ledgerLabel, openLedgerStore} from '../ledger/ledger.js'
 import type {ProcessingRunState} from '../ledger/processing-runs.js'
-import {SqliteLedgerStore} from '../ledger/sqlite-store.js'
 import {colorEnabled, painter} from '../output/table.js'
 import {callRouter, isRouterNotRunning, routerStatusUrl} from '../status/client.js'
 import {ProcessingModule, attemptModule} from './attempt.js'
@@ -59,17 +58,18 @@ export async function processStudy(config: ProcessConfig, studyInstanceUid: stri
 }
 
 async function dryRun(config: ProcessConfig, studyInstanceUid: string, only: string | undefined): Promise<ProcessResult> {
-  const store = new SqliteLedgerStore(ledgerFile(config), {readonly: true})
+  // The SQLite file or the shared PostgreSQL ledger, read only.
+  const store = await openLedgerStore(config, {readonly: true})
   try {
-    const study = store.study(studyInstanceUid)
+    const study = await store.study(studyInstanceUid)
     if (study === undefined) throw notInLedger(studyInstanceUid, store.file)
     const runs: ProcessRun[] = []
     for (const config_ of config.processing.modules.filter((m) => only === undefined || m.name === only)) {
       const module = new ProcessingModule(config_)
-      const before = store.processing.get(studyInstanceUid, module.name)
+      const before = await store.processing.get(studyInstanceUid, module.name)
       try {
         const attempted = await attemptModule(module, study, {
-          processingOutputs: store.processing.outputsOf(studyInstanceUid),
+          processingOutputs: await store.processing.outputsOf(studyInstanceUid),
           sources: {kept: (sop) => store.kept(sop), backends: config.backends, callingAeTitle: config.listen.aeTitle},
           workDir: config.processing.workDir,
           uidRoot: config.processing.uidRoot,
@@ -103,7 +103,7 @@ async function dryRun(config: ProcessConfig, studyInstanceUid: string, only: str
 
     return {studyInstanceUid, by: 'dry-run', runs}
   } finally {
-    store.close()
+    await store.close()
   }
 }
 
@@ -122,7 +122,7 @@ async function throughRouter(config: ProcessConfig, studyInstanceUid: string, on
   })
 
   const body = answer.body as {runs?: ProcessOutcome[]; error?: string; code?: string}
-  if (answer.statusCode === 404) throw notInLedger(studyInstanceUid, ledgerFile(config))
+  if (answer.statusCode === 404) throw notInLedger(studyInstanceUid, ledgerLabel(config))
   if (answer.statusCode === 405) throw new DdrError('USAGE', `the router at ${where} runs no processing modules (its processing.modules is empty)`, {hint: 'configure the modules in the config `ddr listen` uses, and restart it'})
   if (answer.statusCode !== 200 || body.runs === undefined) {
     if (body.code === 'USAGE') throw new DdrError('USAGE', body.error ?? 'the router refused the request')

@@ -60,6 +60,8 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 export async function runCommand(module: ProcessingModuleConfig, folders: RunFolders, task: Task, signal?: AbortSignal): Promise<AttemptOutput> {
   const taskFile = path.join(folders.inDir, 'task.json')
   await writeFile(taskFile, `${JSON.stringify(task, null, 2)}\n`)
+  // Stopped while the inputs were gathered: an abort that came before the listener below would never reach the module.
+  if (signal?.aborted) throw new ModuleFailure('exit', 'stopped: the router is shutting down')
   const [program, ...args] = module.command!
   const stderr = new Tail()
   const stdout = new Tail()

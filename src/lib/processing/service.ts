@@ -9,9 +9,10 @@ import {EventEmitter} from 'node:events'
 import type {DdrConfig} from '../config/schema.js'
 import {formatStatus} from '../dimse/status.js'
 import {DdrError} from '../errors.js'
+import {SILENT_ROUTER_SECONDS} from '../ledger/cluster.js'
 import type {StudyLedger} from '../ledger/ledger.js'
-import type {ProcessingOutcome, ProcessingRun, ProcessingRunState} from '../ledger/processing-runs.js'
-import type {SqliteLedgerStore} from '../ledger/sqlite-store.js'
+import type {ProcessingCounts, ProcessingOutcome, ProcessingRun, ProcessingRunState} from '../ledger/processing-runs.js'
+import type {LedgerStore} from '../ledger/store.js'
 import type {StudySummary} from '../ledger/types.js'
 import type {Logger} from '../output/logger.js'
 import {type AttemptResult, ProcessingModule, attemptModule} from './attempt.js'
@@ -26,14 +27,25 @@ import type {OutputInstance} from './outputs.js'
  */
 export type OutputStore = (file: string, module: string) => Promise<{stored: boolean; status?: number; reason?: string}>
 
+/** What processing needs of the ledger's store: its processing table and the studies (the SQLite file, or PostgreSQL shared by several routers). */
+export type ProcessingLedgerStore = Pick<LedgerStore, 'processing' | 'study' | 'summary' | 'kept'>
+
 export interface ProcessingServiceOptions {
   /** listen.aeTitle: ddr's AE title towards a backend an input is fetched from by C-GET. */
   config: Pick<DdrConfig, 'processing' | 'backends'> & {listen: Pick<DdrConfig['listen'], 'aeTitle'>}
   ledger: StudyLedger
-  /** The ledger's file, read and written in step with the runs (processing runs on the SQLite ledger only). */
-  runs: SqliteLedgerStore
+  /** The ledger's store, read and written in step with the runs. */
+  runs: ProcessingLedgerStore
   store: OutputStore
   logger: Logger
+  /** This router's name, recorded as the runner of the runs it takes (default `ddr`). */
+  router?: string
+  /**
+   * A ledger several routers share (PostgreSQL): the runs of a router silent for `silentSeconds`
+   * (default 15, as its heartbeats say) are taken over, looked for every `reclaimMs` (default 5 s);
+   * and a stopping router hands its running runs back at once.
+   */
+  shared?: {silentSeconds?: number; reclaimMs?: number}
   /** How often due runs are looked for (default 500 ms). */
   tickMs?: number
 }
@@ -65,45 +77,102 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   private readonly modules: Map<string, ProcessingModule>
   private readonly running = new Map<string, {controller: AbortController; done: Promise<void>}>()
   private timer?: NodeJS.Timeout
-  private readonly onStable = (study: StudySummary) => this.studyStable(study)
+  private reclaimTimer?: NodeJS.Timeout
+  private readonly onStable = (study: StudySummary) => {
+    this.studyStable(study).catch((error: Error) => this.options.logger.error('processing-failed', {study: study.studyInstanceUid}, `cannot schedule the modules: ${error.message}`))
+  }
+
   private stopped = false
+  private ticking?: Promise<void>
+  private resumed: Promise<void> = Promise.resolve()
+  private countsCache: ProcessingCounts = []
+  private countsRefreshing = false
+  private readonly router: string
 
   constructor(private readonly options: ProcessingServiceOptions) {
     super()
     this.modules = new Map(options.config.processing.modules.map((m) => [m.name, new ProcessingModule(m)]))
+    this.router = options.router ?? 'ddr'
+  }
+
+  private get silentSeconds(): number {
+    return this.options.shared?.silentSeconds ?? SILENT_ROUTER_SECONDS
   }
 
   private get runs() {
     return this.options.runs.processing
   }
 
-  /** Picks up runs a stopped router left behind, and follows the ledger. */
+  /** Picks up runs this router (or, on a shared ledger, a router gone silent) left running, and follows the ledger. */
   start(): void {
-    const requeued = this.runs.requeueInterrupted()
-    if (requeued > 0) this.options.logger.info('processing-resumed', {runs: requeued}, 'runs a stopped router left running are tried again')
+    this.resumed = this.requeue(true, 'processing-resumed', 'runs a stopped router left running are tried again')
     this.options.ledger.on('stable', this.onStable)
-    this.timer = setInterval(() => this.tick(), this.options.tickMs ?? 500)
+    this.timer = setInterval(() => void this.tick(), this.options.tickMs ?? 500)
     this.timer.unref()
+    if (this.options.shared !== undefined) {
+      this.reclaimTimer = setInterval(() => void this.requeue(false, 'processing-taken-over', `runs of a router silent for ${this.silentSeconds} s are tried again here or by another router`), this.options.shared.reclaimMs ?? 5000)
+      this.reclaimTimer.unref()
+    }
   }
 
-  /** Stops following the ledger; running modules are stopped (their runs are taken up again on the next start). */
+  /**
+   * Running runs go back to pending: with `own`, this router's (it just started: its previous life
+   * left them), and on a shared ledger those of routers silent for silentSeconds; never a live
+   * router's, nor, without `own`, this router's own (it may be running them now).
+   */
+  private async requeue(own: boolean, event: string, why: string): Promise<void> {
+    try {
+      const requeued = await this.runs.requeueInterrupted({router: this.router, own, silentSeconds: this.silentSeconds})
+      if (requeued === 0) return
+      if (own) this.options.logger.info(event, {runs: requeued}, why)
+      else this.options.logger.warn(event, {runs: requeued}, why)
+    } catch (error) {
+      this.options.logger.error('processing-failed', {}, `cannot requeue interrupted runs: ${(error as Error).message}`)
+    }
+  }
+
+  /**
+   * Stops following the ledger; running modules are stopped. Their runs are taken up again on the
+   * next start; on a shared ledger they are handed back at once, for another router to take.
+   */
   async stop(): Promise<void> {
     this.stopped = true
     clearInterval(this.timer)
+    clearInterval(this.reclaimTimer)
     this.options.ledger.off('stable', this.onStable)
+    // A look for due runs under way may still take one (the ledger answers later): it is stopped with the others.
+    await this.ticking
     for (const {controller} of this.running.values()) controller.abort()
+    const interrupted = this.running.size
     await Promise.all([...this.running.values()].map((r) => r.done))
+    if (this.options.shared !== undefined && interrupted > 0) await this.requeue(true, 'processing-handed-back', 'the runs this router stopped are handed back for another router to take')
   }
 
   status(): ProcessingStatus {
-    let runs: ProcessingStatus['runs'] = []
+    this.refreshCounts()
+    return {running: this.running.size, runs: this.countsCache}
+  }
+
+  /** /status must answer at once: the SQLite ledger's counts are read now, PostgreSQL's arrive for the next call. */
+  private refreshCounts(): void {
+    if (this.countsRefreshing) return
+    let answer: ReturnType<ProcessingLedgerStore['processing']['counts']>
     try {
-      runs = this.runs.counts()
+      answer = this.runs.counts()
     } catch {
-      // the ledger cannot be read: /status must still answer
+      return // the ledger cannot be read: /status must still answer
     }
 
-    return {running: this.running.size, runs}
+    if (!(answer instanceof Promise)) {
+      this.countsCache = answer
+      return
+    }
+
+    this.countsRefreshing = true
+    answer.then(
+      (counts) => (this.countsCache = counts),
+      () => {},
+    ).finally(() => (this.countsRefreshing = false))
   }
 
   /**
@@ -111,49 +180,57 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
    * scheduled again when new instances came (an amendment) and it is configured to re-run, or when
    * it was skipped before (the new instances may match). Processing's own outputs are no news.
    */
-  private studyStable(summary: StudySummary): void {
+  private async studyStable(summary: StudySummary): Promise<void> {
     if (this.modules.size === 0) return
     const uid = summary.studyInstanceUid
-    const existing = new Map(this.runs.forStudy(uid).map((r) => [r.module, r]))
+    const existing = new Map((await this.runs.forStudy(uid)).map((r) => [r.module, r]))
     const fresh = [...this.modules.keys()].filter((name) => !existing.has(name))
-    if (fresh.length > 0) this.runs.schedule(uid, fresh)
+    // ON CONFLICT DO NOTHING: routers that see the study stable at once schedule each module once.
+    if (fresh.length > 0) await this.runs.schedule(uid, fresh)
     const settled = [...existing.values()].filter((r) => r.state === 'done' || r.state === 'failed' || r.state === 'skipped')
     if (settled.length === 0) return
-    const study = this.options.runs.study(uid)
+    const study = await this.options.runs.study(uid)
     if (study === undefined) return
-    const digest = inputsDigest(study.instanceList, this.runs.outputsOf(uid))
+    const digest = inputsDigest(study.instanceList, await this.runs.outputsOf(uid))
     for (const run of settled) {
       const module = this.modules.get(run.module)
       if (module === undefined || run.inputsDigest === null || run.inputsDigest === digest) continue
       if (run.state !== 'skipped' && !module.config.rerunOnAmendment) continue
-      this.runs.reschedule(uid, run.module)
+      await this.runs.reschedule(uid, run.module)
       this.options.logger.info('processing-rescheduled', {study: uid, module: run.module}, run.state === 'skipped' ? 'new instances: the match is decided again' : 'an amendment brought new instances')
     }
   }
 
-  private tick(): void {
+  /** One look for due runs at a time (a slow answer from a shared ledger is not asked again meanwhile). */
+  private tick(): Promise<void> {
+    this.ticking ??= this.resumed
+      .then(() => this.launchDue())
+      .catch((error: Error) => this.options.logger.error('processing-failed', {}, `cannot read the processing runs: ${error.message}`))
+      .finally(() => (this.ticking = undefined))
+    return this.ticking
+  }
+
+  private async launchDue(): Promise<void> {
     const concurrency = this.options.config.processing.concurrency
     if (this.stopped || this.running.size >= concurrency) return
-    let due: ProcessingRun[]
-    try {
-      due = this.runs.due(Date.now(), 100)
-    } catch (error) {
-      this.options.logger.error('processing-failed', {}, `cannot read the processing runs: ${(error as Error).message}`)
-      return
-    }
-
+    const due = await this.runs.due(Date.now(), 100)
     for (const run of due) {
-      if (this.running.size >= concurrency) break
+      if (this.running.size >= concurrency || this.stopped) break
       if (this.running.has(key(run))) continue
-      const summary = this.options.runs.summary(run.studyInstanceUid)
+      // A module another router of a shared ledger has and this one lacks (a rolling upgrade): that router runs it.
+      if (this.options.shared !== undefined && !this.modules.has(run.module)) continue
+      const summary = await this.options.runs.summary(run.studyInstanceUid)
+      // A module sees the study whole: stable, every instance delivered (routing is never held up: this only waits for it).
+      if (summary !== undefined && (summary.state !== 'stable' || summary.delivered.queued > 0)) continue
+      // Pending -> running only for the router whose UPDATE passes: on a shared ledger another may have taken it.
+      const taken = await this.runs.take(run.studyInstanceUid, run.module, this.router)
+      if (taken === undefined) continue
       if (summary === undefined) {
-        this.runs.finish(run.studyInstanceUid, run.module, {state: 'skipped', detail: 'the study left the ledger'})
+        await this.record(taken, {state: 'skipped', detail: 'the study left the ledger'})
         continue
       }
 
-      // A module sees the study whole: stable, every instance delivered (routing is never held up: this only waits for it).
-      if (summary.state !== 'stable' || summary.delivered.queued > 0) continue
-      this.launch(run, this.modules.get(run.module)?.config.retries ?? 0)
+      void this.launch(taken, this.modules.get(run.module)?.config.retries ?? 0)
     }
   }
 
@@ -164,10 +241,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   async processNow(studyInstanceUid: string, moduleName: string): Promise<ProcessOutcome> {
     const module = this.modules.get(moduleName)
     if (module === undefined) throw new DdrError('USAGE', `no processing module named ${moduleName} (configured: ${[...this.modules.keys()].join(', ') || 'none'})`)
-    if (this.running.has(`${studyInstanceUid}\u0000${moduleName}`)) throw new DdrError('USAGE', `${moduleName} is running on study ${studyInstanceUid} now`, {hint: 'wait for it to finish'})
-    this.runs.reschedule(studyInstanceUid, moduleName)
-    const run = this.runs.get(studyInstanceUid, moduleName)!
-    const earlier = new Set(run.outputs)
+    const busy = (by?: string | null) => new DdrError('USAGE', `${moduleName} is running on study ${studyInstanceUid} now${by && by !== this.router ? ` (router ${by})` : ''}`, {hint: 'wait for it to finish'})
+    if (this.running.has(`${studyInstanceUid}\u0000${moduleName}`)) throw busy()
+    const earlier = new Set((await this.runs.get(studyInstanceUid, moduleName))?.outputs ?? [])
+    // A new run, taken by this router in one statement, unless a router runs the module on the study now.
+    const run = await this.runs.takeNewRun(studyInstanceUid, moduleName, this.router)
+    if (run === undefined) throw busy((await this.runs.get(studyInstanceUid, moduleName))?.runner)
     let result: ModuleResult | undefined
     const listener = (finished: ProcessingRun, given?: ModuleResult) => {
       if (finished.studyInstanceUid === studyInstanceUid && finished.module === moduleName) result = given
@@ -180,7 +259,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
       this.off('finished', listener)
     }
 
-    const after = this.runs.get(studyInstanceUid, moduleName)!
+    const after = (await this.runs.get(studyInstanceUid, moduleName))!
     return {module: moduleName, state: after.state, run: after.run, attempts: after.attempts, detail: after.detail, outputs: after.outputs.filter((uid) => !earlier.has(uid)), ...(result === undefined ? {} : {result})}
   }
 
@@ -189,9 +268,9 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     return [...this.modules.keys()]
   }
 
+  /** Runs a run this router has taken (running, its attempt counted). */
   private launch(run: ProcessingRun, retries: number): Promise<void> {
     const controller = new AbortController()
-    this.runs.start(run.studyInstanceUid, run.module)
     const done = this.execute(run, retries, controller.signal).finally(() => this.running.delete(key(run)))
     this.running.set(key(run), {controller, done})
     return done
@@ -200,12 +279,12 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
   private async execute(run: ProcessingRun, retries: number, signal: AbortSignal): Promise<void> {
     const {logger} = this.options
     const uid = run.studyInstanceUid
-    const attempt = run.attempts + 1
+    const attempt = run.attempts
     const log = {study: uid, module: run.module, run: run.run, attempt}
     const module = this.modules.get(run.module)
-    const study = this.options.runs.study(uid)
+    const study = await this.options.runs.study(uid)
     if (module === undefined || study === undefined) {
-      this.record(run, {state: 'skipped', detail: module === undefined ? 'the module is no longer configured' : 'the study left the ledger'})
+      await this.record(run, {state: 'skipped', detail: module === undefined ? 'the module is no longer configured' : 'the study left the ledger'})
       return
     }
 
@@ -214,7 +293,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     let attempted: AttemptResult | undefined
     try {
       attempted = await attemptModule(module, study, {
-        processingOutputs: this.runs.outputsOf(uid),
+        processingOutputs: await this.runs.outputsOf(uid),
         sources: {kept: (sop) => this.options.runs.kept(sop), backends: this.options.config.backends, callingAeTitle: this.options.config.listen.aeTitle},
         workDir: this.options.config.processing.workDir,
         uidRoot: this.options.config.processing.uidRoot,
@@ -224,7 +303,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
       })
       if (attempted.skipped) {
         logger.info('processing-skipped', log, attempted.reason)
-        this.record(run, {state: 'skipped', detail: attempted.reason, inputsDigest: attempted.inputsDigest})
+        await this.record(run, {state: 'skipped', detail: attempted.reason, inputsDigest: attempted.inputsDigest})
         return
       }
 
@@ -237,7 +316,7 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
       const findings = attempted.result?.findings.length
       const detail = `${findings === undefined ? 'no result.json' : `${findings} finding(s)`}; ${stored.length === 0 ? 'nothing stored' : `stored ${attempted.outputs.map((o) => `${o.kind === 'sr' ? 'SR ' : ''}${o.sopInstanceUid}`).join(', ')}`}`
       logger.info('processing-done', {...log, findings, stored: stored.length, ms: Date.now() - started}, detail)
-      this.record(run, {state: 'done', detail, outputs: stored, inputs: attempted.inputs.length, inputsDigest: attempted.inputsDigest}, attempted.result)
+      await this.record(run, {state: 'done', detail, outputs: stored, inputs: attempted.inputs.length, inputsDigest: attempted.inputsDigest}, attempted.result)
     } catch (error) {
       if (signal.aborted && this.stopped) {
         // Stopped with the router: the run stays `running` and is taken up again on the next start.
@@ -249,10 +328,10 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
       if (attempt <= retries) {
         const delayMs = module.config.retryDelaySeconds * 1000 * 2 ** (attempt - 1)
         logger.warn('processing-attempt-failed', {...log, kind: failure.kind, retryInMs: delayMs}, failure.detail)
-        this.record(run, {state: 'pending', detail: failure.detail, nextAttemptAt: Date.now() + delayMs})
+        await this.record(run, {state: 'pending', detail: failure.detail, nextAttemptAt: Date.now() + delayMs})
       } else {
         logger.error('processing-failed', {...log, kind: failure.kind}, `${failure.detail}; the study is processing-failed${retries > 0 ? ` after ${attempt} attempts` : ''}`)
-        this.record(run, {state: 'failed', detail: failure.detail})
+        await this.record(run, {state: 'failed', detail: failure.detail})
       }
     } finally {
       if (attempted !== undefined && !attempted.skipped) await attempted.folders.remove()
@@ -272,10 +351,17 @@ export class ProcessingService extends EventEmitter<{finished: [run: ProcessingR
     if (!outcome.stored) throw new ModuleFailure('store', `the router refused ${what}${outcome.status === undefined ? '' : ` with ${formatStatus(outcome.status)}`}${outcome.reason ? `: ${outcome.reason}` : ''}`)
   }
 
-  private record(run: ProcessingRun, outcome: ProcessingOutcome, result?: ModuleResult): void {
+  /** Records how an attempt ended, if the run is still this router's (on a shared ledger, a router thought gone may have lost it). */
+  private async record(run: ProcessingRun, outcome: ProcessingOutcome, result?: ModuleResult): Promise<void> {
     try {
-      this.runs.finish(run.studyInstanceUid, run.module, outcome)
-      const after = this.runs.get(run.studyInstanceUid, run.module)
+      const recorded = await this.runs.finish(run.studyInstanceUid, run.module, outcome, Date.now(), this.router)
+      if (!recorded) {
+        this.options.logger.warn('processing-lost', {study: run.studyInstanceUid, module: run.module, run: run.run}, `the run was taken over while this router ran it (it was silent for ${this.silentSeconds} s): its outcome (${outcome.state}) is left to the router that runs it now`)
+        return
+      }
+
+      this.refreshCounts()
+      const after = await this.runs.get(run.studyInstanceUid, run.module)
       if (after !== undefined) this.emit('finished', after, result)
     } catch (error) {
       this.options.logger.error('processing-failed', {study: run.studyInstanceUid, module: run.module}, `cannot record the run in the ledger: ${(error as Error).message}`)

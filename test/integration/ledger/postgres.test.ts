@@ -2,6 +2,8 @@ import {mkdtemp, rm} from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
+import pg_ from 'pg'
+
 import {RouterPresence, StudyClaims} from '../../../src/lib/ledger/cluster.js'
 import {StudyLedger} from '../../../src/lib/ledger/ledger.js'
 import {PostgresLedgerStore} from '../../../src/lib/ledger/postgres-store.js'
@@ -54,7 +56,7 @@ describe('the study ledger in PostgreSQL', () => {
 
   afterEach(async () => {
     for (const store of stores.splice(0)) await store.close()
-    await pg.psql('DROP TABLE IF EXISTS studies, instances, study_claims, routers, ddr_schema')
+    await pg.psql('DROP TABLE IF EXISTS studies, instances, study_claims, routers, processing, ddr_schema')
   })
 
   afterAll(async () => {
@@ -158,6 +160,23 @@ describe('the study ledger in PostgreSQL', () => {
       claims.close()
     }
   }, 60_000)
+
+  it('a router opens a ledger other routers are writing without DDL (its locks deadlocked with a prune)', async () => {
+    await open('router-1')
+    // Another router's transaction is under way on every table (as a prune's deletes are).
+    const busy = new pg_.Client({connectionString: pg.url})
+    await busy.connect()
+    try {
+      await busy.query('BEGIN')
+      for (const table of ['instances', 'studies', 'study_claims', 'processing']) await busy.query(`DELETE FROM ${table} WHERE false`)
+      const started = Date.now()
+      await open('router-2', 2000)
+      expect(Date.now() - started).toBeLessThan(2000)
+    } finally {
+      await busy.query('ROLLBACK')
+      await busy.end()
+    }
+  })
 
   it('lists every router with its last heartbeat', async () => {
     const logger = new Logger({write: () => {}})
