@@ -99,7 +99,8 @@ describe('console in Chromium', () => {
     await page.goto(`${fleet.url}/console/#/studies`)
     await page.locator('[data-test=study-search] input[name=patient]').fill('UPLOADPAT')
     await page.locator('[data-test=study-search] button[type=submit]').click()
-    await page.waitForFunction("document.querySelectorAll('[data-test=study-row]').length === 1", null, {timeout: 10_000})
+    // Polled from here: a string predicate is evaluated in the page, where the console's CSP forbids eval (it failed so, once in a full run).
+    await waitFor('the filtered study list', async () => (await page.locator('[data-test=study-row]').count()) === 1, 10_000, 50)
     const openingAnswered = page.waitForResponse((response) => opening(new URL(response.url())))
     releaseOpening()
     await openingAnswered
