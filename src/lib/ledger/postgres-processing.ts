@@ -1,5 +1,6 @@
 import type pg from 'pg'
 
+import {inTransaction} from './pg-transaction.js'
 import {type ProcessingCounts, type ProcessingOutcome, type ProcessingRow, type ProcessingRun, type ProcessingRunState, type ProcessingStore, type RequeueOptions, fromRow} from './processing-runs.js'
 
 /** The SQLite ledger's processing table, in PostgreSQL (created with the ledger's other tables). */
@@ -91,18 +92,12 @@ export class PostgresProcessingRuns implements ProcessingStore {
     return rows.length === 0 ? undefined : fromRow(rows[0])
   }
 
-  async finish(studyInstanceUid: string, module: string, outcome: ProcessingOutcome, at = Date.now(), runner?: string): Promise<boolean> {
-    const client = await this.pool.connect()
-    let broken = false
-    try {
-      await client.query('BEGIN')
+  finish(studyInstanceUid: string, module: string, outcome: ProcessingOutcome, at = Date.now(), runner?: string): Promise<boolean> {
+    return inTransaction(this.pool, async (client) => {
       // The row is locked from the read to the write: outputs are merged as the SQLite ledger merges them.
       const {rows} = await client.query<{outputs: string[] | null; runner: string | null}>('SELECT outputs, runner FROM processing WHERE study_instance_uid = $1 AND module = $2 FOR UPDATE', [studyInstanceUid, module])
-      if (rows.length === 0 || (runner !== undefined && rows[0].runner !== runner)) {
-        await client.query('ROLLBACK')
-        return false
-      }
-
+      // Not its run (taken over meanwhile) or gone: nothing written (the commit only ends the lock).
+      if (rows.length === 0 || (runner !== undefined && rows[0].runner !== runner)) return false
       const outputs = outcome.outputs === undefined ? null : JSON.stringify([...new Set([...(rows[0].outputs ?? []), ...outcome.outputs])])
       await client.query(
         `UPDATE processing SET state = $3, detail = $4, outputs = COALESCE($5::jsonb, outputs), inputs = COALESCE($6, inputs), inputs_digest = COALESCE($7, inputs_digest),
@@ -110,16 +105,8 @@ export class PostgresProcessingRuns implements ProcessingStore {
          WHERE study_instance_uid = $1 AND module = $2`,
         [studyInstanceUid, module, outcome.state, outcome.detail ?? null, outputs, outcome.inputs ?? null, outcome.inputsDigest ?? null, outcome.nextAttemptAt ?? null, at, outcome.state === 'pending' ? null : at],
       )
-      await client.query('COMMIT')
       return true
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {
-        broken = true
-      })
-      throw error
-    } finally {
-      client.release(broken)
-    }
+    })
   }
 
   async requeueInterrupted(options: RequeueOptions): Promise<number> {

@@ -5,6 +5,7 @@ import pg from 'pg'
 import {DdrError} from '../errors.js'
 import {redactUrl} from '../output/redact.js'
 import {POSTGRES_PROCESSING_SCHEMA, POSTGRES_PROCESSING_SUMMARY_COLUMN, PostgresProcessingRuns} from './postgres-processing.js'
+import {inTransaction} from './pg-transaction.js'
 import type {ProcessingStore} from './processing-runs.js'
 import {type StudyRow, iso, studyDetail, studyInstance, studySummary} from './rows.js'
 import type {ClaimStore, LedgerStore, RouterHeartbeat, RouterRecord, RouterRegistry, StudyClaim} from './store.js'
@@ -206,22 +207,8 @@ export class PostgresLedgerStore implements LedgerStore, ClaimStore, RouterRegis
     if (version > SCHEMA_VERSION) throw new DdrError('LEDGER_FAILED', `study ledger ${this.file} was written by a newer ddr (schema ${version}, this one knows ${SCHEMA_VERSION})`, {hint: 'run the newer ddr'})
   }
 
-  private async transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect()
-    let broken = false
-    try {
-      await client.query('BEGIN')
-      const result = await work(client)
-      await client.query('COMMIT')
-      return result
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {
-        broken = true
-      })
-      throw error
-    } finally {
-      client.release(broken)
-    }
+  private transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    return inTransaction(this.pool, work)
   }
 
   async received(receipts: InstanceReceipt[], recovered = false): Promise<string[]> {

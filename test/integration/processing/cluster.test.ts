@@ -240,7 +240,7 @@ describe('processing modules on a shared PostgreSQL ledger, two routers', () => 
     // router-1 stops (it still beats: not silent); its module is killed and the run is router-2's to take.
     await one.service!.stop()
     expect(one.logs.some((line) => line.includes('processing-handed-back'))).toBe(true)
-    await waitFor('router-2 to run it', async () => (await two.store.processing.get(study, 'slow'))?.state === 'done', 10_000)
+    await waitFor('router-2 to run it', async () => (await two.store.processing.get(study, 'slow'))?.state === 'done', 30_000)
     expect(await two.store.processing.get(study, 'slow')).toMatchObject({runner: 'router-2', attempts: 1})
     expect(two.logs.some((line) => line.includes('processing-taken-over'))).toBe(false)
     expect(stored).toEqual([`router-2 ${study} slow`])
