@@ -11,6 +11,7 @@ import type net from 'node:net'
 export type ProxiedPeer = {address: string; port: number} | undefined
 
 const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a])
+const V1_PREFIX = Buffer.from('PROXY ')
 /** A v1 header is at most 107 bytes, CRLF included. */
 const V1_MAX = 107
 /** A v2 header's address block (and TLVs) is bounded by its 16-bit length; a balancer sends far less. */
@@ -30,9 +31,8 @@ export function parseProxyHeader(data: Buffer): {peer: ProxiedPeer; length: numb
     return parseV2(data)
   }
 
-  const v1Prefix = Buffer.from('PROXY ')
-  const head = Math.min(data.length, v1Prefix.length)
-  if (!data.subarray(0, head).equals(v1Prefix.subarray(0, head))) throw new ProxyHeaderError('the connection does not start with a PROXY protocol header')
+  const head = Math.min(data.length, V1_PREFIX.length)
+  if (!data.subarray(0, head).equals(V1_PREFIX.subarray(0, head))) throw new ProxyHeaderError('the connection does not start with a PROXY protocol header')
   const end = data.indexOf('\r\n')
   if (end === -1) {
     if (data.length >= V1_MAX) throw new ProxyHeaderError('PROXY v1 header longer than 107 bytes')

@@ -421,6 +421,12 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     })
   }
 
+  /** Records a write did not take go back to the front of the queue, in their order, for the next try. */
+  private putBack(receipts: InstanceReceipt[], outcomes: Array<{outcome: InstanceOutcome; resolve: () => void}>): void {
+    if (receipts.length > 0) this.pendingReceipts = [...receipts, ...this.pendingReceipts]
+    if (outcomes.length > 0) this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+  }
+
   /** One write of everything pending: receipts, then outcomes (an outcome updates its receipt's row). */
   private async writePending(): Promise<void> {
     const receipts = this.pendingReceipts
@@ -440,8 +446,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
       // An SQLite file shared by several workers whose write lock another one held too long:
       // nothing was written (the transaction takes the lock first); all of it is tried again.
       if (isSqliteBusy(error)) {
-        this.pendingReceipts = [...receipts, ...this.pendingReceipts]
-        this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+        this.putBack(receipts, outcomes)
         this.writeAgain = true
         this.busyWrites++
         if (this.busyWrites === 1 || this.busyWrites % 100 === 0) this.options.logger.warn('ledger-busy', {waiting: this.pendingReceipts.length + this.pendingOutcomes.length, times: this.busyWrites}, `study ledger ${this.store.file}: ${(error as Error).message}; another worker holds its write lock: the records wait and are written at the next try`)
@@ -468,7 +473,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
 
     // A part that found the shared file's lock busy is tried again, not given up.
     if (receiptError !== undefined && isSqliteBusy(receiptError)) {
-      this.pendingReceipts = [...receipts, ...this.pendingReceipts]
+      this.putBack(receipts, [])
       this.writeAgain = true
     } else if (receipts.length > 0) {
       if (receiptError === undefined) {
@@ -482,7 +487,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
     }
 
     if (outcomeError !== undefined && isSqliteBusy(outcomeError)) {
-      this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+      this.putBack([], outcomes)
       this.writeAgain = true
     } else if (outcomes.length > 0) {
       if (outcomeError !== undefined) {
@@ -515,8 +520,7 @@ export class StudyLedger extends EventEmitter<StudyLedgerEvents> {
         this.unreachableSince = undefined
       }
     } catch (error) {
-      this.pendingReceipts = [...receipts, ...this.pendingReceipts]
-      this.pendingOutcomes = [...outcomes, ...this.pendingOutcomes]
+      this.putBack(receipts, outcomes)
       if (this.unreachableSince === undefined) {
         this.unreachableSince = Date.now()
         this.options.logger.error('ledger-unreachable', {waiting: this.pendingReceipts.length + this.pendingOutcomes.length}, `study ledger ${this.store.file}: ${(error as Error).message}; instances are still acknowledged and routed, their records wait in memory and are written when it answers`)

@@ -153,11 +153,10 @@ function makeBackend(config: DdrConfig['backends'][number], callingAeTitle: stri
  * left by another number of workers are taken over (listen/adopt.ts).
  */
 export async function startRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
-  // A configuration problem is named before the spool folder's lock (which a running router may hold).
-  if (options.statusServer !== false) {
-    checkConsoleExposure(config)
-    statusServerTls(config.status)
-  }
+  // A configuration problem is named before the spool folder's lock (which a running router may
+  // hold): an exposed console, or a bad status.tls file (the field and the file named).
+  if (options.statusServer !== false) checkConsoleExposure(config)
+  const statusTls = options.statusServer === false ? undefined : statusServerTls(config.status)
 
   const spoolDir = path.resolve(config.spool.dir)
   const lock = SpoolLock.acquire(spoolDir)
@@ -171,7 +170,7 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
       adoption.lock()
     }
 
-    service = await startLockedRouterService(config, options)
+    service = await startLockedRouterService(config, options, statusTls)
   } catch (error) {
     await adoption?.close()
     lock.release()
@@ -192,11 +191,8 @@ export async function startRouterService(config: DdrConfig, options: RouterServi
   return service
 }
 
-async function startLockedRouterService(config: DdrConfig, options: RouterServiceOptions): Promise<RouterService> {
+async function startLockedRouterService(config: DdrConfig, options: RouterServiceOptions, statusTls: ReturnType<typeof statusServerTls>): Promise<RouterService> {
   const {logger} = options
-  if (options.statusServer !== false) checkConsoleExposure(config)
-  // Read before anything starts: a bad status.tls file stops the start with the field and file named.
-  const statusTls = options.statusServer === false ? undefined : statusServerTls(config.status)
   const startedAt = new Date()
   const spoolDir = path.resolve(config.spool.dir)
   // Pass-through instances too large for memory wait here; none survives a restart (never acknowledged).

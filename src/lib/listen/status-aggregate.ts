@@ -15,7 +15,7 @@ import type tls from 'node:tls'
 import type {DdrConfig} from '../config/schema.js'
 import {ConsoleGuard, isRefusal} from '../console/guard.js'
 import type {Logger} from '../output/logger.js'
-import {type RouterStatus, prometheus} from '../status/server.js'
+import {type RouterStatus, json, prometheus} from '../status/server.js'
 
 /** A worker that said it is ready, and where its private status server answers. */
 export interface WorkerEndpoint {
@@ -56,10 +56,6 @@ export interface WorkerStatusEntry {
 export type AggregateStatus = RouterStatus & {workers: {expected: number; running: number; entries: WorkerStatusEntry[]}}
 
 const ASK_TIMEOUT_MS = 5000
-
-const json = (response: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void => {
-  response.writeHead(status, {'content-type': 'application/json', ...headers}).end(`${JSON.stringify(value, null, 2)}\n`)
-}
 
 /** Headers a worker must not see from the outside: the primary has already judged them. */
 const STRIPPED = new Set(['host', 'origin', 'referer', 'cookie', 'authorization', 'sec-fetch-site', 'sec-fetch-mode', 'sec-fetch-dest', 'sec-fetch-user', 'connection', 'keep-alive'])

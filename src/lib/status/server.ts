@@ -62,8 +62,10 @@ export type StatusRoutes = (method: string, pathname: string, query: URLSearchPa
  */
 export type StatusHandler = (request: http.IncomingMessage, response: http.ServerResponse) => boolean
 
-const json = (response: http.ServerResponse, status: number, value: unknown) =>
-  response.writeHead(status, {'content-type': 'application/json'}).end(`${JSON.stringify(value, null, 2)}\n`)
+/** Answers with `value` as indented JSON (and any extra headers). */
+export const json = (response: http.ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void => {
+  response.writeHead(status, {'content-type': 'application/json', ...headers}).end(`${JSON.stringify(value, null, 2)}\n`)
+}
 
 export interface StatusServerOptions {
   /** Serve https with these options (security/status-tls.ts, from status.tls); absent: plain HTTP. */
