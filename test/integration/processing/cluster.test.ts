@@ -207,6 +207,9 @@ describe('processing modules on a shared PostgreSQL ledger, two routers', () => 
     await arrive(one, files.map((f) => f.path))
     await waitFor('router-1 to run it', async () => (await one.store.processing.get(study, 'slow'))?.state === 'running', 20_000)
     expect(await one.store.processing.get(study, 'slow')).toMatchObject({runner: 'router-1', attempts: 1})
+    // Its module started (the run is taken before the inputs are fetched): the attempt that hangs is
+    // router-1's. Its marker file is counted, not read: it may still be being written.
+    await waitFor("router-1's module to start", async () => (await readdir(marks)).length === 1, 20_000)
 
     // router-2 starts (requeueing what it left itself) and looks for silent routers, while router-1 beats and runs the module.
     startProcessing(two, modules)
@@ -236,6 +239,9 @@ describe('processing modules on a shared PostgreSQL ledger, two routers', () => 
     const study = files[0].studyInstanceUid
     await arrive(one, files.map((f) => f.path))
     await waitFor('router-1 to run it', async () => (await one.store.processing.get(study, 'slow'))?.state === 'running', 20_000)
+    // The run is taken before its inputs are fetched: wait until the module itself runs (its marker),
+    // else router-1 stops before it started, and router-2's attempt is the first, the one that hangs.
+    await waitFor("router-1's module to start", async () => (await readdir(marks)).length === 1, 20_000)
     startProcessing(two, modules)
     // router-1 stops (it still beats: not silent); its module is killed and the run is router-2's to take.
     await one.service!.stop()
